@@ -1,0 +1,274 @@
+"""Typed configuration, loaded from TOML in one place (SPEC 9).
+
+Sections and option names mirror Momentum's modules (``smtpapi``, ``engagement_tracker``) so
+that an administrator who knows Momentum finds the same knobs. Every key has a default that
+runs on one machine; an unknown key is an error naming the key and the file, because a typo
+in a mail server's configuration should never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_CONFIG_PATH = "/etc/smtpapi-milter/smtpapi-milter.toml"
+CONFIG_ENV = "SMTPAPI_MILTER_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class SmtpapiConfig:
+    """``[smtpapi]``: what gets tracked and how tracked URLs look."""
+
+    open_tracking_enabled: bool = False
+    click_tracking_enabled: bool = False
+    open_tracking_scheme: Literal["http", "https"] = "http"
+    click_tracking_scheme: Literal["http", "https"] = "http"
+    tracking_domain: str = "localhost:8080"
+    tracking_link_expiry: int = 31536000
+    initial_open_pixel_tracking: bool = False
+    click_tracking_text: bool = True
+    skip_url_text_links: bool = False
+    track_dkim_signed: bool = False
+    multi_recipient: Literal["defer", "split", "shared"] = "defer"
+    reinject_to: str = "127.0.0.1:10026"
+    max_tracked_size: int = 20 * 1024 * 1024
+    node_id: int = 0
+    listener: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_listener(self, name: str | None) -> SmtpapiConfig:
+        """The settings in force for MTA listener ``name`` (Postfix ``{daemon_name}``)."""
+        overrides = self.listener.get(name or "")
+        if not overrides:
+            return self
+        return dataclasses.replace(self, **overrides)
+
+
+# Keys a [smtpapi.listener.NAME] table may override: the per-message tracking options.
+LISTENER_KEYS = frozenset(
+    f.name
+    for f in dataclasses.fields(SmtpapiConfig)
+    if f.name not in {"listener", "node_id", "reinject_to", "max_tracked_size"}
+)
+
+
+@dataclass(frozen=True)
+class MilterConfig:
+    """``[milter]``: the libmilter socket and how failures are answered."""
+
+    socket: str = "inet:8890@127.0.0.1"
+    timeout: int = 600
+    on_error: Literal["tempfail", "accept"] = "tempfail"
+    spool_memory_limit: int = 1024 * 1024
+    metrics_listen: str = "127.0.0.1:9890"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """``[policy]``: where policy modules live."""
+
+    directory: str = "/etc/smtpapi-milter/policies"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """``[engagement_tracker]``: the HTTP tracker and the link-token keys."""
+
+    listen: str = "127.0.0.1:8080"
+    admin_listen: str = "127.0.0.1:8081"
+    admin_token: str = ""
+    keys: list[str] = field(default_factory=list)
+    key_file: str = ""
+    click_tracking_include_metadata: bool = True
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """``[events]``: the event store."""
+
+    store: str = ""
+    retention: int = 0
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One ``[[webhooks]]`` endpoint."""
+
+    url: str = ""
+    auth: Literal["none", "basic", "bearer"] = "none"
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    hmac_secret: str = ""
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; build it with :func:`load_config`."""
+
+    state_dir: str = "/var/lib/smtpapi-milter"
+    smtpapi: SmtpapiConfig = field(default_factory=SmtpapiConfig)
+    milter: MilterConfig = field(default_factory=MilterConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    engagement_tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    webhooks: list[WebhookConfig] = field(default_factory=list)
+    source: str = "(defaults)"
+
+    @property
+    def event_store_url(self) -> str:
+        return self.events.store or f"sqlite:///{Path(self.state_dir) / 'events.sqlite3'}"
+
+
+def config_path(explicit: str | None) -> tuple[str, bool]:
+    """The file to read and whether it must exist (given explicitly or by environment)."""
+    if explicit:
+        return explicit, True
+    if os.environ.get(CONFIG_ENV):
+        return os.environ[CONFIG_ENV], True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def load_config(path: str | None = None) -> Config:
+    """Read, type-check and return the configuration.
+
+    With no ``path`` the environment variable or the default location is used; a missing
+    default file means "all defaults", a missing named file is an error.
+    """
+    path, required = config_path(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: no such file") from None
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(table, path)
+
+
+def parse_config(table: dict[str, Any], path: str = "(inline)") -> Config:
+    """Build a :class:`Config` from an already parsed TOML table."""
+    table = dict(table)
+    smtpapi = dict(table.get("smtpapi", {})) if isinstance(table.get("smtpapi"), dict) else None
+    if smtpapi is not None:
+        listeners = smtpapi.pop("listener", {})
+        smtpapi["listener"] = _parse_listeners(listeners, path)
+        table["smtpapi"] = smtpapi
+    webhooks = table.pop("webhooks", [])
+    if not isinstance(webhooks, list):
+        raise ConfigError(f"{path}: 'webhooks' must be an array of tables ([[webhooks]])")
+    config = _build(Config, table, path, "")
+    hooks = [_build(WebhookConfig, w, path, f"webhooks[{i}].") for i, w in enumerate(webhooks)]
+    for i, hook in enumerate(hooks):
+        if not hook.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{path}: 'webhooks[{i}].url' must be an http(s) URL")
+    config = dataclasses.replace(config, webhooks=hooks, source=path)
+    _check_values(config, path)
+    return config
+
+
+def _parse_listeners(listeners: Any, path: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(listeners, dict):
+        raise ConfigError(f"{path}: 'smtpapi.listener' must be a table of [smtpapi.listener.NAME]")
+    result = {}
+    for name, overrides in listeners.items():
+        prefix = f"smtpapi.listener.{name}."
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{path}: '{prefix[:-1]}' must be a table")
+        for key in overrides:
+            if key not in LISTENER_KEYS:
+                raise ConfigError(f"{path}: unknown key '{prefix}{key}'")
+        # Type-check the overrides against SmtpapiConfig's own field types.
+        checked = _build(SmtpapiConfig, overrides, path, prefix)
+        result[name] = {key: getattr(checked, key) for key in overrides}
+    return result
+
+
+def _build(cls: type, table: Any, path: str, prefix: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: '{prefix[:-1]}' must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"{path}: unknown key '{prefix}{key}'")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, value, path, f"{prefix}{key}.")
+        else:
+            values[key] = _check_type(value, hint, path, f"{prefix}{key}")
+    return cls(**values)
+
+
+def _check_type(value: Any, hint: Any, path: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ConfigError(f"{path}: '{key}' must be one of {choices}, not {value!r}")
+        return value
+    if origin in (list, types.GenericAlias) or hint is list:
+        (item,) = typing.get_args(hint) or (str,)
+        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
+            raise ConfigError(f"{path}: '{key}' must be a list of {item.__name__}")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: '{key}' must be a table")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    # bool is a subclass of int; an int option given `true` is a mistake worth naming.
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{path}: '{key}' must be {_type_name(hint)}, not {value!r}")
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    return {bool: "true or false", int: "an integer", str: "a string", float: "a number"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def _check_values(config: Config, path: str) -> None:
+    s = config.smtpapi
+    for key in ("tracking_link_expiry", "max_tracked_size", "node_id"):
+        if getattr(s, key) < 0:
+            raise ConfigError(f"{path}: 'smtpapi.{key}' must not be negative")
+    if s.node_id > 1023:
+        raise ConfigError(f"{path}: 'smtpapi.node_id' must be between 0 and 1023")
+    if not s.tracking_domain or any(c in s.tracking_domain for c in "/?#@ \t"):
+        raise ConfigError(f"{path}: 'smtpapi.tracking_domain' must be a host[:port]")
+    for name, overrides in s.listener.items():
+        domain = overrides.get("tracking_domain")
+        if domain is not None and (not domain or any(c in domain for c in "/?#@ \t")):
+            raise ConfigError(
+                f"{path}: 'smtpapi.listener.{name}.tracking_domain' must be a host[:port]"
+            )
+    for i, key in enumerate(config.engagement_tracker.keys):
+        kid, sep, secret = key.partition(":")
+        if not sep or not kid or not secret:
+            raise ConfigError(
+                f"{path}: 'engagement_tracker.keys[{i}]' must look like \"ID:BASE64URL_32_BYTES\""
+            )
+    store = config.events.store
+    if store and not store.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError(f"{path}: 'events.store' must be sqlite:///PATH or postgresql://...")

@@ -1,0 +1,1 @@
+"""Engagement events: the SparkPost-shaped model, stores and webhooks."""

@@ -1,0 +1,69 @@
+"""Events in SparkPost's shape, so existing webhook consumers work unchanged (SPEC 7).
+
+Injection events come from the milter (``msys.message_event``); open, click and
+link_unsubscribe events from the tracker (``msys.track_event``, ``msys.unsubscribe_event``).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+EVENT_CLASSES = {
+    "injection": "message_event",
+    "open": "track_event",
+    "initial_open": "track_event",
+    "click": "track_event",
+    "link_unsubscribe": "unsubscribe_event",
+}
+
+
+def iso_time(seconds: float) -> str:
+    """SparkPost's injection_time format: ISO 8601 with milliseconds and offset."""
+    stamp = datetime.fromtimestamp(seconds, UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}+00:00"
+
+
+def injection_event(
+    *,
+    event_id: str,
+    transmission_id: str,
+    message_id: str,
+    rcpt_to: str | None,
+    campaign_id: str,
+    customer_id: str,
+    tags: tuple[str, ...] | list[str],
+    metadata: dict[str, Any] | None,
+    msg_from: str,
+    friendly_from: str,
+    subject: str,
+    injection_time: float | None = None,
+    msg_size: int = 0,
+) -> dict[str, Any]:
+    """One ``injection`` event (flat form; :func:`envelope` wraps it for webhooks)."""
+    injected = time.time() if injection_time is None else injection_time
+    return {
+        "type": "injection",
+        "event_id": event_id,
+        "timestamp": str(int(injected)),
+        "transmission_id": transmission_id,
+        "message_id": message_id,
+        "campaign_id": campaign_id,
+        "customer_id": customer_id,
+        "rcpt_to": (rcpt_to or "").lower(),
+        "raw_rcpt_to": rcpt_to or "",
+        "rcpt_tags": list(tags),
+        "rcpt_meta": metadata or {},
+        "msg_from": msg_from,
+        "friendly_from": friendly_from,
+        "subject": subject,
+        "msg_size": str(msg_size),
+        "injection_time": iso_time(injected),
+        "delv_method": "esmtp",
+    }
+
+
+def envelope(event: dict[str, Any]) -> dict[str, Any]:
+    """The webhook form: ``{"msys": {"<class>": event}}``."""
+    return {"msys": {EVENT_CLASSES[event["type"]]: event}}

@@ -1,0 +1,77 @@
+"""Transmission, message and event ids: unique across nodes, increasing, no database.
+
+A transmission id is a 63-bit number rendered in decimal like SparkPost's: 41 bits of
+milliseconds since 2020-01-01, 10 bits of node id, 12 bits of sequence. Uniqueness holds as
+long as node ids differ and the clock does not go back; when it does, we refuse to guess
+and the milter answers Momentum's ``421 4.3.3`` so the client retries later.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+EPOCH_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+NODE_BITS = 10
+SEQUENCE_BITS = 12
+MAX_NODE = (1 << NODE_BITS) - 1
+MAX_SEQUENCE = (1 << SEQUENCE_BITS) - 1
+# A small backwards step (NTP slew) is waited out; a larger one is refused.
+MAX_WAIT_MS = 50
+
+
+class IdUnavailable(Exception):
+    """A unique id cannot be generated now (the clock went back)."""
+
+
+class IdGenerator:
+    """Snowflake-style ids; thread-safe (libmilter runs one thread per connection)."""
+
+    def __init__(self, node_id: int = 0, clock_ms: Callable[[], int] | None = None):
+        if not 0 <= node_id <= MAX_NODE:
+            raise ValueError(f"node_id must be 0..{MAX_NODE}")
+        self._node = node_id
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._sequence = 0
+
+    def next_int(self) -> int:
+        with self._lock:
+            now = self._clock_ms()
+            if now < self._last_ms:
+                if self._last_ms - now > MAX_WAIT_MS:
+                    raise IdUnavailable(f"clock went back by {self._last_ms - now} ms")
+                now = self._wait_until(self._last_ms)
+            if now == self._last_ms:
+                self._sequence = (self._sequence + 1) & MAX_SEQUENCE
+                if self._sequence == 0:  # 4096 ids in one millisecond: take the next one
+                    now = self._wait_until(self._last_ms + 1)
+            else:
+                self._sequence = 0
+            self._last_ms = now
+            return ((now - EPOCH_MS) << (NODE_BITS + SEQUENCE_BITS)) | (
+                self._node << SEQUENCE_BITS
+            ) | self._sequence
+
+    def _wait_until(self, target_ms: int) -> int:
+        deadline = time.monotonic() + MAX_WAIT_MS / 1000 * 2
+        now = self._clock_ms()
+        while now < target_ms:
+            if time.monotonic() > deadline:
+                raise IdUnavailable("clock is not advancing")
+            time.sleep(0.0005)
+            now = self._clock_ms()
+        return now
+
+    def transmission_id(self) -> str:
+        return str(self.next_int())
+
+    def event_id(self) -> str:
+        return str(self.next_int())
+
+
+def message_id(transmission_id: str, index: int) -> str:
+    """The id of one recipient's copy: 20 hex digits, unique within the transmission."""
+    return f"{int(transmission_id):016x}{index & 0xFFFF:04x}"

@@ -1,0 +1,335 @@
+"""The message pipeline: header, policies, settings, rewrite, tokens, injection events.
+
+One :class:`Pipeline` per configuration (rebuilt on reload, never mutated); one
+:class:`Session` per SMTP connection. A front end calls the session's methods at the SMTP
+stages it sees (the milter at its callbacks, ``smtpapi-milter rewrite`` all at once) and
+gets back either a :class:`MessageResult` or an :class:`~.replies.SmtpReplyError`.
+Nothing here knows about libmilter.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from . import context as cv
+from . import xmsysapi
+from .config import Config
+from .envelope import Envelope
+from .events.model import injection_event
+from .ids import IdGenerator, IdUnavailable, message_id
+from .policy import PolicyContext, PolicySet
+from .replies import TRANSMISSION_ID_UNAVAILABLE, SmtpReplyError, invalid
+from .rewrite import mime
+from .rewrite.track import TrackStats, track_html, track_text
+from .settings import TagRegistry, TrackingSettings, resolve
+from .tokens import TokenCodec, TrackingData
+
+log = structlog.get_logger("smtpapi_milter.pipeline")
+
+LINK_NAME_LIMIT = 63
+
+
+@dataclass(frozen=True)
+class HeaderEdit:
+    """A change to the message header: ``value`` None deletes the ``index``-th (1-based)
+    field called ``name``; ``index`` 0 adds a new field."""
+
+    name: str
+    index: int
+    value: bytes | None
+
+
+@dataclass
+class RecipientCopy:
+    """What one recipient (or, in shared mode, everyone) receives."""
+
+    recipient: str | None
+    settings: TrackingSettings | None
+    body: bytes | None = None  # None: the body goes out as it came in
+    header_edits: list[HeaderEdit] = field(default_factory=list)
+    message_id: str = ""
+    stats: TrackStats = field(default_factory=TrackStats)
+    injection: dict[str, Any] | None = None
+
+
+@dataclass
+class MessageResult:
+    transmission_id: str
+    header_edits: list[HeaderEdit]
+    copies: list[RecipientCopy]
+    untracked_reason: str | None = None
+
+    @property
+    def links_tracked(self) -> int:
+        return sum(c.stats.html_links + c.stats.text_links for c in self.copies)
+
+
+class Pipeline:
+    """Everything that stays the same from message to message under one configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        policies: PolicySet | None = None,
+        codec: TokenCodec | None = None,
+        ids: IdGenerator | None = None,
+        tag_registry: TagRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.config = config
+        self.policies = policies or PolicySet.empty()
+        self.codec = codec or TokenCodec.from_config(config)
+        self.ids = ids or IdGenerator(config.smtpapi.node_id)
+        self.tag_registry = tag_registry or TagRegistry()
+        self.clock = clock
+
+    def session(self) -> Session:
+        return Session(self)
+
+
+class Session:
+    """One SMTP connection: runs each policy phase when its SMTP stage happens."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.envelope = Envelope()
+        self.connection_vars = cv.Variables()
+        self.message_vars = self.connection_vars.child()
+
+    def _run(self, phase: str, variables: cv.Variables, recipient: str | None = None,
+             header: xmsysapi.XMsysApi | None = None) -> None:
+        ctx = PolicyContext(phase, self.envelope, variables, recipient,
+                            header.raw if header else None)
+        self.pipeline.policies.run(phase, ctx)
+
+    def connect(self, client_address: str, client_name: str = "",
+                macros: dict[str, str] | None = None) -> None:
+        self.envelope.client_address = client_address
+        self.envelope.client_name = client_name
+        self.envelope.macros.update(macros or {})
+        self._run("validate_connect", self.connection_vars)
+
+    def helo(self, name: str) -> None:
+        self.envelope.helo = name
+        self._run("validate_ehlo", self.connection_vars)
+
+    def mail_from(self, address: str, macros: dict[str, str] | None = None) -> None:
+        self.reset()
+        self.envelope.macros.update(macros or {})
+        self.envelope.mail_from = address
+        if self.envelope.auth_user:  # SMTP AUTH names the customer, as Momentum's auth does
+            self.connection_vars.set(cv.CUSTOMER_ID, self.envelope.auth_user)
+        self._run("validate_mailfrom", self.message_vars)
+
+    def rcpt(self, address: str) -> None:
+        """Run validate_rcptto; the recipient joins the transaction only if it passes."""
+        self._run("validate_rcptto", self.message_vars, address)
+        self.envelope.recipients.append(address)
+
+    def reset(self) -> None:
+        self.envelope.reset_transaction()
+        self.message_vars = self.connection_vars.child()
+
+    def end_of_message(self, headers: list[tuple[str, bytes]], body: bytes,
+                       shared: bool = False) -> MessageResult:
+        """Decide and build what is delivered: one copy per recipient, or one shared copy.
+
+        Raises SmtpReplyError with the reply the client must get.
+        """
+        self.envelope.headers = headers
+        header = _parse_header(self.envelope)
+        self._run("validate_data_spool", self.message_vars, header=header)
+        builder = _CopyBuilder(self, header, body)
+        recipients = list(self.envelope.recipients) or [None]
+        copies = []
+        for index, recipient in enumerate(recipients):
+            variables = self.message_vars.child()
+            self._run("validate_data_spool_each_rcpt", variables, recipient, header)
+            if shared:
+                if index == 0:
+                    copies.append(builder.build(None, self.message_vars, 0))
+            else:
+                copies.append(builder.build(recipient, variables, index))
+        edits = [HeaderEdit(xmsysapi.HEADER_NAME, 1, None)] if header is not None else []
+        return MessageResult(builder.transmission_id, edits, copies, builder.untracked_reason)
+
+
+def _parse_header(envelope: Envelope) -> xmsysapi.XMsysApi | None:
+    values = envelope.raw_headers(xmsysapi.HEADER_NAME)
+    if len(values) > 1:
+        raise invalid("message has more than one X-MSYS-API header")
+    return xmsysapi.parse(values[0]) if values else None
+
+
+class _CopyBuilder:
+    """Builds each recipient's copy of one message; shares the parsed structure."""
+
+    def __init__(self, session: Session, header: xmsysapi.XMsysApi | None, body: bytes):
+        self.pipeline = session.pipeline
+        self.envelope = session.envelope
+        self.header = header
+        self.body = body
+        self.config = self.pipeline.config.smtpapi.for_listener(self.envelope.listener)
+        self.transmission_id = ""
+        self.injected_at = self.pipeline.clock()
+        self.untracked_reason = self._untracked_reason()
+        self.root = None if self.untracked_reason else mime.parse_structure(headers=self.envelope.headers, body=body)
+        if self.root is not None:
+            self.untracked_reason = mime.untouchable_reason(self.root, body)
+
+    def _untracked_reason(self) -> str | None:
+        if len(self.body) > self.config.max_tracked_size:
+            return f"message larger than max_tracked_size ({self.config.max_tracked_size})"
+        if self.envelope.raw_headers("DKIM-Signature") and not self.config.track_dkim_signed:
+            return "message is already DKIM-signed"
+        return None
+
+    def build(self, recipient: str | None, variables: cv.Variables, index: int) -> RecipientCopy:
+        settings = resolve(self.config, self.header, variables, self.pipeline.tag_registry)
+        copy = RecipientCopy(recipient, settings)
+        if not settings.tracks_anything:
+            return copy
+        if not self.transmission_id:
+            try:
+                self.transmission_id = self.pipeline.ids.transmission_id()
+            except IdUnavailable:
+                raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None
+        copy.message_id = message_id(self.transmission_id, index)
+        if self.root is not None:
+            links = _Links(self.pipeline, settings, self._tracking_data(copy, settings))
+            self._rewrite(copy, settings, links)
+        copy.injection = self._injection(copy, settings)
+        return copy
+
+    def _tracking_data(self, copy: RecipientCopy, settings: TrackingSettings) -> TrackingData:
+        injected = int(self.injected_at)
+        return TrackingData(
+            kind="open",
+            transmission_id=self.transmission_id,
+            message_id=copy.message_id,
+            rcpt_to=copy.recipient or "",
+            injection_time=injected,
+            expires=injected + settings.link_expiry if settings.link_expiry else 0,
+            campaign_id=settings.campaign_id,
+            tags=settings.tags,
+            metadata=settings.metadata,
+            customer_id=settings.customer_id,
+        )
+
+    def _rewrite(self, copy: RecipientCopy, settings: TrackingSettings, links: _Links) -> None:
+        html, text = mime.top_parts(self.root)
+        changes = []
+        for part, track in ((html, track_html), (text, track_text)):
+            if part is not None:
+                change = _track_part(self.body, part, track, settings, links, copy.stats)
+                if change is not None:
+                    changes.append(change)
+        if not changes:
+            return
+        copy.body, root_cte = mime.apply_changes(self.body, changes)
+        if root_cte is not None:
+            edit = _cte_edit(self.envelope.headers, root_cte)
+            copy.header_edits.append(edit)
+
+    def _injection(self, copy: RecipientCopy, settings: TrackingSettings) -> dict[str, Any]:
+        from_header = self.envelope.header("From") or ""
+        return injection_event(
+            event_id=self.pipeline.ids.event_id(),
+            transmission_id=self.transmission_id,
+            message_id=copy.message_id,
+            rcpt_to=copy.recipient,
+            campaign_id=settings.campaign_id,
+            customer_id=settings.customer_id,
+            tags=settings.tags,
+            metadata=settings.metadata,
+            msg_from=self.envelope.mail_from,
+            friendly_from=email.utils.parseaddr(from_header)[1] or from_header,
+            subject=self.envelope.header("Subject") or "",
+            injection_time=self.injected_at,
+            msg_size=len(copy.body if copy.body is not None else self.body),
+        )
+
+
+def _cte_edit(headers: list[tuple[str, bytes]], cte: str) -> HeaderEdit:
+    present = any(name.lower() == "content-transfer-encoding" for name, _ in headers)
+    return HeaderEdit("Content-Transfer-Encoding", 1 if present else 0, cte.encode("ascii"))
+
+
+def _track_part(body: bytes, part: mime.MimePart, track: Callable[..., str],
+                settings: TrackingSettings, links: _Links,
+                stats: TrackStats) -> mime.PartChange | None:
+    raw = body[part.body_start : part.end]
+    decoded = mime.decode_transfer(raw, part.cte)
+    if decoded is None:
+        log.info("part left untracked: unknown transfer encoding", cte=part.cte)
+        return None
+    charset = _codec(part.charset)
+    if charset is None:
+        log.info("part left untracked: unknown charset", charset=part.charset)
+        return None
+    text = decoded.decode(charset, "surrogateescape")
+    if text.encode(charset, "surrogateescape") != decoded:
+        log.info("part left untracked: charset does not round-trip", charset=part.charset)
+        return None
+    new_text = track(text, settings, links, stats)
+    if new_text is text:
+        return None
+    new_body, cte = mime.encode_transfer(
+        new_text.encode(charset, "surrogateescape"), part.cte,
+        mime.line_ending(body, part.body_start, part.end),
+    )
+    return mime.PartChange(part, new_body, cte)
+
+
+def _codec(charset: str) -> str | None:
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        return None
+
+
+class _Links:
+    """Tracked URLs for one recipient's copy; the same link gets the same URL."""
+
+    def __init__(self, pipeline: Pipeline, settings: TrackingSettings, base: TrackingData):
+        self._codec = pipeline.codec
+        domain = settings.tracking_domain
+        self._click_prefix = f"{settings.click_scheme}://{domain}/c/"
+        self._open_prefix = f"{settings.open_scheme}://{domain}/"
+        self._base = base
+        include = pipeline.config.engagement_tracker.click_tracking_include_metadata
+        self._click_base = base if include else dataclasses.replace(base, metadata=None)
+        self._cache: dict[tuple[str, str | None, bool], str] = {}
+
+    def click(self, url: str, name: str | None, unsubscribe: bool) -> str:
+        key = (url, name, unsubscribe)
+        tracked = self._cache.get(key)
+        if tracked is None:
+            data = dataclasses.replace(
+                self._click_base, kind="click", target_url=url,
+                link_name=_truncate_utf8(name or "", LINK_NAME_LIMIT), unsubscribe=unsubscribe,
+            )
+            tracked = self._cache[key] = self._click_prefix + self._codec.encode(data)
+        return tracked
+
+    def open(self) -> str:
+        return self._open_prefix + "o/" + self._codec.encode(self._base)
+
+    def initial_open(self) -> str:
+        data = dataclasses.replace(self._base, kind="initial_open")
+        return self._open_prefix + "i/" + self._codec.encode(data)
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", "ignore")

@@ -1,0 +1,321 @@
+"""Find the parts to track in a raw MIME body, by byte offsets (SPEC 4).
+
+Python's :mod:`email` package re-serializes whatever it parses, and a re-serialized message is
+not the sender's message (boundaries, folding, header case and line endings change). So we
+only *locate* parts here: every part is a byte range of the original body, the two parts we
+track are decoded, changed and re-encoded, and everything else is copied byte for byte.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.message
+import re
+from dataclasses import dataclass, field
+
+MAX_DEPTH = 32
+QP_LINE_LIMIT = 998
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_HEADER_FIELD = re.compile(rb"([^\s:]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)(?:\r?\n|$)")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (QP_LINE_LIMIT + 1))
+_PGP = re.compile(rb"^-----BEGIN PGP (?:SIGNED )?MESSAGE-----", re.M)
+
+SIGNED_OR_ENCRYPTED = frozenset(
+    {
+        "multipart/signed",
+        "multipart/encrypted",
+        "application/pkcs7-mime",
+        "application/x-pkcs7-mime",
+        "application/pkcs7-signature",
+        "application/x-pkcs7-signature",
+        "application/pgp-encrypted",
+        "application/pgp-signature",
+    }
+)
+IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
+
+
+@dataclass(slots=True)
+class MimePart:
+    """One part of the message as a byte range of the body buffer.
+
+    ``start`` is where the part's own header block begins (equal to ``body_start`` for the
+    top level, whose headers the MTA hands over separately), ``end`` is just past its body.
+    ``cte_range`` is the byte range of its Content-Transfer-Encoding field, if any.
+    """
+
+    start: int
+    body_start: int
+    end: int
+    content_type: str
+    params: dict[str, str]
+    cte: str
+    disposition: str
+    has_filename: bool
+    cte_range: tuple[int, int] | None = None
+    children: list[MimePart] = field(default_factory=list)
+
+    @property
+    def is_root(self) -> bool:
+        return self.start == 0 and self.body_start == 0
+
+    @property
+    def charset(self) -> str:
+        return self.params.get("charset", "us-ascii").strip() or "us-ascii"
+
+    @property
+    def is_attachment(self) -> bool:
+        return self.disposition == "attachment" or self.has_filename
+
+    def walk(self):
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+def _parse_params(value: str) -> tuple[str, dict[str, str]]:
+    """Content-Type / Content-Disposition value → (lower-case main value, params)."""
+    holder = email.message.Message()
+    holder["X"] = value
+    params = holder.get_params(header="X") or []
+    if not params:
+        return "", {}
+    main = params[0][0].strip().lower()
+    out = {}
+    for key, val in params[1:]:
+        if isinstance(val, tuple):  # RFC 2231
+            val = email.utils.collapse_rfc2231_value(val)
+        out[key.strip().lower()] = email.utils.unquote(str(val))
+    return main, out
+
+
+def _describe(
+    fields: dict[str, str], default_type: str
+) -> tuple[str, dict[str, str], str, str, bool]:
+    ctype, params = _parse_params(fields.get("content-type", ""))
+    if "/" not in ctype:
+        ctype, params = default_type, params if ctype else {}
+    cte = fields.get("content-transfer-encoding", "").strip().lower()
+    disposition, dparams = _parse_params(fields.get("content-disposition", ""))
+    has_filename = "filename" in dparams or "name" in params
+    return ctype, params, cte, disposition, has_filename
+
+
+def parse_structure(headers: list[tuple[str, bytes]], body: bytes) -> MimePart:
+    """The MIME tree of a message whose headers the MTA gave us apart from the body."""
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key in ("content-type", "content-transfer-encoding", "content-disposition"):
+            fields.setdefault(key, _text(value))
+    ctype, params, cte, disposition, has_filename = _describe(fields, "text/plain")
+    root = MimePart(0, 0, len(body), ctype, params, cte, disposition, has_filename)
+    if ctype.startswith("multipart/"):
+        _fill_children(body, root, 1)
+    return root
+
+
+def _text(value: bytes) -> str:
+    return re.sub(rb"\r?\n[ \t]", b" ", value).decode("latin-1").strip()
+
+
+def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int) -> MimePart:
+    fields: dict[str, str] = {}
+    cte_range = None
+    if buf.startswith(b"\n", start) or buf.startswith(b"\r\n", start):
+        body_start = start + (1 if buf[start] == 10 else 2)
+    else:
+        blank = _BLANK_LINE.search(buf, start, end)
+        header_end = blank.start() if blank else end
+        body_start = blank.end() if blank else end
+        pos = start
+        while pos < header_end:
+            m = _HEADER_FIELD.match(buf, pos, header_end)
+            if not m:  # not a header line: skip it, as MUAs do
+                nl = buf.find(b"\n", pos, header_end)
+                pos = header_end if nl < 0 else nl + 1
+                continue
+            key = m.group(1).decode("latin-1").lower()
+            if key not in fields:
+                fields[key] = _text(m.group(2))
+                if key == "content-transfer-encoding":
+                    # Include the line break that ends the field (it precedes the blank line).
+                    field_end = m.end() if m.end() < header_end else _eol_end(buf, m.end())
+                    cte_range = (m.start(), field_end)
+            pos = max(m.end(), pos + 1)
+    ctype, params, cte, disposition, has_filename = _describe(fields, default_type)
+    part = MimePart(start, body_start, end, ctype, params, cte, disposition, has_filename,
+                    cte_range)
+    if ctype.startswith("multipart/") and depth < MAX_DEPTH:
+        _fill_children(buf, part, depth + 1)
+    return part
+
+
+def _eol_end(buf: bytes, pos: int) -> int:
+    if buf.startswith(b"\r\n", pos):
+        return pos + 2
+    if buf.startswith(b"\n", pos):
+        return pos + 1
+    return pos
+
+
+def _fill_children(buf: bytes, part: MimePart, depth: int) -> None:
+    boundary = part.params.get("boundary", "")
+    if not boundary or len(boundary) > 200:
+        return
+    delimiter = re.compile(
+        rb"^--" + re.escape(boundary.encode("latin-1", "replace")) + rb"(--)?[ \t]*(?:\r?\n|$)",
+        re.M,
+    )
+    default_type = "message/rfc822" if part.content_type == "multipart/digest" else "text/plain"
+    previous_end = None
+    for m in delimiter.finditer(buf, part.body_start, part.end):
+        if m.start() != part.body_start and buf[m.start() - 1] != 10:
+            continue  # `^` also matches at the search start; a delimiter must begin a line
+        if previous_end is not None:
+            child_end = _before_eol(buf, m.start(), previous_end)
+            part.children.append(_parse_part(buf, previous_end, child_end, default_type, depth))
+        if m.group(1):  # close delimiter: the rest is epilogue
+            return
+        previous_end = m.end()
+    if previous_end is not None and previous_end < part.end:  # truncated: no close delimiter
+        part.children.append(_parse_part(buf, previous_end, part.end, default_type, depth))
+
+
+def _before_eol(buf: bytes, pos: int, floor: int) -> int:
+    """The line break before a delimiter belongs to the delimiter (RFC 2046 5.1.1)."""
+    if pos - 2 >= floor and buf[pos - 2 : pos] == b"\r\n":
+        return pos - 2
+    if pos - 1 >= floor and buf[pos - 1] == 10:
+        return pos - 1
+    return pos
+
+
+def top_parts(root: MimePart) -> tuple[MimePart | None, MimePart | None]:
+    """The top text/html and top text/plain parts, as Momentum chooses them.
+
+    The first of each type in document order that is not an attachment; attached messages
+    (message/rfc822) are never entered because their parts belong to someone else's mail.
+    """
+    html = text = None
+    stack = [root]
+    while stack:
+        part = stack.pop()
+        if part.children:
+            stack.extend(reversed(part.children))
+            continue
+        if part.is_attachment:
+            continue
+        if part.content_type == "text/html" and html is None:
+            html = part
+        elif part.content_type == "text/plain" and text is None:
+            text = part
+    return html, text
+
+
+def untouchable_reason(root: MimePart, body: bytes) -> str | None:
+    """Why this message must be delivered as it is (signed, encrypted), or None."""
+    for part in root.walk():
+        if part.content_type in SIGNED_OR_ENCRYPTED:
+            return f"message is signed or encrypted ({part.content_type})"
+    for part in top_parts(root):
+        if part is not None and _PGP.search(body, part.body_start, part.end):
+            return "message carries inline PGP"
+    return None
+
+
+def line_ending(body: bytes, start: int = 0, end: int | None = None) -> bytes:
+    """The line ending a part uses: CRLF on the wire, LF in some files on disk."""
+    nl = body.find(b"\n", start, len(body) if end is None else end)
+    if nl < 0:
+        nl = body.find(b"\n")
+    return b"\n" if nl > 0 and body[nl - 1] != 13 else b"\r\n"
+
+
+def decode_transfer(raw: bytes, cte: str) -> bytes | None:
+    """A part's body without its transfer encoding; None when the encoding is unknown."""
+    if cte in IDENTITY_ENCODINGS:
+        return raw
+    try:
+        if cte == "quoted-printable":
+            return binascii.a2b_qp(raw)
+        if cte == "base64":
+            return binascii.a2b_base64(raw)
+    except (binascii.Error, ValueError):
+        return None
+    return None
+
+
+def encode_transfer(data: bytes, cte: str, eol: bytes) -> tuple[bytes, str]:
+    """Re-encode a changed part in its own transfer encoding → (bytes, encoding used).
+
+    A 7bit/8bit part whose lines would pass 998 octets moves to quoted-printable (RFC 5322
+    line limit); a part that had bare CRs gets them fixed, since a bare CR breaks signers.
+    """
+    if cte == "quoted-printable":
+        return _qp(data, eol), cte
+    if cte == "base64":
+        encoded = binascii.b2a_base64(data, newline=False)
+        lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
+        return eol.join(lines) + (eol if lines else b""), cte
+    if cte == "binary":
+        return data, cte
+    if b"\r" in data and _BARE_CR.search(data):
+        data = _BARE_CR.sub(eol, data)
+    if _LONG_LINE.search(data):
+        return _qp(data, eol), "quoted-printable"
+    return data, cte
+
+
+def _qp(data: bytes, eol: bytes) -> bytes:
+    # b2a_qp picks CRLF or LF from the first line break it sees; normalise to the part's.
+    encoded = binascii.b2a_qp(data.replace(b"\r\n", b"\n"), istext=True)
+    return encoded.replace(b"\n", eol) if eol != b"\n" else encoded
+
+
+@dataclass(frozen=True)
+class PartChange:
+    """A new body (already transfer-encoded) for one part, and its new encoding."""
+
+    part: MimePart
+    body: bytes
+    cte: str
+
+
+def apply_changes(body: bytes, changes: list[PartChange]) -> tuple[bytes, str | None]:
+    """Splice changed parts into the body → (new body, new top-level CTE or None).
+
+    A part whose encoding changed gets its own Content-Transfer-Encoding field rewritten in
+    place; for the top level, the caller changes the message header instead.
+    """
+    pieces = []
+    pos = 0
+    root_cte = None
+    for change in sorted(changes, key=lambda c: c.part.body_start):
+        part = change.part
+        if change.cte != part.cte:
+            if part.is_root:
+                root_cte = change.cte
+            else:
+                pieces.append(body[pos : part.start])
+                pieces.append(_with_cte(body, part, change.cte))
+                pos = part.body_start
+        pieces.append(body[pos : part.body_start])
+        pieces.append(change.body)
+        pos = part.end
+    pieces.append(body[pos:])
+    return b"".join(pieces), root_cte
+
+
+def _with_cte(body: bytes, part: MimePart, cte: str) -> bytes:
+    headers = body[part.start : part.body_start]
+    eol = line_ending(body, part.start, part.body_start)
+    new_field = b"Content-Transfer-Encoding: " + cte.encode("ascii") + eol
+    if part.cte_range is not None:
+        a, b = (x - part.start for x in part.cte_range)
+        return headers[:a] + new_field + headers[b:]
+    # No field yet: add one at the end of the header block, before the blank line.
+    blank = len(headers) - len(eol)
+    return headers[:blank] + new_field + headers[blank:]

@@ -1,0 +1,129 @@
+"""Track one decoded part: rewrite link values, insert pixels, unescape double curlies.
+
+Works on text already decoded from its transfer encoding and charset, and changes it only by
+splicing at the offsets the scanners report, so every other character stays as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..settings import TrackingSettings
+from .html import scan_html
+from .text import find_text_urls
+from .urls import is_trackable_url
+
+# Momentum's escapes for literal double curlies (seed 000): the sender wrote them because
+# the substitution engine would otherwise eat `{{`/`}}`; the tracked body shows the real ones.
+_CURLY = re.compile(r"\{\{(opening|closing)_double_curly\(\)\}\}")
+_CURLY_TEXT = {"opening": "{{", "closing": "}}"}
+
+# Bottom pixel: a plain 1x1 image; alt="" keeps screen readers and blocked-image
+# placeholders quiet.
+PIXEL = (
+    '<img border="0" width="1" height="1" alt="" '
+    'style="height:1px!important;width:1px!important;border:0!important;margin:0!important;'
+    'padding:0!important" src="{url}" />'
+)
+# Top pixel for Gmail's clipping (SparkPost's "initial open"): hidden so it never shows.
+INITIAL_PIXEL = (
+    '<div style="color:transparent;visibility:hidden;opacity:0;font-size:0px;border:0;'
+    "max-height:1px;width:1px;margin:0px;padding:0px;border-width:0px!important;"
+    'display:none!important;line-height:0px!important;">'
+    '<img border="0" width="1" height="1" alt="" src="{url}" /></div>'
+)
+
+
+class LinkMaker(Protocol):
+    """Builds tracked URLs for one recipient's copy."""
+
+    def click(self, url: str, name: str | None, unsubscribe: bool) -> str: ...
+
+    def open(self) -> str: ...
+
+    def initial_open(self) -> str: ...
+
+
+@dataclass
+class TrackStats:
+    html_links: int = 0
+    text_links: int = 0
+    pixel: bool = False
+    initial_pixel: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.html_links or self.text_links or self.pixel or self.initial_pixel)
+
+
+Edit = tuple[int, int, str]
+
+
+def track_html(text: str, settings: TrackingSettings, links: LinkMaker,
+               stats: TrackStats) -> str:
+    """The HTML part with tracked links and pixel(s), or ``text`` itself if nothing applies."""
+    scan = scan_html(text)
+    edits: list[Edit] = []
+    if settings.click_tracking:
+        for link in scan.links:
+            if link.opt_out or not is_trackable_url(link.url, settings.tracking_domain):
+                continue
+            if settings.skip_url_text_links and link.text_url:
+                continue
+            edits.append((link.start, link.end, links.click(link.url, link.name,
+                                                            link.unsubscribe)))
+            stats.html_links += 1
+    if settings.open_tracking:
+        # Before </body>; failing that before </html>; failing that at the end of the part
+        # (still inside it: the MIME boundary is not ours to cross).
+        bottom = _first_not_none(scan.body_end_start, scan.html_end_start, len(text))
+        edits.append((bottom, bottom, PIXEL.format(url=links.open())))
+        stats.pixel = True
+        if settings.initial_open_pixel:
+            top = scan.body_start_end or 0
+            edits.append((top, top, INITIAL_PIXEL.format(url=links.initial_open())))
+            stats.initial_pixel = True
+    return _splice(text, _with_curlies(text, edits))
+
+
+def track_text(text: str, settings: TrackingSettings, links: LinkMaker,
+               stats: TrackStats) -> str:
+    """The plain-text part with every trackable http(s) URL tracked."""
+    edits: list[Edit] = []
+    if settings.click_tracking and settings.click_tracking_text:
+        for start, end, url in find_text_urls(text):
+            if is_trackable_url(url, settings.tracking_domain):
+                edits.append((start, end, links.click(url, None, False)))
+                stats.text_links += 1
+    return _splice(text, _with_curlies(text, edits))
+
+
+def _first_not_none(*values: int | None) -> int:
+    return next(v for v in values if v is not None)
+
+
+def _with_curlies(text: str, edits: list[Edit]) -> list[Edit]:
+    if "_double_curly()}}" not in text:
+        return edits
+    taken = sorted((s, e) for s, e, _ in edits)
+    extra = []
+    for m in _CURLY.finditer(text):
+        if not any(s < m.end() and m.start() < e for s, e in taken):
+            extra.append((m.start(), m.end(), _CURLY_TEXT[m.group(1)]))
+    return edits + extra
+
+
+def _splice(text: str, edits: list[Edit]) -> str:
+    if not edits:
+        return text
+    edits.sort(key=lambda e: (e[0], e[1]))
+    pieces = []
+    pos = 0
+    for start, end, replacement in edits:
+        pieces.append(text[pos:start])
+        pieces.append(replacement)
+        pos = end
+    pieces.append(text[pos:])
+    return "".join(pieces)

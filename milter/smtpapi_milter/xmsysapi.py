@@ -1,0 +1,147 @@
+"""The X-MSYS-API header: unfold, decode, parse and validate (SPEC 2, seeds 000/001).
+
+Momentum's documented behaviour is reproduced exactly where senders depend on it: a folded
+value is unfolded by turning each line break and the whitespace after it into one space
+(``"my_awes\\n   ome_campaign"`` reads ``"my_awes ome_campaign"``), RFC 2047 encoded-words are
+decoded before the JSON is parsed, and type errors are answered with Momentum's wording
+(``X-MSYS-API 'metadata' must be of type 'json object'``).
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from .replies import invalid
+
+HEADER_NAME = "X-MSYS-API"
+
+_FOLD = re.compile(rb"\r?\n[ \t]*|\r[ \t]*")
+_ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
+# Whitespace between two adjacent encoded-words is not part of the text (RFC 2047 6.2).
+_BETWEEN_WORDS = re.compile(r"(\?=)\s+(?==\?[^?\s]+\?[bBqQ]\?)")
+
+# JSON Schema type names as Momentum words them in its replies.
+_TYPE_WORDS = {
+    "object": "json object",
+    "array": "json array",
+    "string": "string",
+    "boolean": "boolean",
+}
+
+
+@dataclass(frozen=True)
+class XMsysApi:
+    """The validated header. ``None`` means the sender did not set the field."""
+
+    campaign_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    tags: list[str] | None = None
+    open_tracking: bool | None = None
+    click_tracking: bool | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def unfold(value: bytes) -> bytes:
+    """Join a folded header value the way Momentum does: each break plus indent is one space."""
+    return _FOLD.sub(b" ", value).strip(b" \t")
+
+
+def decode_value(value: bytes) -> str:
+    """Unfold, check the charset and decode RFC 2047 encoded-words into text."""
+    unfolded = unfold(value)
+    try:
+        text = unfolded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid(
+            "X-MSYS-API header must be ASCII (use \\u escapes or RFC 2047) or UTF-8"
+        ) from None
+    if "=?" in text:
+        text = _decode_encoded_words(text)
+    return text
+
+
+def _decode_encoded_words(text: str) -> str:
+    text = _BETWEEN_WORDS.sub(r"\1", text)
+    return _ENCODED_WORD.sub(_decode_word, text)
+
+
+def _decode_word(match: re.Match[str]) -> str:
+    charset, encoding, payload = match.groups()
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise invalid(f"X-MSYS-API encoded-word has unknown charset {charset[:40]!r}") from None
+    try:
+        raw = payload.encode("ascii")
+        if encoding in "bB":
+            data = binascii.a2b_base64(raw + b"=" * (-len(raw) % 4))
+        else:
+            data = binascii.a2b_qp(raw, header=True)
+        return data.decode(charset)
+    except (UnicodeError, binascii.Error, ValueError):
+        raise invalid(f"X-MSYS-API encoded-word is not valid {charset[:40]}") from None
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    schema_text = resources.files(__package__).joinpath("schemas/x-msys-api.schema.json")
+    schema = json.loads(schema_text.read_text("utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse(value: bytes | str) -> XMsysApi:
+    """Parse one X-MSYS-API header value (raw bytes as the MTA delivered it, folds included).
+
+    Raises :class:`~smtpapi_milter.replies.SmtpReplyError` (550 5.6.0) with the documented
+    text when the value cannot be used.
+    """
+    text = decode_value(value.encode("utf-8") if isinstance(value, str) else value)
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise invalid(f"X-MSYS-API is not valid JSON: {reason}"[:200]) from None
+    if not isinstance(data, dict):
+        raise invalid("X-MSYS-API must be of type 'json object'")
+    _validate(data)
+    options = data.get("options") or {}
+    return XMsysApi(
+        campaign_id=data.get("campaign_id"),
+        metadata=data.get("metadata"),
+        tags=data.get("tags"),
+        open_tracking=options.get("open_tracking"),
+        click_tracking=options.get("click_tracking"),
+        raw=data,
+    )
+
+
+def _validate(data: dict[str, Any]) -> None:
+    validator = _validator()
+    if validator.is_valid(data):
+        return
+    error = min(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    path = list(error.absolute_path)
+    if error.validator == "type":
+        if path and isinstance(path[-1], int):
+            name = ".".join(str(p) for p in path[:-1])
+            word = _TYPE_WORDS.get(error.validator_value, error.validator_value)
+            raise invalid(f"X-MSYS-API '{name}' elements must be of type '{word}'")
+        name = ".".join(str(p) for p in path)
+        word = _TYPE_WORDS.get(error.validator_value, error.validator_value)
+        raise invalid(f"X-MSYS-API '{name}' must be of type '{word}'")
+    raise invalid(f"X-MSYS-API is invalid: {error.message}"[:200])

@@ -1,0 +1,117 @@
+"""Messages built from ../shared/corpus, as real senders would send them.
+
+The corpus is read where it lies (never copied into the repo). HTML templates are wrapped
+into multipart/alternative (quoted-printable or base64) and single-part 8bit messages; the
+MIME fixtures get an X-MSYS-API header that turns tracking on.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import re
+from pathlib import Path
+
+import lxml.html
+
+CORPUS = Path(
+    os.environ.get("SMTPAPI_CORPUS")
+    or Path(__file__).resolve().parents[2] / "shared" / "corpus"
+)
+TRACK_ALL = (
+    b'X-MSYS-API: {"campaign_id": "corpus", "tags": ["corpus"],\r\n'
+    b' "options": {"open_tracking": true, "click_tracking": true}}'
+)
+_PLACEHOLDER = re.compile(rb'href=(["\'])#\1')
+
+
+def html_files() -> list[Path]:
+    return sorted(CORPUS.glob("html/*/*.html"))
+
+
+def mime_files() -> list[Path]:
+    return sorted(p for p in CORPUS.glob("mime/*/*.eml"))
+
+
+def realistic(html: bytes) -> bytes:
+    """Give each placeholder link a unique, real-looking URL (with &amp; in the query)."""
+    counter = iter(range(1, 1_000_000))
+
+    def url(m: re.Match[bytes]) -> bytes:
+        n = next(counter)
+        return (
+            b'href="https://www.example.com/articles/%d?utm_source=newsletter&amp;'
+            b'utm_medium=email&amp;utm_campaign=weekly&amp;id=%d"' % (n, n)
+        )
+
+    return _PLACEHOLDER.sub(url, html)
+
+
+def text_version(html: bytes) -> bytes:
+    """A plain-text alternative like senders make: the words, then the links."""
+    try:
+        doc = lxml.html.document_fromstring(html)
+    except (ValueError, lxml.etree.ParserError):
+        return b"(no text)\r\n"
+    words = " ".join(doc.text_content().split())
+    links = [h for h in doc.xpath("//a/@href") if h.startswith(("http://", "https://"))]
+    lines = [words[i : i + 72] for i in range(0, min(len(words), 2000), 72)]
+    return ("\r\n".join(lines + [""] + links) + "\r\n").encode("utf-8")
+
+
+def encode(data: bytes, cte: str) -> bytes:
+    data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if cte == "quoted-printable":
+        return binascii.b2a_qp(data.replace(b"\r\n", b"\n"), istext=True).replace(
+            b"\n", b"\r\n"
+        )
+    if cte == "base64":
+        raw = binascii.b2a_base64(data, newline=False)
+        return b"\r\n".join(raw[i : i + 76] for i in range(0, len(raw), 76)) + b"\r\n"
+    return data
+
+
+def headers(extra: bytes = TRACK_ALL) -> bytes:
+    return (
+        b"Return-Path: <news@example.com>\r\n"
+        b"From: Example News <news@example.com>\r\n"
+        b"To: Jane Doe <jane.doe@example.org>\r\n"
+        b"Subject: =?utf-8?q?Corpus_message_=E2=9C=93?=\r\n"
+        b"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+        b"Message-ID: <corpus.1@example.com>\r\n"
+        b"MIME-Version: 1.0\r\n" + (extra + b"\r\n" if extra else b"")
+    )
+
+
+def wrap_html(html: bytes, cte: str, extra: bytes = TRACK_ALL) -> bytes:
+    """A message carrying ``html``: multipart/alternative for qp/base64, single part for 8bit."""
+    if cte == "8bit":
+        return (
+            headers(extra)
+            + b"Content-Type: text/html; charset=utf-8\r\n"
+            + b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+            + encode(html, cte)
+        )
+    boundary = b"=_corpus_boundary_42"
+    return (
+        headers(extra)
+        + b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n'
+        + b"This is a multi-part message in MIME format.\r\n\r\n"
+        + b"--" + boundary + b"\r\n"
+        + b"Content-Type: text/plain; charset=utf-8\r\n"
+        + b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n"
+        + encode(text_version(html), cte)
+        + b"--" + boundary + b"\r\n"
+        + b"Content-Type: text/html; charset=utf-8\r\n"
+        + b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n"
+        + encode(html, cte)
+        + b"--" + boundary + b"--\r\n"
+    )
+
+
+def with_header(message: bytes, extra: bytes = TRACK_ALL) -> bytes:
+    """A corpus MIME file as the MTA would see it, with ``extra`` as its first header."""
+    if message.startswith(b"From "):  # mbox envelope line: never on the wire
+        message = message.split(b"\n", 1)[1]
+    eol = b"\r\n" if b"\r\n" in message[:2000] else b"\n"
+    return extra.replace(b"\r\n", eol) + eol + message

@@ -1,0 +1,206 @@
+"""An independent judge of a rewrite: the email package and lxml, not our own parsers.
+
+``judge(before, after, codec)`` checks what SPEC 4 promises for one message and returns a
+report; it raises AssertionError with the reason when a promise is broken:
+- the output parses and has the same MIME structure;
+- every header but X-MSYS-API (and a Content-Transfer-Encoding we had to change) is as it was;
+- every part other than the top text/html and text/plain parts is byte-identical;
+- in the top parts, the decoded text differs only in tracked URL values and the pixels,
+  and each tracked URL's token decodes to exactly the URL the sender wrote;
+- every link lxml sees that should be tracked is tracked, and nothing else changed;
+- one open pixel in the top HTML part; no output line over 998 octets in changed parts.
+"""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+
+import lxml.html
+
+from smtpapi_milter.rewrite.track import INITIAL_PIXEL, PIXEL
+
+TRACKING_DOMAIN = "localhost:8080"
+_TOKEN = r"[A-Za-z0-9_-]+"
+TRACKED = re.compile(rf"https?://{re.escape(TRACKING_DOMAIN)}/c/({_TOKEN})")
+_PIXELS = re.compile(
+    "|".join(
+        re.escape(p).replace(re.escape("{url}"), rf"https?://{re.escape(TRACKING_DOMAIN)}/[oi]/{_TOKEN}")
+        for p in (PIXEL, INITIAL_PIXEL)
+    )
+)
+TEMPLATE_MARKERS = ("{{", "}}", "{%", "%}", "%%", "*|", "|*", "<%", "%>", "[%", "%]", "${")
+
+
+@dataclass
+class Report:
+    html_links: int = 0
+    text_links: int = 0
+    pixels: int = 0
+    changed_parts: list[str] = field(default_factory=list)
+
+
+def _parse(data: bytes) -> Message:
+    if data.startswith(b"From "):
+        data = data.split(b"\n", 1)[1]
+    return message_from_bytes(data)
+
+
+def _leaves(msg: Message) -> list[Message]:
+    """Leaf parts in document order, not entering attached messages."""
+    if msg.is_multipart() and msg.get_content_maintype() == "multipart":
+        return [leaf for sub in msg.get_payload() for leaf in _leaves(sub)]
+    return [msg]
+
+
+def _is_attachment(part: Message) -> bool:
+    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    return (
+        disposition == "attachment"
+        or part.get_param("filename", header="content-disposition") is not None
+        or part.get_param("name") is not None
+    )
+
+
+def top_parts(msg: Message) -> tuple[Message | None, Message | None]:
+    html = text = None
+    for part in _leaves(msg):
+        if _is_attachment(part):
+            continue
+        ctype = part.get_content_type()
+        if ctype == "text/html" and html is None:
+            html = part
+        elif ctype == "text/plain" and text is None:
+            text = part
+    return html, text
+
+
+def eligible(url: str) -> bool:
+    """Should a link with this (decoded, stripped) target be tracked?"""
+    return bool(
+        re.match(r"(?i)https?://[^/?#\s]", url)
+        and not any(m in url for m in TEMPLATE_MARKERS)
+        and len(url.encode("utf-8", "surrogatepass")) <= 4096
+        and not re.match(rf"(?i)https?://{re.escape(TRACKING_DOMAIN)}(/|$)", url)
+    )
+
+
+def _structure(msg: Message) -> list[str]:
+    return [p.get_content_type() for p in msg.walk()]
+
+
+def _decoded(part: Message) -> str:
+    data = part.get_payload(decode=True) or b""
+    return data.decode(part.get_content_charset() or "us-ascii", "surrogateescape")
+
+
+def judge(before: bytes, after: bytes, codec, expect_tracking: bool = True) -> Report:
+    report = Report()
+    m_in, m_out = _parse(before), _parse(after)
+    assert _structure(m_in) == _structure(m_out), "MIME structure changed"
+    _check_headers(m_in, m_out)
+    html_in, text_in = top_parts(m_in)
+    html_out, text_out = top_parts(m_out)
+    leaves_in, leaves_out = _leaves(m_in), _leaves(m_out)
+    for p_in, p_out in zip(leaves_in, leaves_out, strict=True):
+        if p_in is html_in or p_in is text_in:
+            continue
+        assert p_in.items() == p_out.items(), "headers of an untracked part changed"
+        assert p_in.get_payload() == p_out.get_payload(), "an untracked part changed"
+    if html_in is not None and expect_tracking:
+        _check_html(_decoded(html_in), _decoded(html_out), codec, report)
+    if text_in is not None and expect_tracking:
+        _check_text(_decoded(text_in), _decoded(text_out), codec, report)
+    _check_lines(before, after)
+    return report
+
+
+def _check_headers(m_in: Message, m_out: Message) -> None:
+    def kept(msg: Message) -> list[tuple[str, str]]:
+        skip = {"x-msys-api", "content-transfer-encoding"}
+        return [(k, v) for k, v in msg.items() if k.lower() not in skip]
+
+    assert kept(m_in) == kept(m_out), "message headers changed"
+    assert "X-MSYS-API" not in m_out, "X-MSYS-API was not removed"
+    if m_in.get("Content-Transfer-Encoding") != m_out.get("Content-Transfer-Encoding"):
+        assert m_out.get("Content-Transfer-Encoding") == "quoted-printable"
+
+
+def _check_lines(before: bytes, after: bytes) -> None:
+    longest_in = max((len(line) for line in before.split(b"\n")), default=0)
+    if longest_in <= 999:  # 998 octets + CR
+        longest_out = max(len(line.rstrip(b"\r")) for line in after.split(b"\n"))
+        assert longest_out <= 998, f"output line of {longest_out} octets"
+
+
+def _restore(before: str, after: str, codec) -> tuple[list[tuple[str, str]], str]:
+    """Match ``after`` against ``before`` around each tracked URL.
+
+    Returns (raw value in before, URL from the token) for each tracked URL, after checking
+    that everything between tracked URLs is identical in both texts.
+    """
+    pairs = []
+    pos_in = pos_out = 0
+    matches = list(TRACKED.finditer(after))
+    for i, m in enumerate(matches):
+        segment = after[pos_out : m.start()]
+        assert before.startswith(segment, pos_in), f"text changed near offset {pos_in}"
+        pos_in += len(segment)
+        following = after[m.end() : matches[i + 1].start() if i + 1 < len(matches) else None]
+        end_in = before.find(following, pos_in) if following else len(before)
+        assert end_in >= 0, f"text after a tracked URL changed (offset {pos_in})"
+        data = codec.decode(m.group(1))
+        pairs.append((before[pos_in:end_in], data.target_url))
+        pos_in, pos_out = end_in, m.end()
+    assert before[pos_in:] == after[pos_out:], "text changed at the end of the part"
+    return pairs, before
+
+
+def _check_html(before: str, after: str, codec, report: Report) -> None:
+    pixels = _PIXELS.findall(after)
+    report.pixels = len(pixels)
+    assert report.pixels >= 1, "no open pixel in the top HTML part"
+    assert sum("/o/" in p for p in pixels) == 1, "not exactly one open pixel"
+    stripped = _PIXELS.sub("", after)
+    pairs, _ = _restore(before, stripped, codec)
+    for raw, url in pairs:
+        assert htmllib.unescape(raw).strip(" \t\n\r\f") == url, f"token URL {url!r} != {raw!r}"
+    report.html_links = len(pairs)
+    _check_links_with_lxml(before, stripped)
+
+
+def _links(text: str) -> list[tuple[str, str, str | None]]:
+    try:
+        doc = lxml.html.document_fromstring(text.encode("utf-8", "surrogateescape"))
+    except (ValueError, lxml.etree.ParserError):
+        return []
+    return [
+        (el.tag, el.get("href"), el.get("data-msys-clicktrack"))
+        for el in doc.iter("a", "area")
+        if el.get("href") is not None
+    ]
+
+
+def _check_links_with_lxml(before: str, after: str) -> None:
+    links_in, links_out = _links(before), _links(after)
+    assert len(links_in) == len(links_out), "lxml sees a different number of links"
+    for (tag, href_in, opt), (_, href_out, _) in zip(links_in, links_out, strict=True):
+        should = eligible(href_in.strip(" \t\n\r\f")) and opt != "0"
+        if should:
+            assert TRACKED.fullmatch(href_out), f"<{tag} href={href_in!r}> not tracked"
+        else:
+            assert href_out == href_in, f"<{tag} href={href_in!r}> changed to {href_out!r}"
+
+
+def _check_text(before: str, after: str, codec, report: Report) -> None:
+    pairs, _ = _restore(before, after, codec)
+    for raw, url in pairs:
+        assert raw == url, f"text URL {url!r} != {raw!r}"
+    report.text_links = len(pairs)
+    for m in re.finditer(r"(?i)https?://\S+", TRACKED.sub("", after)):
+        assert not eligible(m.group(0).rstrip(".,;:!?'\")]}>")), (
+            f"text URL left untracked: {m.group(0)!r}"
+        )
