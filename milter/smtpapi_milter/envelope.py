@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 from .xmsysapi import unfold
 
 
+@dataclass(frozen=True)
+class HeaderEdit:
+    """A change to the message header: ``value`` None deletes the ``index``-th (1-based)
+    field called ``name``; ``index`` 0 adds a new field."""
+
+    name: str
+    index: int
+    value: bytes | None
+
+
 @dataclass
 class Envelope:
     """Connection and transaction facts, filled in as the SMTP dialogue goes on.

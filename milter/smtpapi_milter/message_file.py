@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .pipeline import HeaderEdit
+from .envelope import HeaderEdit
 
 _FIELD = re.compile(rb"[^\s:]+[ \t]*:.*(?:\r?\n[ \t].*)*(?:\r?\n|$)")
-_MBOX_FROM = re.compile(rb"From [^\r\n]*\r?\n")
+_MBOX_FROM = re.compile(rb"From (?![ \t]*:)[^\r\n]*\r?\n")
 
 
 @dataclass

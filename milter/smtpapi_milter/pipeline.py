@@ -22,7 +22,7 @@ import structlog
 from . import context as cv
 from . import xmsysapi
 from .config import Config
-from .envelope import Envelope
+from .envelope import Envelope, HeaderEdit
 from .events.model import injection_event
 from .ids import IdGenerator, IdUnavailable, message_id
 from .policy import PolicyContext, PolicySet
@@ -35,16 +35,6 @@ from .tokens import TokenCodec, TrackingData
 log = structlog.get_logger("smtpapi_milter.pipeline")
 
 LINK_NAME_LIMIT = 63
-
-
-@dataclass(frozen=True)
-class HeaderEdit:
-    """A change to the message header: ``value`` None deletes the ``index``-th (1-based)
-    field called ``name``; ``index`` 0 adds a new field."""
-
-    name: str
-    index: int
-    value: bytes | None
 
 
 @dataclass

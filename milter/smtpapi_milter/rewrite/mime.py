@@ -97,10 +97,18 @@ def _describe(
     ctype, params = _parse_params(fields.get("content-type", ""))
     if "/" not in ctype:
         ctype, params = default_type, params if ctype else {}
-    cte = fields.get("content-transfer-encoding", "").strip().lower()
+    cte = normalise_cte(fields.get("content-transfer-encoding", ""))
     disposition, dparams = _parse_params(fields.get("content-disposition", ""))
     has_filename = "filename" in dparams or "name" in params
     return ctype, params, cte, disposition, has_filename
+
+
+def normalise_cte(value: str) -> str:
+    """The transfer encoding, forgiving the spellings real mailers produce ("7-bit", "8bit;",
+    quoted values). Anything still unknown is left unknown: RFC 2045 6.4 says such a part
+    is opaque, and we leave it byte-identical."""
+    cte = value.split(";", 1)[0].strip().strip("\"'").strip().lower()
+    return {"7-bit": "7bit", "8-bit": "8bit"}.get(cte, cte)
 
 
 def parse_structure(headers: list[tuple[str, bytes]], body: bytes) -> MimePart:
