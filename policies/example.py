@@ -3,12 +3,12 @@
 smtpapi-milter loads every ``*.py`` file in ``[policy] directory`` in file-name order and
 calls the Momentum phase hooks a file defines, each with one context object ``ctx``:
 
-  validate_connect(ctx)               client connected        (ctx.client_address, ctx.client_name)
-  validate_ehlo(ctx)                  HELO/EHLO               (ctx.helo)
-  validate_mailfrom(ctx)              MAIL FROM               (ctx.mail_from, ctx.macro("{auth_authen}"))
-  validate_rcptto(ctx)                each RCPT TO            (ctx.recipient)
-  validate_data_spool(ctx)            the message is in       (ctx.header(name), ctx.xmsysapi)
-  validate_data_spool_each_rcpt(ctx)  once per recipient      (ctx.recipient) - last chance
+  validate_connect(ctx)               client connected   ctx.client_address, ctx.client_name
+  validate_ehlo(ctx)                  HELO/EHLO          ctx.helo
+  validate_mailfrom(ctx)              MAIL FROM          ctx.mail_from, ctx.macro("{auth_authen}")
+  validate_rcptto(ctx)                each RCPT TO       ctx.recipient
+  validate_data_spool(ctx)            the message is in  ctx.header(name), ctx.xmsysapi
+  validate_data_spool_each_rcpt(ctx)  once per recipient ctx.recipient (last chance)
 
 ``ctx.set(name, value)`` sets a context variable. Values are strings, always (a number or a
 bool raises TypeError: that is a bug in the policy, caught at once). A variable set in

@@ -15,8 +15,7 @@ from pathlib import Path
 import lxml.html
 
 CORPUS = Path(
-    os.environ.get("SMTPAPI_CORPUS")
-    or Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    os.environ.get("SMTPAPI_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
 )
 TRACK_ALL = (
     b'X-MSYS-API: {"campaign_id": "corpus", "tags": ["corpus"],\r\n'
@@ -62,9 +61,7 @@ def text_version(html: bytes) -> bytes:
 def encode(data: bytes, cte: str) -> bytes:
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if cte == "quoted-printable":
-        return binascii.b2a_qp(data.replace(b"\r\n", b"\n"), istext=True).replace(
-            b"\n", b"\r\n"
-        )
+        return binascii.b2a_qp(data.replace(b"\r\n", b"\n"), istext=True).replace(b"\n", b"\r\n")
     if cte == "base64":
         raw = binascii.b2a_base64(data, newline=False)
         return b"\r\n".join(raw[i : i + 76] for i in range(0, len(raw), 76)) + b"\r\n"
@@ -95,17 +92,29 @@ def wrap_html(html: bytes, cte: str, extra: bytes = TRACK_ALL) -> bytes:
     boundary = b"=_corpus_boundary_42"
     return (
         headers(extra)
-        + b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n'
+        + b'Content-Type: multipart/alternative; boundary="'
+        + boundary
+        + b'"\r\n\r\n'
         + b"This is a multi-part message in MIME format.\r\n\r\n"
-        + b"--" + boundary + b"\r\n"
+        + b"--"
+        + boundary
+        + b"\r\n"
         + b"Content-Type: text/plain; charset=utf-8\r\n"
-        + b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n"
+        + b"Content-Transfer-Encoding: "
+        + cte.encode()
+        + b"\r\n\r\n"
         + encode(text_version(html), cte)
-        + b"--" + boundary + b"\r\n"
+        + b"--"
+        + boundary
+        + b"\r\n"
         + b"Content-Type: text/html; charset=utf-8\r\n"
-        + b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n"
+        + b"Content-Transfer-Encoding: "
+        + cte.encode()
+        + b"\r\n\r\n"
         + encode(html, cte)
-        + b"--" + boundary + b"--\r\n"
+        + b"--"
+        + boundary
+        + b"--\r\n"
     )
 
 
@@ -114,4 +123,4 @@ def with_header(message: bytes, extra: bytes = TRACK_ALL) -> bytes:
     if message.startswith(b"From "):  # mbox envelope line: never on the wire
         message = message.split(b"\n", 1)[1]
     eol = b"\r\n" if b"\r\n" in message[:2000] else b"\n"
-    return extra.replace(b"\r\n", eol) + eol + message
+    return extra.replace(b"\r\n", eol) + eol + message if extra else message

@@ -55,7 +55,9 @@ def test_missing_directory_is_no_policies(tmp_path):
 
 
 def test_non_string_values_raise_and_tempfail(tmp_path):
-    d = policy_dir(tmp_path, p="def validate_mailfrom(ctx):\n    ctx.set('smtpapi_open_tracking', 0)\n")
+    d = policy_dir(
+        tmp_path, p="def validate_mailfrom(ctx):\n    ctx.set('smtpapi_open_tracking', 0)\n"
+    )
     with pytest.raises(PolicyFailure) as info:
         run(PolicySet.load(d), "validate_mailfrom")
     assert str(info.value.reply) == "451 4.3.0 temporary failure in message policy, try again later"
@@ -115,8 +117,11 @@ def test_policy_reads_envelope_headers_and_macros(tmp_path):
         ),
     )
     envelope = Envelope(
-        client_address="192.0.2.1", helo="mx.example.com", mail_from="s@example.com",
-        recipients=["a@example.org"], macros={"{auth_authen}": "alice"},
+        client_address="192.0.2.1",
+        helo="mx.example.com",
+        mail_from="s@example.com",
+        recipients=["a@example.org"],
+        macros={"{auth_authen}": "alice"},
         headers=[("Subject", b" =?utf-8?q?caf=C3=A9?=\r\n  menu")],
     )
     seen = run(PolicySet.load(d), "validate_data_spool", envelope=envelope)["seen"]
@@ -127,8 +132,12 @@ def test_shipped_example_policies_load_and_work():
     policies = PolicySet.load(REPO / "policies")
     assert [p.name for p in policies.policies] == ["example.py", "https_tracking_domain.py"]
     connection = Variables()
-    run(policies, "validate_connect", variables=connection,
-        envelope=Envelope(macros={"{daemon_name}": "brand-a"}))
+    run(
+        policies,
+        "validate_connect",
+        variables=connection,
+        envelope=Envelope(macros={"{daemon_name}": "brand-a"}),
+    )
     assert connection["smtpapi_tracking_domain"] == "click.brand-a.example"
     recipient = connection.child()
     run(policies, "validate_data_spool_each_rcpt", "boss@EXAMPLE.NET", recipient)
@@ -168,7 +177,8 @@ def test_recipient_scope_does_not_leak():
 
 def test_schemes_domain_expiry_from_policy_only():
     s = settings(
-        smtpapi_click_tracking_scheme="HTTPS", smtpapi_tracking_domain="t.example.com:8443",
+        smtpapi_click_tracking_scheme="HTTPS",
+        smtpapi_tracking_domain="t.example.com:8443",
         smtpapi_tracking_link_expiry="0",
     )
     assert (s.click_scheme, s.open_scheme) == ("https", "http")
@@ -204,7 +214,9 @@ def test_campaign_limit_64_bytes_whatever_set_it():
     ):
         with pytest.raises(SmtpReplyError) as info:
             settings(None, header, **variables)
-        assert str(info.value.reply) == "550 5.6.0 smtpapi_campaign_id context is limited to 64 bytes"
+        assert (
+            str(info.value.reply) == "550 5.6.0 smtpapi_campaign_id context is limited to 64 bytes"
+        )
 
 
 def test_metadata_limit_200_bytes_serialized():

@@ -20,7 +20,9 @@ def reject_text(value):
 
 def test_documented_folding_adds_one_space():
     # Seed 000: "my_awes\n   ome_campaign" reads "my_awes ome_campaign".
-    value = b'{"options" : {"open_tracking" : false }, "campaign_id" : "my_awes\r\n   ome_campaign" }'
+    value = (
+        b'{"options" : {"open_tracking" : false }, "campaign_id" : "my_awes\r\n   ome_campaign" }'
+    )
     parsed = xmsysapi.parse(value)
     assert parsed.campaign_id == "my_awes ome_campaign"
     assert parsed.open_tracking is False
@@ -113,8 +115,9 @@ def test_deep_nesting_is_a_reply_not_a_crash():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     rewrite = sub.add_parser(
-        "rewrite", parents=[common],
+        "rewrite",
+        parents=[common],
         help="apply to message files exactly what the milter would",
         description="Run message files through the same pipeline the milter uses (X-MSYS-API, "
         "policies, settings, rewrite) and print the result, or write DIR/<name> with "
@@ -43,14 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rewrite.add_argument("--rcpt", metavar="ADDR", help="envelope recipient (default: To)")
     rewrite.add_argument("--mail-from", metavar="ADDR", help="envelope sender (default: From)")
-    rewrite.add_argument("--listener", metavar="NAME",
-                         help="MTA listener name ({daemon_name}) for per-listener settings")
+    rewrite.add_argument(
+        "--listener",
+        metavar="NAME",
+        help="MTA listener name ({daemon_name}) for per-listener settings",
+    )
     rewrite.add_argument("--out-dir", metavar="DIR", help="write DIR/<file name> per input")
     rewrite.add_argument("files", nargs="+", metavar="FILE", help="message files ('-' = stdin)")
     rewrite.set_defaults(func=cmd_rewrite)
 
     check = sub.add_parser(
-        "check", parents=[common], help="validate configuration and policies",
+        "check",
+        parents=[common],
+        help="validate configuration and policies",
         description="Load the configuration and policies, report the first problem or print "
         "the effective settings.",
     )
@@ -106,8 +112,13 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     return status
 
 
-def rewrite_bytes(pipeline: Pipeline, data: bytes, rcpt: str | None = None,
-                  mail_from: str | None = None, listener: str | None = None) -> bytes:
+def rewrite_bytes(
+    pipeline: Pipeline,
+    data: bytes,
+    rcpt: str | None = None,
+    mail_from: str | None = None,
+    listener: str | None = None,
+) -> bytes:
     """One message file in, the bytes the recipient would receive out (or SmtpReplyError)."""
     message = parse_message_file(data)
     result = run_message(pipeline, message.headers, message.body, rcpt, mail_from, listener)
@@ -115,9 +126,14 @@ def rewrite_bytes(pipeline: Pipeline, data: bytes, rcpt: str | None = None,
     return message.to_bytes(result.header_edits + copy.header_edits, copy.body)
 
 
-def run_message(pipeline: Pipeline, headers: list[tuple[str, bytes]], body: bytes,
-                rcpt: str | None, mail_from: str | None,
-                listener: str | None = None) -> MessageResult:
+def run_message(
+    pipeline: Pipeline,
+    headers: list[tuple[str, bytes]],
+    body: bytes,
+    rcpt: str | None,
+    mail_from: str | None,
+    listener: str | None = None,
+) -> MessageResult:
     """Drive every SMTP stage of one message through a fresh session, as the milter would."""
     session = pipeline.session()
     macros = {"{daemon_name}": listener} if listener else {}

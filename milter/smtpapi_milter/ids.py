@@ -51,9 +51,11 @@ class IdGenerator:
             else:
                 self._sequence = 0
             self._last_ms = now
-            return ((now - EPOCH_MS) << (NODE_BITS + SEQUENCE_BITS)) | (
-                self._node << SEQUENCE_BITS
-            ) | self._sequence
+            return (
+                ((now - EPOCH_MS) << (NODE_BITS + SEQUENCE_BITS))
+                | (self._node << SEQUENCE_BITS)
+                | self._sequence
+            )
 
     def _wait_until(self, target_ms: int) -> int:
         deadline = time.monotonic() + MAX_WAIT_MS / 1000 * 2

@@ -9,8 +9,9 @@ from typing import TextIO
 import structlog
 
 
-def configure(stream: TextIO | None = None, level: int = logging.INFO,
-              json: bool | None = None) -> None:
+def configure(
+    stream: TextIO | None = None, level: int = logging.INFO, json: bool | None = None
+) -> None:
     """JSON lines for journald and programs; readable console output on a terminal."""
     stream = stream or sys.stdout
     if json is None:

@@ -36,8 +36,10 @@ class MessageFile:
         return [(f.name, f.value) for f in self.fields]
 
     def to_bytes(self, edits: list[HeaderEdit], body: bytes | None = None) -> bytes:
-        return b"".join(self._header_bytes(edits)) + self.separator + (
-            self.body if body is None else body
+        return (
+            b"".join(self._header_bytes(edits))
+            + self.separator
+            + (self.body if body is None else body)
         )
 
     def _header_bytes(self, edits: list[HeaderEdit]) -> list[bytes]:

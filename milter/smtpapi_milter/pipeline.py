@@ -94,14 +94,21 @@ class Session:
         self.connection_vars = cv.Variables()
         self.message_vars = self.connection_vars.child()
 
-    def _run(self, phase: str, variables: cv.Variables, recipient: str | None = None,
-             header: xmsysapi.XMsysApi | None = None) -> None:
-        ctx = PolicyContext(phase, self.envelope, variables, recipient,
-                            header.raw if header else None)
+    def _run(
+        self,
+        phase: str,
+        variables: cv.Variables,
+        recipient: str | None = None,
+        header: xmsysapi.XMsysApi | None = None,
+    ) -> None:
+        ctx = PolicyContext(
+            phase, self.envelope, variables, recipient, header.raw if header else None
+        )
         self.pipeline.policies.run(phase, ctx)
 
-    def connect(self, client_address: str, client_name: str = "",
-                macros: dict[str, str] | None = None) -> None:
+    def connect(
+        self, client_address: str, client_name: str = "", macros: dict[str, str] | None = None
+    ) -> None:
         self.envelope.client_address = client_address
         self.envelope.client_name = client_name
         self.envelope.macros.update(macros or {})
@@ -128,8 +135,9 @@ class Session:
         self.envelope.reset_transaction()
         self.message_vars = self.connection_vars.child()
 
-    def end_of_message(self, headers: list[tuple[str, bytes]], body: bytes,
-                       shared: bool = False) -> MessageResult:
+    def end_of_message(
+        self, headers: list[tuple[str, bytes]], body: bytes, shared: bool = False
+    ) -> MessageResult:
         """Decide and build what is delivered: one copy per recipient, or one shared copy.
 
         Raises SmtpReplyError with the reply the client must get.
@@ -170,10 +178,14 @@ class _CopyBuilder:
         self.config = self.pipeline.config.smtpapi.for_listener(self.envelope.listener)
         self.transmission_id = ""
         self.injected_at = self.pipeline.clock()
+        # root stays None when the body must go out untouched; the reason is logged.
+        self.root: mime.MimePart | None = None
         self.untracked_reason = self._untracked_reason()
-        self.root = None if self.untracked_reason else mime.parse_structure(headers=self.envelope.headers, body=body)
-        if self.root is not None:
-            self.untracked_reason = mime.untouchable_reason(self.root, body)
+        if self.untracked_reason is None:
+            root = mime.parse_structure(self.envelope.headers, body)
+            self.untracked_reason = mime.untouchable_reason(root, body)
+            if self.untracked_reason is None:
+                self.root = root
 
     def _untracked_reason(self) -> str | None:
         if len(self.body) > self.config.max_tracked_size:
@@ -253,9 +265,14 @@ def _cte_edit(headers: list[tuple[str, bytes]], cte: str) -> HeaderEdit:
     return HeaderEdit("Content-Transfer-Encoding", 1 if present else 0, cte.encode("ascii"))
 
 
-def _track_part(body: bytes, part: mime.MimePart, track: Callable[..., str],
-                settings: TrackingSettings, links: _Links,
-                stats: TrackStats) -> mime.PartChange | None:
+def _track_part(
+    body: bytes,
+    part: mime.MimePart,
+    track: Callable[..., str],
+    settings: TrackingSettings,
+    links: _Links,
+    stats: TrackStats,
+) -> mime.PartChange | None:
     raw = body[part.body_start : part.end]
     decoded = mime.decode_transfer(raw, part.cte)
     if decoded is None:
@@ -273,7 +290,8 @@ def _track_part(body: bytes, part: mime.MimePart, track: Callable[..., str],
     if new_text is text:
         return None
     new_body, cte = mime.encode_transfer(
-        new_text.encode(charset, "surrogateescape"), part.cte,
+        new_text.encode(charset, "surrogateescape"),
+        part.cte,
         mime.line_ending(body, part.body_start, part.end),
     )
     return mime.PartChange(part, new_body, cte)
@@ -304,8 +322,11 @@ class _Links:
         tracked = self._cache.get(key)
         if tracked is None:
             data = dataclasses.replace(
-                self._click_base, kind="click", target_url=url,
-                link_name=_truncate_utf8(name or "", LINK_NAME_LIMIT), unsubscribe=unsubscribe,
+                self._click_base,
+                kind="click",
+                target_url=url,
+                link_name=_truncate_utf8(name or "", LINK_NAME_LIMIT),
+                unsubscribe=unsubscribe,
             )
             tracked = self._cache[key] = self._click_prefix + self._codec.encode(data)
         return tracked

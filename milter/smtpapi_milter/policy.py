@@ -166,8 +166,9 @@ class PolicySet:
             except PolicyVerdict:
                 raise
             except Exception:
-                log.exception("policy raised", policy=policy.name, phase=phase,
-                              queue_id=ctx.queue_id)
+                log.exception(
+                    "policy raised", policy=policy.name, phase=phase, queue_id=ctx.queue_id
+                )
                 raise PolicyFailure(SmtpReply("451", "4.3.0", POLICY_FAILED_TEXT)) from None
 
     def describe(self) -> list[str]:
@@ -210,8 +211,6 @@ def _check_permissions(path: Path) -> None:
     """Refuse code that someone other than its owner (or root) could have changed."""
     st = path.stat()
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise PolicyLoadError(
-            f"{path}: refused, writable by group or others (chmod go-w {path})"
-        )
+        raise PolicyLoadError(f"{path}: refused, writable by group or others (chmod go-w {path})")
     if st.st_uid not in (0, os.geteuid()):
         raise PolicyLoadError(f"{path}: refused, owned by uid {st.st_uid}, not root or us")

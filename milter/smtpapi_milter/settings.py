@@ -69,8 +69,9 @@ class TagRegistry:
                     self._known.add(tag)
                     kept.append(tag)
                 else:
-                    log.warning("tag ignored: system-wide limit reached", tag=tag,
-                                limit=self._limit)
+                    log.warning(
+                        "tag ignored: system-wide limit reached", tag=tag, limit=self._limit
+                    )
         return kept
 
 
@@ -84,18 +85,24 @@ def resolve(
     """The settings for one recipient; raises SmtpReplyError (550 5.6.0) on a bad value."""
     header = header or XMsysApi()
     return TrackingSettings(
-        open_tracking=_flag(variables, cv.OPEN_TRACKING, header.open_tracking,
-                            config.open_tracking_enabled),
-        click_tracking=_flag(variables, cv.CLICK_TRACKING, header.click_tracking,
-                             config.click_tracking_enabled),
-        open_scheme=_policy_or(variables, cv.OPEN_TRACKING_SCHEME, cv.parse_scheme,
-                               config.open_tracking_scheme),
-        click_scheme=_policy_or(variables, cv.CLICK_TRACKING_SCHEME, cv.parse_scheme,
-                                config.click_tracking_scheme),
-        tracking_domain=_policy_or(variables, cv.TRACKING_DOMAIN, cv.parse_domain,
-                                   config.tracking_domain),
-        link_expiry=_policy_or(variables, cv.TRACKING_LINK_EXPIRY, cv.parse_expiry,
-                               config.tracking_link_expiry),
+        open_tracking=_flag(
+            variables, cv.OPEN_TRACKING, header.open_tracking, config.open_tracking_enabled
+        ),
+        click_tracking=_flag(
+            variables, cv.CLICK_TRACKING, header.click_tracking, config.click_tracking_enabled
+        ),
+        open_scheme=_policy_or(
+            variables, cv.OPEN_TRACKING_SCHEME, cv.parse_scheme, config.open_tracking_scheme
+        ),
+        click_scheme=_policy_or(
+            variables, cv.CLICK_TRACKING_SCHEME, cv.parse_scheme, config.click_tracking_scheme
+        ),
+        tracking_domain=_policy_or(
+            variables, cv.TRACKING_DOMAIN, cv.parse_domain, config.tracking_domain
+        ),
+        link_expiry=_policy_or(
+            variables, cv.TRACKING_LINK_EXPIRY, cv.parse_expiry, config.tracking_link_expiry
+        ),
         initial_open_pixel=config.initial_open_pixel_tracking,
         click_tracking_text=config.click_tracking_text,
         skip_url_text_links=config.skip_url_text_links,
@@ -131,13 +138,12 @@ def _metadata(variables: Mapping[str, str], header: XMsysApi) -> dict[str, Any] 
 
 
 def _tags(variables: Mapping[str, str], header: XMsysApi, registry: TagRegistry) -> list[str]:
-    if cv.TAGS in variables:
-        tags = cv.parse_tags(cv.TAGS, variables[cv.TAGS])
-    else:
-        tags = header.tags or []
+    from_policy = cv.TAGS in variables
+    tags = cv.parse_tags(cv.TAGS, variables[cv.TAGS]) if from_policy else header.tags or []
     tags = list(dict.fromkeys(tags))  # a repeated tag counts once
     if len(tags) > cv.TAGS_PER_RECIPIENT:
-        log.warning("tags ignored: more than 10 per recipient",
-                    ignored=tags[cv.TAGS_PER_RECIPIENT:])
+        log.warning(
+            "tags ignored: more than 10 per recipient", ignored=tags[cv.TAGS_PER_RECIPIENT :]
+        )
         tags = tags[: cv.TAGS_PER_RECIPIENT]
     return registry.admit(tags) if tags else []

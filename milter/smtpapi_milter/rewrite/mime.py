@@ -108,7 +108,12 @@ def normalise_cte(value: str) -> str:
     quoted values). Anything still unknown is left unknown: RFC 2045 6.4 says such a part
     is opaque, and we leave it byte-identical."""
     cte = value.split(";", 1)[0].strip().strip("\"'").strip().lower()
-    return {"7-bit": "7bit", "8-bit": "8bit"}.get(cte, cte)
+    return _CTE_ALIASES.get(cte, cte)
+
+
+# Misspellings of the identity encodings, seen in real mail: decoding them is a no-op, so
+# accepting them cannot mangle anything.
+_CTE_ALIASES = {"7-bit": "7bit", "8-bit": "8bit", "7bits": "7bit", "8bits": "8bit"}
 
 
 def parse_structure(headers: list[tuple[str, bytes]], body: bytes) -> MimePart:
@@ -154,8 +159,9 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
                     cte_range = (m.start(), field_end)
             pos = max(m.end(), pos + 1)
     ctype, params, cte, disposition, has_filename = _describe(fields, default_type)
-    part = MimePart(start, body_start, end, ctype, params, cte, disposition, has_filename,
-                    cte_range)
+    part = MimePart(
+        start, body_start, end, ctype, params, cte, disposition, has_filename, cte_range
+    )
     if ctype.startswith("multipart/") and depth < MAX_DEPTH:
         _fill_children(buf, part, depth + 1)
     return part

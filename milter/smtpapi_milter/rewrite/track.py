@@ -61,8 +61,7 @@ class TrackStats:
 Edit = tuple[int, int, str]
 
 
-def track_html(text: str, settings: TrackingSettings, links: LinkMaker,
-               stats: TrackStats) -> str:
+def track_html(text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats) -> str:
     """The HTML part with tracked links and pixel(s), or ``text`` itself if nothing applies."""
     scan = scan_html(text)
     edits: list[Edit] = []
@@ -72,8 +71,7 @@ def track_html(text: str, settings: TrackingSettings, links: LinkMaker,
                 continue
             if settings.skip_url_text_links and link.text_url:
                 continue
-            edits.append((link.start, link.end, links.click(link.url, link.name,
-                                                            link.unsubscribe)))
+            edits.append((link.start, link.end, links.click(link.url, link.name, link.unsubscribe)))
             stats.html_links += 1
     if settings.open_tracking:
         # Before </body>; failing that before </html>; failing that at the end of the part
@@ -88,8 +86,7 @@ def track_html(text: str, settings: TrackingSettings, links: LinkMaker,
     return _splice(text, _with_curlies(text, edits))
 
 
-def track_text(text: str, settings: TrackingSettings, links: LinkMaker,
-               stats: TrackStats) -> str:
+def track_text(text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats) -> str:
     """The plain-text part with every trackable http(s) URL tracked."""
     edits: list[Edit] = []
     if settings.click_tracking and settings.click_tracking_text:

@@ -1,0 +1,417 @@
+"""Find links in an HTML part without re-serialising it.
+
+The product promise is fidelity: the HTML we deliver equals the HTML we received except for
+the rewritten href values and the open pixel. A DOM round trip (lxml, html5lib) would normalise
+quoting, entities, case and whitespace, so instead this module tokenises the text just far
+enough to know where tags, comments and raw-text elements are, and reports source offsets.
+Someone else splices new values in at those offsets.
+
+Tokenising follows the HTML5 tokenizer wherever it decides what is a tag or an attribute:
+quoted ``>`` does not end a tag, comments and ``<style>``/``<script>`` hide markup, an
+unterminated tag or quote swallows the rest of the document. One deliberate departure:
+Outlook's downlevel-hidden conditional comments (``<!--[if mso]> ... <![endif]-->``) are read
+as markup, because Outlook renders their content and VML buttons live there.
+
+Speed matters (a milter sees every message): a single possessive regex consumes text and all
+uninteresting tags in C, and the Python loop only wakes up for links, comments, raw-text
+elements and the few structural tags we report.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html.entities import html5 as _NAMED_REFERENCES
+
+__all__ = ["HtmlLink", "HtmlScan", "scan_html", "unescape_attribute"]
+
+
+@dataclass(frozen=True, slots=True)
+class HtmlLink:
+    """One ``href`` attribute of ``<a>``, ``<area>`` or a VML element, with source offsets.
+
+    ``text[start:end]`` is the raw attribute value (inside the quotes when quoted). For an
+    attribute written without a value, ``start == end`` is the offset just past its name.
+    """
+
+    start: int
+    end: int
+    url: str
+    element: str
+    name: str | None
+    unsubscribe: bool
+    opt_out: bool
+    in_conditional_comment: bool
+    text_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HtmlScan:
+    """What the rewriter needs to know about one HTML document.
+
+    The structural offsets (``body_start_end``, ``body_end_start``, ``html_end_start``) and
+    ``base_href`` only consider markup every client sees: tags inside comments, raw text and
+    Outlook conditional comments are ignored, so a pixel is never inserted where only Outlook
+    would render it.
+    """
+
+    links: list[HtmlLink]
+    body_start_end: int | None
+    body_end_start: int | None
+    html_end_start: int | None
+    base_href: str | None
+
+
+# Attributes after the tag name, up to and including the closing '>' (HTML5 "before attribute
+# name" ... "after attribute value" states). Possessive everywhere: each character has exactly
+# one reading, and a failed match means end-of-input inside the tag.
+_TAIL = (
+    r"(?:[\t\n\f\r /]++"
+    r"|[^\t\n\f\r />][^\t\n\f\r />=]*+"
+    r"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+)"""
+    r"|(?![\t\n\f\r ]*+=)))*+>"
+)
+_NAME = r"[A-Za-z][^\t\n\f\r />]*+"
+_START_TAG = re.compile(rf"<({_NAME}){_TAIL}")
+_END_TAG = re.compile(rf"</({_NAME}){_TAIL}")
+_ATTRIBUTE = re.compile(
+    r"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
+    r"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"([^"]*+)"|'([^']*+)'|([^\t\n\f\r >]*+)))?+"""
+)
+
+# Elements whose content is text, not markup (raw text and RCDATA in HTML5 terms). The script
+# "double escaped" states (a "<!--<script>" inside a script) are not modelled: a script's
+# content never holds links we track, and mail clients drop scripts anyway.
+_RAW_TEXT = ("script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes")
+_END_DELIMITER = r"(?![^\t\n\f\r />])"
+_RAW_TEXT_END = {name: re.compile(rf"</(?i:{name}){_END_DELIMITER}") for name in _RAW_TEXT}
+
+# Everything the Python loop need not see: text, any start tag except the ones we act on, any
+# end tag except </body> and </html>, and a '<' that opens nothing.
+_WANTED_START = rf"(?i:(?:a|area|base|body|{'|'.join(_RAW_TEXT)}){_END_DELIMITER}|v:)"
+_WANTED_END = rf"(?i:(?:body|html){_END_DELIMITER})"
+_SKIP = re.compile(
+    rf"(?:[^<]++|<(?!{_WANTED_START}){_NAME}{_TAIL}"
+    rf"|</(?!{_WANTED_END}){_NAME}{_TAIL}|<(?![A-Za-z!/?]))*+"
+)
+
+# Outlook conditional comments; the expression is short ("gte mso 9", "(mso)|(IE)"), and the
+# bound keeps a stray "<!--[if" from scanning the whole document.
+_CONDITIONAL_START = re.compile(r"<!--\[if\b[^\]>]{0,256}+\]>", re.IGNORECASE)
+_CONDITIONAL_END = re.compile(r"<!\[endif\](?:-*+>)?+", re.IGNORECASE)
+_REVEALED = re.compile(r"[\t\n\f\r ]*+<!")
+_COMMENT_CLOSE = re.compile(r"--!?>")
+_A_CLOSE = re.compile(rf"</[aA]{_END_DELIMITER}")
+_ANY_TAG = re.compile(r"<[^>]*+>?")
+_URL_LIKE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+
+# Link text longer than this is not a URL someone reads; the bound keeps many unclosed <a>
+# tags before one far </a> from costing quadratic time.
+_MAX_LINK_TEXT = 8192
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_ASCII_WHITESPACE = "\t\n\f\r "
+
+
+def scan_html(text: str) -> HtmlScan:
+    """Tokenise ``text`` (decoded HTML) and report its links and structural offsets.
+
+    Never raises: malformed markup is read the way an HTML5 parser would read it.
+    """
+    scanner = _Scanner(text)
+    scanner.scan(0, len(text), in_conditional=False)
+    return HtmlScan(
+        links=scanner.links,
+        body_start_end=scanner.body_start_end,
+        body_end_start=scanner.body_end_start,
+        html_end_start=scanner.html_end_start,
+        base_href=scanner.base_href,
+    )
+
+
+def unescape_attribute(value: str) -> str:
+    """Decode character references in an attribute value the way HTML5 does.
+
+    Unlike ``html.unescape``, a named reference without ';' followed by '=' or an ASCII
+    alphanumeric stays as written, so ``?a=1&copy=2`` keeps its query. Never raises.
+    """
+    if "&" not in value:
+        return value
+    return _CHARACTER_REFERENCE.sub(_decode_in_attribute, value)
+
+
+def unescape_text(value: str) -> str:
+    """Decode character references in text content (HTML5 rules outside attributes)."""
+    if "&" not in value:
+        return value
+    return _CHARACTER_REFERENCE.sub(_decode_in_text, value)
+
+
+# A named reference is at most 32 characters; the bound keeps a long run of letters cheap.
+_CHARACTER_REFERENCE = re.compile(
+    r"&(?:#[xX]([0-9A-Fa-f]++);?|#([0-9]++);?|([A-Za-z][A-Za-z0-9]{0,40}+;?))"
+)
+
+
+def _windows_1252_controls() -> dict[int, str]:
+    # HTML5 maps numeric references to C1 controls as if they were windows-1252 bytes,
+    # except the five byte values windows-1252 leaves undefined.
+    table = {}
+    for code in range(0x80, 0xA0):
+        try:
+            table[code] = bytes([code]).decode("cp1252")
+        except UnicodeDecodeError:
+            continue
+    return table
+
+
+_C1_REPLACEMENTS = _windows_1252_controls()
+
+
+def _numeric_reference(digits: str, base: int) -> str:
+    digits = digits.lstrip("0")
+    if len(digits) > 8:
+        # Past U+10FFFF anyway, and int() refuses very long decimal strings.
+        return "\ufffd"
+    code = int(digits or "0", base)
+    if code == 0 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        return "\ufffd"
+    return _C1_REPLACEMENTS.get(code) or chr(code)
+
+
+def _named_reference(match: re.Match[str], in_attribute: bool) -> str:
+    name = match.group(3)
+    # HTML5 takes the longest prefix that is a known name ("&notit;" is "¬it;").
+    for length in range(len(name), 1, -1):
+        decoded = _NAMED_REFERENCES.get(name[:length])
+        if decoded is None:
+            continue
+        if in_attribute and name[length - 1] != ";":
+            following = name[length : length + 1] or match.string[match.end() : match.end() + 1]
+            if following == "=" or (following.isascii() and following.isalnum()):
+                return match.group(0)
+        return decoded + name[length:]
+    return match.group(0)
+
+
+def _decode(match: re.Match[str], in_attribute: bool) -> str:
+    if match.group(1) is not None:
+        return _numeric_reference(match.group(1), 16)
+    if match.group(2) is not None:
+        return _numeric_reference(match.group(2), 10)
+    return _named_reference(match, in_attribute)
+
+
+def _decode_in_attribute(match: re.Match[str]) -> str:
+    return _decode(match, in_attribute=True)
+
+
+def _decode_in_text(match: re.Match[str]) -> str:
+    return _decode(match, in_attribute=False)
+
+
+def _ascii_lower(name: str) -> str:
+    # HTML lower-cases ASCII only; str.lower would turn 'İ' into two characters.
+    return name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+
+
+def _attribute_text(raw: str | None) -> str:
+    if raw is None:
+        return ""
+    # The tokenizer turns NUL in an attribute value into U+FFFD.
+    return unescape_attribute(raw.replace("\0", "\ufffd") if "\0" in raw else raw)
+
+
+def _comment_end(text: str, pos: int, end: int) -> int:
+    """End of a comment whose '<!--' ends at ``pos`` (HTML5 comment states)."""
+    if text.startswith(">", pos, end):
+        return pos + 1
+    if text.startswith("->", pos, end):
+        return pos + 2
+    close = _COMMENT_CLOSE.search(text, pos, end)
+    return end if close is None else close.end()
+
+
+def _bogus_comment_end(text: str, pos: int, end: int) -> int:
+    close = text.find(">", pos, end)
+    return end if close < 0 else close + 1
+
+
+class _NextMatch:
+    """Next match of a pattern at or after a position, remembered between calls.
+
+    Positions only move forward, so one search serves every caller until it is passed; a
+    document full of unclosed constructs then costs linear, not quadratic, time.
+    """
+
+    __slots__ = ("_end", "_found", "_from", "_pattern")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self._pattern = pattern
+        self._from = -1
+        self._end = -1
+        self._found: re.Match[str] | None = None
+
+    def find(self, text: str, pos: int, end: int) -> re.Match[str] | None:
+        found = self._found
+        if self._end == end and self._from <= pos and (found is None or found.start() >= pos):
+            return found
+        found = self._pattern.search(text, pos, end)
+        self._from, self._end, self._found = pos, end, found
+        return found
+
+
+class _Scanner:
+    """Tokeniser state for one document; ``scan`` walks a region of it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.links: list[HtmlLink] = []
+        self.body_start_end: int | None = None
+        self.body_end_start: int | None = None
+        self.html_end_start: int | None = None
+        self.base_href: str | None = None
+        self._a_close = _NextMatch(_A_CLOSE)
+        self._conditional_end = _NextMatch(_CONDITIONAL_END)
+
+    def scan(self, pos: int, end: int, in_conditional: bool) -> None:
+        """Tokenise ``text[pos:end]``; nothing in it can reach past ``end``."""
+        text = self.text
+        while True:
+            pos = _SKIP.match(text, pos, end).end()
+            if pos >= end:
+                return
+            pos = self._markup(pos, end, in_conditional)
+
+    def _markup(self, pos: int, end: int, in_conditional: bool) -> int:
+        """Handle the construct opened by the '<' at ``pos``; return where scanning resumes."""
+        after = self.text[pos + 1]
+        if after == "!":
+            return self._declaration(pos, end, in_conditional)
+        if after == "/":
+            return self._end_tag(pos, end, in_conditional)
+        if after == "?":
+            return _bogus_comment_end(self.text, pos + 2, end)
+        if after.isascii() and after.isalpha():
+            return self._start_tag(pos, end, in_conditional)
+        return pos + 1
+
+    def _declaration(self, pos: int, end: int, in_conditional: bool) -> int:
+        text = self.text
+        if not text.startswith("<!--", pos, end):
+            # DOCTYPE, <![CDATA[ (a bogus comment outside SVG/MathML), <![if ...]> and the like.
+            return _bogus_comment_end(text, pos + 2, end)
+        conditional = _CONDITIONAL_START.match(text, pos, end)
+        if conditional is None:
+            return _comment_end(text, pos + 4, end)
+        if in_conditional:
+            # Outlook does not nest conditionals: an inner opener is inert.
+            return conditional.end()
+        return self._conditional(conditional, end)
+
+    def _conditional(self, opener: re.Match[str], end: int) -> int:
+        """Scan a downlevel-hidden conditional comment as markup seen by Outlook."""
+        text = self.text
+        content = opener.end()
+        if _REVEALED.match(text, content, end):
+            # "<!--[if !mso]><!-->" (downlevel-revealed) and "<!--[if x]><![endif]-->" close
+            # right here for every client: an ordinary comment followed by normal markup.
+            return _comment_end(text, opener.start() + 4, end)
+        closer = self._conditional_end.find(text, content, end)
+        if closer is None:
+            # Without <![endif] this is no conditional; read it as the HTML5 comment it is.
+            return _comment_end(text, opener.start() + 4, end)
+        self.scan(content, closer.start(), in_conditional=True)
+        return closer.end()
+
+    def _end_tag(self, pos: int, end: int, in_conditional: bool) -> int:
+        text = self.text
+        if pos + 2 >= end:
+            return end
+        first = text[pos + 2]
+        if first == ">":
+            return pos + 3
+        if not (first.isascii() and first.isalpha()):
+            return _bogus_comment_end(text, pos + 2, end)
+        tag = _END_TAG.match(text, pos, end)
+        if tag is None:
+            return end
+        if not in_conditional:
+            name = _ascii_lower(tag.group(1))
+            if name == "body":
+                self.body_end_start = pos
+            elif name == "html":
+                self.html_end_start = pos
+        return tag.end()
+
+    def _start_tag(self, pos: int, end: int, in_conditional: bool) -> int:
+        tag = _START_TAG.match(self.text, pos, end)
+        if tag is None:
+            # End of input inside a tag: HTML5 drops the tag and everything after it.
+            return end
+        name = _ascii_lower(tag.group(1))
+        if name in ("a", "area") or name.startswith("v:"):
+            self._link(tag, name, end, in_conditional)
+        elif name in _RAW_TEXT_END:
+            closer = _RAW_TEXT_END[name].search(self.text, tag.end(), end)
+            return end if closer is None else closer.start()
+        elif not in_conditional:
+            self._structural(tag, name)
+        return tag.end()
+
+    def _structural(self, tag: re.Match[str], name: str) -> None:
+        if name == "body" and self.body_start_end is None:
+            self.body_start_end = tag.end()
+        elif name == "base" and self.base_href is None:
+            href = self._attributes(tag).get("href")
+            if href is not None:
+                self.base_href = _attribute_text(href[2]).strip(_ASCII_WHITESPACE)
+
+    def _attributes(self, tag: re.Match[str]) -> dict[str, tuple[int, int, str | None]]:
+        """Attribute name -> (value start, value end, raw value or None); the first wins."""
+        attributes: dict[str, tuple[int, int, str | None]] = {}
+        for attribute in _ATTRIBUTE.finditer(self.text, tag.end(1), tag.end() - 1):
+            name = _ascii_lower(attribute.group(1))
+            if name in attributes:
+                continue
+            group = attribute.lastindex or 1
+            if group == 1:
+                attributes[name] = (attribute.end(1), attribute.end(1), None)
+            else:
+                value = attribute.group(group)
+                attributes[name] = (attribute.start(group), attribute.end(group), value)
+        return attributes
+
+    def _link(self, tag: re.Match[str], element: str, end: int, in_conditional: bool) -> None:
+        attributes = self._attributes(tag)
+        href = attributes.get("href")
+        if href is None:
+            return
+        linkname = attributes.get("data-msys-linkname")
+        self.links.append(
+            HtmlLink(
+                start=href[0],
+                end=href[1],
+                url=_attribute_text(href[2]).strip(_ASCII_WHITESPACE),
+                element=element,
+                name=None if linkname is None else _attribute_text(linkname[2]),
+                unsubscribe=_flag(attributes, "data-msys-unsubscribe") == "1",
+                opt_out=_flag(attributes, "data-msys-clicktrack") == "0",
+                in_conditional_comment=in_conditional,
+                text_url=self._text_url(tag.end(), end) if element == "a" else None,
+            )
+        )
+
+    def _text_url(self, pos: int, end: int) -> str | None:
+        """The link text up to the next </a>, when it reads as a URL."""
+        closer = self._a_close.find(self.text, pos, end)
+        if closer is None or closer.start() - pos > _MAX_LINK_TEXT:
+            return None
+        visible = _ANY_TAG.sub("", self.text[pos : closer.start()])
+        visible = unescape_text(visible).strip()
+        return visible if _URL_LIKE.fullmatch(visible) else None
+
+
+def _flag(attributes: dict[str, tuple[int, int, str | None]], name: str) -> str | None:
+    value = attributes.get(name)
+    return None if value is None else _attribute_text(value[2]).strip(_ASCII_WHITESPACE)

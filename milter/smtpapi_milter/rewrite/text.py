@@ -1,0 +1,68 @@
+"""Find http(s) URLs in a text/plain part.
+
+Momentum tracks the URLs of the top text/plain part too. Plain text has no markup that says
+where a URL ends, so this module applies the conventions mail clients use when they make URLs
+clickable: a URL ends at whitespace, at '<', '>' or '"', or at a control character; sentence
+punctuation and an unbalanced closing bracket right after it belong to the prose, not to the
+URL; ``<https://...>`` (RFC 3986, appendix C) delimits the URL exactly. Non-ASCII characters
+(IRIs, emoji) are part of the URL, as clients treat them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .urls import split_http_url
+
+__all__ = ["find_text_urls"]
+
+# The scheme must not continue a word ("xhttp://" is not an http URL). C1 controls count as
+# controls; Python's \s covers NBSP and the other Unicode spaces clients break URLs at.
+_CANDIDATE = re.compile(r"(?<![A-Za-z0-9])[hH][tT][tT][pP][sS]?://[^\s<>\"\x00-\x1f\x7f-\x9f]*+")
+
+_TRAILING_PUNCTUATION = ".,;:!?'"
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+_TRIMMABLE = frozenset(_TRAILING_PUNCTUATION) | frozenset(_CLOSERS)
+
+
+def find_text_urls(text: str) -> list[tuple[int, int, str]]:
+    """Return ``(start, end, url)`` for every http/https URL in ``text``, in order.
+
+    ``text[start:end] == url``. Template syntax is not filtered here (the caller decides);
+    candidates without a host (``http:///x``, ``http://``) are skipped. Never raises.
+    """
+    found = []
+    for candidate in _CANDIDATE.finditer(text):
+        start, end = candidate.span()
+        if not _angle_bracketed(text, start, end):
+            end = start + len(_trim_trailing(candidate.group()))
+        url = text[start:end]
+        if split_http_url(url) is not None:
+            found.append((start, end, url))
+    return found
+
+
+def _angle_bracketed(text: str, start: int, end: int) -> bool:
+    # Inside "<...>" the brackets are the delimiters, so trailing punctuation is the URL's.
+    return start > 0 and text[start - 1] == "<" and text.startswith(">", end)
+
+
+def _trim_trailing(url: str) -> str:
+    """Drop sentence punctuation and unbalanced closing brackets from the end of ``url``."""
+    if url[-1:] not in _TRIMMABLE:
+        return url
+    # Counts are kept up to date by hand: recounting per dropped character would make a URL
+    # ending in thousands of ')' quadratic.
+    balance = {closer: url.count(closer) - url.count(opener) for closer, opener in _CLOSERS.items()}
+    end = len(url)
+    while end:
+        last = url[end - 1]
+        if last in _TRAILING_PUNCTUATION:
+            end -= 1
+        elif last in balance and balance[last] > 0:
+            # Balanced pairs stay: https://en.wikipedia.org/wiki/Genesis_(band)
+            balance[last] -= 1
+            end -= 1
+        else:
+            break
+    return url[:end]

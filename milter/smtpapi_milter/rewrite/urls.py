@@ -1,0 +1,106 @@
+"""Which URLs click tracking may rewrite.
+
+The HTML scanner and the text/plain URL finder report every link they see; this module holds
+the one rule that decides whether a link becomes a tracked link, so that HTML and text parts
+are treated alike. The rule is deliberately conservative: anything we cannot read with
+certainty (other schemes, no host, template placeholders a later stage will expand, very long
+URLs) is left exactly as the sender wrote it.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_URL_BYTES = 4096
+
+# Placeholders of the template languages senders use (Handlebars/Jinja/Liquid, Momentum's
+# %%...%%, Mailchimp's *|...|*, ERB/ASP, Template Toolkit, JS/Velocity). A URL holding one is
+# expanded later by someone else; rewriting it would freeze the placeholder into our token.
+_TEMPLATE_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|%%|\*\||\|\*|<%|%>|\[%|%\]|\$\{")
+
+_HTTP_PREFIX = re.compile(r"(https?)://", re.IGNORECASE)
+
+# Browsers end the authority at '\' too for http(s); stopping there keeps us from reading a
+# host out of something a browser would not.
+_AUTHORITY_END = re.compile(r"[/?#\\]")
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def has_template_syntax(url: str) -> bool:
+    """True when ``url`` contains a placeholder of a common template language."""
+    return _TEMPLATE_SYNTAX.search(url) is not None
+
+
+def split_http_url(url: str) -> tuple[str, str, str] | None:
+    """Return ``(scheme, host, port)`` of an absolute http(s) URL, lower-cased, or None.
+
+    None means: not http/https, no ``//``, an empty host, or a port that is not a number.
+    ``port`` is ``""`` when the URL names none. Userinfo is dropped; IPv6 hosts keep brackets.
+    """
+    match = _HTTP_PREFIX.match(url)
+    if match is None:
+        return None
+    scheme = match.group(1).lower()
+    rest = url[match.end() :]
+    stop = _AUTHORITY_END.search(rest)
+    authority = rest if stop is None else rest[: stop.start()]
+    hostport = authority.rpartition("@")[2]
+    host, port = _split_host_port(hostport)
+    if not host or not _is_port(port):
+        return None
+    return scheme, host.lower(), port
+
+
+def _is_port(port: str) -> bool:
+    # str.isdigit alone accepts '²' and other non-ASCII digits.
+    return port == "" or (port.isascii() and port.isdigit())
+
+
+def _split_host_port(hostport: str) -> tuple[str, str]:
+    if hostport.startswith("["):
+        bracket = hostport.find("]")
+        if bracket < 0:
+            return "", ""
+        host, tail = hostport[: bracket + 1], hostport[bracket + 1 :]
+        if tail and not tail.startswith(":"):
+            return "", ""
+        return host, tail[1:]
+    host, colon, port = hostport.rpartition(":")
+    if not colon:
+        return hostport, ""
+    return host, port
+
+
+def _normal_netloc(scheme: str, host: str, port: str) -> str:
+    # 'example.com.' is the same DNS name as 'example.com'; a default port is no port.
+    if host.endswith(".") and len(host) > 1:
+        host = host[:-1]
+    if port == "" or port.lstrip("0") == _DEFAULT_PORTS[scheme]:
+        return host
+    return f"{host}:{port.lstrip('0') or '0'}"
+
+
+def _is_tracking_domain(scheme: str, host: str, port: str, tracking_domain: str) -> bool:
+    td_host, td_port = _split_host_port(tracking_domain.strip().lower())
+    if not td_host or not _is_port(td_port):
+        return False
+    return _normal_netloc(scheme, host, port) == _normal_netloc(scheme, td_host, td_port)
+
+
+def is_trackable_url(url: str, tracking_domain: str) -> bool:
+    """Tell whether click tracking may rewrite ``url``.
+
+    ``url`` is already entity-decoded and stripped of surrounding whitespace. It is trackable
+    when it is an absolute http/https URL with a host, at most ``MAX_URL_BYTES`` bytes in
+    UTF-8, free of template syntax, and not already pointing at ``tracking_domain``
+    (host[:port], case-insensitive, default ports ignored, userinfo ignored).
+    """
+    parts = split_http_url(url)
+    if parts is None:
+        return False
+    if len(url.encode("utf-8", "surrogatepass")) > MAX_URL_BYTES:
+        return False
+    if has_template_syntax(url):
+        return False
+    return not _is_tracking_domain(*parts, tracking_domain)

@@ -1,0 +1,353 @@
+"""Self-contained, encrypted link tokens for tracked URLs (SPEC 6).
+
+Every tracked link carries everything the tracker needs to record an event, so any tracker node
+can serve any link without a database. The payload is sealed with AES-SIV: it is deterministic
+(no nonce to carry, so tokens stay short) yet safe when the same plaintext repeats, and its
+16-byte tag means nobody can read the recipient, tags or metadata out of a URL, nor forge or
+alter one (no open redirect). A key id in the clear header lets several keys verify while the
+first one encrypts, so keys can be rotated without breaking mail already sent.
+
+Token bytes, sent as base64url without padding::
+
+    version (1) | kid length (1) | kid | AES-SIV(plaintext, associated data = the header)
+
+The plaintext is a compact JSON array of the fields in a fixed order, raw-deflated with a preset
+dictionary when that makes it shorter; the version byte says which, and as associated data it
+cannot be changed without breaking the tag.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import os
+import re
+import secrets
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+from .config import Config, ConfigError
+
+KEY_FILE_NAME = "link-keys"
+KEY_SIZE = 32
+
+VERSION_RAW = 0x01  # plaintext is the UTF-8 JSON array
+VERSION_DEFLATE = 0x02  # plaintext is that array, raw-deflated with ZDICT_V1
+
+# Preset dictionary for VERSION_DEFLATE. FROZEN: tokens in mail already sent decompress with it
+# for as long as they live, so never edit it; a better dictionary needs a new version byte.
+# Deflate finds nearby strings cheapest, so the most frequent fragments come last.
+ZDICT_V1 = (
+    b"mailto:unsubscribeutm_content=utm_term=index.html.php?id=.co.uk/.de/.org/.net/"
+    b"https://www.linkedin.com/company/https://twitter.com/https://www.instagram.com/"
+    b'https://www.facebook.com/@hotmail.com","@outlook.com","@yahoo.com","@gmail.com","'
+    b'","https://","http://www.?utm_source=email&utm_medium=email'
+    b'?utm_source=newsletter&utm_medium=email&utm_campaign=","https://www..com/'
+)
+
+MAX_TOKEN_CHARS = 65536  # bounds the work an arbitrary request can cause
+_MAX_PLAINTEXT = 1 << 20
+_TAG_SIZE = 16
+_KID_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+_KINDS = ("click", "open", "initial_open")
+_KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
+# Array positions: kind, transmission_id, message_id, rcpt_to, injection_time, then optional
+# fields whose trailing defaults are left out: expires, campaign_id, tags, metadata, customer_id,
+# target_url, link_name, unsubscribe (0/1, shorter than false/true).
+_REQUIRED = 5
+_TYPES = (int, str, str, str, int, int, str, list, (dict, type(None)), str, str, str, int)
+_DEFAULTS = (None,) * _REQUIRED + (0, "", [], None, "", "", "", 0)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingData:
+    """What one tracked URL says about the message, recipient and link."""
+
+    kind: Literal["click", "open", "initial_open"]
+    transmission_id: str
+    message_id: str
+    rcpt_to: str
+    injection_time: int  # unix seconds
+    expires: int = 0  # unix seconds; 0 = never
+    campaign_id: str = ""
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] | None = None
+    customer_id: str = ""
+    target_url: str = ""  # click only
+    link_name: str = ""  # click only
+    unsubscribe: bool = False  # click only: data-msys-unsubscribe="1"
+
+    def is_expired(self, now: float) -> bool:
+        """Whether the link's event should no longer be recorded at unix time ``now``."""
+        return self.expires != 0 and now >= self.expires
+
+
+class InvalidToken(Exception):
+    """The token is not one of ours: tampered, truncated, unknown key, or malformed."""
+
+
+class TokenCodec:
+    """Turns :class:`TrackingData` into URL-safe tokens and back; safe to share across threads."""
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]]):
+        """``keys`` are ``(key_id, 32-byte key)``; the first encrypts, all decrypt."""
+        self._ciphers: dict[bytes, AESSIV] = {}
+        for kid, key in keys:
+            if not isinstance(kid, str) or not _KID_RE.fullmatch(kid):
+                raise ValueError(f"key id {kid!r} must be 1-16 characters of A-Z a-z 0-9 _ -")
+            if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+                raise ValueError(f"key {kid!r} must be {KEY_SIZE} bytes")
+            if kid.encode() in self._ciphers:
+                raise ValueError(f"key id {kid!r} is used twice")
+            self._ciphers[kid.encode()] = AESSIV(key)
+        if not self._ciphers:
+            raise ValueError("at least one key is needed")
+        self.key_ids: tuple[str, ...] = tuple(kid.decode() for kid in self._ciphers)
+        signer = next(iter(self._ciphers))
+        self._signer = self._ciphers[signer]
+        self._raw_header = bytes([VERSION_RAW, len(signer)]) + signer
+        self._deflate_header = bytes([VERSION_DEFLATE, len(signer)]) + signer
+        # A 4 KiB window and memLevel 4 cover any sane payload; zlib's defaults allocate
+        # ~10x more per call and make encode several times slower (measured).
+        self._deflater = zlib.compressobj(9, zlib.DEFLATED, -12, 4, zdict=ZDICT_V1)
+
+    def encode(self, data: TrackingData) -> str:
+        """The token for ``data``: base64url without padding. ValueError if a field is invalid."""
+        plain = _dumps(_to_array(data)).encode("utf-8", "surrogatepass")
+        deflater = self._deflater.copy()
+        packed = deflater.compress(plain) + deflater.flush()
+        if len(packed) < len(plain):
+            header, plain = self._deflate_header, packed
+        else:
+            header = self._raw_header
+        sealed = self._signer.encrypt(plain, [header])
+        return base64.urlsafe_b64encode(header + sealed).rstrip(b"=").decode("ascii")
+
+    def decode(self, token: str) -> TrackingData:
+        """The data sealed in ``token`` (percent-encoding and ``=`` padding are tolerated).
+
+        Raises :class:`InvalidToken` and nothing else for anything we did not issue.
+        """
+        raw = _b64decode(token)
+        if len(raw) < 2 or raw[0] not in (VERSION_RAW, VERSION_DEFLATE):
+            raise InvalidToken("unknown token version")
+        end = 2 + raw[1]
+        cipher = self._ciphers.get(raw[2:end])
+        if cipher is None or len(raw) < end + _TAG_SIZE:
+            raise InvalidToken("unknown key id")
+        try:
+            plain = cipher.decrypt(raw[end:], [raw[:end]])
+        except InvalidTag:
+            raise InvalidToken("token does not authenticate") from None
+        if raw[0] == VERSION_DEFLATE:
+            plain = _inflate(plain)
+        return _from_array(_loads(plain))
+
+    @classmethod
+    def from_config(cls, config: Config, create: bool = True) -> TokenCodec:
+        """The codec for ``[engagement_tracker]`` keys and key file, else the default key file.
+
+        The default is ``link-keys`` in the state directory, created with a random key when
+        missing and ``create`` is true; concurrent first starts end up sharing one key.
+        """
+        tracker = config.engagement_tracker
+        keys = [
+            _parse_key(text, f"{config.source}: 'engagement_tracker.keys[{i}]'")
+            for i, text in enumerate(tracker.keys)
+        ]
+        if tracker.key_file:
+            try:
+                keys += _read_key_file(Path(tracker.key_file))
+            except FileNotFoundError:
+                raise ConfigError(
+                    f"{config.source}: 'engagement_tracker.key_file' {tracker.key_file}: "
+                    "no such file"
+                ) from None
+        if not keys:
+            keys = _default_keys(Path(config.state_dir) / KEY_FILE_NAME, create)
+        try:
+            return cls(keys)
+        except ValueError as exc:
+            raise ConfigError(f"{config.source}: engagement_tracker: {exc}") from None
+
+
+def generate_key() -> str:
+    """A new random key as a key-file / ``engagement_tracker.keys`` line, ``ID:BASE64URL``."""
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(KEY_SIZE)).rstrip(b"=").decode()
+    return f"k{secrets.token_hex(2)}:{secret}"
+
+
+def _to_array(data: TrackingData) -> list[Any]:
+    if not isinstance(data.tags, tuple | list):
+        raise ValueError("tags must be a sequence of strings, not a string")
+    array = [
+        _KIND_CODES.get(data.kind),
+        data.transmission_id,
+        data.message_id,
+        data.rcpt_to,
+        data.injection_time,
+        data.expires,
+        data.campaign_id,
+        list(data.tags),
+        data.metadata,
+        data.customer_id,
+        data.target_url,
+        data.link_name,
+        1 if data.unsubscribe else 0,
+    ]
+    while len(array) > _REQUIRED and array[-1] == _DEFAULTS[len(array) - 1]:
+        array.pop()
+    if not _valid(array):
+        raise ValueError(f"cannot encode {data!r}: a field has the wrong type")
+    return array
+
+
+def _valid(array: Any) -> bool:
+    if not isinstance(array, list) or not _REQUIRED <= len(array) <= len(_TYPES):
+        return False
+    for value, kind in zip(array, _TYPES, strict=False):
+        # bool is an int subclass, and no field is encoded as a JSON boolean.
+        if type(value) is bool or not isinstance(value, kind):
+            return False
+    return (
+        0 <= array[0] < len(_KINDS)
+        and (len(array) < 8 or all(isinstance(tag, str) for tag in array[7]))
+        and (len(array) < 13 or array[12] in (0, 1))
+    )
+
+
+def _from_array(array: Any) -> TrackingData:
+    if not _valid(array):
+        raise InvalidToken("token payload has the wrong shape")
+    values = array + list(_DEFAULTS[len(array) :])
+    values[0] = _KINDS[values[0]]
+    values[7] = tuple(values[7])
+    values[12] = bool(values[12])
+    return TrackingData(*values)
+
+
+def _b64decode(token: Any) -> bytes:
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+        raise InvalidToken("not a token")
+    text = unquote(token).rstrip("=")
+    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise InvalidToken("not base64url")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error:
+        raise InvalidToken("not base64url") from None
+    # Unused low bits in the last character would give one token several spellings.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != text.encode():
+        raise InvalidToken("non-canonical base64url")
+    return raw
+
+
+def _inflate(packed: bytes) -> bytes:
+    inflater = zlib.decompressobj(-15, zdict=ZDICT_V1)
+    try:
+        plain = inflater.decompress(packed, _MAX_PLAINTEXT)
+    except zlib.error:
+        raise InvalidToken("bad compressed payload") from None
+    if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+        raise InvalidToken("bad compressed payload")
+    return plain
+
+
+def _loads(plain: bytes) -> Any:
+    try:
+        return json.loads(plain.decode("utf-8", "surrogatepass"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidToken("bad payload") from None
+
+
+def _parse_key(text: str, where: str) -> tuple[str, bytes]:
+    # Error messages never quote the text: it may be the secret itself.
+    kid, _, secret = text.strip().partition(":")
+    if not _KID_RE.fullmatch(kid):
+        raise ConfigError(f"{where} needs a key id of 1-16 characters of A-Z a-z 0-9 _ -")
+    secret = secret.strip().rstrip("=")
+    key = b""
+    if _B64URL_RE.fullmatch(secret) and len(secret) % 4 != 1:
+        key = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
+    if len(key) != KEY_SIZE:
+        raise ConfigError(f"{where} is not base64url of {KEY_SIZE} bytes")
+    return kid, key
+
+
+def _read_key_file(path: Path) -> list[tuple[str, bytes]]:
+    """Keys from ``path`` (``ID:BASE64URL`` lines); FileNotFoundError is left to the caller."""
+    try:
+        with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_mode & 0o066:
+                raise ConfigError(
+                    f"{path}: key file is readable or writable by group or others (chmod 600 it)"
+                )
+            text = file.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: key file is not UTF-8 text") from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    keys = [
+        _parse_key(line, f"{path}: line {number}")
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not keys:
+        raise ConfigError(f"{path}: key file holds no keys")
+    return keys
+
+
+def _default_keys(path: Path, create: bool) -> list[tuple[str, bytes]]:
+    try:
+        return _read_key_file(path)
+    except FileNotFoundError:
+        if not create:
+            raise ConfigError(f"{path}: no such key file (it is created on first start)") from None
+    try:
+        return _create_key_file(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create key file: {exc.strerror}") from None
+
+
+def _create_key_file(path: Path) -> list[tuple[str, bytes]]:
+    """Publish a new key file at ``path`` unless one appears first; return the keys in it.
+
+    The key is written in full to a private temporary file and then hard-linked into place:
+    link, unlike rename, fails when the name exists, so when the milter and the tracker start
+    together the loser reads the winner's key instead of replacing it.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    content = f"# smtpapi-milter link-token keys: ID:BASE64URL, the first signs\n{generate_key()}\n"
+    try:
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+            file.write(content.encode())
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won: share its key
+            os.link(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)  # a key lost in a crash would break every link already sent
+    return _read_key_file(path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,61 @@
+"""Acceptance over the whole corpus (SPEC 10, 11 "fidelity"): every message, judged by the
+independent oracle in ``oracle.py``.
+
+HTML templates are wrapped as multipart/alternative in quoted-printable and base64, and as a
+single 8bit part; every MIME fixture gets an X-MSYS-API header turning tracking on.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from smtpapi_milter.cli import rewrite_bytes
+from smtpapi_milter.config import parse_config
+from smtpapi_milter.pipeline import Pipeline
+from smtpapi_milter.tokens import TokenCodec
+
+from . import corpus
+from .oracle import judge
+
+CODEC = TokenCodec([("corpus", bytes(range(32)))])
+PIPELINE = Pipeline(parse_config({"state_dir": "/nonexistent"}), codec=CODEC)
+RCPT = "jane.doe@example.org"
+
+pytestmark = pytest.mark.skipif(not corpus.html_files(), reason="corpus not present")
+
+# MIME fixtures the milter must deliver without tracking, and why (each is checked to
+# come out byte-identical apart from the X-MSYS-API removal).
+UNTRACKED = {
+    # Unknown transfer encodings everywhere are opaque (RFC 2045 6.4): never guess and
+    # mangle. (A message with only some such parts is judged part by part by the oracle.)
+    "error_emails__content_transfer_encoding_spam.eml",
+    "error_emails__content_transfer_encoding_text-html.eml",
+    "error_emails__content_transfer_encoding_x_uuencode.eml",
+    "error_emails__content_transfer_encoding_plain.eml",
+}
+
+
+@pytest.mark.parametrize("cte", ["quoted-printable", "base64", "8bit"])
+@pytest.mark.parametrize("path", corpus.html_files(), ids=lambda p: p.name)
+def test_html_template(path, cte):
+    for html in (path.read_bytes(), corpus.realistic(path.read_bytes())):
+        message = corpus.wrap_html(html, cte)
+        judge(message, rewrite_bytes(PIPELINE, message, rcpt=RCPT), CODEC)
+
+
+@pytest.mark.parametrize("path", corpus.mime_files(), ids=lambda p: p.name)
+def test_mime_fixture(path):
+    message = corpus.with_header(path.read_bytes())
+    out = rewrite_bytes(PIPELINE, message, rcpt=RCPT)
+    if path.name in UNTRACKED or b"\nDKIM-Signature:" in message.split(b"\n\r\n")[0]:
+        assert out == corpus.with_header(path.read_bytes(), b"")
+        return
+    judge(message, out, CODEC)
+
+
+def test_realistic_newsletters_track_every_placeholder():
+    total = 0
+    for path in corpus.html_files():
+        message = corpus.wrap_html(corpus.realistic(path.read_bytes()), "quoted-printable")
+        total += judge(message, rewrite_bytes(PIPELINE, message, rcpt=RCPT), CODEC).html_links
+    assert total >= 450  # 482 placeholders and real links, measured
