@@ -109,10 +109,8 @@ def show_changes(before: bytes, after: bytes) -> None:
         print(f"{colour}{line[:160]}{'…' if len(line) > 160 else ''}{OFF}")
         shown += 1
     changed = sum(1 for line in diff if line.startswith("+") and not line.startswith("+++"))
-    print(
-        f"{DIM}({changed} changed lines in all; "
-        f"{after.count(b'localhost:8080/c/')} tracked links){OFF}"
-    )
+    links = "\n".join(html_of(after)).count("localhost:8080/c/")
+    print(f"{DIM}({changed} changed lines in all; {links} tracked links in the HTML){OFF}")
 
 
 def show_token(tracked: bytes, config) -> None:
