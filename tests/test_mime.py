@@ -39,7 +39,6 @@ PYTHON_DIFFERS = {
 }
 
 
-@pytest.mark.skipif(not corpus.mime_files(), reason="corpus not present")
 @pytest.mark.parametrize("path", corpus.mime_files(), ids=lambda p: p.name)
 def test_parts_agree_with_email_package(path):
     data = path.read_bytes()
