@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     rewrite.add_argument("files", nargs="+", metavar="FILE", help="message files ('-' = stdin)")
     rewrite.set_defaults(func=cmd_rewrite)
 
+    milter = sub.add_parser(
+        "milter",
+        parents=[common],
+        help="run the milter (libmilter socket from [milter] socket)",
+        description="Run the milter for Postfix or Sendmail. SIGHUP reloads configuration and "
+        "policies (a broken file keeps the running set), SIGTERM stops after the connections "
+        "in progress. Logs one JSON line per message on stdout.",
+    )
+    milter.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    milter.set_defaults(func=cmd_milter)
+
     check = sub.add_parser(
         "check",
         parents=[common],
@@ -151,6 +162,16 @@ def _address(headers: list[tuple[str, bytes]], name: str) -> str | None:
     values = [v.decode("utf-8", "replace") for k, v in headers if k.lower() == name]
     found = [addr for _, addr in email.utils.getaddresses(values) if "@" in addr]
     return found[0] if found else None
+
+
+def cmd_milter(args: argparse.Namespace) -> int:
+    from .mta import service  # imports pymilter: only the milter needs libmilter
+
+    logs.configure(stream=sys.stdout, level=logging.INFO)
+    if args.worker:
+        return service.serve(args.config)
+    service.validate(args.config)  # refuse to start on broken files, naming them
+    return service.Supervisor(args.config).run()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -136,16 +136,22 @@ class Session:
         self.message_vars = self.connection_vars.child()
 
     def end_of_message(
-        self, headers: list[tuple[str, bytes]], body: bytes, shared: bool = False
+        self,
+        headers: list[tuple[str, bytes]],
+        body: bytes | None,
+        shared: bool = False,
+        body_size: int | None = None,
     ) -> MessageResult:
         """Decide and build what is delivered: one copy per recipient, or one shared copy.
 
+        ``body`` None means the front end did not load it (``body_size`` bytes, over
+        max_tracked_size): the message is still validated and recorded, never rewritten.
         Raises SmtpReplyError with the reply the client must get.
         """
         self.envelope.headers = headers
         header = _parse_header(self.envelope)
         self._run("validate_data_spool", self.message_vars, header=header)
-        builder = _CopyBuilder(self, header, body)
+        builder = _CopyBuilder(self, header, body, body_size)
         recipients = list(self.envelope.recipients) or [None]
         copies = []
         for index, recipient in enumerate(recipients):
@@ -170,11 +176,18 @@ def _parse_header(envelope: Envelope) -> xmsysapi.XMsysApi | None:
 class _CopyBuilder:
     """Builds each recipient's copy of one message; shares the parsed structure."""
 
-    def __init__(self, session: Session, header: xmsysapi.XMsysApi | None, body: bytes):
+    def __init__(
+        self,
+        session: Session,
+        header: xmsysapi.XMsysApi | None,
+        body: bytes | None,
+        body_size: int | None,
+    ):
         self.pipeline = session.pipeline
         self.envelope = session.envelope
         self.header = header
-        self.body = body
+        self.body = body if body is not None else b""
+        self.body_size = len(body) if body is not None else body_size or 0
         self.config = self.pipeline.config.smtpapi.for_listener(self.envelope.listener)
         self.transmission_id = ""
         self.injected_at = self.pipeline.clock()
@@ -188,7 +201,7 @@ class _CopyBuilder:
                 self.root = root
 
     def _untracked_reason(self) -> str | None:
-        if len(self.body) > self.config.max_tracked_size:
+        if self.body_size > self.config.max_tracked_size:
             return f"message larger than max_tracked_size ({self.config.max_tracked_size})"
         if self.envelope.raw_headers("DKIM-Signature") and not self.config.track_dkim_signed:
             return "message is already DKIM-signed"
@@ -256,7 +269,7 @@ class _CopyBuilder:
             friendly_from=email.utils.parseaddr(from_header)[1] or from_header,
             subject=self.envelope.header("Subject") or "",
             injection_time=self.injected_at,
-            msg_size=len(copy.body if copy.body is not None else self.body),
+            msg_size=len(copy.body) if copy.body is not None else self.body_size,
         )
 
 

@@ -1,0 +1,223 @@
+"""The pymilter adapter: SMTP stages in, pipeline calls, milter actions and replies out.
+
+Kept thin on purpose: every decision is the pipeline's. This module only knows libmilter's
+rules (STYLE.md "pymilter facts that bite"): replies via setreply + REJECT/TEMPFAIL, body
+replacement only at end of message and in chunks, header deletion by 1-based index, and an
+exception escaping a callback would become an anonymous 451 — so every callback is guarded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import Milter
+import structlog
+
+from ..pipeline import MessageResult, Pipeline
+from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError
+from .reinject import ReinjectError, Reinjector
+from .state import MilterState
+
+log = structlog.get_logger("smtpapi_milter.milter")
+
+REPLACE_CHUNK = 64 * 1024
+INTERNAL = SmtpReply("451", "4.3.0", "smtpapi internal error, try again later")
+
+
+def _address(value: str) -> str:
+    value = value.strip()
+    return value[1:-1] if value.startswith("<") and value.endswith(">") else value
+
+
+class SmtpapiMilter(Milter.Base):
+    """One instance per SMTP connection (pymilter calls the factory per connection)."""
+
+    def __init__(self, state: MilterState):
+        self.state = state
+        self.pipeline: Pipeline = state.pipeline  # this connection keeps its configuration
+        self.session = self.pipeline.session()
+        self.headers: list[tuple[str, bytes]] = []
+        self.spool: Any = None
+        self.started = time.monotonic()
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _macros(self, *names: str) -> dict[str, str]:
+        found = {}
+        for name in names:
+            value = self.getsymval(name)
+            if value:
+                found[name] = value
+        return found
+
+    def _reply(self, reply: SmtpReply) -> int:
+        # libmilter drops a reply with a lone '%'; double them (and keep it to one line).
+        text = reply.text.replace("%", "%%").replace("\r", " ").replace("\n", " ")[:900]
+        self.setreply(reply.code, reply.status, text)
+        return Milter.REJECT if reply.is_permanent else Milter.TEMPFAIL
+
+    def _guard(self, stage: str, action: Callable[[], Any]) -> int:
+        """Run one stage; turn pipeline replies and failures into milter replies."""
+        try:
+            action()
+        except SmtpReplyError as exc:
+            self._log_verdict(stage, exc.reply)
+            return self._reply(exc.reply)
+        except Exception:
+            log.exception("internal error", stage=stage, queue_id=self.session.envelope.queue_id)
+            if self.pipeline.config.milter.on_error == "accept":
+                return Milter.ACCEPT
+            return self._reply(INTERNAL)
+        return Milter.CONTINUE
+
+    def _log_verdict(self, stage: str, reply: SmtpReply) -> None:
+        envelope = self.session.envelope
+        log.info(
+            "message",
+            stage=stage,
+            verdict=str(reply),
+            queue_id=envelope.queue_id,
+            client=envelope.client_address,
+            mail_from=envelope.mail_from,
+            ms=round((time.monotonic() - self.started) * 1000, 1),
+        )
+
+    # --- SMTP stages ------------------------------------------------------------------------
+
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        address = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else str(hostaddr or "")
+        macros = self._macros("j", "{daemon_name}", "{client_addr}")
+        return self._guard("connect", lambda: self.session.connect(address, hostname, macros))
+
+    def hello(self, hostname: str) -> int:
+        return self._guard("helo", lambda: self.session.helo(hostname))
+
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self.started = time.monotonic()
+        self.headers = []
+        self._close_spool()
+        macros = self._macros("i", "{auth_authen}", "{daemon_name}", "{mail_addr}")
+        return self._guard("mail", lambda: self.session.mail_from(_address(mailfrom), macros))
+
+    def envrcpt(self, to: str, *params: str) -> int:
+        recipients = self.session.envelope.recipients
+        if recipients and self.pipeline.config.smtpapi.multi_recipient == "defer":
+            # One body per recipient: ask the client for a new transaction (RFC 5321 4.5.3.1.10).
+            return self._reply(EXTRA_RECIPIENT_DEFERRED)
+        return self._guard("rcpt", lambda: self.session.rcpt(_address(to)))
+
+    @Milter.noreply
+    @Milter.decode("bytes")
+    def header(self, name: str, value: bytes) -> int:
+        self.headers.append((name, value))
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def eoh(self) -> int:
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def body(self, chunk: bytes) -> int:
+        if self.spool is None:
+            # Lives across callbacks, closed in envfrom/abort/close: no `with` can hold it.
+            self.spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+                max_size=self.pipeline.config.milter.spool_memory_limit, prefix="smtpapi-body-"
+            )
+        self.spool.write(chunk)
+        return Milter.CONTINUE
+
+    def eom(self) -> int:
+        self.session.envelope.macros.update(self._macros("i"))
+        result: list[MessageResult] = []
+        verdict = self._guard("eom", lambda: result.append(self._end_of_message()))
+        if verdict != Milter.CONTINUE:
+            return verdict
+        try:
+            self._deliver(result[0])
+        except ReinjectError as exc:
+            log.warning(
+                "split re-injection failed", error=str(exc), queue_id=self.session.envelope.queue_id
+            )
+            return self._reply(SmtpReply("451", "4.3.0", "could not queue personalised copies"))
+        return Milter.ACCEPT
+
+    def abort(self) -> int:
+        self.session.reset()
+        self._close_spool()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        self._close_spool()
+        return Milter.CONTINUE
+
+    # --- end of message ---------------------------------------------------------------------
+
+    def _body(self) -> tuple[bytes | None, int]:
+        if self.spool is None:
+            return b"", 0
+        size = self.spool.tell()
+        if size > self.pipeline.config.smtpapi.max_tracked_size:
+            return None, size  # never loaded: the bound on memory per connection
+        self.spool.seek(0)
+        return self.spool.read(), size
+
+    def _whole_body(self) -> bytes:
+        if self.spool is None:
+            return b""
+        self.spool.seek(0)
+        return self.spool.read()
+
+    def _end_of_message(self) -> MessageResult:
+        body, size = self._body()
+        mode = self.pipeline.config.smtpapi.multi_recipient
+        result = self.session.end_of_message(
+            self.headers, body, shared=mode == "shared", body_size=size
+        )
+        injections = [c.injection for c in result.copies if c.injection is not None]
+        if injections:
+            self.state.record(injections)  # raises SmtpReplyError(451) when the store is down
+        self._log_result(result)
+        return result
+
+    def _deliver(self, result: MessageResult) -> None:
+        """Apply the first copy here; re-inject the others (split mode) before replying."""
+        first, others = result.copies[0], result.copies[1:]
+        if others:
+            Reinjector(self.pipeline.config.smtpapi.reinject_to).send(
+                self.session.envelope.mail_from, self.headers, self._whole_body(), result, others
+            )
+            for copy in others:
+                self.delrcpt(f"<{copy.recipient}>")
+        for edit in result.header_edits + first.header_edits:
+            if edit.index == 0:
+                self.addheader(edit.name, edit.value.decode("latin-1"))
+            else:
+                value = None if edit.value is None else edit.value.decode("latin-1")
+                self.chgheader(edit.name, edit.index, value)
+        if first.body is not None:
+            for start in range(0, len(first.body), REPLACE_CHUNK):
+                self.replacebody(first.body[start : start + REPLACE_CHUNK])
+
+    def _log_result(self, result: MessageResult) -> None:
+        envelope = self.session.envelope
+        copy = result.copies[0]
+        log.info(
+            "message",
+            verdict="accept",
+            queue_id=envelope.queue_id,
+            transmission_id=result.transmission_id or None,
+            recipients=len(envelope.recipients),
+            tracked=bool(copy.settings and copy.settings.tracks_anything),
+            untracked_reason=result.untracked_reason,
+            links=result.links_tracked,
+            pixel=copy.stats.pixel,
+            ms=round((time.monotonic() - self.started) * 1000, 1),
+        )
+
+    def _close_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
