@@ -59,7 +59,10 @@ def text_version(html: bytes) -> bytes:
 
 
 def encode(data: bytes, cte: str) -> bytes:
+    """The part body in ``cte``, ending with CRLF so the next delimiter starts a line."""
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
     if cte == "quoted-printable":
         return binascii.b2a_qp(data.replace(b"\r\n", b"\n"), istext=True).replace(b"\n", b"\r\n")
     if cte == "base64":

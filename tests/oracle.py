@@ -16,6 +16,7 @@ from __future__ import annotations
 import binascii
 import html as htmllib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -145,6 +146,9 @@ def judge(before: bytes, after: bytes, codec, expect_tracking: bool = True) -> R
         if part_in is None:
             continue
         text_in, text_out = _decoded(part_in), _decoded(part_out)
+        if text_in is not None and _cte(part_in) in ("", "7bit", "8bit"):
+            # SPEC 12: a changed 7bit/8bit part has its bare CRs fixed (CRLF).
+            text_in = re.sub("\r(?!\n)", "\r\n", text_in)
         if text_in is None or not expect_tracking:
             assert _payload(part_in) == _payload(part_out), "an untrackable part changed"
         else:
@@ -178,27 +182,45 @@ def _check_lines(before: bytes, after: bytes) -> None:
         assert longest_out <= 998, f"output line of {longest_out} octets"
 
 
-def _restore(before: str, after: str, codec) -> tuple[list[tuple[str, str]], str]:
-    """Match ``after`` against ``before`` around each tracked URL.
+def _restore(before: str, after: str, codec, same: Callable[[str, str], bool]) -> int:
+    """Match ``after`` against ``before`` around each tracked URL; return how many.
 
-    Returns (raw value in before, URL from the token) for each tracked URL, after checking
-    that everything between tracked URLs is identical in both texts.
+    Everything between tracked URLs must be identical in both texts, and the raw text each
+    tracked URL replaced must be ``same`` as the URL its token carries. Where the text after
+    a URL occurs more than once, the occurrence whose raw value fits the token is the one.
     """
-    pairs = []
     pos_in = pos_out = 0
     matches = list(TRACKED.finditer(after))
     for i, m in enumerate(matches):
         segment = after[pos_out : m.start()]
         assert before.startswith(segment, pos_in), f"text changed near offset {pos_in}"
         pos_in += len(segment)
-        following = after[m.end() : matches[i + 1].start() if i + 1 < len(matches) else None]
-        end_in = before.find(following, pos_in) if following else len(before)
+        last = i + 1 == len(matches)
+        following = after[m.end() : None if last else matches[i + 1].start()]
+        url = codec.decode(m.group(1)).target_url
+        end_in = _raw_end(before, pos_in, following, url, same, last)
         assert end_in >= 0, f"text after a tracked URL changed (offset {pos_in})"
-        data = codec.decode(m.group(1))
-        pairs.append((before[pos_in:end_in], data.target_url))
         pos_in, pos_out = end_in, m.end()
     assert before[pos_in:] == after[pos_out:], "text changed at the end of the part"
-    return pairs, before
+    return len(matches)
+
+
+def _raw_end(before: str, start: int, following: str, url: str, same, last: bool) -> int:
+    if last:
+        end = len(before) - len(following)
+        if not before.endswith(following) or end <= start:
+            return -1
+        assert same(before[start:end], url), f"token URL {url!r} != {before[start:end]!r}"
+        return end
+    end = before.find(following, start + 1)
+    while end >= 0 and not same(before[start:end], url):
+        end = before.find(following, end + 1)
+    assert end < 0 or same(before[start:end], url), f"token URL {url!r} != {before[start:end]!r}"
+    return end
+
+
+def _same_html(raw: str, url: str) -> bool:
+    return htmllib.unescape(raw).strip(" \t\n\r\f") == url
 
 
 def _check_html(before: str, after: str, codec, report: Report) -> None:
@@ -207,10 +229,7 @@ def _check_html(before: str, after: str, codec, report: Report) -> None:
     assert report.pixels >= 1, "no open pixel in the top HTML part"
     assert sum("/o/" in p for p in pixels) == 1, "not exactly one open pixel"
     stripped = _PIXELS.sub("", after)
-    pairs, _ = _restore(before, stripped, codec)
-    for raw, url in pairs:
-        assert htmllib.unescape(raw).strip(" \t\n\r\f") == url, f"token URL {url!r} != {raw!r}"
-    report.html_links = len(pairs)
+    report.html_links = _restore(before, stripped, codec, _same_html)
     _check_links_with_lxml(before, stripped)
 
 
@@ -238,11 +257,9 @@ def _check_links_with_lxml(before: str, after: str) -> None:
 
 
 def _check_text(before: str, after: str, codec, report: Report) -> None:
-    pairs, _ = _restore(before, after, codec)
-    for raw, url in pairs:
-        assert raw == url, f"text URL {url!r} != {raw!r}"
-    report.text_links = len(pairs)
-    for m in re.finditer(r"(?i)https?://\S+", TRACKED.sub("", after)):
+    report.text_links = _restore(before, after, codec, lambda raw, url: raw == url)
+    # A URL starts at a word boundary ("moreHTTP://x" is no link start), as linkifiers do.
+    for m in re.finditer(r"(?i)(?<![a-z0-9])https?://\S+", TRACKED.sub("", after)):
         assert not eligible(m.group(0).rstrip(".,;:!?'\")]}>")), (
             f"text URL left untracked: {m.group(0)!r}"
         )
