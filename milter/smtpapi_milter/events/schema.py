@@ -1,0 +1,122 @@
+"""The event store's schema, as numbered migrations for each SQL dialect.
+
+One schema, two dialects: SQLite for one machine, PostgreSQL for shared deployments. Migration
+N (1-based) is a list of statements applied in one transaction together with the row that
+records it in ``schema_version``, so a store is always at exactly one known version. Never edit
+a migration that has shipped: add the next one, to both dialects, and keep the lists the same
+length (the store checks that a database is not newer than the code before touching it).
+
+The ``events`` columns besides ``payload`` are copies for filtering; ``payload`` holds the whole
+event as JSON text (not JSONB), so queries give back exactly the dict that was recorded, key
+order included, and strings JSONB refuses (``\\u0000``) still round-trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class SchemaError(Exception):
+    """The database was written by a newer smtpapi-milter than this one."""
+
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+VERSION_TABLE = {
+    SQLITE: "CREATE TABLE IF NOT EXISTS schema_version"
+    " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)",
+    POSTGRESQL: "CREATE TABLE IF NOT EXISTS schema_version"
+    " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)",
+}
+
+_INDEXES = [
+    "CREATE INDEX events_timestamp ON events (timestamp)",
+    "CREATE INDEX events_campaign_id ON events (campaign_id)",
+    "CREATE INDEX events_rcpt_to ON events (rcpt_to)",
+]
+
+MIGRATIONS: dict[str, list[list[str]]] = {
+    SQLITE: [
+        [
+            # AUTOINCREMENT: ids are never reused after deletes, so a stored cursor
+            # (webhooks) cannot skip a new event that got an old number.
+            "CREATE TABLE events ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " event_id TEXT NOT NULL UNIQUE,"
+            " type TEXT NOT NULL,"
+            " timestamp REAL NOT NULL,"
+            " transmission_id TEXT NOT NULL DEFAULT '',"
+            " message_id TEXT NOT NULL DEFAULT '',"
+            " campaign_id TEXT NOT NULL DEFAULT '',"
+            " rcpt_to TEXT NOT NULL DEFAULT '',"
+            " payload TEXT NOT NULL)",
+            *_INDEXES,
+            "CREATE TABLE tags (tag TEXT PRIMARY KEY, first_seen REAL NOT NULL)",
+        ],
+    ],
+    POSTGRESQL: [
+        [
+            # An identity with the default cache of 1: ids grow across all sessions,
+            # which the store's cursor horizon relies on.
+            "CREATE TABLE events ("
+            " id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            " event_id TEXT NOT NULL UNIQUE,"
+            " type TEXT NOT NULL,"
+            " timestamp DOUBLE PRECISION NOT NULL,"
+            " transmission_id TEXT NOT NULL DEFAULT '',"
+            " message_id TEXT NOT NULL DEFAULT '',"
+            " campaign_id TEXT NOT NULL DEFAULT '',"
+            " rcpt_to TEXT NOT NULL DEFAULT '',"
+            " payload TEXT NOT NULL)",
+            *_INDEXES,
+            "CREATE TABLE tags (tag TEXT PRIMARY KEY, first_seen DOUBLE PRECISION NOT NULL)",
+        ],
+    ],
+}
+
+LATEST = len(MIGRATIONS[SQLITE])
+assert all(len(steps) == LATEST for steps in MIGRATIONS.values()), "dialects out of step"
+
+
+def latest(dialect: str) -> int:
+    """The version this code brings a database of ``dialect`` to."""
+    return len(MIGRATIONS[dialect])
+
+
+def pending(dialect: str, current: int) -> list[tuple[int, list[str]]]:
+    """The migrations a database at version ``current`` still needs, as (version, statements).
+
+    The caller checks first that ``current`` is not newer than the code.
+    """
+    steps = MIGRATIONS[dialect]
+    return [(number, steps[number - 1]) for number in range(current + 1, len(steps) + 1)]
+
+
+def migrate(cur: Any, dialect: str, sql: Callable[[str], str], where: str) -> int:
+    """Bring the database behind ``cur`` to the latest version, inside the caller's transaction.
+
+    The caller holds whatever lock keeps other processes from migrating at the same time.
+    ``sql`` adapts ``?`` placeholders to the driver; ``where`` names the store in errors.
+    Returns the version; raises SchemaError, touching nothing, if the database is newer.
+    """
+    cur.execute(VERSION_TABLE[dialect])
+    cur.execute("SELECT max(version) FROM schema_version")
+    current = cur.fetchone()[0] or 0
+    known = latest(dialect)
+    if current > known:
+        raise SchemaError(
+            f"event store {where} has schema version {current}, but this smtpapi-milter only "
+            f"knows versions up to {known}: upgrade smtpapi-milter (a newer release wrote this "
+            "database) or point it at another store"
+        )
+    for version, statements in pending(dialect, current):
+        for statement in statements:
+            cur.execute(statement)
+        cur.execute(
+            sql("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"),
+            [version, time.time()],
+        )
+    return known

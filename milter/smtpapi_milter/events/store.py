@@ -1,0 +1,674 @@
+"""The event store: where injection, open and click events are kept (SPEC 7).
+
+Durability is the contract. ``record`` returns only once the events are committed and the
+database has flushed them, so an event the milter or the tracker acknowledged survives a
+SIGKILL. When the store cannot promise that, it raises :class:`StoreUnavailable` and the
+caller answers 4xx: the sender or the mail client retries, nothing is accepted and forgotten.
+
+Two backends with one schema (:mod:`.schema`): SQLite (one file in the state directory, the
+single-machine default) and PostgreSQL (shared by milter and tracker nodes). Concurrent
+``record`` calls from many threads (libmilter runs one per SMTP connection) are group
+committed: one thread writes everything queued so far in one transaction while the others wait
+for that commit, so one flush serves many events. Measured on SQLite with 8 threads of
+1-event records, that beats one connection behind a lock (every record pays its own flush) and
+thread-local connections (SQLite's busy handler sleeps, so writers stall for up to ~0.7 s).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import psycopg
+import psycopg.errors
+import structlog
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+
+from ..settings import SYSTEM_TAG_LIMIT
+from . import schema
+from .schema import SchemaError
+
+log = structlog.get_logger("smtpapi_milter.events.store")
+
+__all__ = [
+    "EventStore",
+    "PostgresStore",
+    "SchemaError",
+    "SqliteStore",
+    "StoreError",
+    "StoreTagRegistry",
+    "StoreUnavailable",
+    "open_store",
+]
+
+T = TypeVar("T")
+Cursor = Any  # sqlite3.Cursor or psycopg.Cursor: the store uses what both offer
+
+_COLUMNS = (
+    "event_id",
+    "type",
+    "timestamp",
+    "transmission_id",
+    "message_id",
+    "campaign_id",
+    "rcpt_to",
+    "payload",
+)
+_INSERT = (
+    f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+_PG_UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+# PostgreSQL advisory lock keys ("smtp" + a number), one per thing that must be serialized.
+_LOCK_KEYS = {"migrate": 0x736D_7470_0001, "tags": 0x736D_7470_0002, "cursor": 0x736D_7470_0003}
+
+
+class StoreError(Exception):
+    """Base of the event store's own errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or written now; callers answer 4xx, never drop events."""
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    # String edits, not urlunsplit: that would turn sqlite:////abs into sqlite://abs.
+    netloc = urlsplit(url).netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        url = url.replace(netloc, f"{userinfo.partition(':')[0]}:***@{hostport}", 1)
+    # libpq also takes the password as a query parameter.
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
+
+
+def _text(value: Any) -> str:
+    # Column copies only serve filtering; the payload keeps the exact value. PostgreSQL TEXT
+    # refuses NUL and neither driver encodes lone surrogates, so both are cleaned here.
+    text = "" if value is None else str(value)
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
+    """The ``events`` row for one flat event; ValueError if it lacks what the store needs."""
+    event_id, kind = event.get("event_id"), event.get("type")
+    if not isinstance(event_id, str) or not event_id or not isinstance(kind, str) or not kind:
+        raise ValueError(f"event needs a non-empty event_id and type: {event!r:.200}")
+    try:
+        stamp = float(event["timestamp"])
+    except (KeyError, TypeError, ValueError):
+        stamp = math.nan
+    if not math.isfinite(stamp):
+        raise ValueError(f"event {event_id} has no unix-seconds timestamp")
+    return (
+        event_id,
+        kind,
+        stamp,
+        _text(event.get("transmission_id")),
+        _text(event.get("message_id")),
+        _text(event.get("campaign_id")),
+        _text(event.get("rcpt_to")).lower(),
+        json.dumps(event, separators=(",", ":")),
+    )
+
+
+class _Batch:
+    __slots__ = ("done", "error", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class _GroupCommit:
+    """Rows from concurrent callers share one transaction and one flush.
+
+    A caller queues its rows, then takes the commit lock. If a previous holder already
+    committed its batch it returns; otherwise it commits everything queued so far (its own
+    rows included) on behalf of everyone waiting.
+    """
+
+    def __init__(self, commit: Callable[[list[tuple[Any, ...]]], None]):
+        self._commit = commit
+        self._queue_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._batch = _Batch()
+
+    def submit(self, rows: list[tuple[Any, ...]]) -> None:
+        with self._queue_lock:
+            batch = self._batch
+            batch.rows.extend(rows)
+        with self._commit_lock:
+            if not batch.done:
+                self._flush()
+        if batch.error is not None:
+            raise StoreUnavailable(f"events not stored: {batch.error}") from batch.error
+
+    def _flush(self) -> None:
+        with self._queue_lock:
+            batch, self._batch = self._batch, _Batch()
+        try:
+            self._commit(batch.rows)
+        except BaseException as exc:
+            # Every waiter on this batch must fail too, whatever went wrong.
+            batch.error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            batch.done = True
+
+
+class EventStore:
+    """What the milter and the tracker need from an event store; see :func:`open_store`.
+
+    Subclasses supply ``_transaction`` (run a function with a cursor in one transaction,
+    mapping connection and I/O failures to StoreUnavailable) and ``_lock`` (serialize
+    with other processes; SQLite's write transactions already are).
+    """
+
+    dialect: str
+    placeholder = "?"
+
+    def __init__(self, url: str):
+        self.url = url
+        self._group = _GroupCommit(self._insert)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {redact(self.url)}>"
+
+    def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
+        raise NotImplementedError
+
+    def _lock(self, cur: Cursor, name: str, *, shared: bool = False) -> None:
+        """Hold lock ``name`` until the transaction ends (no-op where writers serialize)."""
+
+    def _cursor_horizon(self, cur: Cursor) -> int | None:
+        """The highest id below which no write is still in flight (None: all are)."""
+        return None
+
+    def _sql(self, text: str) -> str:
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    def record(self, events: Sequence[dict[str, Any]]) -> None:
+        """Durably store events (committed and flushed) before returning.
+
+        Idempotent on ``event_id``: a repeat of a stored event_id is ignored, the first copy
+        stays. Raises StoreUnavailable on any connection or I/O failure, ValueError (before
+        anything is written) on an event without event_id, type or timestamp.
+        """
+        rows = [event_row(event) for event in events]
+        if rows:
+            self._group.submit(rows)
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        def work(cur: Cursor) -> None:
+            self._lock(cur, "cursor", shared=True)
+            cur.executemany(self._sql(_INSERT), rows)
+
+        self._transaction(work, write=True)
+
+    def query(
+        self,
+        *,
+        types: Sequence[str] | None = None,
+        campaign: str | None = None,
+        rcpt: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+        after_id: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events as recorded, in insertion order; filters as for :meth:`query_with_ids`."""
+        pairs = self.query_with_ids(
+            types=types,
+            campaign=campaign,
+            rcpt=rcpt,
+            since=since,
+            until=until,
+            limit=limit,
+            after_id=after_id,
+        )
+        return [event for _, event in pairs]
+
+    def query_with_ids(
+        self,
+        *,
+        types: Sequence[str] | None = None,
+        campaign: str | None = None,
+        rcpt: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+        after_id: int | None = None,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """(id, event) pairs in insertion (id) order, for pagination with ``after_id``.
+
+        ``rcpt`` matches case-insensitively; ``since`` is inclusive, ``until`` exclusive
+        (unix seconds). With ``after_id`` the result stops below any id whose write is still
+        in flight, so a cursor advanced to the last id seen never skips a later commit.
+        """
+        if (types is not None and not types) or limit == 0:
+            return []
+        clauses, params = _filters(types, campaign, rcpt, since, until, after_id)
+
+        def work(cur: Cursor) -> list[tuple[int, dict[str, Any]]]:
+            where, args = list(clauses), list(params)
+            horizon = self._cursor_horizon(cur) if after_id is not None else None
+            if horizon is not None:
+                where.append("id <= ?")
+                args.append(horizon)
+            sql = "SELECT id, payload FROM events"
+            sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+            if limit is not None:
+                sql += " LIMIT ?"
+                args.append(int(limit))
+            cur.execute(self._sql(sql), args)
+            return [(row[0], json.loads(row[1])) for row in cur.fetchall()]
+
+        return self._transaction(work, write=False)
+
+    def admit_tags(self, tags: Sequence[str], limit: int = SYSTEM_TAG_LIMIT) -> list[str]:
+        """The system-wide tag registry (SPEC 3): which of ``tags`` may be used.
+
+        Known tags pass; a new tag is added while fewer than ``limit`` distinct tags exist;
+        the rest are left out of the result (input order and repeats kept otherwise). Safe
+        against concurrent admission from several processes.
+        """
+        wanted = list(dict.fromkeys(tags))
+        if not wanted:
+            return []
+
+        def work(cur: Cursor) -> set[str]:
+            known = self._known_tags(cur, wanted)
+            new = [tag for tag in wanted if tag not in known]
+            if not new:
+                return known
+            self._lock(cur, "tags")
+            known = self._known_tags(cur, wanted)  # another process may have added some
+            cur.execute("SELECT count(*) FROM tags")
+            room = max(0, limit - cur.fetchone()[0])
+            added = [tag for tag in wanted if tag not in known][:room]
+            now = time.time()
+            insert = "INSERT INTO tags (tag, first_seen) VALUES (?, ?) ON CONFLICT DO NOTHING"
+            cur.executemany(self._sql(insert), [(tag, now) for tag in added])
+            return known | set(added)
+
+        admitted = self._transaction(work, write=True)
+        return [tag for tag in tags if tag in admitted]
+
+    def _known_tags(self, cur: Cursor, tags: list[str]) -> set[str]:
+        marks = ", ".join("?" * len(tags))
+        cur.execute(self._sql(f"SELECT tag FROM tags WHERE tag IN ({marks})"), tags)
+        return {row[0] for row in cur.fetchall()}
+
+    def tags(self) -> list[str]:
+        """Every registered tag, oldest first."""
+
+        def work(cur: Cursor) -> list[str]:
+            cur.execute("SELECT tag FROM tags ORDER BY first_seen, tag")
+            return [row[0] for row in cur.fetchall()]
+
+        return self._transaction(work, write=False)
+
+    def erase_recipient(self, rcpt: str) -> int:
+        """Delete every event of one recipient (privacy requests); returns how many."""
+        return self._delete("rcpt_to = ?", _text(rcpt).lower())
+
+    def delete_older_than(self, cutoff: float) -> int:
+        """Delete events with a timestamp before ``cutoff`` (retention); returns how many."""
+        return self._delete("timestamp < ?", float(cutoff))
+
+    def _delete(self, condition: str, value: Any) -> int:
+        def work(cur: Cursor) -> int:
+            cur.execute(self._sql(f"DELETE FROM events WHERE {condition}"), [value])
+            return cur.rowcount
+
+        return self._transaction(work, write=True)
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store can take writes now."""
+        self._transaction(self._check_writable, write=True)
+
+    def _check_writable(self, cur: Cursor) -> None:
+        cur.execute("SELECT count(*) FROM schema_version")
+        cur.fetchone()
+
+    def close(self) -> None:
+        """Release connections; the store raises StoreUnavailable afterwards."""
+
+    def migrate(self) -> int:
+        """Bring the schema up to date; returns the version. SchemaError if it is newer."""
+
+        def work(cur: Cursor) -> int:
+            self._lock(cur, "migrate")
+            return schema.migrate(cur, self.dialect, self._sql, redact(self.url))
+
+        return self._transaction(work, write=True)
+
+
+def _filters(
+    types: Sequence[str] | None,
+    campaign: str | None,
+    rcpt: str | None,
+    since: float | None,
+    until: float | None,
+    after_id: int | None,
+) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if types is not None:
+        clauses.append(f"type IN ({', '.join('?' * len(types))})")
+        params.extend(types)
+    for clause, value in (
+        ("campaign_id = ?", None if campaign is None else _text(campaign)),
+        ("rcpt_to = ?", None if rcpt is None else _text(rcpt).lower()),
+        ("timestamp >= ?", None if since is None else float(since)),
+        ("timestamp < ?", None if until is None else float(until)),
+        ("id > ?", None if after_id is None else int(after_id)),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return clauses, params
+
+
+class SqliteStore(EventStore):
+    """One SQLite file in WAL mode with ``synchronous=FULL``: a commit is on disk.
+
+    One writer connection (group commits, tags, deletes) and one reader connection, each
+    behind its own lock: WAL lets queries run while a commit is being flushed.
+    """
+
+    dialect = schema.SQLITE
+
+    def __init__(self, url: str, path: Path, *, timeout: float = 5.0):
+        super().__init__(url)
+        self.path = path
+        self._closed = False
+        self._locks = {True: threading.Lock(), False: threading.Lock()}
+        opened: list[sqlite3.Connection] = []
+        try:
+            _prepare_file(path)
+            opened.append(self._connect(timeout))
+            opened[0].execute("PRAGMA journal_mode=WAL")
+            opened.append(self._connect(timeout))
+        except (OSError, sqlite3.Error) as exc:
+            for conn in opened:
+                conn.close()
+            raise StoreUnavailable(f"cannot open event store {path}: {exc}") from exc
+        self._writer, self._reader = opened
+
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        # isolation_level=None: transactions are begun explicitly, never implicitly.
+        conn = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
+        with self._locks[write]:
+            if self._closed:
+                raise StoreUnavailable(f"{self!r} is closed")
+            conn = self._writer if write else self._reader
+            try:
+                # IMMEDIATE takes the write lock up front, so read-then-write work (tags,
+                # migrations) is serialized against other processes too.
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    result = work(conn.cursor())
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+                    raise StoreUnavailable(f"event store {self.path}: {exc}") from exc
+                raise
+            return result
+
+    def close(self) -> None:
+        with self._locks[True], self._locks[False]:
+            if not self._closed:
+                self._closed = True
+                self._writer.close()
+                self._reader.close()
+
+
+def _prepare_file(path: Path) -> None:
+    # Events hold addresses and metadata: the directory is private, the file owner-only
+    # (SQLite gives its -wal and -shm files the same mode).
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def sqlite_path(url: str) -> Path:
+    """The file named by ``sqlite:///ABS/PATH`` (``sqlite:////ABS/PATH`` too)."""
+    rest = url[len("sqlite://") :]
+    if not rest.startswith("/") or rest.strip("/") == "":
+        raise ValueError(f"event store URL {url!r} must name an absolute file: sqlite:///PATH")
+    return Path("/" + rest.lstrip("/"))
+
+
+class _Pool:
+    """At most ``size`` PostgreSQL connections, reused; a broken one is closed, not reused.
+
+    A connection that sat idle may have died with a server restart; work that fails on
+    one is retried once on a fresh connection (everything the store does is idempotent),
+    so the first call after an outage does not fail for nothing.
+    """
+
+    def __init__(self, connect: Callable[[], psycopg.Connection], size: int, wait: float):
+        self._connect = connect
+        self._wait = wait
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, work: Callable[[Cursor], T], where: str) -> T:
+        if not self._slots.acquire(timeout=self._wait):
+            raise StoreUnavailable(f"event store {where}: no free connection for {self._wait}s")
+        try:
+            return self._run(work, where)
+        finally:
+            self._slots.release()
+
+    def _run(self, work: Callable[[Cursor], T], where: str) -> T:
+        conn, reused = self._checkout(where)
+        try:
+            return self._attempt(conn, work)
+        except _PG_UNAVAILABLE as exc:
+            if not reused:
+                raise StoreUnavailable(f"event store {where}: {exc}") from exc
+            self._close_idle()  # after a server restart they are all dead
+        conn, _ = self._checkout(where, fresh=True)
+        try:
+            return self._attempt(conn, work)
+        except _PG_UNAVAILABLE as exc:
+            raise StoreUnavailable(f"event store {where}: {exc}") from exc
+
+    def _attempt(self, conn: psycopg.Connection, work: Callable[[Cursor], T]) -> T:
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                result = work(cur)
+        except BaseException:
+            conn.close()
+            raise
+        self._checkin(conn)
+        return result
+
+    def _checkout(self, where: str, fresh: bool = False) -> tuple[psycopg.Connection, bool]:
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"event store {where} is closed")
+            if self._idle and not fresh:
+                return self._idle.pop(), True
+        try:
+            return self._connect(), False
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot connect to event store {where}: {exc}") from exc
+
+    def _checkin(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            if not self._closed and conn.info.transaction_status == TransactionStatus.IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _close_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._close_idle()
+
+
+class PostgresStore(EventStore):
+    """PostgreSQL through a small pool; OperationalError means StoreUnavailable."""
+
+    dialect = schema.POSTGRESQL
+    placeholder = "%s"
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 8):
+        super().__init__(url)
+        try:
+            given = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"bad event store URL {redact(url)!r}: {exc}") from exc
+        # Bounded waits everywhere: libpq rounds connect_timeout below 2 s up to 2, and the TCP
+        # settings turn a vanished server into an error instead of a hung SMTP session.
+        defaults = {
+            "connect_timeout": max(2, math.ceil(connect_timeout)),
+            "application_name": "smtpapi-milter",
+            "keepalives": 1,
+            "keepalives_idle": 15,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 15000,
+        }
+        self._options = {key: value for key, value in defaults.items() if key not in given}
+        self._pool = _Pool(self._connect, pool_size, connect_timeout)
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.url, autocommit=True, **self._options)
+        try:
+            # An acknowledged event must survive a database crash: never commit
+            # asynchronously, whatever the server's default (stronger settings stay).
+            if conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":
+                conn.execute("SET synchronous_commit = on")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
+        return self._pool.run(work, redact(self.url))
+
+    def _lock(self, cur: Cursor, name: str, *, shared: bool = False) -> None:
+        kind = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        cur.execute(f"SELECT {kind}(%s)", [_LOCK_KEYS[name]])
+
+    def _cursor_horizon(self, cur: Cursor) -> int | None:
+        # Ids are handed out before commit, so id 10 can be visible while id 9 is not yet.
+        # Writers hold the "cursor" lock shared; taking it exclusively waits for those in
+        # flight, and every later writer gets a higher id than the max read here.
+        key = _LOCK_KEYS["cursor"]
+        cur.execute("SELECT pg_advisory_lock(%s)", [key])
+        try:
+            cur.execute("SELECT coalesce(max(id), 0) FROM events")
+            return cur.fetchone()[0]
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+    def _check_writable(self, cur: Cursor) -> None:
+        super()._check_writable(cur)
+        cur.execute("SELECT current_setting('transaction_read_only')")
+        if cur.fetchone()[0] == "on":
+            raise StoreUnavailable(f"event store {redact(self.url)} is read-only (a standby?)")
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_store(url: str, *, connect_timeout: float = 5.0) -> EventStore:
+    """Open (creating and migrating as needed) the store at ``url``.
+
+    ``sqlite:///ABS/PATH`` (the directory is created 0700 if missing) or
+    ``postgresql://...`` / ``postgres://...``. Raises StoreUnavailable if it cannot be
+    reached within ``connect_timeout``, SchemaError if a newer release wrote it, ValueError
+    for a URL of another kind.
+    """
+    scheme = url.partition(":")[0].lower()
+    store: EventStore
+    if scheme == "sqlite":
+        store = SqliteStore(url, sqlite_path(url), timeout=connect_timeout)
+    elif scheme in ("postgresql", "postgres"):
+        store = PostgresStore(url, connect_timeout=connect_timeout)
+    else:
+        raise ValueError(
+            f"unsupported event store URL {redact(url)!r}: use sqlite:///PATH or postgresql://..."
+        )
+    try:
+        store.migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+class StoreTagRegistry:
+    """``settings.TagRegistry``'s interface, backed by the store: one registry system-wide.
+
+    Tags the store admitted are cached, so the common case costs no query. Tags are never
+    removed, so once the store turns a tag away the full set is final: it is loaded once
+    and from then on every answer is local.
+    """
+
+    def __init__(self, store: EventStore, limit: int = SYSTEM_TAG_LIMIT):
+        self._store = store
+        self._limit = limit
+        # Replaced, never mutated, so admit() reads it without the lock.
+        self._known: frozenset[str] = frozenset()
+        self._complete = False
+        self._lock = threading.Lock()
+
+    def admit(self, tags: Iterable[str]) -> list[str]:
+        """The tags that may be used; new tags past the limit are dropped and logged.
+
+        Unlike the in-process registry this can raise StoreUnavailable (answer 4xx).
+        """
+        tags = list(tags)
+        with self._lock:
+            unknown = [] if self._complete else [tag for tag in tags if tag not in self._known]
+        if unknown:
+            admitted = self._store.admit_tags(unknown, self._limit)
+            full = len(set(admitted)) < len(set(unknown))
+            everything = self._store.tags() if full else []
+            with self._lock:
+                self._known = self._known.union(admitted, everything)
+                self._complete = self._complete or full
+        known, kept = self._known, []
+        for tag in tags:
+            if tag in known:
+                kept.append(tag)
+            else:
+                log.warning("tag ignored: system-wide limit reached", tag=tag, limit=self._limit)
+        return kept

@@ -1,0 +1,101 @@
+"""Protocol-level checks with OpenDKIM's miltertest: what the milter asks of the MTA.
+
+miltertest plays the MTA side of the milter protocol from a Lua script, so these tests see
+the exact actions (header deletion, body replacement, reply codes) and the negotiated
+capabilities, independently of Postfix.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from .harness.smtpapi import RunningMilter
+
+if shutil.which("miltertest") is None:  # the Makefile installs it: a skip would hide that
+    pytest.fail("miltertest not installed (Debian package miltertest)", pytrace=False)
+
+PRELUDE = """
+conn = mt.connect("inet:{port}@127.0.0.1", 40, 0.25)
+if conn == nil then error("mt.connect failed") end
+mt.macro(conn, SMFIC_CONNECT, "j", "mta.test")
+if mt.conninfo(conn, "client.example", "127.0.0.1") ~= nil then error("conninfo") end
+if mt.getreply(conn) ~= SMFIR_CONTINUE then error("conninfo reply") end
+if mt.helo(conn, "client.example") ~= nil then error("helo") end
+mt.macro(conn, SMFIC_MAIL, "i", "4ABCDEF")
+if mt.mailfrom(conn, "<news@example.com>") ~= nil then error("mailfrom") end
+if mt.rcptto(conn, "<jane@example.org>") ~= nil then error("rcptto") end
+if mt.getreply(conn) ~= SMFIR_CONTINUE then error("rcptto reply") end
+"""
+
+MESSAGE = """
+mt.header(conn, "From", "news@example.com")
+mt.header(conn, "X-MSYS-API", '{header}')
+mt.header(conn, "Content-Type", "text/html; charset=utf-8")
+mt.eoh(conn)
+mt.bodystring(conn, "<html><body><a href=\\"https://example.com/\\">x</a></body></html>\\r\\n")
+if mt.eom(conn) ~= nil then error("eom") end
+"""
+
+TRACKED = """
+if mt.getreply(conn) ~= SMFIR_ACCEPT then error("eom reply is not accept") end
+if not mt.eom_check(conn, MT_HDRDELETE, "X-MSYS-API") then error("X-MSYS-API kept") end
+if not mt.eom_check(conn, MT_BODYCHANGE) then error("body not replaced") end
+mt.disconnect(conn)
+"""
+
+
+def run_script(tmp_path, milter: RunningMilter, script: str) -> None:
+    path = tmp_path / "test.lua"
+    path.write_text(PRELUDE.format(port=milter.port) + script)
+    result = subprocess.run(
+        ["miltertest", "-s", str(path)], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+
+
+@pytest.fixture()
+def milter(tmp_path):
+    with RunningMilter(tmp_path) as running:
+        yield running
+
+
+def test_tracked_message_deletes_header_and_replaces_body(tmp_path, milter):
+    header = '{"options": {"open_tracking": true, "click_tracking": true}}'
+    run_script(tmp_path, milter, MESSAGE.format(header=header) + TRACKED)
+
+
+def test_invalid_header_is_a_reply_not_an_accept(tmp_path, milter):
+    script = (
+        MESSAGE.format(header='{"tags": "x"}')
+        + """
+if mt.getreply(conn) ~= SMFIR_REPLYCODE then error("expected a reply code") end
+if mt.eom_check(conn, MT_BODYCHANGE) then error("body changed on a rejected message") end
+mt.disconnect(conn)
+"""
+    )
+    run_script(tmp_path, milter, script)
+
+
+def test_second_recipient_gets_a_reply_code(tmp_path, milter):
+    script = """
+if mt.rcptto(conn, "<second@example.org>") ~= nil then error("rcptto") end
+if mt.getreply(conn) ~= SMFIR_REPLYCODE then error("second rcpt not deferred") end
+mt.disconnect(conn)
+"""
+    run_script(tmp_path, milter, script)
+
+
+def test_capabilities_are_exactly_the_actions_used(tmp_path, milter):
+    script = """
+for _, action in ipairs({SMFIF_CHGBODY, SMFIF_CHGHDRS, SMFIF_ADDHDRS, SMFIF_DELRCPT}) do
+    if not mt.test_action(conn, action) then error("missing action " .. action) end
+end
+for _, action in ipairs({SMFIF_ADDRCPT, SMFIF_QUARANTINE, SMFIF_CHGFROM}) do
+    if mt.test_action(conn, action) then error("needless action " .. action) end
+end
+mt.disconnect(conn)
+"""
+    run_script(tmp_path, milter, script)
