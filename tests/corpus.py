@@ -72,8 +72,8 @@ def encode(data: bytes, cte: str) -> bytes:
 
 
 def headers(extra: bytes = TRACK_ALL) -> bytes:
+    # No Return-Path: the MTA writes it at delivery (Postfix drops one a sender supplies).
     return (
-        b"Return-Path: <news@example.com>\r\n"
         b"From: Example News <news@example.com>\r\n"
         b"To: Jane Doe <jane.doe@example.org>\r\n"
         b"Subject: =?utf-8?q?Corpus_message_=E2=9C=93?=\r\n"

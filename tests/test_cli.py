@@ -67,7 +67,7 @@ def test_rewrite_to_out_dir_and_stdout(tmp_path, config):
         assert b"X-MSYS-API" not in out and b"localhost:8080/c/" in out.replace(b"=\r\n", b"")
     result = cli("rewrite", "--config", str(config), "-", stdin=message)
     assert result.returncode == 0
-    assert result.stdout.startswith(b"Return-Path: <news@example.com>\r\n")
+    assert result.stdout.startswith(b"From: Example News <news@example.com>\r\n")
     key = Path(config).parent / "state" / "link-keys"
     assert key.stat().st_mode & 0o777 == 0o600  # the single-machine default key
 

@@ -24,6 +24,8 @@ from .state import MilterState
 log = structlog.get_logger("smtpapi_milter.milter")
 
 REPLACE_CHUNK = 64 * 1024
+# Exactly the actions we use: a milter that asks for less saves the MTA work.
+ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT
 INTERNAL = SmtpReply("451", "4.3.0", "smtpapi internal error, try again later")
 
 
@@ -84,6 +86,13 @@ class SmtpapiMilter(Milter.Base):
             mail_from=envelope.mail_from,
             ms=round((time.monotonic() - self.started) * 1000, 1),
         )
+
+    def negotiate(self, opts: list[int]) -> int:
+        # pymilter's negotiate answers with every action the MTA offers (set_flags only
+        # applies to MTAs without negotiation); ask for exactly ours.
+        verdict = super().negotiate(opts)
+        opts[0] = self._actions = opts[0] & ACTIONS
+        return verdict
 
     # --- SMTP stages ------------------------------------------------------------------------
 

@@ -21,15 +21,13 @@ import structlog
 
 from ..config import ConfigError, load_config
 from ..policy import PolicyLoadError, PolicySet
-from .milter import SmtpapiMilter
+from .milter import ACTIONS, SmtpapiMilter
 from .state import MilterState
 
 log = structlog.get_logger("smtpapi_milter.milter")
 
 MILTER_NAME = "smtpapi-milter"
 RELOAD_SIGNAL = signal.SIGUSR1
-# Exactly the actions we use: a milter that declares less saves the MTA work.
-ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT
 
 
 def validate(config_path: str | None) -> None:
