@@ -45,12 +45,6 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
 T0 = 1_700_000_000
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
-
-
 @pytest.fixture()
 def postgres_running(postgres: PostgresServer) -> Iterator[PostgresServer]:
     """The session server, started again after the test if the test stopped it."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import email.utils
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -13,13 +15,16 @@ from typing import Any
 
 from . import __version__, logs
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
+from .events.store import EventStore, StoreUnavailable, open_store
+from .events.table import format_table
 from .message_file import parse_message_file
 from .pipeline import MessageResult, Pipeline
 from .policy import PolicyLoadError, PolicySet
 from .replies import SmtpReplyError
 from .tokens import TokenCodec
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +68,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     milter.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     milter.set_defaults(func=cmd_milter)
+
+    tracker = sub.add_parser(
+        "tracker",
+        parents=[common],
+        help="run the HTTP engagement tracker (pixels, click redirects, events API)",
+        description="Serve tracked links on [engagement_tracker] listen and the events API on "
+        "admin_listen. Every open and click is stored durably before the answer goes out; "
+        "when the event store is down the tracker answers 503. SIGTERM stops, SIGHUP restarts "
+        "the workers with the configuration re-read.",
+    )
+    tracker.add_argument("--listener", choices=["public", "admin"], help=argparse.SUPPRESS)
+    tracker.set_defaults(func=cmd_tracker)
+
+    events = sub.add_parser(
+        "events",
+        parents=[common],
+        help="query stored events",
+        description="Query the event store. 'table' shows the last --limit matches for people; "
+        "'json' prints every match as one flat SparkPost-style event per line, for programs.",
+    )
+    events.add_argument(
+        "--type", action="append", metavar="T", help="event type(s): " + ", ".join(EVENT_TYPES)
+    )
+    events.add_argument("--campaign", metavar="C", help="campaign id")
+    events.add_argument("--rcpt", metavar="R", help="recipient address (any case)")
+    events.add_argument(
+        "--since", metavar="TIME", help="from TIME: unix seconds, ISO 8601, or an age like 2h, 7d"
+    )
+    events.add_argument("--until", metavar="TIME", help="before TIME (same forms)")
+    events.add_argument(
+        "--limit", type=int, metavar="N", help="at most N events (table default: 100)"
+    )
+    events.add_argument("--format", choices=["table", "json"], default="table")
+    events.set_defaults(func=cmd_events)
+
+    erase = sub.add_parser(
+        "erase",
+        parents=[common],
+        help="erase every stored event of one recipient (privacy requests)",
+        description="Delete every event whose recipient is ADDR (any case) from the event store.",
+    )
+    erase.add_argument("address", metavar="ADDR")
+    erase.set_defaults(func=cmd_erase)
 
     check = sub.add_parser(
         "check",
@@ -172,6 +220,69 @@ def cmd_milter(args: argparse.Namespace) -> int:
         return service.serve(args.config)
     service.validate(args.config)  # refuse to start on broken files, naming them
     return service.Supervisor(args.config).run()
+
+
+def cmd_tracker(args: argparse.Namespace) -> int:
+    from .tracker import server  # the HTTP server is only needed here
+
+    logs.configure(stream=sys.stdout, level=logging.INFO)
+    if args.listener:
+        return server.serve_listener(args.config, args.listener)
+    return server.serve(args.config)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        query = EventQuery.from_text(
+            types=args.type,
+            campaign=args.campaign,
+            rcpt=args.rcpt,
+            since=args.since,
+            until=args.until,
+            limit=min(args.limit or 100, MAX_LIMIT) if args.format == "table" else MAX_LIMIT,
+        )
+    except QueryError as exc:
+        print(f"smtpapi-milter events: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    store = _open_store(config)
+    if store is None:
+        return EXIT_UNAVAILABLE
+    with contextlib.closing(store):
+        if args.format == "table":
+            print(format_table([event for _, event in query.run(store, newest=True)]))
+            return EXIT_OK
+        remaining = args.limit
+        while remaining is None or remaining > 0:
+            rows = query.run(store)
+            if remaining is not None:
+                rows = rows[:remaining]
+                remaining -= len(rows)
+            for _, event in rows:
+                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+            if len(rows) < query.limit:
+                break
+            query = dataclasses.replace(query, after_id=rows[-1][0])
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    store = _open_store(load_config(args.config))
+    if store is None:
+        return EXIT_UNAVAILABLE
+    with contextlib.closing(store):
+        deleted = store.erase_recipient(args.address)
+    print(f"erased {deleted} events of {args.address}")
+    return EXIT_OK
+
+
+def _open_store(config: Config) -> EventStore | None:
+    try:
+        return open_store(config.event_store_url)
+    except StoreUnavailable as exc:
+        print(f"smtpapi-milter: {exc}", file=sys.stderr)
+        return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:

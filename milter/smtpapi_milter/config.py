@@ -90,6 +90,8 @@ class TrackerConfig:
     keys: list[str] = field(default_factory=list)
     key_file: str = ""
     click_tracking_include_metadata: bool = True
+    trusted_proxies: list[str] = field(default_factory=list)
+    workers: int = 1
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ and the milter answers Momentum's ``421 4.3.3`` so the client retries later.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -77,3 +78,12 @@ class IdGenerator:
 def message_id(transmission_id: str, index: int) -> str:
     """The id of one recipient's copy: 20 hex digits, unique within the transmission."""
     return f"{int(transmission_id):016x}{index & 0xFFFF:04x}"
+
+
+def unique_event_id() -> str:
+    """An event id unique without coordination: for tracker nodes, which have no node id.
+
+    Time-ordered (milliseconds in the high bits, so ids sort roughly by time) with 80 random
+    bits below: two nodes would need the same millisecond and the same 80 bits to collide.
+    """
+    return str(((time.time_ns() // 1_000_000) << 80) | secrets.randbits(80))

@@ -18,6 +18,9 @@ import random
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 PROBE_INTERVAL = 0.02  # between probes: short, so readiness is seen within a few ms
@@ -80,6 +83,24 @@ def wait_for_port(host: str, port: int, deadline: float) -> None:
             with socket.create_connection((host, port), timeout=min(remaining, 1.0)):
                 return
         except OSError as exc:
+            last_error = exc
+        time.sleep(PROBE_INTERVAL)
+
+
+def wait_for_http(url: str, deadline: float, process: Any = None) -> None:
+    """Return once ``url`` answers 200; ``TimeoutError`` at ``deadline`` (or when
+    ``process``, a Popen, has exited: it will never answer)."""
+    _check_deadline(deadline)
+    last_error: Exception | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or (process is not None and process.poll() is not None):
+            raise TimeoutError(f"{url} did not answer 200: {last_error}")
+        try:
+            with urllib.request.urlopen(url, timeout=min(remaining, 2.0)) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.URLError) as exc:
             last_error = exc
         time.sleep(PROBE_INTERVAL)
 

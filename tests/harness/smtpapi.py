@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .ports import deadline_in, free_port, wait_for_port
+from .ports import deadline_in, free_port, wait_for_http, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,26 +34,32 @@ def toml(sections: dict[str, dict[str, Any]], top: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class RunningMilter:
-    """``smtpapi-milter milter`` on a free loopback port, configured for one test."""
+class RunningService:
+    """An ``smtpapi-milter`` subcommand as a real process with its own config and state dir.
+
+    Subclasses name the subcommand, choose their ports (``_configure``) and say when the
+    process is ready (``_wait_ready``).
+    """
+
+    command = ""
 
     def __init__(self, workdir: Path, **sections: dict[str, Any]):
         self.workdir = workdir
-        self.port = free_port()
         self.policy_dir = workdir / "policies"
         self.policy_dir.mkdir(exist_ok=True)
         self.config_path = workdir / "smtpapi-milter.toml"
-        self.log_path = workdir / "milter.log"
+        self.log_path = workdir / f"{self.command}.log"
         sections = {k.replace("__", "."): v for k, v in sections.items()}
-        sections.setdefault("milter", {})["socket"] = f"inet:{self.port}@127.0.0.1"
         sections.setdefault("policy", {})["directory"] = str(self.policy_dir)
+        self._configure(sections)
         self.config_path.write_text(toml(sections, {"state_dir": str(workdir / "state")}))
         self.process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def socket(self) -> str:
-        """The socket as Postfix's smtpd_milters names it."""
-        return f"inet:127.0.0.1:{self.port}"
+    def _configure(self, sections: dict[str, dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def _wait_ready(self) -> None:
+        raise NotImplementedError
 
     def write_policy(self, name: str, text: str) -> Path:
         path = self.policy_dir / name
@@ -61,27 +67,24 @@ class RunningMilter:
         path.chmod(0o644)
         return path
 
-    def start(self) -> RunningMilter:
+    def start(self) -> RunningService:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
+        argv = [sys.executable, "-m", "smtpapi_milter.cli", self.command]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "smtpapi_milter.cli",
-                    "milter",
-                    "--config",
-                    str(self.config_path),
-                ],
+                [*argv, "--config", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                start_new_session=True,  # stop() can reach every process it starts
             )
         try:
-            wait_for_port("127.0.0.1", self.port, deadline_in(20))
+            self._wait_ready()
         except Exception:
             self.stop()
-            raise AssertionError(f"milter did not start:\n{self.log_path.read_text()}") from None
+            raise AssertionError(
+                f"{self.command} did not start:\n{self.log_path.read_text()}"
+            ) from None
         return self
 
     def stop(self) -> None:
@@ -90,11 +93,11 @@ class RunningMilter:
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
 
-    def __enter__(self) -> RunningMilter:
+    def __enter__(self) -> Any:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -118,10 +121,56 @@ class RunningMilter:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"no {count}x {event!r} in milter log:\n" + self.log_path.read_text()
+                    f"no {count}x {event!r} in {self.command} log:\n" + self.log_path.read_text()
                 )
             time.sleep(0.05)
 
     def reload(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGHUP)
+
+
+class RunningMilter(RunningService):
+    """``smtpapi-milter milter`` on a free loopback port, configured for one test."""
+
+    command = "milter"
+
+    def _configure(self, sections: dict[str, dict[str, Any]]) -> None:
+        self.port = free_port()
+        sections.setdefault("milter", {})["socket"] = f"inet:{self.port}@127.0.0.1"
+
+    def _wait_ready(self) -> None:
+        wait_for_port("127.0.0.1", self.port, deadline_in(20))
+
+    @property
+    def socket(self) -> str:
+        """The socket as Postfix's smtpd_milters names it."""
+        return f"inet:127.0.0.1:{self.port}"
+
+
+class RunningTracker(RunningService):
+    """``smtpapi-milter tracker`` on free loopback ports, ready when both answer /healthz."""
+
+    command = "tracker"
+    ready_path = "/healthz"  # /metrics for a tracker whose store is meant to be down
+
+    def _configure(self, sections: dict[str, dict[str, Any]]) -> None:
+        self.port, self.admin_port = free_port(), free_port()
+        tracker = sections.setdefault("engagement_tracker", {})
+        tracker["listen"] = f"127.0.0.1:{self.port}"
+        tracker.setdefault("admin_listen", f"127.0.0.1:{self.admin_port}")
+        smtpapi = sections.setdefault("smtpapi", {})
+        smtpapi.setdefault("tracking_domain", f"127.0.0.1:{self.port}")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def _wait_ready(self) -> None:
+        deadline = deadline_in(30)
+        wait_for_http(self.base_url + self.ready_path, deadline, self.process)
+        wait_for_port("127.0.0.1", self.admin_port, deadline)

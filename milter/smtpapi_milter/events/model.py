@@ -64,6 +64,47 @@ def injection_event(
     }
 
 
+def engagement_event(
+    *,
+    kind: str,
+    event_id: str,
+    now: float,
+    data: Any,
+    ip_address: str,
+    user_agent: str,
+    user_agent_parsed: dict[str, Any],
+) -> dict[str, Any]:
+    """One ``open``, ``initial_open``, ``click`` or ``link_unsubscribe`` event (flat form).
+
+    ``data`` is the link token's :class:`~smtpapi_milter.tokens.TrackingData`: everything the
+    event says about the message comes from the link itself, never from a database.
+    """
+    event = {
+        "type": kind,
+        "event_id": event_id,
+        "timestamp": str(int(now)),
+        "transmission_id": data.transmission_id,
+        "message_id": data.message_id,
+        "campaign_id": data.campaign_id,
+        "customer_id": data.customer_id,
+        "rcpt_to": data.rcpt_to.lower(),
+        "raw_rcpt_to": data.rcpt_to,
+        "rcpt_tags": list(data.tags),
+        "rcpt_meta": data.metadata or {},
+        "injection_time": iso_time(data.injection_time),
+        "ip_address": ip_address,
+        "user_agent": user_agent,
+        "user_agent_parsed": user_agent_parsed,
+        "delv_method": "esmtp",
+    }
+    if kind in ("click", "link_unsubscribe"):
+        event["target_link_url"] = data.target_url
+        event["target_link_name"] = data.link_name
+    else:
+        event["initial_pixel"] = kind == "initial_open"
+    return event
+
+
 def envelope(event: dict[str, Any]) -> dict[str, Any]:
     """The webhook form: ``{"msys": {"<class>": event}}``."""
     return {"msys": {EVENT_CLASSES[event["type"]]: event}}

@@ -251,12 +251,14 @@ class EventStore:
         until: float | None = None,
         limit: int | None = None,
         after_id: int | None = None,
+        newest: bool = False,
     ) -> list[tuple[int, dict[str, Any]]]:
         """(id, event) pairs in insertion (id) order, for pagination with ``after_id``.
 
         ``rcpt`` matches case-insensitively; ``since`` is inclusive, ``until`` exclusive
         (unix seconds). With ``after_id`` the result stops below any id whose write is still
         in flight, so a cursor advanced to the last id seen never skips a later commit.
+        ``newest`` takes the last ``limit`` matches instead of the first (still oldest first).
         """
         if (types is not None and not types) or limit == 0:
             return []
@@ -270,11 +272,13 @@ class EventStore:
                 args.append(horizon)
             sql = "SELECT id, payload FROM events"
             sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+            sql += " DESC" if newest else ""
             if limit is not None:
                 sql += " LIMIT ?"
                 args.append(int(limit))
             cur.execute(self._sql(sql), args)
-            return [(row[0], json.loads(row[1])) for row in cur.fetchall()]
+            rows = cur.fetchall()
+            return [(row[0], json.loads(row[1])) for row in (rows[::-1] if newest else rows)]
 
         return self._transaction(work, write=False)
 
@@ -672,3 +676,53 @@ class StoreTagRegistry:
             else:
                 log.warning("tag ignored: system-wide limit reached", tag=tag, limit=self._limit)
         return kept
+
+
+class LazyStore:
+    """A store that is opened on first use and again after it could not be.
+
+    Services start (and stay up) while the store is down: each use either reaches the
+    store or raises StoreUnavailable, and the caller answers 4xx/503 meanwhile. Attempts to
+    open are spaced ``retry_interval`` apart, so an outage does not turn every request into
+    a connect timeout.
+    """
+
+    def __init__(self, url: str, retry_interval: float = 1.0, clock=time.monotonic):
+        self.url = url
+        self.retry_interval = retry_interval
+        self._clock = clock
+        self._store: EventStore | None = None
+        self._failed_at: float | None = None
+        self._error = ""
+        self._lock = threading.Lock()
+
+    def get(self) -> EventStore:
+        """The open store; StoreUnavailable while it cannot be opened."""
+        store = self._store
+        if store is not None:
+            return store
+        with self._lock:
+            if self._store is not None:
+                return self._store
+            now = self._clock()
+            if self._failed_at is not None and now - self._failed_at < self.retry_interval:
+                raise StoreUnavailable(self._error)
+            try:
+                self._store = open_store(self.url)
+            except StoreUnavailable as exc:
+                self._failed_at, self._error = now, str(exc)
+                raise
+            self._failed_at = None
+            return self._store
+
+    def record(self, events: Sequence[dict[str, Any]]) -> None:
+        self.get().record(events)
+
+    def ping(self) -> None:
+        self.get().ping()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None

@@ -1,0 +1,103 @@
+"""A small process supervisor: keep named child processes running, pass signals on.
+
+Used where one command runs several processes: ``tracker`` (public and admin listeners) and
+``run`` (milter and tracker on one machine). A child that exits unexpectedly is restarted,
+less and less often if it keeps dying; SIGTERM/SIGINT stop every child and wait for them;
+SIGHUP goes to each child (each reloads in its own way) unless a callback takes it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import structlog
+
+log = structlog.get_logger("smtpapi_milter.supervise")
+
+STOP_TIMEOUT = 30.0
+
+
+class Supervisor:
+    """Runs ``children`` (name -> argv) until told to stop; ``run`` returns the exit status."""
+
+    def __init__(
+        self,
+        children: Mapping[str, Sequence[str]],
+        *,
+        env: Mapping[str, str] | None = None,
+        on_hup: Callable[[], bool] | None = None,
+        restart_delay: float = 1.0,
+    ):
+        self.children = dict(children)
+        self.env = dict(env) if env is not None else None
+        self.on_hup = on_hup
+        self.restart_delay = restart_delay
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._delays = dict.fromkeys(self.children, restart_delay)
+        self._started: dict[str, float] = {}
+        self._due: dict[str, float] = {}
+        self.stopping = False
+
+    def _spawn(self, name: str) -> None:
+        self.processes[name] = subprocess.Popen(list(self.children[name]), env=self.env)
+        self._started[name] = time.monotonic()
+        log.info("started", child=name, pid=self.processes[name].pid)
+
+    def _on_hup(self, *_: object) -> None:
+        if self.on_hup is not None and not self.on_hup():
+            return  # the callback refused (it logged why)
+        self.signal_all(signal.SIGHUP)
+
+    def _on_term(self, *_: object) -> None:
+        self.stopping = True
+        self.signal_all(signal.SIGTERM)
+
+    def signal_all(self, signum: int) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        for name in self.children:
+            self._spawn(name)
+        while not self.stopping:
+            self._reap_and_restart()
+            time.sleep(0.2)  # a poll interval, not a readiness wait: signals interrupt it
+        return self._stop_all()
+
+    def _reap_and_restart(self) -> None:
+        now = time.monotonic()
+        for name, process in list(self.processes.items()):
+            code = process.poll()
+            if code is None or self.stopping:
+                continue
+            due = self._due.get(name)
+            if due is None:
+                # A child that ran a minute is healthy again: back to the short delay.
+                ran = now - self._started[name]
+                delay = self.restart_delay if ran > 60 else min(self._delays[name] * 2, 30.0)
+                self._delays[name] = delay
+                self._due[name] = now + delay
+                log.error("child exited, restarting", child=name, code=code, delay=delay)
+            elif now >= due:
+                del self._due[name]
+                self._spawn(name)
+
+    def _stop_all(self) -> int:
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, process in self.processes.items():
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("child did not stop, killing it", child=name, pid=process.pid)
+                process.kill()
+                process.wait()
+        log.info("stopped", pid=os.getpid())
+        return 0

@@ -1,0 +1,1 @@
+"""The HTTP engagement tracker: pixels and click redirects in, durable events out."""

@@ -1,0 +1,223 @@
+"""The public tracker: ``/c/`` click redirects, ``/o/`` and ``/i/`` pixels (SPEC 6).
+
+A raw ASGI application: three routes do not need a framework, and every microsecond spent
+per request is a click the tracker cannot serve. The rules that matter:
+
+- The event is durable before the response goes out (the recorder's group commit). If it
+  cannot be stored the answer is 503 and no redirect: a redirect without its event is an
+  engagement the sender never learns of.
+- Only tokens we issued lead anywhere. Tampered, truncated or unknown-key tokens get a 404
+  page, never a redirect, so the tracker can never be used as an open redirect.
+- HEAD answers like GET but records nothing (link checkers and proxies use it).
+- An expired link still takes the reader to the target (the mail is theirs) but records
+  nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+from ..events.model import engagement_event
+from ..ids import unique_event_id
+from ..tokens import InvalidToken, TokenCodec, TrackingData
+from . import metrics
+from .recorder import EventRecorder
+from .useragent import user_agent_parsed
+
+log = structlog.get_logger("smtpapi_milter.tracker")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# A 1x1 GIF whose one pixel is transparent (43 bytes, the size every tracker serves).
+PIXEL = bytes.fromhex(
+    "47494638396101000100800000ffffff00000021f904"
+    "01000000002c00000000010001000002024401003b"
+)
+_NO_STORE = (b"cache-control", b"no-store, no-cache, must-revalidate, private")
+_HTML = (b"content-type", b"text/html; charset=utf-8")
+_PIXEL_HEADERS = [
+    (b"content-type", b"image/gif"),
+    (b"content-length", str(len(PIXEL)).encode()),
+    _NO_STORE,
+    (b"pragma", b"no-cache"),
+    (b"expires", b"0"),
+]
+NOT_FOUND_PAGE = (
+    b"<!doctype html><html><head><meta charset=utf-8><title>Link not found</title></head>"
+    b"<body><h1>This link is not valid</h1><p>It may have been copied incompletely. Please "
+    b"use the link in the original message.</p></body></html>\n"
+)
+UNAVAILABLE_PAGE = (
+    b"<!doctype html><html><head><meta charset=utf-8><title>Try again</title></head>"
+    b"<body><h1>Temporarily unavailable</h1><p>Please try the link again in a moment."
+    b"</p></body></html>\n"
+)
+# Characters a browser would percent-encode in a URL it follows; everything else (and every
+# existing %XX escape) stays as the sender wrote it.
+_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>\\^`{|}')
+_PATHS = {"/c/": "click", "/o/": "open", "/i/": "initial_open"}
+
+
+def location(url: str) -> bytes:
+    """``url`` as a Location header value: ASCII, non-ASCII and spaces percent-encoded."""
+    return quote(url, safe=_URL_SAFE, encoding="utf-8", errors="surrogatepass").encode("ascii")
+
+
+class ClientAddress:
+    """The client's address, believing X-Forwarded-For only from configured proxies."""
+
+    def __init__(self, trusted_proxies: list[str]):
+        self._networks = [ipaddress.ip_network(net, strict=False) for net in trusted_proxies]
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._networks)
+
+    def __call__(self, scope: Scope) -> str:
+        peer = scope["client"][0] if scope.get("client") else ""
+        if not self._networks or not self._trusted(peer):
+            return peer
+        forwarded = _header(scope, b"x-forwarded-for").decode("latin-1")
+        # Right to left: the last hop not ours is the client (earlier ones can be forged).
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if not self._trusted(hop):
+                return hop
+        return peer
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return b""
+
+
+class TrackerApp:
+    """The ASGI callable for ``[engagement_tracker] listen``."""
+
+    def __init__(
+        self,
+        codec: TokenCodec,
+        recorder: EventRecorder,
+        client_address: ClientAddress,
+        health: Callable[[], bool],
+        clock: Callable[[], float] = time.time,
+    ):
+        self.codec = codec
+        self.recorder = recorder
+        self.client_address = client_address
+        self.health = health
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is handled by the server wrapper (see server.py)
+        path = scope["path"]
+        kind = _PATHS.get(path[:3])
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await _respond(send, 405, [(b"allow", b"GET, HEAD")], b"", method)
+        elif kind is not None:
+            # The raw path keeps a percent-encoded token as the client sent it; decode
+            # tolerates both forms.
+            raw = scope.get("raw_path") or path.encode()
+            await self._track(scope, send, kind, raw[3:].decode("latin-1"))
+        elif path == "/healthz":
+            ok = self.health()
+            body = b"ok\n" if ok else b"event store unavailable\n"
+            await _respond(send, 200 if ok else 503, [_NO_STORE], body, method)
+        elif path == "/metrics":
+            body, content_type = metrics.exposition()
+            await _respond(send, 200, [(b"content-type", content_type)], body, method)
+        else:
+            await _not_found(send, method)
+
+    async def _track(self, scope: Scope, send: Send, kind: str, token: str) -> None:
+        method = scope["method"]
+        started = time.perf_counter()
+        try:
+            data = self.codec.decode(token)
+        except InvalidToken:
+            data = None
+        # A token only works on its own path, and only click tokens carry a target.
+        if data is None or data.kind != kind or (kind == "click") != bool(data.target_url):
+            metrics.REQUESTS.labels(kind, "invalid").inc()
+            await _not_found(send, method)
+            return
+        now = self.clock()
+        outcome = "head" if method == "HEAD" else "expired" if data.is_expired(now) else "stored"
+        if outcome == "stored":
+            try:
+                await self.recorder.record(self._events(scope, kind, data, now))
+            except Exception:
+                metrics.REQUESTS.labels(kind, "unavailable").inc()
+                await _respond(
+                    send,
+                    503,
+                    [_HTML, _NO_STORE, (b"retry-after", b"5")],
+                    UNAVAILABLE_PAGE,
+                    method,
+                )
+                return
+        metrics.REQUESTS.labels(kind, outcome).inc()
+        metrics.LATENCY.labels(kind).observe(time.perf_counter() - started)
+        if kind == "click":
+            headers = [
+                (b"location", location(data.target_url)),
+                _NO_STORE,
+                (b"referrer-policy", b"no-referrer"),
+                (b"content-length", b"0"),
+            ]
+            await _respond(send, 302, headers, b"", method)
+        else:
+            await _respond(send, 200, _PIXEL_HEADERS, PIXEL, method, length_set=True)
+
+    def _events(
+        self, scope: Scope, kind: str, data: TrackingData, now: float
+    ) -> list[dict[str, Any]]:
+        """The request's events: a click on an unsubscribe link is also a link_unsubscribe."""
+        agent = _header(scope, b"user-agent").decode("utf-8", "replace")
+        address = self.client_address(scope)
+        parsed = user_agent_parsed(agent, kind, data.injection_time, now)
+        kinds = [kind, "link_unsubscribe"] if kind == "click" and data.unsubscribe else [kind]
+        return [
+            engagement_event(
+                kind=event_kind,
+                event_id=unique_event_id(),
+                now=now,
+                data=data,
+                ip_address=address,
+                user_agent=agent,
+                user_agent_parsed=parsed,
+            )
+            for event_kind in kinds
+        ]
+
+
+async def _not_found(send: Send, method: str) -> None:
+    await _respond(send, 404, [_HTML, _NO_STORE], NOT_FOUND_PAGE, method)
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    method: str,
+    length_set: bool = False,
+) -> None:
+    if not length_set and not any(name == b"content-length" for name, _ in headers):
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
