@@ -187,3 +187,14 @@ def test_recorder_wakes_waiters_in_every_event_loop(tmp_path):
     recorder.stop()
     assert errors == [] and len(store.query()) == 8
     store.close()
+
+
+def test_sqlite_synchronous_is_full_unless_the_url_says_normal(tmp_path):
+    full = open_store(f"sqlite://{tmp_path}/a.sqlite3")
+    normal = open_store(f"sqlite://{tmp_path}/b.sqlite3?synchronous=normal")
+    assert (full.synchronous, normal.synchronous) == ("FULL", "NORMAL")
+    assert normal.path == tmp_path / "b.sqlite3"
+    with pytest.raises(ValueError, match="synchronous"):
+        open_store(f"sqlite://{tmp_path}/c.sqlite3?synchronous=off")
+    full.close()
+    normal.close()

@@ -274,3 +274,12 @@ def _check_values(config: Config, path: str) -> None:
     store = config.events.store
     if store and not store.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(f"{path}: 'events.store' must be sqlite:///PATH or postgresql://...")
+    if store.startswith("sqlite:") and "?" in store:
+        query = dict(p.partition("=")[::2] for p in store.partition("?")[2].split("&") if p)
+        if set(query) - {"synchronous"} or query.get("synchronous", "full") not in (
+            "full",
+            "normal",
+        ):
+            raise ConfigError(
+                f"{path}: 'events.store' takes only ?synchronous=full or ?synchronous=normal"
+            )

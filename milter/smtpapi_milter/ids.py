@@ -8,7 +8,7 @@ and the milter answers Momentum's ``421 4.3.3`` so the client retries later.
 
 from __future__ import annotations
 
-import secrets
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -86,4 +86,6 @@ def unique_event_id() -> str:
     Time-ordered (milliseconds in the high bits, so ids sort roughly by time) with 80 random
     bits below: two nodes would need the same millisecond and the same 80 bits to collide.
     """
-    return str(((time.time_ns() // 1_000_000) << 80) | secrets.randbits(80))
+    # The random module's generator is seeded from the OS and reseeded in forked children;
+    # secrets would cost a system call per id on the tracker's hot path.
+    return str(((time.time_ns() // 1_000_000) << 80) | random.getrandbits(80))

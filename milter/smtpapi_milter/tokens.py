@@ -253,10 +253,18 @@ def _b64decode(token: Any) -> bytes:
     return raw
 
 
+# A prototype with the dictionary set, copied per token: cheaper than a new decompressor.
+_INFLATER = zlib.decompressobj(-15, zdict=ZDICT_V1)
+_FIRST_CHUNK = 1 << 14  # a token's plaintext is rarely larger; bigger ones take a second pass
+
+
 def _inflate(packed: bytes) -> bytes:
-    inflater = zlib.decompressobj(-15, zdict=ZDICT_V1)
+    inflater = _INFLATER.copy()
     try:
-        plain = inflater.decompress(packed, _MAX_PLAINTEXT)
+        # Bounded output: a small token must not inflate into megabytes (a zip bomb).
+        plain = inflater.decompress(packed, _FIRST_CHUNK)
+        if inflater.unconsumed_tail:
+            plain += inflater.decompress(inflater.unconsumed_tail, _MAX_PLAINTEXT - len(plain))
     except zlib.error:
         raise InvalidToken("bad compressed payload") from None
     if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:

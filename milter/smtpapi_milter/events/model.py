@@ -6,6 +6,7 @@ link_unsubscribe events from the tracker (``msys.track_event``, ``msys.unsubscri
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ EVENT_CLASSES = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def iso_time(seconds: float) -> str:
     """SparkPost's injection_time format: ISO 8601 with milliseconds and offset."""
     stamp = datetime.fromtimestamp(seconds, UTC)

@@ -390,15 +390,19 @@ def _filters(
 class SqliteStore(EventStore):
     """One SQLite file in WAL mode with ``synchronous=FULL``: a commit is on disk.
 
+    (``?synchronous=normal`` in the URL trades that for latency: a commit is in the WAL file,
+    safe from a killed process, flushed at checkpoints; see :func:`sqlite_synchronous`.)
+
     One writer connection (group commits, tags, deletes) and one reader connection, each
     behind its own lock: WAL lets queries run while a commit is being flushed.
     """
 
     dialect = schema.SQLITE
 
-    def __init__(self, url: str, path: Path, *, timeout: float = 5.0):
+    def __init__(self, url: str, path: Path, *, timeout: float = 5.0, synchronous: str = "FULL"):
         super().__init__(url)
         self.path = path
+        self.synchronous = synchronous
         self._closed = False
         self._locks = {True: threading.Lock(), False: threading.Lock()}
         opened: list[sqlite3.Connection] = []
@@ -418,7 +422,7 @@ class SqliteStore(EventStore):
         conn = sqlite3.connect(
             self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
 
     def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
@@ -461,7 +465,7 @@ def _prepare_file(path: Path) -> None:
 
 def sqlite_path(url: str) -> Path:
     """The file named by ``sqlite:///ABS/PATH`` (``sqlite:////ABS/PATH`` too)."""
-    rest = url[len("sqlite://") :]
+    rest = url[len("sqlite://") :].partition("?")[0]
     if not rest.startswith("/") or rest.strip("/") == "":
         raise ValueError(f"event store URL {url!r} must name an absolute file: sqlite:///PATH")
     return Path("/" + rest.lstrip("/"))
@@ -612,6 +616,16 @@ class PostgresStore(EventStore):
         self._pool.close()
 
 
+def sqlite_synchronous(url: str) -> str:
+    """``?synchronous=normal`` on a SQLite URL: commits survive a killed process but are not
+    flushed to disk one by one (a power cut can lose the last ones). Default ``full``."""
+    query = url.partition("?")[2]
+    value = dict(p.partition("=")[::2] for p in query.split("&") if p).get("synchronous", "full")
+    if value.lower() not in ("full", "normal"):
+        raise ValueError(f"event store URL {url!r}: synchronous must be full or normal")
+    return value.upper()
+
+
 def open_store(url: str, *, connect_timeout: float = 5.0) -> EventStore:
     """Open (creating and migrating as needed) the store at ``url``.
 
@@ -623,7 +637,9 @@ def open_store(url: str, *, connect_timeout: float = 5.0) -> EventStore:
     scheme = url.partition(":")[0].lower()
     store: EventStore
     if scheme == "sqlite":
-        store = SqliteStore(url, sqlite_path(url), timeout=connect_timeout)
+        store = SqliteStore(
+            url, sqlite_path(url), timeout=connect_timeout, synchronous=sqlite_synchronous(url)
+        )
     elif scheme in ("postgresql", "postgres"):
         store = PostgresStore(url, connect_timeout=connect_timeout)
     else:

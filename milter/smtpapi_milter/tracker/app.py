@@ -38,8 +38,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # A 1x1 GIF whose one pixel is transparent (43 bytes, the size every tracker serves).
 PIXEL = bytes.fromhex(
-    "47494638396101000100800000ffffff00000021f904"
-    "01000000002c00000000010001000002024401003b"
+    "47494638396101000100800000ffffff00000021f90401000000002c00000000010001000002024401003b"
 )
 _NO_STORE = (b"cache-control", b"no-store, no-cache, must-revalidate, private")
 _HTML = (b"content-type", b"text/html; charset=utf-8")
@@ -152,7 +151,7 @@ class TrackerApp:
             data = None
         # A token only works on its own path, and only click tokens carry a target.
         if data is None or data.kind != kind or (kind == "click") != bool(data.target_url):
-            metrics.REQUESTS.labels(kind, "invalid").inc()
+            metrics.request(kind, "invalid")
             await _not_found(send, method)
             return
         now = self.clock()
@@ -161,7 +160,7 @@ class TrackerApp:
             try:
                 await self.recorder.record(self._events(scope, kind, data, now))
             except Exception:
-                metrics.REQUESTS.labels(kind, "unavailable").inc()
+                metrics.request(kind, "unavailable")
                 await _respond(
                     send,
                     503,
@@ -170,8 +169,7 @@ class TrackerApp:
                     method,
                 )
                 return
-        metrics.REQUESTS.labels(kind, outcome).inc()
-        metrics.LATENCY.labels(kind).observe(time.perf_counter() - started)
+        metrics.request(kind, outcome, time.perf_counter() - started)
         if kind == "click":
             headers = [
                 (b"location", location(data.target_url)),

@@ -18,6 +18,23 @@ LATENCY = Histogram(
 )
 
 
+_counters: dict[tuple[str, str], Counter] = {}
+_latencies: dict[str, Histogram] = {}
+
+
+def request(kind: str, outcome: str, seconds: float | None = None) -> None:
+    """Count one tracking request (and its latency): label lookups cached, it is hot."""
+    counter = _counters.get((kind, outcome))
+    if counter is None:
+        counter = _counters[kind, outcome] = REQUESTS.labels(kind, outcome)
+    counter.inc()
+    if seconds is not None:
+        latency = _latencies.get(kind)
+        if latency is None:
+            latency = _latencies[kind] = LATENCY.labels(kind)
+        latency.observe(seconds)
+
+
 def exposition() -> tuple[bytes, bytes]:
     """The metrics page and its content type."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST.encode("ascii")

@@ -1,0 +1,218 @@
+"""Click redirects with durable events vs nginx returning a static 302 (SPEC 11).
+
+Same machine, same load generator (wrk, one thread, the same connections and the same list
+of request paths), alternating runs in one go. nginx runs one worker; the tracker runs with
+default settings (SQLite event store in its state directory, every event committed and
+flushed before its 302 is sent). Bars: ours >= 0.25 x nginx requests/s, every answered click
+stored (events stored = responses counted by the tracker, and at least what wrk received),
+and p99 <= 10 ms at half our peak rate (wrk with a per-connection delay to hold the rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
+
+from smtpapi_milter.cli import rewrite_bytes  # noqa: E402
+from smtpapi_milter.config import load_config  # noqa: E402
+from smtpapi_milter.pipeline import Pipeline  # noqa: E402
+from tests import corpus  # noqa: E402
+from tests.harness.ports import deadline_in, free_port, wait_for_port  # noqa: E402
+from tests.harness.smtpapi import RunningTracker  # noqa: E402
+
+CONNECTIONS = 64
+AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
+  uwsgi_temp_path {dir}; scgi_temp_path {dir};
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      add_header Cache-Control no-store always;
+      add_header Referrer-Policy no-referrer always;
+      return 302 https://www.example.com/articles/1?utm_source=newsletter&utm_medium=email;
+    }}
+  }}
+}}
+"""
+WRK_SCRIPT = """
+paths = {{{paths}}}
+i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1], {{["User-Agent"] = "{agent}"}})
+end
+{delay}
+"""
+
+
+def click_paths(tracker: RunningTracker, recipients: int) -> list[str]:
+    """Every click path of a realistic newsletter sent to ``recipients`` people."""
+    pipeline = Pipeline(load_config(str(tracker.config_path)))
+    html = corpus.realistic(max(corpus.html_files(), key=lambda p: p.stat().st_size).read_bytes())
+    message = corpus.wrap_html(html, "8bit")
+    pattern = re.compile(rf"{re.escape(tracker.base_url)}(/c/[A-Za-z0-9_-]+)")
+    paths = []
+    for n in range(recipients):
+        out = rewrite_bytes(pipeline, message, rcpt=f"reader{n}@example.org")
+        body = email.message_from_bytes(out).get_payload(decode=True).decode()
+        paths += pattern.findall(body)
+    return paths
+
+
+def wrk(url: str, script: Path, seconds: int, connections: int = CONNECTIONS) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "errors": int(m.group(1))
+        if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out))
+        else 0,
+    }
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()
+        result[f"p{pct}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return result
+
+
+def write_script(path: Path, paths: list[str], rate: float | None = None) -> Path:
+    delay = ""
+    if rate:  # each connection waits so that all of them together make ``rate`` per second
+        delay = f"delay = function() return {1000.0 * CONNECTIONS / rate:.3f} end"
+    listed = ",".join(f'"{p}"' for p in paths)
+    path.write_text(WRK_SCRIPT.format(paths=listed, agent=AGENT, delay=delay))
+    return path
+
+
+def stored_events(tracker: RunningTracker) -> int:
+    db = tracker.workdir / "state" / "events.sqlite3"  # both variants keep it there
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM events WHERE type = 'click'").fetchone()[0]
+
+
+def counted_by_tracker(tracker: RunningTracker) -> int:
+    with urllib.request.urlopen(tracker.base_url + "/metrics") as response:
+        text = response.read().decode()
+    match = re.search(r'requests_total\{kind="click",outcome="stored"\} ([\d.e+]+)', text)
+    return int(float(match.group(1))) if match else 0
+
+
+VARIANTS = {
+    # name: [events] store (None: the default, an fsync per group commit)
+    "ours": None,
+    "ours-normal": "sqlite:///{state}/events.sqlite3?synchronous=normal",
+}
+
+
+def measure(
+    name: str, tracker: RunningTracker, nginx_url: str, work: Path, seconds: int, rounds: int
+) -> dict:
+    """nginx and one tracker variant, alternating; then a paced run at half our peak."""
+    paths = click_paths(tracker, 250)
+    script = write_script(work / f"{name}.lua", paths)
+    runs: dict[str, list[dict]] = {"nginx": [], name: []}
+    received = 0
+    for _ in range(rounds):
+        runs["nginx"].append(wrk(nginx_url, script, seconds))
+        ours = wrk(tracker.base_url, script, seconds)
+        runs[name].append(ours)
+        received += ours["requests"] - ours["errors"]
+    best = {key: max(results, key=lambda r: r["rps"]) for key, results in runs.items()}
+    paced = wrk(
+        tracker.base_url, write_script(work / "paced.lua", paths, best[name]["rps"] / 2), 10
+    )
+    received += paced["requests"] - paced["errors"]
+    return {
+        "nginx": best["nginx"],
+        "ours": best[name],
+        "paced": paced,
+        "stored": stored_events(tracker),
+        "counted": counted_by_tracker(tracker),
+        "received": received,
+        "links": len(paths),
+    }
+
+
+def report(name: str, result: dict) -> None:
+    nginx, ours, paced = result["nginx"], result["ours"], result["paced"]
+    ratio = ours["rps"] / nginx["rps"]
+    print(f"\n{name}: {result['links']} distinct tracked links, wrk -t1 -c{CONNECTIONS}")
+    print(f"  {'':12}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}")
+    for label, run in (("nginx 302", nginx), (name, ours)):
+        print(f"  {label:12}{run['rps']:12.0f}{run['p50_ms']:9.2f}{run['p99_ms']:9.2f}")
+    print(f"  ratio {name}/nginx: {ratio:.3f}  bar >= 0.25  {'PASS' if ratio >= 0.25 else 'FAIL'}")
+    verdict = "PASS" if paced["p99_ms"] <= 10 else "FAIL"
+    print(
+        f"  at half its peak ({paced['rps']:.0f}/s): p50 {paced['p50_ms']:.2f} ms, "
+        f"p99 {paced['p99_ms']:.2f} ms  bar <= 10 ms  {verdict}"
+    )
+    stored, counted, received = result["stored"], result["counted"], result["received"]
+    durable = "PASS" if stored == counted and stored >= received else "FAIL"
+    print(
+        f"  clicks stored {stored}, answered by the tracker {counted}, received by wrk "
+        f"{received}  {durable}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"{tool} not installed (make bench installs it)", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="tracker-bench-") as tmp:
+        work = Path(tmp)
+        nginx_dir = work / "nginx"
+        nginx_dir.mkdir()
+        nginx_port = free_port()
+        (nginx_dir / "nginx.conf").write_text(NGINX_CONF.format(dir=nginx_dir, port=nginx_port))
+        nginx = subprocess.Popen(["nginx", "-c", str(nginx_dir / "nginx.conf")])
+        nginx_url = f"http://127.0.0.1:{nginx_port}"
+        results = {}
+        try:
+            wait_for_port("127.0.0.1", nginx_port, deadline_in(10))
+            for name, store in VARIANTS.items():
+                tracker_dir = work / name
+                tracker_dir.mkdir()
+                events = {"store": store.format(state=tracker_dir / "state")} if store else {}
+                with RunningTracker(tracker_dir, events=events) as tracker:
+                    results[name] = measure(
+                        name, tracker, nginx_url, work, args.seconds, args.rounds
+                    )
+        finally:
+            nginx.terminate()
+            nginx.wait()
+    print("tracker click redirects vs nginx static 302 (one nginx worker, same wrk, same run)")
+    for name, result in results.items():
+        report(name, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
