@@ -92,6 +92,7 @@ class TrackerConfig:
     click_tracking_include_metadata: bool = True
     trusted_proxies: list[str] = field(default_factory=list)
     workers: int = 1
+    header_timeout: int = 10
 
 
 @dataclass(frozen=True)

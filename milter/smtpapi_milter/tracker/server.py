@@ -208,8 +208,9 @@ def check(config: Config) -> None:
             f"({tracker.admin_listen}) is not a loopback address: the events API shows "
             "recipients' addresses"
         )
-    if tracker.workers < 1:
-        raise ConfigError(f"{config.source}: 'engagement_tracker.workers' must be at least 1")
+    for key in ("workers", "header_timeout"):
+        if getattr(tracker, key) < 1:
+            raise ConfigError(f"{config.source}: 'engagement_tracker.{key}' must be at least 1")
 
 
 def prepare(config: Config) -> None:
@@ -244,8 +245,10 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         websockets=False,
         respawn_failed_workers=True,
         respawn_interval=0.5,
-        # Slow clients (slowloris) are cut off after 10 s without complete headers.
-        http1_settings=HTTP1Settings(header_read_timeout=10_000),
+        # Slow clients (slowloris) are cut off when their headers take too long.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=config.engagement_tracker.header_timeout * 1000
+        ),
         log_enabled=True,
         log_level="warning",
         log_access=False,
