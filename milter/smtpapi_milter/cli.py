@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     tracker.add_argument("--listener", choices=["public", "admin"], help=argparse.SUPPRESS)
     tracker.set_defaults(func=cmd_tracker)
 
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run milter and tracker together, supervised (the single-machine default)",
+        description="Start 'milter' and 'tracker' as child processes and keep them running: a "
+        "child that dies is restarted; SIGTERM stops both; SIGHUP makes both reload.",
+    )
+    run.set_defaults(func=cmd_run)
+
     events = sub.add_parser(
         "events",
         parents=[common],
@@ -229,6 +238,21 @@ def cmd_tracker(args: argparse.Namespace) -> int:
     if args.listener:
         return server.serve_listener(args.config, args.listener)
     return server.serve(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .mta import service  # validates milter files the way the milter will
+    from .supervise import Supervisor
+    from .tracker import server
+
+    logs.configure(stream=sys.stdout, level=logging.INFO)
+    config = load_config(args.config)
+    service.validate(args.config)  # refuse to start on broken files, naming them
+    server.check(config)
+    base = [sys.executable, "-m", "smtpapi_milter.cli"]
+    options = ["--config", str(Path(args.config).resolve())] if args.config else []
+    children = {name: [*base, name, *options] for name in ("milter", "tracker")}
+    return Supervisor(children).run()
 
 
 def cmd_events(args: argparse.Namespace) -> int:
