@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from smtpapi_milter.config import WebhookConfig
+from smtpapi_milter.config import WebhookConfig, parse_config
 from smtpapi_milter.events import schema
 from smtpapi_milter.events.model import envelope
 from smtpapi_milter.events.store import EventStore, open_store
@@ -32,6 +32,7 @@ from smtpapi_milter.events.webhooks import (
     DeliveryTuning,
     WebhookDispatcher,
     endpoint_key,
+    endpoint_label,
 )
 
 from .harness.ports import free_port
@@ -212,6 +213,8 @@ def test_unknown_types_and_shared_identities_are_refused(sqlite_url, opened):
         WebhookDispatcher(store, [hook("http://x/", events=["clicks"])])
     with pytest.raises(ValueError, match="give them different 'name's"):
         WebhookDispatcher(store, [hook("http://x/"), hook("http://x/", events=["open"])])
+    with pytest.raises(ValueError, match="give them different 'name's"):
+        WebhookDispatcher(store, [hook("http://x/?to=a"), hook("http://x/?to=b")])
     WebhookDispatcher(store, [hook("http://x/", name="a"), hook("http://x/", name="b")])
     assert "t0ken" not in endpoint_key(hook("https://x/h?key=t0ken"))
 
@@ -448,3 +451,10 @@ def test_threads_are_named_and_stop_is_idempotent(sqlite_url, opened):
     with pytest.raises(RuntimeError):
         dispatcher.start()
     assert dispatcher.stop(5.0) and dispatcher.stop(1.0)
+
+
+def test_a_webhook_name_comes_from_the_configuration():
+    config = parse_config({"webhooks": [{"url": "https://h.example/x?k=1", "name": "crm"}]})
+    (configured,) = config.webhooks
+    assert endpoint_key(configured) == "name:crm" and endpoint_label(configured) == "crm"
+    assert endpoint_label(hook("https://u:p@h.example:8443/in?k=1")) == "https://h.example:8443/in"

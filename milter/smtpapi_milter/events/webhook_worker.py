@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
@@ -76,7 +76,7 @@ class _Batch:
     body: bytes
     attempts: int = 0
     next_attempt: float = 0.0  # time.monotonic()
-    born: float = field(default=0.0)  # unix seconds the retry window counts from
+    born: float = 0.0  # unix seconds the retry window counts from
 
 
 class EndpointWorker:

@@ -76,13 +76,14 @@ def _check(hooks: Sequence[WebhookConfig]) -> None:
         if unknown:
             known = ", ".join(EVENT_CLASSES)
             raise ValueError(f"webhooks[{i}].events: unknown {unknown} (known: {known})")
-        key = endpoint_key(hook)
-        if key in seen:
-            raise ValueError(
-                f"webhooks[{i}] and webhooks[{seen[key]}] share one cursor ({key}): "
-                "give them different 'name's"
-            )
-        seen[key] = i
+        # Both must be unique: the key names the stored cursor, the label logs and metrics.
+        for identity in (endpoint_key(hook), "label:" + endpoint_label(hook)):
+            if identity in seen:
+                raise ValueError(
+                    f"webhooks[{i}] and webhooks[{seen[identity]}] look like one endpoint "
+                    f"({identity}): give them different 'name's"
+                )
+            seen[identity] = i
 
 
 class WebhookDispatcher:
