@@ -142,6 +142,7 @@ class EndpointWorker:
         self._batch: _Batch | None = None
         self._next_renew = 0.0
         self._next_scan = 0.0
+        self._next_advance = 0.0
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -248,9 +249,12 @@ class EndpointWorker:
         ):
             self._begin()
             return 0.0
-        if not self._pending and self._scanned > self._delivered:
+        # Unwanted events are skipped in the store too, so a restart need not read them again;
+        # at most once per poll, since each such write is a flushed commit.
+        if not self._pending and self._scanned > self._delivered and mono >= self._next_advance:
             self._cursor.advance(self._delivered, self._scanned)
             self._delivered = self._scanned
+            self._next_advance = mono + self._tuning.poll_interval
         wait = self._tuning.poll_interval
         if self._pending_since is not None:
             wait = min(wait, self._pending_since + self._tuning.max_wait - mono)

@@ -40,6 +40,7 @@ __all__ = [
     "BATCH_ID_HEADER",
     "SIGNATURE_HEADER",
     "USER_AGENT",
+    "check_hooks",
     "DeliveryTuning",
     "EndpointStats",
     "WebhookDispatcher",
@@ -69,7 +70,9 @@ def endpoint_label(hook: WebhookConfig) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def _check(hooks: Sequence[WebhookConfig]) -> None:
+def check_hooks(hooks: Sequence[WebhookConfig]) -> None:
+    """ValueError for an unknown event type in a filter or two endpoints with one identity
+    (for `smtpapi-milter check`; the dispatcher checks too)."""
     seen: dict[str, int] = {}
     for i, hook in enumerate(hooks):
         unknown = sorted(set(hook.events) - set(EVENT_CLASSES))
@@ -105,7 +108,7 @@ class WebhookDispatcher:
         owner: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ):
-        _check(hooks)
+        check_hooks(hooks)
         self.tuning = tuning or DeliveryTuning()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.endpoints: list[EndpointWorker] = []
