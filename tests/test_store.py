@@ -38,19 +38,11 @@ from smtpapi_milter.events.store import (
 )
 from smtpapi_milter.settings import TagRegistry
 
-from .harness.postgres import PostgresHarnessError, PostgresServer, server_bin_dir
+from .harness.postgres import PostgresHarnessError, server_bin_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
 T0 = 1_700_000_000
-
-
-@pytest.fixture()
-def postgres_running(postgres: PostgresServer) -> Iterator[PostgresServer]:
-    """The session server, started again after the test if the test stopped it."""
-    yield postgres
-    if not postgres.running:
-        postgres.start()
 
 
 @pytest.fixture(params=[schema.SQLITE, schema.POSTGRESQL])

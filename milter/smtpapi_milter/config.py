@@ -105,9 +105,14 @@ class EventsConfig:
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    """One ``[[webhooks]]`` endpoint."""
+    """One ``[[webhooks]]`` endpoint.
+
+    ``name`` (optional) identifies the endpoint's stored delivery cursor; without it the URL
+    does, so changing the URL of a named endpoint keeps its place in the event stream.
+    """
 
     url: str = ""
+    name: str = ""
     auth: Literal["none", "basic", "bearer"] = "none"
     username: str = ""
     password: str = ""

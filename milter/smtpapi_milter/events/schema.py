@@ -38,6 +38,27 @@ _INDEXES = [
     "CREATE INDEX events_rcpt_to ON events (rcpt_to)",
 ]
 
+
+def _webhook_cursors(integer: str, real: str) -> str:
+    # Migration 2: one row per webhook endpoint (events/webhook_cursor.py). Events up to
+    # delivered_id are done; a batch in flight covers (delivered_id, batch_last] of the types
+    # in batch_types, so a restart re-sends it with the same batch_id. lease_owner/lease_until
+    # let one node of many deliver an endpoint.
+    return (
+        "CREATE TABLE webhook_cursors ("
+        " endpoint TEXT PRIMARY KEY,"
+        " label TEXT NOT NULL DEFAULT '',"
+        f" delivered_id {integer} NOT NULL DEFAULT 0,"
+        " batch_id TEXT,"
+        f" batch_last {integer},"
+        " batch_types TEXT,"
+        f" batch_created {real},"
+        " lease_owner TEXT,"
+        f" lease_until {real} NOT NULL DEFAULT 0,"
+        f" updated_at {real} NOT NULL DEFAULT 0)"
+    )
+
+
 MIGRATIONS: dict[str, list[list[str]]] = {
     SQLITE: [
         [
@@ -56,6 +77,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             *_INDEXES,
             "CREATE TABLE tags (tag TEXT PRIMARY KEY, first_seen REAL NOT NULL)",
         ],
+        [_webhook_cursors("INTEGER", "REAL")],
     ],
     POSTGRESQL: [
         [
@@ -74,6 +96,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             *_INDEXES,
             "CREATE TABLE tags (tag TEXT PRIMARY KEY, first_seen DOUBLE PRECISION NOT NULL)",
         ],
+        [_webhook_cursors("BIGINT", "DOUBLE PRECISION")],
     ],
 }
 

@@ -190,6 +190,16 @@ class EventStore:
     def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
         raise NotImplementedError
 
+    def transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
+        """Run ``work(cursor)`` in one transaction, for modules that keep tables of their own
+        in the store (webhook cursors). Write SQL with ``?`` and pass it through :meth:`sql`.
+        Raises StoreUnavailable as every other store call does."""
+        return self._transaction(work, write=write)
+
+    def sql(self, text: str) -> str:
+        """``text`` with its ``?`` placeholders in this driver's style."""
+        return self._sql(text)
+
     def _lock(self, cur: Cursor, name: str, *, shared: bool = False) -> None:
         """Hold lock ``name`` until the transaction ends (no-op where writers serialize)."""
 
