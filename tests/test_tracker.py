@@ -27,6 +27,7 @@ from smtpapi_milter.tracker.app import PIXEL, location
 
 from . import corpus
 from .harness.smtpapi import ROOT, RunningTracker
+from .harness.webhook_receiver import WebhookReceiver
 
 SPECIAL_LINKS = (
     '<p><a href="https://shop.example.com/p?x=1&amp;y=2&amp;z=%20ok">amp</a>'
@@ -299,3 +300,40 @@ def test_store_down_answers_503_and_never_redirects(tmp_path):
         assert headers["retry-after"] == "5"
         assert get(dead, "/healthz")[0] == 503
         assert admin(dead, "/api/v1/events")[0] == 503
+
+
+def test_clicks_reach_a_webhook_in_sparkpost_batches(tmp_path):
+    with WebhookReceiver() as receiver:
+        tracker = RunningTracker(tmp_path, events={"webhook_batch_seconds": 0.2})
+        tracker.config_path.write_text(
+            tracker.config_path.read_text()
+            + f'\n[[webhooks]]\nname = "crm"\nurl = "{receiver.url()}"\nevents = ["click"]\n'
+        )
+        with tracker:
+            wait_for_metric(tracker, 'smtpapi_webhook_holds_lease{endpoint="crm"} 1.0')
+            rcpt = f"hooked-{uuid.uuid4().hex[:8]}@example.org"
+            html = top_html(rewrite(tracker, newsletter(), rcpt))
+            paths = tracked(tracker, html, "c")[:3]
+            for path in paths + tracked(tracker, html, "o"):
+                get(tracker, path)
+            receiver.wait_until(lambda: sum(len(r.events()) for r in receiver.received) >= 3, 20)
+    events = [event for request in receiver.received for event in request.events()]
+    assert [e["type"] for e in events] == ["click"] * 3  # the filter left the open out
+    assert {e["rcpt_to"] for e in events} == {rcpt}
+    body = json.loads(receiver.received[0].body)
+    assert set(body[0]["msys"]) == {"track_event"}
+    assert receiver.received[0].batch_id
+
+
+def wait_for_metric(tracker: RunningTracker, line: str, timeout: float = 20) -> None:
+    """Probe the admin /metrics until ``line`` shows (the dispatcher is delivering)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", tracker.admin_port, timeout=5)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        if line in text:
+            return
+        assert time.monotonic() < deadline, f"{line!r} not in admin /metrics:\n{text[-2000:]}"
+        time.sleep(0.05)

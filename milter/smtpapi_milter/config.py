@@ -101,6 +101,8 @@ class EventsConfig:
 
     store: str = ""
     retention: int = 0
+    webhook_batch_size: int = 10_000
+    webhook_batch_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

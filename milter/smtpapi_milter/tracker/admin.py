@@ -12,7 +12,7 @@ Routes (JSON unless said otherwise):
   the next page. ``type`` may repeat or hold a comma list; times as in ``events.query``.
 - ``DELETE /api/v1/recipients/{address}/events`` — erase one recipient's events (privacy
   requests): ``{"deleted": N}``.
-- ``GET /healthz``.
+- ``GET /healthz``; ``GET /metrics`` (Prometheus text: webhook delivery counters).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, unquote
 
 from ..events.query import EventQuery, QueryError
 from ..events.store import EventStore, LazyStore, StoreUnavailable
+from . import metrics
 from .app import Receive, Scope, Send
 
 Handler = Callable[["Request"], Awaitable[tuple[int, Any]]]
@@ -82,7 +83,9 @@ class AdminApp:
         self.prefix_routes: dict[tuple[str, str], Handler] = {
             ("DELETE", "/api/v1/recipients/"): erase_recipient,
         }
-        self.raw_routes: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {}
+        self.raw_routes: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            "/metrics": metrics_page,
+        }
 
     def _authorized(self, scope: Scope) -> bool:
         if not self._token:
@@ -138,6 +141,13 @@ async def send_json(send: Send, status: int, body: Any, auth: bool = False) -> N
         headers.append((b"www-authenticate", b'Bearer realm="smtpapi-milter"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+async def metrics_page(scope: Scope, receive: Receive, send: Send) -> None:
+    body, content_type = metrics.exposition()
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def healthz(request: Request) -> tuple[int, Any]:

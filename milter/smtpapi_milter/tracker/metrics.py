@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 REQUESTS = Counter(
     "smtpapi_tracker_requests",
@@ -38,3 +42,38 @@ def request(kind: str, outcome: str, seconds: float | None = None) -> None:
 def exposition() -> tuple[bytes, bytes]:
     """The metrics page and its content type."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST.encode("ascii")
+
+
+class _WebhookCollector:
+    """Reads the dispatcher's own counters at scrape time (no double bookkeeping)."""
+
+    def __init__(self, dispatcher: Any):
+        self.dispatcher = dispatcher
+
+    def collect(self) -> Iterator[Any]:
+        counters = {
+            "batches_delivered": "Batches a webhook endpoint accepted (2xx)",
+            "batches_failed": "Failed webhook POST attempts (retried)",
+            "batches_given_up": "Batches given up after the retry window",
+            "events_delivered": "Events delivered to a webhook endpoint",
+            "events_given_up": "Events given up after the retry window",
+        }
+        stats = self.dispatcher.stats()
+        for field, text in counters.items():
+            family = CounterMetricFamily(f"smtpapi_webhook_{field}", text, labels=["endpoint"])
+            for label, endpoint in stats.items():
+                family.add_metric([label], getattr(endpoint, field))
+            yield family
+        lease = GaugeMetricFamily(
+            "smtpapi_webhook_holds_lease",
+            "1 if this node delivers the endpoint",
+            labels=["endpoint"],
+        )
+        for label, endpoint in stats.items():
+            lease.add_metric([label], 1 if endpoint.holds_lease else 0)
+        yield lease
+
+
+def watch_webhooks(dispatcher: Any) -> None:
+    """Export ``dispatcher``'s counters on this process's /metrics."""
+    REGISTRY.register(_WebhookCollector(dispatcher))

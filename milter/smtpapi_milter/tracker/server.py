@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,10 +25,12 @@ import structlog
 from .. import logs
 from ..config import CONFIG_ENV, Config, ConfigError, load_config
 from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, redact
+from ..events.webhooks import check_hooks
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
 from .admin import AdminApp, is_loopback
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
+from .jobs import background_jobs
 from .recorder import EventRecorder
 
 log = structlog.get_logger("smtpapi_milter.tracker")
@@ -142,47 +143,6 @@ def admin_app(config: Config) -> Lifespan:
     return Lifespan(startup, shutdown)
 
 
-def background_jobs(config: Config, store: EventStore) -> list[Any]:
-    """What runs beside the admin listener, once per node: retention (and webhooks)."""
-    jobs: list[Any] = []
-    if config.events.retention:
-        jobs.append(Retention(store, config.events.retention))
-    return jobs
-
-
-class Retention:
-    """Deletes events older than ``retention`` seconds, hourly, in its own thread."""
-
-    INTERVAL = 3600.0
-
-    def __init__(self, store: EventStore, retention: int):
-        self.store = store
-        self.retention = retention
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def run_once(self) -> int:
-        deleted = self.store.delete_older_than(time.time() - self.retention)
-        if deleted:
-            log.info("retention: events deleted", deleted=deleted, retention=self.retention)
-        return deleted
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except StoreUnavailable as exc:
-                log.warning("retention: event store unavailable", error=str(exc))
-            self._stop.wait(self.INTERVAL)
-
-
 def create_admin_app() -> Lifespan:
     """Granian's factory for the admin listener (configuration from the environment)."""
     logs.configure(stream=sys.stdout)
@@ -207,6 +167,15 @@ def check(config: Config) -> None:
             f"{config.source}: 'engagement_tracker.admin_token' is required when admin_listen "
             f"({tracker.admin_listen}) is not a loopback address: the events API shows "
             "recipients' addresses"
+        )
+    try:
+        check_hooks(config.webhooks)
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: webhooks: {exc}") from None
+    if config.events.webhook_batch_size < 1 or config.events.webhook_batch_seconds < 0:
+        raise ConfigError(
+            f"{config.source}: 'events.webhook_batch_size' must be at least 1 and "
+            "'events.webhook_batch_seconds' not negative"
         )
     for key in ("workers", "header_timeout"):
         if getattr(tracker, key) < 1:
