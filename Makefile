@@ -34,8 +34,8 @@ $(STAMP): pyproject.toml setup.cfg | deps
 venv: deps $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check milter tests policies bench tools
-	$(VENV)/bin/ruff format --check milter tests policies bench tools
+	$(VENV)/bin/ruff check milter tests policies bench
+	$(VENV)/bin/ruff format --check milter tests policies bench
 
 unit: venv
 	SMTPAPI_CORPUS=$(CORPUS) $(VENV)/bin/pytest -q
@@ -43,7 +43,7 @@ unit: venv
 test: lint unit
 
 demo: venv
-	@SMTPAPI_CORPUS=$(CORPUS) $(PY) tools/demo_rewrite.py
+	@$(VENV)/bin/smtpapi-milter demo
 
 bench: venv
 	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/rewrite_bench.py

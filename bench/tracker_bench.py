@@ -27,8 +27,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 from smtpapi_milter.cli import rewrite_bytes  # noqa: E402
 from smtpapi_milter.config import load_config  # noqa: E402
 from smtpapi_milter.pipeline import Pipeline  # noqa: E402
+from smtpapi_milter.sandbox.ports import deadline_in, free_port, wait_for_port  # noqa: E402
 from tests import corpus  # noqa: E402
-from tests.harness.ports import deadline_in, free_port, wait_for_port  # noqa: E402
 from tests.harness.smtpapi import RunningTracker  # noqa: E402
 
 CONNECTIONS = 64

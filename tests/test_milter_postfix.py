@@ -13,12 +13,12 @@ from email import message_from_bytes
 import pytest
 
 from smtpapi_milter.config import load_config
+from smtpapi_milter.sandbox.capture import CaptureServer
+from smtpapi_milter.sandbox.ports import free_port
+from smtpapi_milter.sandbox.postfix import PrivatePostfix
 from smtpapi_milter.tokens import TokenCodec
 
 from . import corpus
-from .harness.capture import CaptureServer
-from .harness.ports import free_port
-from .harness.postfix import PrivatePostfix
 from .harness.smtpapi import RunningMilter
 from .oracle import TRACKED, judge
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from .harness.capture import Captured, CaptureServer
-from .harness.ports import LOOPBACK, deadline_in, free_port, wait_for_port
-from .harness.postfix import PostfixError, PrivatePostfix, postfix_command
+from smtpapi_milter.sandbox.capture import Captured, CaptureServer
+from smtpapi_milter.sandbox.ports import LOOPBACK, deadline_in, free_port, wait_for_port
+from smtpapi_milter.sandbox.postfix import PostfixError, PrivatePostfix, postfix_command
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSTHROUGH = ROOT / "bench" / "passthrough_milter.py"

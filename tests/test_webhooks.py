@@ -34,8 +34,8 @@ from smtpapi_milter.events.webhooks import (
     endpoint_key,
     endpoint_label,
 )
+from smtpapi_milter.sandbox.ports import free_port
 
-from .harness.ports import free_port
 from .harness.webhook_receiver import HANG, Received, WebhookReceiver
 
 FAST = DeliveryTuning(

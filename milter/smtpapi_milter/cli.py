@@ -121,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("address", metavar="ADDR")
     erase.set_defaults(func=cmd_erase)
 
+    demo = sub.add_parser(
+        "demo",
+        help="show the whole path on this machine: Postfix, milter, tracker, events",
+        description="Start a private Postfix wired to the milter, the tracker, send a sample "
+        "newsletter over SMTP, show what changed, open and click it over HTTP and print the "
+        "events; then stop everything and remove the workspace. Needs root and Postfix.",
+    )
+    demo.add_argument(
+        "--keep", action="store_true", help="keep everything running until Enter is pressed"
+    )
+    demo.set_defaults(func=cmd_demo)
+
     check = sub.add_parser(
         "check",
         parents=[common],
@@ -307,6 +319,12 @@ def _open_store(config: Config) -> EventStore | None:
     except StoreUnavailable as exc:
         print(f"smtpapi-milter: {exc}", file=sys.stderr)
         return None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import walkthrough
+
+    return walkthrough.main(keep=args.keep)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .ports import deadline_in, free_port, wait_for_http, wait_for_port
+from smtpapi_milter.sandbox.ports import deadline_in, free_port, wait_for_http, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
