@@ -269,6 +269,8 @@ def _check_values(config: Config, path: str) -> None:
             raise ConfigError(
                 f"{path}: 'engagement_tracker.keys[{i}]' must look like \"ID:BASE64URL_32_BYTES\""
             )
+    if config.policy.timeout < 0:
+        raise ConfigError(f"{path}: 'policy.timeout' must not be negative (0: no limit)")
     store = config.events.store
     if store and not store.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(f"{path}: 'events.store' must be sqlite:///PATH or postgresql://...")

@@ -104,7 +104,7 @@ class Session:
         ctx = PolicyContext(
             phase, self.envelope, variables, recipient, header.raw if header else None
         )
-        self.pipeline.policies.run(phase, ctx)
+        self.pipeline.policies.run(phase, ctx, self.pipeline.config.policy.timeout)
 
     def connect(
         self, client_address: str, client_name: str = "", macros: dict[str, str] | None = None
@@ -212,16 +212,16 @@ class _CopyBuilder:
         copy = RecipientCopy(recipient, settings)
         if not settings.tracks_anything:
             return copy
-        if not self.transmission_id:
-            try:
+        try:
+            if not self.transmission_id:
                 self.transmission_id = self.pipeline.ids.transmission_id()
-            except IdUnavailable:
-                raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None
-        copy.message_id = message_id(self.transmission_id, index)
-        if self.root is not None:
-            links = _Links(self.pipeline, settings, self._tracking_data(copy, settings))
-            self._rewrite(copy, settings, links)
-        copy.injection = self._injection(copy, settings)
+            copy.message_id = message_id(self.transmission_id, index)
+            if self.root is not None:
+                links = _Links(self.pipeline, settings, self._tracking_data(copy, settings))
+                self._rewrite(copy, settings, links)
+            copy.injection = self._injection(copy, settings)  # takes an event id too
+        except IdUnavailable:
+            raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None
         return copy
 
     def _tracking_data(self, copy: RecipientCopy, settings: TrackingSettings) -> TrackingData:

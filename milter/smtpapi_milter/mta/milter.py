@@ -17,7 +17,9 @@ import Milter
 import structlog
 
 from ..pipeline import MessageResult, Pipeline
+from ..policy import PolicyFailure
 from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError
+from ..xmsysapi import HEADER_NAME
 from .reinject import ReinjectError, Reinjector
 from .state import MilterState
 
@@ -44,6 +46,9 @@ class SmtpapiMilter(Milter.Base):
         self.headers: list[tuple[str, bytes]] = []
         self.spool: Any = None
         self.started = time.monotonic()
+        # on_error = "accept": after a failure the message goes out untracked, not tempfailed.
+        self.failed_connection = False
+        self.failed_message = False
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -63,16 +68,38 @@ class SmtpapiMilter(Milter.Base):
 
     def _guard(self, stage: str, action: Callable[[], Any]) -> int:
         """Run one stage; turn pipeline replies and failures into milter replies."""
+        if self.failed_message:
+            return Milter.CONTINUE  # failing open: nothing more to decide for this message
         try:
             action()
+        except PolicyFailure as exc:  # logged with its traceback by the policy engine
+            return self._failure(stage, exc.reply)
         except SmtpReplyError as exc:
             self._log_verdict(stage, exc.reply)
             return self._reply(exc.reply)
         except Exception:
             log.exception("internal error", stage=stage, queue_id=self.session.envelope.queue_id)
-            if self.pipeline.config.milter.on_error == "accept":
-                return Milter.ACCEPT
-            return self._reply(INTERNAL)
+            return self._failure(stage, INTERNAL)
+        return Milter.CONTINUE
+
+    def _failure(self, stage: str, reply: SmtpReply) -> int:
+        """A policy or internal error: 451 4.3.0, or with on_error = "accept" fail open.
+
+        Failing open goes on to end of message (a connection-level ACCEPT would let every
+        later message on the connection through with its X-MSYS-API header) and there
+        delivers the message as it came, without that header.
+        """
+        if self.pipeline.config.milter.on_error != "accept":
+            self._log_verdict(stage, reply)
+            return self._reply(reply)
+        log.warning(
+            "error, message goes out untracked (on_error = accept)",
+            stage=stage,
+            queue_id=self.session.envelope.queue_id,
+        )
+        self.failed_message = True
+        if stage in ("connect", "helo"):
+            self.failed_connection = True
         return Milter.CONTINUE
 
     def _log_verdict(self, stage: str, reply: SmtpReply) -> None:
@@ -108,6 +135,7 @@ class SmtpapiMilter(Milter.Base):
         self.started = time.monotonic()
         self.headers = []
         self._close_spool()
+        self.failed_message = self.failed_connection
         macros = self._macros("i", "{auth_authen}", "{daemon_name}", "{mail_addr}")
         return self._guard("mail", lambda: self.session.mail_from(_address(mailfrom), macros))
 
@@ -144,6 +172,8 @@ class SmtpapiMilter(Milter.Base):
         verdict = self._guard("eom", lambda: result.append(self._end_of_message()))
         if verdict != Milter.CONTINUE:
             return verdict
+        if self.failed_message:
+            return self._accept_untracked()
         try:
             self._deliver(result[0])
         except ReinjectError as exc:
@@ -151,6 +181,13 @@ class SmtpapiMilter(Milter.Base):
                 "split re-injection failed", error=str(exc), queue_id=self.session.envelope.queue_id
             )
             return self._reply(SmtpReply("451", "4.3.0", "could not queue personalised copies"))
+        return Milter.ACCEPT
+
+    def _accept_untracked(self) -> int:
+        """Fail open: the message as it came, less the X-MSYS-API header (never delivered)."""
+        count = sum(1 for name, _ in self.headers if name.lower() == HEADER_NAME.lower())
+        for index in range(count, 0, -1):  # from the last, so the indexes stay valid
+            self.chgheader(HEADER_NAME, index, None)
         return Milter.ACCEPT
 
     def abort(self) -> int:

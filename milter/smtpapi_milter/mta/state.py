@@ -84,6 +84,13 @@ class MilterState:
             log.warning("event store write failed", error=str(exc))
             raise SmtpReplyError(STORE_DOWN) from None
 
+    def close(self) -> None:
+        """Close the event store (at exit, once no connection can record any more)."""
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
 
 def _redact(url: str) -> str:
     """A store URL for the log, without a password."""
