@@ -29,11 +29,25 @@ REPLACE_CHUNK = 64 * 1024
 # Exactly the actions we use: a milter that asks for less saves the MTA work.
 ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT
 INTERNAL = SmtpReply("451", "4.3.0", "smtpapi internal error, try again later")
+STOPPING = SmtpReply("451", "4.3.2", "smtpapi-milter is restarting, try again later")
 
 
 def _address(value: str) -> str:
     value = value.strip()
     return value[1:-1] if value.startswith("<") and value.endswith(">") else value
+
+
+def _is_non_smtp(hostaddr: Any) -> bool:
+    """Whether the MTA simulates the connection for mail that did not come over SMTP.
+
+    Postfix's cleanup, feeding non_smtpd_milters with mail from the sendmail command, sends
+    "localhost", 127.0.0.1 and port 0 (observed with Postfix 3.7; ``{client_port}`` is "0"
+    too); no TCP client has port 0. Sendmail gives local submissions an unknown address
+    family, which pymilter passes as None.
+    """
+    if hostaddr is None:
+        return True
+    return isinstance(hostaddr, tuple) and len(hostaddr) >= 2 and hostaddr[1] == 0
 
 
 class SmtpapiMilter(Milter.Base):
@@ -49,6 +63,7 @@ class SmtpapiMilter(Milter.Base):
         # on_error = "accept": after a failure the message goes out untracked, not tempfailed.
         self.failed_connection = False
         self.failed_message = False
+        self.in_transaction = False  # counted in MilterState, so SIGTERM can drain
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -126,7 +141,10 @@ class SmtpapiMilter(Milter.Base):
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         address = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else str(hostaddr or "")
         macros = self._macros("j", "{daemon_name}", "{client_addr}")
-        return self._guard("connect", lambda: self.session.connect(address, hostname, macros))
+        local = _is_non_smtp(hostaddr)
+        return self._guard(
+            "connect", lambda: self.session.connect(address, hostname, macros, non_smtp=local)
+        )
 
     def hello(self, hostname: str) -> int:
         return self._guard("helo", lambda: self.session.helo(hostname))
@@ -136,12 +154,13 @@ class SmtpapiMilter(Milter.Base):
         self.headers = []
         self._close_spool()
         self.failed_message = self.failed_connection
+        if not self._begin_transaction():
+            return self._reply(STOPPING)
         macros = self._macros("i", "{auth_authen}", "{daemon_name}", "{mail_addr}")
         return self._guard("mail", lambda: self.session.mail_from(_address(mailfrom), macros))
 
     def envrcpt(self, to: str, *params: str) -> int:
-        recipients = self.session.envelope.recipients
-        if recipients and self.pipeline.config.smtpapi.multi_recipient == "defer":
+        if self.session.envelope.recipients and self.session.defers_extra_recipients():
             # One body per recipient: ask the client for a new transaction (RFC 5321 4.5.3.1.10).
             return self._reply(EXTRA_RECIPIENT_DEFERRED)
         return self._guard("rcpt", lambda: self.session.rcpt(_address(to)))
@@ -166,7 +185,23 @@ class SmtpapiMilter(Milter.Base):
         self.spool.write(chunk)
         return Milter.CONTINUE
 
+    def _begin_transaction(self) -> bool:
+        if not self.in_transaction:
+            self.in_transaction = self.state.transaction_started()
+        return self.in_transaction
+
+    def _end_transaction(self) -> None:
+        if self.in_transaction:
+            self.in_transaction = False
+            self.state.transaction_ended()
+
     def eom(self) -> int:
+        try:
+            return self._eom()
+        finally:
+            self._end_transaction()
+
+    def _eom(self) -> int:
         self.session.envelope.macros.update(self._macros("i"))
         result: list[MessageResult] = []
         verdict = self._guard("eom", lambda: result.append(self._end_of_message()))
@@ -193,10 +228,12 @@ class SmtpapiMilter(Milter.Base):
     def abort(self) -> int:
         self.session.reset()
         self._close_spool()
+        self._end_transaction()
         return Milter.CONTINUE
 
     def close(self) -> int:
         self._close_spool()
+        self._end_transaction()
         return Milter.CONTINUE
 
     # --- end of message ---------------------------------------------------------------------
@@ -218,9 +255,8 @@ class SmtpapiMilter(Milter.Base):
 
     def _end_of_message(self) -> MessageResult:
         body, size = self._body()
-        mode = self.pipeline.config.smtpapi.multi_recipient
         result = self.session.end_of_message(
-            self.headers, body, shared=mode == "shared", body_size=size
+            self.headers, body, shared=self.session.shares_body(), body_size=size
         )
         injections = [c.injection for c in result.copies if c.injection is not None]
         if injections:

@@ -31,6 +31,9 @@ class MilterState:
         self._lock = threading.Lock()
         self._store: EventStore | None = None
         self._store_url = ""
+        self._transactions = 0  # in progress, for draining on SIGTERM
+        self._draining = False
+        self._idle = threading.Condition()
         self.pipeline = self._build(config)
 
     @classmethod
@@ -83,6 +86,26 @@ class MilterState:
         except StoreUnavailable as exc:
             log.warning("event store write failed", error=str(exc))
             raise SmtpReplyError(STORE_DOWN) from None
+
+    def transaction_started(self) -> bool:
+        """Count a new transaction; False (not counted) once the worker is draining."""
+        with self._idle:
+            if self._draining:
+                return False
+            self._transactions += 1
+            return True
+
+    def transaction_ended(self) -> None:
+        with self._idle:
+            self._transactions -= 1
+            self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new transactions and wait until none is in progress; False if some still
+        are at ``timeout``."""
+        with self._idle:
+            self._draining = True
+            return self._idle.wait_for(lambda: self._transactions == 0, timeout)
 
     def close(self) -> None:
         """Close the event store (at exit, once no connection can record any more)."""
