@@ -296,6 +296,7 @@ class SmtpapiMilter(Milter.Base):
             untracked_reason=result.untracked_reason,
             links=result.links_tracked,
             pixel=copy.stats.pixel,
+            worker=self.state.worker,
             ms=round((time.monotonic() - self.started) * 1000, 1),
         )
 

@@ -31,6 +31,7 @@ from ..config import ConfigError, load_config
 from ..policy import PolicyLoadError, PolicySet
 from .milter import ACTIONS, SmtpapiMilter
 from .state import MilterState
+from .workers import WorkerGroup
 
 log = structlog.get_logger("smtpapi_milter.milter")
 
@@ -50,21 +51,35 @@ def validate(config_path: str | None) -> None:
 
 
 def serve(config_path: str | None) -> int:
-    """The worker: run libmilter with our adapter until told to stop."""
-    state = MilterState.load(config_path)
-    config = state.pipeline.config
-    _handle_signals(state, config.milter.socket)
-    Milter.factory = lambda: SmtpapiMilter(state)
+    """The worker: run libmilter with our adapter (in ``[milter] workers`` processes)
+    until told to stop."""
+    config = load_config(config_path)
+    socket = config.milter.socket
+    states: list[MilterState] = []
+
+    def start(group: WorkerGroup) -> None:
+        # After the fork: each process has its own store connection, threads and ids.
+        state = MilterState.load(config_path, group.index, group.count)
+        states.append(state)
+        Milter.factory = lambda: SmtpapiMilter(state)
+        _handle_signals(state, group, socket)
+        if group.is_leader:
+            group.watch(lambda: _drain_and_stop(state, group, socket))
+        log.info("milter starting", socket=socket, config=config.source, pid=os.getpid())
+
+    group = WorkerGroup(config.milter.workers or os.cpu_count() or 1, start)
     Milter.set_flags(ACTIONS)
-    log.info("milter starting", socket=config.milter.socket, config=config.source, pid=os.getpid())
-    Milter.runmilter(MILTER_NAME, config.milter.socket, timeout=config.milter.timeout)
+    group.run(lambda: Milter.runmilter(MILTER_NAME, socket, timeout=config.milter.timeout))
     time.sleep(DRAIN_GRACE)  # the last replies are written after our callbacks return
+    if group.is_leader:
+        group.wait_for_followers(DRAIN_LIMIT + 5)
     log.info("milter stopped")
-    state.close()
-    return 0
+    for state in states:
+        state.close()
+    return 1 if group.lost_follower else 0
 
 
-def _handle_signals(state: MilterState, socket: str) -> None:
+def _handle_signals(state: MilterState, group: WorkerGroup, socket: str) -> None:
     """SIGUSR1 → reload, SIGUSR2 → drain and stop, from a thread (libmilter keeps the main
     thread in C).
 
@@ -83,15 +98,18 @@ def _handle_signals(state: MilterState, socket: str) -> None:
         while True:
             received = os.read(read_fd, 64)
             if RELOAD_SIGNAL in received:
+                group.signal_followers(RELOAD_SIGNAL)
                 state.reload()
             if DRAIN_SIGNAL in received:
-                _drain_and_stop(state, socket)
+                _drain_and_stop(state, group, socket)
                 return
 
     threading.Thread(target=wait_for_signals, name="signals", daemon=True).start()
 
 
-def _drain_and_stop(state: MilterState, socket: str) -> None:
+def _drain_and_stop(state: MilterState, group: WorkerGroup, socket: str) -> None:
+    group.stopping = True
+    group.signal_followers(DRAIN_SIGNAL)
     log.info("stopping: finishing the transactions in progress", limit=DRAIN_LIMIT)
     if not state.drain(DRAIN_LIMIT):
         log.warning("transactions still in progress, stopping anyway", waited=DRAIN_LIMIT)

@@ -13,6 +13,7 @@ import structlog
 
 from ..config import Config, ConfigError, load_config
 from ..events.store import EventStore, StoreTagRegistry, StoreUnavailable, open_store
+from ..ids import IdGenerator
 from ..pipeline import Pipeline
 from ..policy import PolicyLoadError, PolicySet
 from ..replies import SmtpReply, SmtpReplyError
@@ -26,8 +27,10 @@ STORE_DOWN = SmtpReply("451", "4.3.0", "event store unavailable, try again later
 class MilterState:
     """The current pipeline and the event store, shared by every connection thread."""
 
-    def __init__(self, config_path: str | None, config: Config):
+    def __init__(self, config_path: str | None, config: Config, worker: int = 0, workers: int = 1):
         self.config_path = config_path
+        self.worker, self.workers = worker, workers
+        self._ids: IdGenerator | None = None
         self._lock = threading.Lock()
         self._store: EventStore | None = None
         self._store_url = ""
@@ -37,16 +40,27 @@ class MilterState:
         self.pipeline = self._build(config)
 
     @classmethod
-    def load(cls, config_path: str | None) -> MilterState:
-        """Load configuration and policies; raises ConfigError/PolicyLoadError if broken."""
-        return cls(config_path, load_config(config_path))
+    def load(cls, config_path: str | None, worker: int = 0, workers: int = 1) -> MilterState:
+        """Load configuration and policies; raises ConfigError/PolicyLoadError if broken.
+
+        ``worker`` of ``workers``: this process's share of the node's transmission ids.
+        """
+        return cls(config_path, load_config(config_path), worker, workers)
 
     def _build(self, config: Config) -> Pipeline:
         policies = PolicySet.load(config.policy.directory)
         codec = TokenCodec.from_config(config)
         store = self._open_store(config.event_store_url)
         tags = StoreTagRegistry(store) if store is not None else None
-        return Pipeline(config, policies, codec, tag_registry=tags)
+        return Pipeline(config, policies, codec, ids=self._id_generator(config), tag_registry=tags)
+
+    def _id_generator(self, config: Config) -> IdGenerator:
+        # Kept across reloads: a fresh generator would restart the sequence within the
+        # current millisecond and could hand out an id the old one just gave.
+        node = config.smtpapi.node_id
+        if self._ids is None or self._ids.node_id != node:
+            self._ids = IdGenerator(node, worker=self.worker, workers=self.workers)
+        return self._ids
 
     def _open_store(self, url: str) -> EventStore | None:
         with self._lock:
