@@ -91,11 +91,14 @@ class LogCounter:
         return time.monotonic()
 
 
-def start_ours(workdir: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
-    """``smtpapi-milter milter`` (supervisor and worker) on a unix socket, tracking by header."""
+def start_ours(workdir: Path, workers: int) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """``smtpapi-milter milter`` (supervisor and workers) on a unix socket, tracking by header."""
     socket = workdir / "ours.sock"
     config = workdir / "smtpapi-milter.toml"
-    sections = {"milter": {"socket": f"unix:{socket}"}, "policy": {"directory": str(workdir)}}
+    sections = {
+        "milter": {"socket": f"unix:{socket}", "workers": workers},
+        "policy": {"directory": str(workdir)},
+    }
     config.write_text(toml(sections, {"state_dir": str(workdir / "state")}))
     log = (workdir / "ours.log").open("ab")
     command = [sys.executable, "-m", "smtpapi_milter.cli", "milter", "--config", str(config)]
@@ -154,20 +157,21 @@ def verify(port: int, capture: CaptureServer, message: bytes, codec: TokenCodec 
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time used so far by process ``pid`` and its children still running."""
+    """CPU time used so far by process ``pid`` and its descendants still running."""
     ticks = 0
-    for member in [pid, *_children(pid)]:
+    for member in _family(pid):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
-    found = []
+def _family(pid: int) -> list[int]:
+    found = [pid]
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         with contextlib.suppress(OSError):
-            found += [int(c) for c in task.read_text().split()]
+            for child in task.read_text().split():
+                found += _family(int(child))
     return found
 
 
@@ -209,6 +213,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs per milter (alternating)")
     parser.add_argument("--messages", type=int, default=400, help="messages per run")
     parser.add_argument("--sessions", type=int, default=8, help="parallel SMTP sessions")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="our [milter] workers (default 0: one per core)"
+    )
     args = parser.parse_args()
     message = newsletter()
     with (
@@ -220,7 +227,7 @@ def main() -> int:
         message_file = workdir / "newsletter.eml"
         # smtp-source appends CRLF to every line it reads.
         message_file.write_bytes(message.replace(b"\r\n", b"\n"))
-        ours, ours_socket, config = start_ours(workdir)
+        ours, ours_socket, config = start_ours(workdir, args.workers)
         stack.callback(stop, ours)
         passthrough, pass_socket = start_passthrough(workdir)
         stack.callback(stop, passthrough)

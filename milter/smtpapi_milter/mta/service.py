@@ -29,6 +29,7 @@ import structlog
 
 from ..config import ConfigError, load_config
 from ..policy import PolicyLoadError, PolicySet
+from ..tokens import TokenCodec
 from .milter import ACTIONS, SmtpapiMilter
 from .state import MilterState
 from .workers import WorkerGroup
@@ -54,6 +55,10 @@ def serve(config_path: str | None) -> int:
     """The worker: run libmilter with our adapter (in ``[milter] workers`` processes)
     until told to stop."""
     config = load_config(config_path)
+    # Before the socket opens, as one process: broken policies fail the start, and the
+    # default link key exists before any worker (or anyone reading it) needs it.
+    PolicySet.load(config.policy.directory)
+    TokenCodec.from_config(config)
     socket = config.milter.socket
     states: list[MilterState] = []
 
