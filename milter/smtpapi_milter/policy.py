@@ -59,7 +59,8 @@ class PolicyContext:
 
     Read: ``phase``, ``client_address``, ``client_name``, ``helo``, ``mail_from``,
     ``recipients``, ``recipient`` (the current one, at ``validate_rcptto`` and
-    ``validate_data_spool_each_rcpt``), ``queue_id``, ``listener``, ``macro(name)``,
+    ``validate_data_spool_each_rcpt``), ``queue_id``, ``listener``, ``non_smtp`` (mail the
+    MTA did not get over SMTP, e.g. Postfix's sendmail command), ``macro(name)``,
     ``header(name)``, ``xmsysapi`` (the parsed header as a dict, or None).
     Change: ``set(name, value)`` (strings only), ``get(name)``, ``reject(text)``,
     ``tempfail(text)``.
@@ -88,6 +89,7 @@ class PolicyContext:
     recipients = property(lambda self: tuple(self._envelope.recipients))
     queue_id = property(lambda self: self._envelope.queue_id)
     listener = property(lambda self: self._envelope.listener)
+    non_smtp = property(lambda self: self._envelope.non_smtp)
 
     def macro(self, name: str) -> str | None:
         """An MTA macro such as ``{auth_authen}`` or ``{daemon_name}``."""
