@@ -61,10 +61,18 @@ def test_local_submission_to_several_recipients_is_shared_under_defer(tmp_path, 
 
 
 def test_local_submission_to_one_recipient_stays_personal(tmp_path, capture):
-    with RunningMilter(tmp_path) as milter, local_mta(milter, capture) as postfix:
+    milter = RunningMilter(tmp_path)
+    milter.write_policy(
+        "origin.py",
+        "def validate_data_spool(ctx):\n"
+        "    ctx.set('smtpapi_campaign_id', 'local' if ctx.non_smtp else 'smtp')\n",
+    )
+    with milter, local_mta(milter, capture) as postfix:
         postfix.submit(corpus.wrap_html(HTML, "8bit"), "news@example.com", ["solo@example.org"])
         (delivered,) = capture.wait_for(1, timeout=30)
         assert tracked_recipients(milter, delivered.data) == {"solo@example.org"}
+        token = TRACKED.search(html_of(delivered.data)).group(1)
+        assert codec_of(milter).decode(token).campaign_id == "local"  # policies can tell
 
 
 def test_local_submission_is_split_when_configured(tmp_path, capture):
