@@ -55,6 +55,10 @@ def serve(config_path: str | None) -> int:
     """The worker: run libmilter with our adapter (in ``[milter] workers`` processes)
     until told to stop."""
     config = load_config(config_path)
+    # SIGUSR1/2 would kill a process (their default) that has not set up its signal thread
+    # yet: a starting worker, or a follower just forked. Until then they are ignored.
+    for signum in (RELOAD_SIGNAL, DRAIN_SIGNAL):
+        signal.signal(signum, lambda *_: None)
     # Before the socket opens, as one process: broken policies fail the start, and the
     # default link key exists before any worker (or anyone reading it) needs it.
     PolicySet.load(config.policy.directory)
