@@ -157,7 +157,10 @@ class SmtpapiMilter(Milter.Base):
         if not self._begin_transaction():
             return self._reply(STOPPING)
         macros = self._macros("i", "{auth_authen}", "{daemon_name}", "{mail_addr}")
-        return self._guard("mail", lambda: self.session.mail_from(_address(mailfrom), macros))
+        verdict = self._guard("mail", lambda: self.session.mail_from(_address(mailfrom), macros))
+        if verdict != Milter.CONTINUE:
+            self._end_transaction()  # refused: no transaction for a drain to wait for
+        return verdict
 
     def envrcpt(self, to: str, *params: str) -> int:
         if self.session.envelope.recipients and self.session.defers_extra_recipients():
