@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +209,63 @@ def listeners(ours: Path, passthrough: Path) -> tuple[dict[str, int], str]:
     return ports, master
 
 
+@dataclass
+class Bench:
+    """Everything running for one benchmark: two milters, their listeners, the sink's log."""
+
+    ports: dict[str, int]
+    milters: dict[str, subprocess.Popen[bytes]]
+    message_file: Path
+    counter: LogCounter
+
+
+def set_up(stack: contextlib.ExitStack, workdir: Path, message: bytes, workers: int) -> Bench:
+    """Start both milters, the sink, the capture server and Postfix; check both milters."""
+    workdir.chmod(0o755)  # smtpd (user postfix) must reach the sockets in here
+    message_file = workdir / "newsletter.eml"
+    message_file.write_bytes(message.replace(b"\r\n", b"\n"))  # smtp-source adds CRLF
+    ours, ours_socket, config = start_ours(workdir, workers)
+    stack.callback(stop, ours)
+    passthrough, pass_socket = start_passthrough(workdir)
+    stack.callback(stop, passthrough)
+    sink_port = free_port()
+    stack.callback(stop, start_sink(sink_port))
+    capture = stack.enter_context(CaptureServer())
+    ports, master = listeners(ours_socket, pass_socket)
+    verify_route = f"inline:{{verify.test=relay:[127.0.0.1]:{capture.port}}}"
+    postfix = PrivatePostfix(
+        relay_port=sink_port, extra_master_cf=master, extra_main_cf={"transport_maps": verify_route}
+    )
+    stack.enter_context(postfix)
+    wait_for_socket(ours_socket, ours)
+    wait_for_socket(pass_socket, passthrough)
+    codec = TokenCodec.from_config(load_config(str(config)), create=False)
+    print(f"message: {len(message)} bytes, {NEWSLETTER} as multipart/alternative QP")
+    print(f"ours:        {verify(ports['ours'], capture, message, codec)}")
+    print(f"passthrough: {verify(ports['passthrough'], capture, message, None)}")
+    milters = {"ours": ours, "passthrough": passthrough}
+    return Bench(ports, milters, message_file, LogCounter(postfix.maillog))
+
+
+def measure(bench: Bench, rounds: int, messages: int, sessions: int) -> dict[str, list[float]]:
+    """Alternate runs (ours, passthrough, ours, ...); messages/second delivered per run."""
+    for name in bench.milters:  # warm-up: imports, first store write, caches
+        run(bench.ports[name], bench.message_file, 2 * sessions, sessions, bench.counter)
+    rates: dict[str, list[float]] = {name: [] for name in bench.milters}
+    for round_no in range(1, rounds + 1):
+        for name, process in bench.milters.items():
+            cpu, busy, wall = cpu_seconds(process.pid), machine_busy(), time.monotonic()
+            rate = run(bench.ports[name], bench.message_file, messages, sessions, bench.counter)
+            cpu = (cpu_seconds(process.pid) - cpu) / messages * 1000
+            busy = (machine_busy() - busy) / (time.monotonic() - wall) / (os.cpu_count() or 1)
+            rates[name].append(rate)
+            print(
+                f"round {round_no} {name:12} {rate:8.1f} msg/s   milter CPU {cpu:5.2f} ms/msg"
+                f"   machine busy {busy * 100:3.0f} %"
+            )
+    return rates
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="runs per milter (alternating)")
@@ -217,53 +275,12 @@ def main() -> int:
         "--workers", type=int, default=0, help="our [milter] workers (default 0: one per core)"
     )
     args = parser.parse_args()
-    message = newsletter()
     with (
         tempfile.TemporaryDirectory(prefix="smtpapi-milterbench-") as tmp,
         contextlib.ExitStack() as stack,
     ):
-        workdir = Path(tmp)
-        workdir.chmod(0o755)  # smtpd (user postfix) must reach the sockets in here
-        message_file = workdir / "newsletter.eml"
-        # smtp-source appends CRLF to every line it reads.
-        message_file.write_bytes(message.replace(b"\r\n", b"\n"))
-        ours, ours_socket, config = start_ours(workdir, args.workers)
-        stack.callback(stop, ours)
-        passthrough, pass_socket = start_passthrough(workdir)
-        stack.callback(stop, passthrough)
-        sink_port = free_port()
-        stack.callback(stop, start_sink(sink_port))
-        capture = stack.enter_context(CaptureServer())
-        ports, master = listeners(ours_socket, pass_socket)
-        postfix = PrivatePostfix(
-            relay_port=sink_port,
-            extra_master_cf=master,
-            extra_main_cf={
-                "transport_maps": f"inline:{{verify.test=relay:[127.0.0.1]:{capture.port}}}"
-            },
-        )
-        stack.enter_context(postfix)
-        wait_for_socket(ours_socket, ours)
-        wait_for_socket(pass_socket, passthrough)
-        codec = TokenCodec.from_config(load_config(str(config)), create=False)
-        print(f"message: {len(message)} bytes, {NEWSLETTER} as multipart/alternative QP")
-        print(f"ours:        {verify(ports['ours'], capture, message, codec)}")
-        print(f"passthrough: {verify(ports['passthrough'], capture, message, None)}")
-        counter = LogCounter(postfix.maillog)
-        for name in ("ours", "passthrough"):  # warm-up: imports, first store write, caches
-            run(ports[name], message_file, 2 * args.sessions, args.sessions, counter)
-        rates: dict[str, list[float]] = {"ours": [], "passthrough": []}
-        for round_no in range(1, args.rounds + 1):
-            for name, process in (("ours", ours), ("passthrough", passthrough)):
-                cpu, busy, wall = cpu_seconds(process.pid), machine_busy(), time.monotonic()
-                rate = run(ports[name], message_file, args.messages, args.sessions, counter)
-                cpu = (cpu_seconds(process.pid) - cpu) / args.messages * 1000
-                busy = (machine_busy() - busy) / (time.monotonic() - wall) / os.cpu_count() * 100
-                rates[name].append(rate)
-                print(
-                    f"round {round_no} {name:12} {rate:8.1f} msg/s   milter CPU {cpu:5.2f} ms/msg"
-                    f"   machine busy {busy:3.0f} %"
-                )
+        bench = set_up(stack, Path(tmp), newsletter(), args.workers)
+        rates = measure(bench, args.rounds, args.messages, args.sessions)
     best = {name: max(values) for name, values in rates.items()}
     ratio = best["ours"] / best["passthrough"]
     verdict = "PASS" if ratio >= BAR else "FAIL"
