@@ -47,6 +47,7 @@ demo: venv
 
 bench: venv
 	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/rewrite_bench.py
+	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/milter_bench.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info milter/*.egg-info .pytest_cache .ruff_cache

@@ -94,6 +94,8 @@ def test_unknown_key_names_key_and_file(tmp_path, text, key):
         ("[smtpapi]\nnode_id = 5000\n", "'smtpapi.node_id'"),
         ("[engagement_tracker]\nkeys = ['nocolon']\n", "'engagement_tracker.keys[0]'"),
         ("[events]\nstore = 'mysql://x'\n", "'events.store'"),
+        ("[policy]\ntimeout = -1\n", "'policy.timeout' must not be negative"),
+        ("[milter]\nworkers = -1\n", "'milter.workers' must be between"),
         ("[smtpapi\n", "not valid TOML"),
     ],
 )

@@ -12,6 +12,9 @@ import subprocess
 
 import pytest
 
+from smtpapi_milter.config import load_config
+from smtpapi_milter.events.store import open_store
+
 from .harness.smtpapi import RunningMilter
 
 if shutil.which("miltertest") is None:  # the Makefile installs it: a skip would hide that
@@ -99,3 +102,47 @@ end
 mt.disconnect(conn)
 """
     run_script(tmp_path, milter, script)
+
+
+AUTH_PRELUDE = PRELUDE.replace(
+    'mt.macro(conn, SMFIC_MAIL, "i", "4ABCDEF")',
+    'mt.macro(conn, SMFIC_MAIL, "i", "4ABCDEF", "{{auth_authen}}", "customer-7")',
+)
+
+
+def test_smtp_auth_user_is_the_customer_in_the_injection_event(tmp_path, milter):
+    header = '{"options": {"open_tracking": true, "click_tracking": true}}'
+    path = tmp_path / "auth.lua"
+    path.write_text(AUTH_PRELUDE.format(port=milter.port) + MESSAGE.format(header=header) + TRACKED)
+    result = subprocess.run(["miltertest", "-s", str(path)], capture_output=True, timeout=60)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    store = open_store(load_config(str(milter.config_path)).event_store_url)
+    try:
+        (event,) = store.query(types=["injection"])
+    finally:
+        store.close()
+    assert (event["customer_id"], event["rcpt_to"]) == ("customer-7", "jane@example.org")
+
+
+FAILING_POLICY = "def validate_data_spool(ctx):\n    raise RuntimeError('policy bug')\n"
+UNTRACKED = """
+if mt.getreply(conn) ~= SMFIR_ACCEPT then error("eom reply is not accept") end
+if not mt.eom_check(conn, MT_HDRDELETE, "X-MSYS-API") then error("X-MSYS-API kept") end
+if mt.eom_check(conn, MT_BODYCHANGE) then error("body changed though failing open") end
+mt.disconnect(conn)
+"""
+TEMPFAILED = """
+if mt.getreply(conn) ~= SMFIR_REPLYCODE then error("expected a reply code") end
+if mt.eom_check(conn, MT_BODYCHANGE) then error("body changed on a tempfailed message") end
+mt.disconnect(conn)
+"""
+
+
+@pytest.mark.parametrize("on_error, expect", [("tempfail", TEMPFAILED), ("accept", UNTRACKED)])
+def test_policy_error_follows_on_error(tmp_path, on_error, expect):
+    header = '{"options": {"open_tracking": true, "click_tracking": true}}'
+    running = RunningMilter(tmp_path, milter={"on_error": on_error})
+    running.write_policy("broken.py", FAILING_POLICY)
+    with running:
+        run_script(tmp_path, running, MESSAGE.format(header=header) + expect)
+    assert any(line.get("event") == "policy raised" for line in running.log_lines())

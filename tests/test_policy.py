@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from smtpapi_milter.config import SmtpapiConfig
 from smtpapi_milter.context import Variables
 from smtpapi_milter.envelope import Envelope
 from smtpapi_milter.policy import (
+    POLICY_FAILED_TEXT,
     PolicyContext,
     PolicyFailure,
     PolicyLoadError,
@@ -250,3 +252,57 @@ def test_policy_dir_permissions_checked_even_for_copies(tmp_path):
     os.chmod(d / "example.py", 0o646)
     with pytest.raises(PolicyLoadError):
         PolicySet.load(d)
+
+
+HANGING = """
+import os, time
+
+def validate_data_spool(ctx):
+    while not os.path.exists({release!r}):
+        time.sleep(0.01)
+    try:
+        ctx.set("late", "1")
+    finally:
+        open({done!r}, "w").close()
+"""
+
+
+def test_hanging_hook_is_cut_off_at_the_timeout(tmp_path):
+    release, done = tmp_path / "release", tmp_path / "done"
+    d = policy_dir(tmp_path, hang=HANGING.format(release=str(release), done=str(done)))
+    variables = Variables()
+    ctx = PolicyContext("validate_data_spool", Envelope(), variables)
+    started = time.monotonic()
+    with pytest.raises(PolicyFailure) as info:
+        PolicySet.load(d).run("validate_data_spool", ctx, timeout=0.2)
+    assert 0.2 <= time.monotonic() - started < 2
+    assert str(info.value.reply) == "451 4.3.0 " + POLICY_FAILED_TEXT
+    release.touch()  # the hook wakes up late: its changes must not land anywhere
+    deadline = time.monotonic() + 10
+    while not done.exists():
+        assert time.monotonic() < deadline, "hook never finished"
+        time.sleep(0.01)
+    assert "late" not in variables
+
+
+def test_hooks_under_a_timeout_still_set_reject_and_raise(tmp_path):
+    d = policy_dir(
+        tmp_path,
+        a="def validate_rcptto(ctx):\n    ctx.set('smtpapi_campaign_id', 'c1')\n",
+        b="def validate_mailfrom(ctx):\n    ctx.reject('no', code='550', status='5.7.1')\n",
+        c="def validate_connect(ctx):\n    raise KeyError('bug')\n",
+    )
+    policies = PolicySet.load(d)
+
+    def call(phase: str) -> Variables:
+        variables = Variables()
+        policies.run(phase, PolicyContext(phase, Envelope(), variables), timeout=5)
+        return variables
+
+    for _ in range(3):  # the runner's threads are reused between calls
+        assert call("validate_rcptto")["smtpapi_campaign_id"] == "c1"
+    with pytest.raises(PolicyVerdict) as info:
+        call("validate_mailfrom")
+    assert str(info.value.reply) == "550 5.7.1 no"
+    with pytest.raises(PolicyFailure):
+        call("validate_connect")

@@ -67,6 +67,9 @@ class MilterConfig:
 
     socket: str = "inet:8890@127.0.0.1"
     timeout: int = 600
+    # Processes sharing the socket: Python runs one message at a time per process, so one
+    # per CPU core lets the milter keep up with the MTA. 0 means one per core.
+    workers: int = 1
     on_error: Literal["tempfail", "accept"] = "tempfail"
     spool_memory_limit: int = 1024 * 1024
     metrics_listen: str = "127.0.0.1:9890"
@@ -279,6 +282,10 @@ def _check_values(config: Config, path: str) -> None:
             raise ConfigError(
                 f"{path}: 'engagement_tracker.keys[{i}]' must look like \"ID:BASE64URL_32_BYTES\""
             )
+    if not 0 <= config.milter.workers <= 256:
+        raise ConfigError(f"{path}: 'milter.workers' must be between 0 (one per core) and 256")
+    if config.policy.timeout < 0:
+        raise ConfigError(f"{path}: 'policy.timeout' must not be negative (0: no limit)")
     store = config.events.store
     if store and not store.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(f"{path}: 'events.store' must be sqlite:///PATH or postgresql://...")

@@ -33,6 +33,8 @@ class Envelope:
     recipients: list[str] = field(default_factory=list)
     macros: dict[str, str] = field(default_factory=dict)
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # Mail the MTA did not get over SMTP (Postfix's sendmail command): no client to defer.
+    non_smtp: bool = False
 
     @property
     def queue_id(self) -> str:

@@ -3,7 +3,9 @@
 A transmission id is a 63-bit number rendered in decimal like SparkPost's: 41 bits of
 milliseconds since 2020-01-01, 10 bits of node id, 12 bits of sequence. Uniqueness holds as
 long as node ids differ and the clock does not go back; when it does, we refuse to guess
-and the milter answers Momentum's ``421 4.3.3`` so the client retries later.
+and the milter answers Momentum's ``421 4.3.3`` so the client retries later. Worker processes
+of one node share its node id and split the sequence: worker ``i`` of ``n`` uses the sequence
+values that are ``i`` modulo the next power of two of ``n``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,20 @@ class IdUnavailable(Exception):
 class IdGenerator:
     """Snowflake-style ids; thread-safe (libmilter runs one thread per connection)."""
 
-    def __init__(self, node_id: int = 0, clock_ms: Callable[[], int] | None = None):
+    def __init__(
+        self,
+        node_id: int = 0,
+        clock_ms: Callable[[], int] | None = None,
+        worker: int = 0,
+        workers: int = 1,
+    ):
         if not 0 <= node_id <= MAX_NODE:
             raise ValueError(f"node_id must be 0..{MAX_NODE}")
+        self._worker_bits = max(workers - 1, 0).bit_length()
+        if self._worker_bits > SEQUENCE_BITS - 4 or not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} of {workers}: at most {1 << SEQUENCE_BITS - 4}")
+        self._worker = worker
+        self._max_counter = MAX_SEQUENCE >> self._worker_bits
         self._node = node_id
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._lock = threading.Lock()
@@ -46,8 +59,8 @@ class IdGenerator:
                     raise IdUnavailable(f"clock went back by {self._last_ms - now} ms")
                 now = self._wait_until(self._last_ms)
             if now == self._last_ms:
-                self._sequence = (self._sequence + 1) & MAX_SEQUENCE
-                if self._sequence == 0:  # 4096 ids in one millisecond: take the next one
+                self._sequence = (self._sequence + 1) & self._max_counter
+                if self._sequence == 0:  # the millisecond's ids are used up: take the next one
                     now = self._wait_until(self._last_ms + 1)
             else:
                 self._sequence = 0
@@ -55,7 +68,8 @@ class IdGenerator:
             return (
                 ((now - EPOCH_MS) << (NODE_BITS + SEQUENCE_BITS))
                 | (self._node << SEQUENCE_BITS)
-                | self._sequence
+                | (self._sequence << self._worker_bits)
+                | self._worker
             )
 
     def _wait_until(self, target_ms: int) -> int:
@@ -67,6 +81,10 @@ class IdGenerator:
             time.sleep(0.0005)
             now = self._clock_ms()
         return now
+
+    @property
+    def node_id(self) -> int:
+        return self._node
 
     def transmission_id(self) -> str:
         return str(self.next_int())

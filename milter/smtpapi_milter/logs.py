@@ -28,6 +28,8 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line (message and newline together): the milter's worker processes
+        # share one stdout, and print()'s two writes let their lines run into each other.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

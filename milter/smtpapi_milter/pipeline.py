@@ -104,14 +104,20 @@ class Session:
         ctx = PolicyContext(
             phase, self.envelope, variables, recipient, header.raw if header else None
         )
-        self.pipeline.policies.run(phase, ctx)
+        self.pipeline.policies.run(phase, ctx, self.pipeline.config.policy.timeout)
 
     def connect(
-        self, client_address: str, client_name: str = "", macros: dict[str, str] | None = None
+        self,
+        client_address: str,
+        client_name: str = "",
+        macros: dict[str, str] | None = None,
+        non_smtp: bool = False,
     ) -> None:
+        """A client connected; ``non_smtp`` for mail the MTA got otherwise (no client)."""
         self.envelope.client_address = client_address
         self.envelope.client_name = client_name
         self.envelope.macros.update(macros or {})
+        self.envelope.non_smtp = non_smtp
         self._run("validate_connect", self.connection_vars)
 
     def helo(self, name: str) -> None:
@@ -130,6 +136,25 @@ class Session:
         """Run validate_rcptto; the recipient joins the transaction only if it passes."""
         self._run("validate_rcptto", self.message_vars, address)
         self.envelope.recipients.append(address)
+
+    def _multi_recipient(self) -> str:
+        return self.pipeline.config.smtpapi.for_listener(self.envelope.listener).multi_recipient
+
+    def defers_extra_recipients(self) -> bool:
+        """Whether a second RCPT must get 452 4.5.3 (SPEC 5, ``multi_recipient = defer``).
+
+        Never for non-SMTP mail: nobody would retry, and Postfix keeps such mail queued as
+        a configuration error when a non_smtpd_milters milter refuses a recipient.
+        """
+        return self._multi_recipient() == "defer" and not self.envelope.non_smtp
+
+    def shares_body(self) -> bool:
+        """Whether all recipients get one body whose links name no recipient (``shared``;
+        also non-SMTP mail for several recipients under ``defer``)."""
+        mode = self._multi_recipient()
+        if mode == "defer" and self.envelope.non_smtp:
+            return len(self.envelope.recipients) > 1
+        return mode == "shared"
 
     def reset(self) -> None:
         self.envelope.reset_transaction()
@@ -212,16 +237,16 @@ class _CopyBuilder:
         copy = RecipientCopy(recipient, settings)
         if not settings.tracks_anything:
             return copy
-        if not self.transmission_id:
-            try:
+        try:
+            if not self.transmission_id:
                 self.transmission_id = self.pipeline.ids.transmission_id()
-            except IdUnavailable:
-                raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None
-        copy.message_id = message_id(self.transmission_id, index)
-        if self.root is not None:
-            links = _Links(self.pipeline, settings, self._tracking_data(copy, settings))
-            self._rewrite(copy, settings, links)
-        copy.injection = self._injection(copy, settings)
+            copy.message_id = message_id(self.transmission_id, index)
+            if self.root is not None:
+                links = _Links(self.pipeline, settings, self._tracking_data(copy, settings))
+                self._rewrite(copy, settings, links)
+            copy.injection = self._injection(copy, settings)  # takes an event id too
+        except IdUnavailable:
+            raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None
         return copy
 
     def _tracking_data(self, copy: RecipientCopy, settings: TrackingSettings) -> TrackingData:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import queue
 import stat
 import sys
 import threading
@@ -58,7 +59,8 @@ class PolicyContext:
 
     Read: ``phase``, ``client_address``, ``client_name``, ``helo``, ``mail_from``,
     ``recipients``, ``recipient`` (the current one, at ``validate_rcptto`` and
-    ``validate_data_spool_each_rcpt``), ``queue_id``, ``listener``, ``macro(name)``,
+    ``validate_data_spool_each_rcpt``), ``queue_id``, ``listener``, ``non_smtp`` (mail the
+    MTA did not get over SMTP, e.g. Postfix's sendmail command), ``macro(name)``,
     ``header(name)``, ``xmsysapi`` (the parsed header as a dict, or None).
     Change: ``set(name, value)`` (strings only), ``get(name)``, ``reject(text)``,
     ``tempfail(text)``.
@@ -78,6 +80,7 @@ class PolicyContext:
         self.recipient = recipient
         self.xmsysapi = xmsysapi
         self.log = log.bind(phase=phase, queue_id=envelope.queue_id)
+        self._expired = False
 
     client_address = property(lambda self: self._envelope.client_address)
     client_name = property(lambda self: self._envelope.client_name)
@@ -86,6 +89,7 @@ class PolicyContext:
     recipients = property(lambda self: tuple(self._envelope.recipients))
     queue_id = property(lambda self: self._envelope.queue_id)
     listener = property(lambda self: self._envelope.listener)
+    non_smtp = property(lambda self: self._envelope.non_smtp)
 
     def macro(self, name: str) -> str | None:
         """An MTA macro such as ``{auth_authen}`` or ``{daemon_name}``."""
@@ -100,15 +104,24 @@ class PolicyContext:
 
     def set(self, name: str, value: str) -> None:
         """Set a context variable for this phase's scope. Values must be strings."""
+        self._check_alive()
         self._variables.set(name, value)
 
     def reject(self, text: str, code: str = "550", status: str = "5.7.1") -> None:
         """End the transaction (or this recipient, at validate_rcptto) with a 5xx reply."""
+        self._check_alive()
         raise PolicyVerdict(_reply(code, status, text, "5"))
 
     def tempfail(self, text: str, code: str = "451", status: str = "4.7.1") -> None:
         """Ask the client to try again later with a 4xx reply."""
+        self._check_alive()
         raise PolicyVerdict(_reply(code, status, text, "4"))
+
+    def _check_alive(self) -> None:
+        # A hook that outlived [policy] timeout was answered 451 already: whatever it does
+        # when it wakes up must not leak into the connection's next transaction.
+        if self._expired:
+            raise RuntimeError(f"{self.phase} timed out; the message was already tempfailed")
 
 
 def _reply(code: str, status: str, text: str, klass: str) -> SmtpReply:
@@ -151,20 +164,34 @@ class PolicySet:
         policies = [_load_file(path) for path in sorted(root.glob("*.py"))]
         return cls(policies, str(root))
 
-    def run(self, phase: str, ctx: PolicyContext) -> None:
-        """Call every policy's ``phase`` hook in order.
+    def run(self, phase: str, ctx: PolicyContext, timeout: float = 0) -> None:
+        """Call every policy's ``phase`` hook in order, each for at most ``timeout`` seconds.
 
-        A policy's verdict propagates unchanged; any other exception becomes PolicyFailure
-        (451 4.3.0) with the traceback logged, so a bug in a policy never loses mail.
+        A policy's verdict propagates unchanged; any other exception, or a hook still running
+        after ``timeout`` (0: no limit), becomes PolicyFailure (451 4.3.0) with the traceback
+        or the timeout logged, so a bug in a policy never loses mail nor stalls the MTA.
         """
         for policy in self.policies:
             hook = policy.hooks.get(phase)
             if hook is None:
                 continue
             try:
-                hook(ctx)
+                if timeout > 0:
+                    _RUNNER.call(hook, ctx, timeout)
+                else:
+                    hook(ctx)
             except PolicyVerdict:
                 raise
+            except _TimedOut:
+                ctx._expired = True
+                log.error(
+                    "policy timed out",
+                    policy=policy.name,
+                    phase=phase,
+                    queue_id=ctx.queue_id,
+                    timeout=timeout,
+                )
+                raise PolicyFailure(SmtpReply("451", "4.3.0", POLICY_FAILED_TEXT)) from None
             except Exception:
                 log.exception(
                     "policy raised", policy=policy.name, phase=phase, queue_id=ctx.queue_id
@@ -173,6 +200,64 @@ class PolicySet:
 
     def describe(self) -> list[str]:
         return [f"{p.name}: {', '.join(p.hooks) or '(no hooks)'}" for p in self.policies]
+
+
+class _TimedOut(Exception):
+    """A hook did not return within [policy] timeout."""
+
+
+class _Job:
+    __slots__ = ("ctx", "done", "error", "hook")
+
+    def __init__(self, hook: Callable[[PolicyContext], Any], ctx: PolicyContext):
+        self.hook = hook
+        self.ctx = ctx
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _HookRunner:
+    """Runs hooks on reusable threads, so the caller can stop waiting for one that hangs.
+
+    Python cannot stop a thread: a hung hook keeps its thread, and the caller answers 451
+    and goes on. A thread whose hook returns (however late) goes back to the idle list, so
+    there are never more threads than hooks running at once, and a handover costs a queue
+    put and an event wait rather than a thread start.
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[queue.SimpleQueue[_Job]] = []
+        self._lock = threading.Lock()
+
+    def call(
+        self, hook: Callable[[PolicyContext], Any], ctx: PolicyContext, timeout: float
+    ) -> None:
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name="policy", daemon=True).start()
+        job = _Job(hook, ctx)
+        inbox.put(job)
+        if not job.done.wait(timeout):
+            raise _TimedOut
+        if job.error is not None:
+            raise job.error
+
+    def _serve(self, inbox: queue.SimpleQueue[_Job]) -> None:
+        while True:
+            job = inbox.get()
+            try:
+                job.hook(job.ctx)
+            except BaseException as exc:  # handed to the caller, which decides
+                job.error = exc
+            job.done.set()
+            with self._lock:
+                self._idle.append(inbox)
+
+
+# Process-wide, like a thread pool: it outlives every PolicySet a reload replaces.
+_RUNNER = _HookRunner()
 
 
 def _load_file(path: Path) -> Policy:

@@ -17,7 +17,9 @@ import Milter
 import structlog
 
 from ..pipeline import MessageResult, Pipeline
+from ..policy import PolicyFailure
 from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError
+from ..xmsysapi import HEADER_NAME
 from .reinject import ReinjectError, Reinjector
 from .state import MilterState
 
@@ -27,11 +29,25 @@ REPLACE_CHUNK = 64 * 1024
 # Exactly the actions we use: a milter that asks for less saves the MTA work.
 ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT
 INTERNAL = SmtpReply("451", "4.3.0", "smtpapi internal error, try again later")
+STOPPING = SmtpReply("451", "4.3.2", "smtpapi-milter is restarting, try again later")
 
 
 def _address(value: str) -> str:
     value = value.strip()
     return value[1:-1] if value.startswith("<") and value.endswith(">") else value
+
+
+def _is_non_smtp(hostaddr: Any) -> bool:
+    """Whether the MTA simulates the connection for mail that did not come over SMTP.
+
+    Postfix's cleanup, feeding non_smtpd_milters with mail from the sendmail command, sends
+    "localhost", 127.0.0.1 and port 0 (observed with Postfix 3.7; ``{client_port}`` is "0"
+    too); no TCP client has port 0. Sendmail gives local submissions an unknown address
+    family, which pymilter passes as None.
+    """
+    if hostaddr is None:
+        return True
+    return isinstance(hostaddr, tuple) and len(hostaddr) >= 2 and hostaddr[1] == 0
 
 
 class SmtpapiMilter(Milter.Base):
@@ -44,6 +60,10 @@ class SmtpapiMilter(Milter.Base):
         self.headers: list[tuple[str, bytes]] = []
         self.spool: Any = None
         self.started = time.monotonic()
+        # on_error = "accept": after a failure the message goes out untracked, not tempfailed.
+        self.failed_connection = False
+        self.failed_message = False
+        self.in_transaction = False  # counted in MilterState, so SIGTERM can drain
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -63,16 +83,38 @@ class SmtpapiMilter(Milter.Base):
 
     def _guard(self, stage: str, action: Callable[[], Any]) -> int:
         """Run one stage; turn pipeline replies and failures into milter replies."""
+        if self.failed_message:
+            return Milter.CONTINUE  # failing open: nothing more to decide for this message
         try:
             action()
+        except PolicyFailure as exc:  # logged with its traceback by the policy engine
+            return self._failure(stage, exc.reply)
         except SmtpReplyError as exc:
             self._log_verdict(stage, exc.reply)
             return self._reply(exc.reply)
         except Exception:
             log.exception("internal error", stage=stage, queue_id=self.session.envelope.queue_id)
-            if self.pipeline.config.milter.on_error == "accept":
-                return Milter.ACCEPT
-            return self._reply(INTERNAL)
+            return self._failure(stage, INTERNAL)
+        return Milter.CONTINUE
+
+    def _failure(self, stage: str, reply: SmtpReply) -> int:
+        """A policy or internal error: 451 4.3.0, or with on_error = "accept" fail open.
+
+        Failing open goes on to end of message (a connection-level ACCEPT would let every
+        later message on the connection through with its X-MSYS-API header) and there
+        delivers the message as it came, without that header.
+        """
+        if self.pipeline.config.milter.on_error != "accept":
+            self._log_verdict(stage, reply)
+            return self._reply(reply)
+        log.warning(
+            "error, message goes out untracked (on_error = accept)",
+            stage=stage,
+            queue_id=self.session.envelope.queue_id,
+        )
+        self.failed_message = True
+        if stage in ("connect", "helo"):
+            self.failed_connection = True
         return Milter.CONTINUE
 
     def _log_verdict(self, stage: str, reply: SmtpReply) -> None:
@@ -99,7 +141,10 @@ class SmtpapiMilter(Milter.Base):
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         address = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else str(hostaddr or "")
         macros = self._macros("j", "{daemon_name}", "{client_addr}")
-        return self._guard("connect", lambda: self.session.connect(address, hostname, macros))
+        local = _is_non_smtp(hostaddr)
+        return self._guard(
+            "connect", lambda: self.session.connect(address, hostname, macros, non_smtp=local)
+        )
 
     def hello(self, hostname: str) -> int:
         return self._guard("helo", lambda: self.session.helo(hostname))
@@ -108,12 +153,17 @@ class SmtpapiMilter(Milter.Base):
         self.started = time.monotonic()
         self.headers = []
         self._close_spool()
+        self.failed_message = self.failed_connection
+        if not self._begin_transaction():
+            return self._reply(STOPPING)
         macros = self._macros("i", "{auth_authen}", "{daemon_name}", "{mail_addr}")
-        return self._guard("mail", lambda: self.session.mail_from(_address(mailfrom), macros))
+        verdict = self._guard("mail", lambda: self.session.mail_from(_address(mailfrom), macros))
+        if verdict != Milter.CONTINUE:
+            self._end_transaction()  # refused: no transaction for a drain to wait for
+        return verdict
 
     def envrcpt(self, to: str, *params: str) -> int:
-        recipients = self.session.envelope.recipients
-        if recipients and self.pipeline.config.smtpapi.multi_recipient == "defer":
+        if self.session.envelope.recipients and self.session.defers_extra_recipients():
             # One body per recipient: ask the client for a new transaction (RFC 5321 4.5.3.1.10).
             return self._reply(EXTRA_RECIPIENT_DEFERRED)
         return self._guard("rcpt", lambda: self.session.rcpt(_address(to)))
@@ -138,12 +188,30 @@ class SmtpapiMilter(Milter.Base):
         self.spool.write(chunk)
         return Milter.CONTINUE
 
+    def _begin_transaction(self) -> bool:
+        if not self.in_transaction:
+            self.in_transaction = self.state.transaction_started()
+        return self.in_transaction
+
+    def _end_transaction(self) -> None:
+        if self.in_transaction:
+            self.in_transaction = False
+            self.state.transaction_ended()
+
     def eom(self) -> int:
+        try:
+            return self._eom()
+        finally:
+            self._end_transaction()
+
+    def _eom(self) -> int:
         self.session.envelope.macros.update(self._macros("i"))
         result: list[MessageResult] = []
         verdict = self._guard("eom", lambda: result.append(self._end_of_message()))
         if verdict != Milter.CONTINUE:
             return verdict
+        if self.failed_message:
+            return self._accept_untracked()
         try:
             self._deliver(result[0])
         except ReinjectError as exc:
@@ -153,13 +221,22 @@ class SmtpapiMilter(Milter.Base):
             return self._reply(SmtpReply("451", "4.3.0", "could not queue personalised copies"))
         return Milter.ACCEPT
 
+    def _accept_untracked(self) -> int:
+        """Fail open: the message as it came, less the X-MSYS-API header (never delivered)."""
+        count = sum(1 for name, _ in self.headers if name.lower() == HEADER_NAME.lower())
+        for index in range(count, 0, -1):  # from the last, so the indexes stay valid
+            self.chgheader(HEADER_NAME, index, None)
+        return Milter.ACCEPT
+
     def abort(self) -> int:
         self.session.reset()
         self._close_spool()
+        self._end_transaction()
         return Milter.CONTINUE
 
     def close(self) -> int:
         self._close_spool()
+        self._end_transaction()
         return Milter.CONTINUE
 
     # --- end of message ---------------------------------------------------------------------
@@ -181,9 +258,8 @@ class SmtpapiMilter(Milter.Base):
 
     def _end_of_message(self) -> MessageResult:
         body, size = self._body()
-        mode = self.pipeline.config.smtpapi.multi_recipient
         result = self.session.end_of_message(
-            self.headers, body, shared=mode == "shared", body_size=size
+            self.headers, body, shared=self.session.shares_body(), body_size=size
         )
         injections = [c.injection for c in result.copies if c.injection is not None]
         if injections:
@@ -223,6 +299,7 @@ class SmtpapiMilter(Milter.Base):
             untracked_reason=result.untracked_reason,
             links=result.links_tracked,
             pixel=copy.stats.pixel,
+            worker=self.state.worker,
             ms=round((time.monotonic() - self.started) * 1000, 1),
         )
 

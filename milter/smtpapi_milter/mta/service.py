@@ -3,31 +3,46 @@
 libmilter takes over SIGHUP, SIGTERM and SIGINT in the process that runs it and treats all
 three as "stop". Administrators expect SIGHUP to reload (SPEC 3), so ``smtpapi-milter
 milter`` is a small supervisor: it validates the files on SIGHUP and, only if they load,
-tells the worker to reload with SIGUSR1; SIGTERM is passed on so libmilter finishes its
-connections; a worker that dies unexpectedly is restarted.
+tells the worker to reload with SIGUSR1; a worker that dies unexpectedly is restarted.
+
+SIGTERM must not cut a transaction in half, and libmilter's own stop does: once its main
+loop has returned, nobody answers the connections still open (the MTA times out and
+tempfails). So the supervisor turns SIGTERM into SIGUSR2, on which the worker refuses new
+transactions (451 4.3.2, the client retries), waits for those in progress to end, and only
+then asks libmilter to stop. A second SIGTERM stops the worker at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket as stdsocket
 import subprocess
 import sys
 import threading
 import time
 
 import Milter
+import milter as libmilter  # pymilter's C module: smfi_stop
 import structlog
 
 from ..config import ConfigError, load_config
 from ..policy import PolicyLoadError, PolicySet
+from ..tokens import TokenCodec
 from .milter import ACTIONS, SmtpapiMilter
 from .state import MilterState
+from .workers import WorkerGroup
 
 log = structlog.get_logger("smtpapi_milter.milter")
 
 MILTER_NAME = "smtpapi-milter"
 RELOAD_SIGNAL = signal.SIGUSR1
+DRAIN_SIGNAL = signal.SIGUSR2
+DRAIN_LIMIT = 60.0  # seconds a stopping worker waits for transactions in progress
+# After the last callback returns, libmilter still writes its reply to the MTA: a moment for
+# that before the process exits.
+DRAIN_GRACE = 0.2
 
 
 def validate(config_path: str | None) -> None:
@@ -37,38 +52,99 @@ def validate(config_path: str | None) -> None:
 
 
 def serve(config_path: str | None) -> int:
-    """The worker: run libmilter with our adapter until told to stop."""
-    state = MilterState.load(config_path)
-    config = state.pipeline.config
-    _reload_on_signal(state)
-    Milter.factory = lambda: SmtpapiMilter(state)
+    """The worker: run libmilter with our adapter (in ``[milter] workers`` processes)
+    until told to stop."""
+    config = load_config(config_path)
+    # SIGUSR1/2 would kill a process (their default) that has not set up its signal thread
+    # yet: a starting worker, or a follower just forked. Until then they are ignored.
+    for signum in (RELOAD_SIGNAL, DRAIN_SIGNAL):
+        signal.signal(signum, lambda *_: None)
+    # Before the socket opens, as one process: broken policies fail the start, and the
+    # default link key exists before any worker (or anyone reading it) needs it.
+    PolicySet.load(config.policy.directory)
+    TokenCodec.from_config(config)
+    socket = config.milter.socket
+    states: list[MilterState] = []
+
+    def start(group: WorkerGroup) -> None:
+        # After the fork: each process has its own store connection, threads and ids.
+        state = MilterState.load(config_path, group.index, group.count)
+        states.append(state)
+        Milter.factory = lambda: SmtpapiMilter(state)
+        _handle_signals(state, group, socket)
+        if group.is_leader:
+            group.watch(lambda: _drain_and_stop(state, group, socket))
+        log.info("milter starting", socket=socket, config=config.source, pid=os.getpid())
+
+    group = WorkerGroup(config.milter.workers or os.cpu_count() or 1, start)
     Milter.set_flags(ACTIONS)
-    log.info("milter starting", socket=config.milter.socket, config=config.source, pid=os.getpid())
-    Milter.runmilter(MILTER_NAME, config.milter.socket, timeout=config.milter.timeout)
+    group.run(lambda: Milter.runmilter(MILTER_NAME, socket, timeout=config.milter.timeout))
+    time.sleep(DRAIN_GRACE)  # the last replies are written after our callbacks return
+    if group.is_leader:
+        group.wait_for_followers(DRAIN_LIMIT + 5)
     log.info("milter stopped")
-    return 0
+    for state in states:
+        state.close()
+    return 1 if group.lost_follower else 0
 
 
-def _reload_on_signal(state: MilterState) -> None:
-    """SIGUSR1 → reload, from a thread (libmilter keeps the main thread in C).
+def _handle_signals(state: MilterState, group: WorkerGroup, socket: str) -> None:
+    """SIGUSR1 → reload, SIGUSR2 → drain and stop, from a thread (libmilter keeps the main
+    thread in C).
 
     The C-level handler writes the signal number to a pipe whatever thread it lands on; a
-    thread blocks on the pipe and reloads. That thread blocks libmilter's three signals so
+    thread blocks on the pipe and acts. That thread blocks libmilter's three signals so
     they always reach libmilter's own signal thread.
     """
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
-    signal.signal(RELOAD_SIGNAL, lambda *_: None)
+    for signum in (RELOAD_SIGNAL, DRAIN_SIGNAL):
+        signal.signal(signum, lambda *_: None)
     signal.set_wakeup_fd(write_fd)
 
-    def wait_for_reloads() -> None:
+    def wait_for_signals() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
         while True:
             received = os.read(read_fd, 64)
             if RELOAD_SIGNAL in received:
+                group.signal_followers(RELOAD_SIGNAL)
                 state.reload()
+            if DRAIN_SIGNAL in received:
+                _drain_and_stop(state, group, socket)
+                return
 
-    threading.Thread(target=wait_for_reloads, name="reload", daemon=True).start()
+    threading.Thread(target=wait_for_signals, name="signals", daemon=True).start()
+
+
+def _drain_and_stop(state: MilterState, group: WorkerGroup, socket: str) -> None:
+    group.stopping = True
+    group.signal_followers(DRAIN_SIGNAL)
+    log.info("stopping: finishing the transactions in progress", limit=DRAIN_LIMIT)
+    if not state.drain(DRAIN_LIMIT):
+        log.warning("transactions still in progress, stopping anyway", waited=DRAIN_LIMIT)
+    # smfi_stop waits for the listener's lock, which libmilter holds across a select() of
+    # up to five seconds; a connection to our own socket ends that select at once.
+    stopper = threading.Thread(target=libmilter.stop, name="stop")
+    stopper.start()
+    while stopper.is_alive():
+        _wake_listener(socket)
+        stopper.join(0.05)
+
+
+def _wake_listener(socket: str) -> None:
+    """Connect once to our own socket, to wake libmilter's listener."""
+    kind, _, where = socket.partition(":")
+    try:
+        if kind in ("unix", "local"):
+            with contextlib.closing(stdsocket.socket(stdsocket.AF_UNIX)) as probe:
+                probe.settimeout(1)
+                probe.connect(where)
+        elif kind in ("inet", "inet6"):
+            port, _, host = where.partition("@")
+            loopback = "::1" if kind == "inet6" else "127.0.0.1"
+            stdsocket.create_connection((host or loopback, int(port)), timeout=1).close()
+    except (OSError, ValueError):
+        pass  # only a speed-up: libmilter stops at its next poll timeout anyway
 
 
 class Supervisor:
@@ -96,9 +172,11 @@ class Supervisor:
             self.worker.send_signal(RELOAD_SIGNAL)
 
     def _on_term(self, *_: object) -> None:
+        # The first SIGTERM drains (see the module docstring); a second one cuts short.
+        signum = signal.SIGTERM if self.stopping else DRAIN_SIGNAL
         self.stopping = True
         if self.worker is not None and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGTERM)
+            self.worker.send_signal(signum)
 
     def run(self) -> int:
         signal.signal(signal.SIGHUP, self._on_hup)

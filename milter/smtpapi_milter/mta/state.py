@@ -13,6 +13,7 @@ import structlog
 
 from ..config import Config, ConfigError, load_config
 from ..events.store import EventStore, StoreTagRegistry, StoreUnavailable, open_store
+from ..ids import IdGenerator
 from ..pipeline import Pipeline
 from ..policy import PolicyLoadError, PolicySet
 from ..replies import SmtpReply, SmtpReplyError
@@ -26,24 +27,40 @@ STORE_DOWN = SmtpReply("451", "4.3.0", "event store unavailable, try again later
 class MilterState:
     """The current pipeline and the event store, shared by every connection thread."""
 
-    def __init__(self, config_path: str | None, config: Config):
+    def __init__(self, config_path: str | None, config: Config, worker: int = 0, workers: int = 1):
         self.config_path = config_path
+        self.worker, self.workers = worker, workers
+        self._ids: IdGenerator | None = None
         self._lock = threading.Lock()
         self._store: EventStore | None = None
         self._store_url = ""
+        self._transactions = 0  # in progress, for draining on SIGTERM
+        self._draining = False
+        self._idle = threading.Condition()
         self.pipeline = self._build(config)
 
     @classmethod
-    def load(cls, config_path: str | None) -> MilterState:
-        """Load configuration and policies; raises ConfigError/PolicyLoadError if broken."""
-        return cls(config_path, load_config(config_path))
+    def load(cls, config_path: str | None, worker: int = 0, workers: int = 1) -> MilterState:
+        """Load configuration and policies; raises ConfigError/PolicyLoadError if broken.
+
+        ``worker`` of ``workers``: this process's share of the node's transmission ids.
+        """
+        return cls(config_path, load_config(config_path), worker, workers)
 
     def _build(self, config: Config) -> Pipeline:
         policies = PolicySet.load(config.policy.directory)
         codec = TokenCodec.from_config(config)
         store = self._open_store(config.event_store_url)
         tags = StoreTagRegistry(store) if store is not None else None
-        return Pipeline(config, policies, codec, tag_registry=tags)
+        return Pipeline(config, policies, codec, ids=self._id_generator(config), tag_registry=tags)
+
+    def _id_generator(self, config: Config) -> IdGenerator:
+        # Kept across reloads: a fresh generator would restart the sequence within the
+        # current millisecond and could hand out an id the old one just gave.
+        node = config.smtpapi.node_id
+        if self._ids is None or self._ids.node_id != node:
+            self._ids = IdGenerator(node, worker=self.worker, workers=self.workers)
+        return self._ids
 
     def _open_store(self, url: str) -> EventStore | None:
         with self._lock:
@@ -83,6 +100,33 @@ class MilterState:
         except StoreUnavailable as exc:
             log.warning("event store write failed", error=str(exc))
             raise SmtpReplyError(STORE_DOWN) from None
+
+    def transaction_started(self) -> bool:
+        """Count a new transaction; False (not counted) once the worker is draining."""
+        with self._idle:
+            if self._draining:
+                return False
+            self._transactions += 1
+            return True
+
+    def transaction_ended(self) -> None:
+        with self._idle:
+            self._transactions -= 1
+            self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new transactions and wait until none is in progress; False if some still
+        are at ``timeout``."""
+        with self._idle:
+            self._draining = True
+            return self._idle.wait_for(lambda: self._transactions == 0, timeout)
+
+    def close(self) -> None:
+        """Close the event store (at exit, once no connection can record any more)."""
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
 
 def _redact(url: str) -> str:

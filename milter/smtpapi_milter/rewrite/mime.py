@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import email.message
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 MAX_DEPTH = 32
@@ -18,6 +19,8 @@ QP_LINE_LIMIT = 998
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _HEADER_FIELD = re.compile(rb"([^\s:]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)(?:\r?\n|$)")
+# What may follow "--boundary" on a delimiter line (RFC 2046 5.1.1: "--" closes, then LWSP).
+_DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|$)", re.M)
 _BARE_CR = re.compile(rb"\r(?!\n)")
 _PGP = re.compile(rb"^-----BEGIN PGP (?:SIGNED )?MESSAGE-----", re.M)
 
@@ -178,23 +181,34 @@ def _fill_children(buf: bytes, part: MimePart, depth: int) -> None:
     boundary = part.params.get("boundary", "")
     if not boundary or len(boundary) > 200:
         return
-    delimiter = re.compile(
-        rb"^--" + re.escape(boundary.encode("latin-1", "replace")) + rb"(--)?[ \t]*(?:\r?\n|$)",
-        re.M,
-    )
     default_type = "message/rfc822" if part.content_type == "multipart/digest" else "text/plain"
     previous_end = None
-    for m in delimiter.finditer(buf, part.body_start, part.end):
-        if m.start() != part.body_start and buf[m.start() - 1] != 10:
-            continue  # `^` also matches at the search start; a delimiter must begin a line
+    for start, end, closing in _delimiters(buf, boundary.encode("latin-1", "replace"), part):
         if previous_end is not None:
-            child_end = _before_eol(buf, m.start(), previous_end)
+            child_end = _before_eol(buf, start, previous_end)
             part.children.append(_parse_part(buf, previous_end, child_end, default_type, depth))
-        if m.group(1):  # close delimiter: the rest is epilogue
+        if closing:  # close delimiter: the rest is epilogue
             return
-        previous_end = m.end()
+        previous_end = end
     if previous_end is not None and previous_end < part.end:  # truncated: no close delimiter
         part.children.append(_parse_part(buf, previous_end, part.end, default_type, depth))
+
+
+def _delimiters(buf: bytes, boundary: bytes, part: MimePart) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is-close) of each delimiter line "--boundary[--]" in the part's body.
+
+    bytes.find jumps from candidate to candidate in C; a ``^--boundary`` regex in MULTILINE
+    mode would try every byte of the body (most of a large message's parse time).
+    """
+    marker = b"--" + boundary
+    pos = buf.find(marker, part.body_start, part.end)
+    while pos >= 0:
+        m = None
+        if pos == 0 or buf[pos - 1] == 10:  # a delimiter begins a line
+            m = _DELIMITER_TAIL.match(buf, pos + len(marker), part.end)
+        if m is not None:
+            yield pos, m.end(), bool(m.group(1))
+        pos = buf.find(marker, m.end() if m is not None else pos + 1, part.end)
 
 
 def _before_eol(buf: bytes, pos: int, floor: int) -> int:
