@@ -189,8 +189,14 @@ def test_no_header_and_default_config_passes_byte_identical(tmp_path, capture):
     assert without_received(delivered.data) == message
 
 
-def test_unreachable_event_store_tempfails_and_keeps_the_mail(tmp_path, capture):
-    milter = RunningMilter(tmp_path, events={"store": "postgresql://127.0.0.1:1/events"})
+@pytest.mark.parametrize("on_error", ["tempfail", "accept"])
+def test_unreachable_event_store_tempfails_and_keeps_the_mail(tmp_path, capture, on_error):
+    # Even failing open on errors never means accepting a tracked message it cannot record.
+    milter = RunningMilter(
+        tmp_path,
+        events={"store": "postgresql://127.0.0.1:1/events"},
+        milter={"on_error": on_error},
+    )
     with milter, mta(milter, capture) as postfix:
         with pytest.raises(smtplib.SMTPDataError) as info:
             send(postfix.smtp_port, corpus.wrap_html(HTML, "8bit"))

@@ -741,11 +741,10 @@ class LazyStore:
             self._failed_at = None
             return self._store
 
-    def record(self, events: Sequence[dict[str, Any]]) -> None:
-        self.get().record(events)
-
-    def ping(self) -> None:
-        self.get().ping()
+    def __getattr__(self, name: str) -> Any:
+        # Everything else an EventStore offers (record, query, admit_tags, ...), on the
+        # store once it is open: StoreUnavailable until then.
+        return getattr(self.get(), name)
 
     def close(self) -> None:
         with self._lock:

@@ -16,12 +16,13 @@ from typing import Any
 import Milter
 import structlog
 
+from ..events.store import StoreUnavailable
 from ..pipeline import MessageResult, Pipeline
 from ..policy import PolicyFailure
 from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError
 from ..xmsysapi import HEADER_NAME
 from .reinject import ReinjectError, Reinjector
-from .state import MilterState
+from .state import STORE_DOWN, MilterState
 
 log = structlog.get_logger("smtpapi_milter.milter")
 
@@ -92,6 +93,11 @@ class SmtpapiMilter(Milter.Base):
         except SmtpReplyError as exc:
             self._log_verdict(stage, exc.reply)
             return self._reply(exc.reply)
+        except StoreUnavailable as exc:
+            # Not an error to fail open on: the client retries and nothing is lost.
+            log.warning("event store unavailable", stage=stage, error=str(exc))
+            self._log_verdict(stage, STORE_DOWN)
+            return self._reply(STORE_DOWN)
         except Exception:
             log.exception("internal error", stage=stage, queue_id=self.session.envelope.queue_id)
             return self._failure(stage, INTERNAL)

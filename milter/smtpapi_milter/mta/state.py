@@ -12,7 +12,7 @@ import threading
 import structlog
 
 from ..config import Config, ConfigError, load_config
-from ..events.store import EventStore, StoreTagRegistry, StoreUnavailable, open_store
+from ..events.store import LazyStore, StoreTagRegistry, StoreUnavailable, redact
 from ..ids import IdGenerator
 from ..pipeline import Pipeline
 from ..policy import PolicyLoadError, PolicySet
@@ -32,8 +32,7 @@ class MilterState:
         self.worker, self.workers = worker, workers
         self._ids: IdGenerator | None = None
         self._lock = threading.Lock()
-        self._store: EventStore | None = None
-        self._store_url = ""
+        self._store: LazyStore | None = None
         self._transactions = 0  # in progress, for draining on SIGTERM
         self._draining = False
         self._idle = threading.Condition()
@@ -50,8 +49,8 @@ class MilterState:
     def _build(self, config: Config) -> Pipeline:
         policies = PolicySet.load(config.policy.directory)
         codec = TokenCodec.from_config(config)
-        store = self._open_store(config.event_store_url)
-        tags = StoreTagRegistry(store) if store is not None else None
+        store = self._store_for(config.event_store_url)
+        tags = StoreTagRegistry(store)
         return Pipeline(config, policies, codec, ids=self._id_generator(config), tag_registry=tags)
 
     def _id_generator(self, config: Config) -> IdGenerator:
@@ -62,20 +61,16 @@ class MilterState:
             self._ids = IdGenerator(node, worker=self.worker, workers=self.workers)
         return self._ids
 
-    def _open_store(self, url: str) -> EventStore | None:
+    def _store_for(self, url: str) -> LazyStore:
+        """The store at ``url``, opened on first use: the milter serves while it is down
+        (messages that need it get 451) and picks it up when it is back."""
         with self._lock:
-            if self._store is not None and self._store_url == url:
+            if self._store is not None and self._store.url == url:
                 return self._store
-            try:
-                store = open_store(url)
-            except StoreUnavailable as exc:
-                # Keep serving: messages that need the store answer 451 until it is back.
-                log.warning("event store unavailable", store=_redact(url), error=str(exc))
-                return None
-            old, self._store, self._store_url = self._store, store, url
+            old, self._store = self._store, LazyStore(url)
         if old is not None:
             old.close()
-        return store
+        return self._store
 
     def reload(self) -> bool:
         """Build a new pipeline from the files; keep the old one if anything is wrong."""
@@ -92,13 +87,11 @@ class MilterState:
 
     def record(self, events: list[dict]) -> None:
         """Store injection events durably, or refuse the message with 451 4.3.0."""
-        store = self._store or self._open_store(self.pipeline.config.event_store_url)
-        if store is None:
-            raise SmtpReplyError(STORE_DOWN)
+        assert self._store is not None
         try:
-            store.record(events)
+            self._store.record(events)
         except StoreUnavailable as exc:
-            log.warning("event store write failed", error=str(exc))
+            log.warning("event store unavailable", store=redact(self._store.url), error=str(exc))
             raise SmtpReplyError(STORE_DOWN) from None
 
     def transaction_started(self) -> bool:
@@ -127,11 +120,3 @@ class MilterState:
             store, self._store = self._store, None
         if store is not None:
             store.close()
-
-
-def _redact(url: str) -> str:
-    """A store URL for the log, without a password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
