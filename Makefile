@@ -6,15 +6,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc libmilter-dev postfix swaks miltertest postgresql
+BENCH_PACKAGES := wrk nginx-light
 CORPUS ?= $(abspath ../shared/corpus)
 
-.PHONY: all demo test lint unit bench fuzz deps venv clean
+.PHONY: all demo test lint unit bench fuzz deps bench-deps venv clean
 
 all: test
 
 # System packages: only what is missing, so a warm machine pays nothing.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv python3-dev"; \
@@ -24,6 +25,14 @@ deps:
 	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+# The load generator and the reference server the tracker is measured against.
+bench-deps: deps
+	$(call apt_install,$(BENCH_PACKAGES))
 
 $(STAMP): pyproject.toml setup.cfg | deps
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +54,8 @@ test: lint unit
 demo: venv
 	@$(VENV)/bin/smtpapi-milter demo
 
-bench: venv
-	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/rewrite_bench.py
-	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/milter_bench.py
+bench: venv bench-deps
+	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info milter/*.egg-info .pytest_cache .ruff_cache

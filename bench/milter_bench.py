@@ -34,12 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 
+from bars import bar  # noqa: E402
 from smtpapi_milter.config import load_config  # noqa: E402
+from smtpapi_milter.sandbox.capture import CaptureServer  # noqa: E402
+from smtpapi_milter.sandbox.ports import deadline_in, free_port, wait_for_unix_socket  # noqa: E402
+from smtpapi_milter.sandbox.postfix import PrivatePostfix, postfix_command  # noqa: E402
 from smtpapi_milter.tokens import TokenCodec  # noqa: E402
 from tests import corpus  # noqa: E402
-from tests.harness.capture import CaptureServer  # noqa: E402
-from tests.harness.ports import deadline_in, free_port, wait_for_unix_socket  # noqa: E402
-from tests.harness.postfix import PrivatePostfix, postfix_command  # noqa: E402
 from tests.harness.smtpapi import toml  # noqa: E402
 from tests.oracle import judge  # noqa: E402
 
@@ -289,6 +290,12 @@ def main() -> int:
         f"ours {best['ours']:.1f} msg/s, passthrough {best['passthrough']:.1f} msg/s"
     )
     print(f"ratio ours/passthrough (throughput): {ratio:.3f}  bar >= {BAR}  {verdict}")
+    bar(
+        "Postfix throughput, tracking on vs pass-through pymilter",
+        f"{ratio:.3f} ({best['ours']:.0f} vs {best['passthrough']:.0f} msg/s)",
+        f">= {BAR}",
+        ratio >= BAR,
+    )
     return 0 if ratio >= BAR else 1
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 
+from bars import bar  # noqa: E402
 from smtpapi_milter.cli import rewrite_bytes  # noqa: E402
 from smtpapi_milter.config import load_config  # noqa: E402
 from smtpapi_milter.pipeline import Pipeline  # noqa: E402
@@ -211,6 +212,29 @@ def main() -> int:
     print("tracker click redirects vs nginx static 302 (one nginx worker, same wrk, same run)")
     for name, result in results.items():
         report(name, result)
+    for name, result in results.items():
+        label = "tracker" if name == "ours" else "tracker, SQLite synchronous=normal"
+        ratio = result["ours"]["rps"] / result["nginx"]["rps"]
+        bar(
+            f"{label}: clicks/s vs nginx static 302",
+            f"{ratio:.3f} ({result['ours']['rps']:.0f} vs {result['nginx']['rps']:.0f}/s)",
+            ">= 0.25",
+            ratio >= 0.25,
+        )
+        p99 = result["paced"]["p99_ms"]
+        bar(
+            f"{label}: p99 at half its peak",
+            f"{p99:.1f} ms at {result['paced']['rps']:.0f}/s",
+            "<= 10 ms",
+            p99 <= 10,
+        )
+        stored, counted, received = result["stored"], result["counted"], result["received"]
+        bar(
+            f"{label}: events stored = responses sent",
+            f"{stored} stored, {counted} answered, {received} received",
+            "equal",
+            stored == counted and stored >= received,
+        )
     return 0
 
 
