@@ -10,17 +10,21 @@ connections; a worker that dies unexpectedly is restarted.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import Milter
 import structlog
 
 from ..config import ConfigError, load_config
 from ..policy import PolicyLoadError, PolicySet
+from .activation import Relay, listen_sockets
 from .milter import ACTIONS, SmtpapiMilter
 from .state import MilterState
 
@@ -36,15 +40,20 @@ def validate(config_path: str | None) -> None:
     PolicySet.load(config.policy.directory)
 
 
-def serve(config_path: str | None) -> int:
-    """The worker: run libmilter with our adapter until told to stop."""
+def serve(config_path: str | None, socket_override: str | None = None) -> int:
+    """The worker: run libmilter with our adapter until told to stop.
+
+    ``socket_override`` replaces ``[milter] socket`` (the supervisor's private socket under
+    socket activation).
+    """
     state = MilterState.load(config_path)
     config = state.pipeline.config
+    address = socket_override or config.milter.socket
     _reload_on_signal(state)
     Milter.factory = lambda: SmtpapiMilter(state)
     Milter.set_flags(ACTIONS)
-    log.info("milter starting", socket=config.milter.socket, config=config.source, pid=os.getpid())
-    Milter.runmilter(MILTER_NAME, config.milter.socket, timeout=config.milter.timeout)
+    log.info("milter starting", socket=address, config=config.source, pid=os.getpid())
+    Milter.runmilter(MILTER_NAME, address, timeout=config.milter.timeout)
     log.info("milter stopped")
     return 0
 
@@ -79,12 +88,29 @@ class Supervisor:
         self.restart_delay = restart_delay
         self.stopping = False
         self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_socket: str | None = None  # set under socket activation
+        self.relays: list[Relay] = []
+        self._temp_dir: str | None = None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "smtpapi_milter.cli", "milter", "--worker"]
         if self.config_path:
             command += ["--config", self.config_path]
+        if self.worker_socket:
+            command += ["--socket", f"unix:{self.worker_socket}"]
         return subprocess.Popen(command)
+
+    def _relay_activated_sockets(self) -> None:
+        """With sockets from systemd: worker on a private unix socket, relays in front."""
+        sockets = listen_sockets()
+        if not sockets:
+            return
+        # systemd's RuntimeDirectory= (0750, ours); elsewhere a private temp dir.
+        directory = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        self._temp_dir = None if directory else tempfile.mkdtemp(prefix="smtpapi-milter-")
+        self.worker_socket = str(Path(directory or self._temp_dir) / "worker.sock")
+        self.relays = [Relay(sock, self.worker_socket).start() for sock in sockets]
+        log.info("socket activation", sockets=len(sockets), worker_socket=self.worker_socket)
 
     def _on_hup(self, *_: object) -> None:
         try:
@@ -97,6 +123,8 @@ class Supervisor:
 
     def _on_term(self, *_: object) -> None:
         self.stopping = True
+        for relay in self.relays:
+            relay.stop()
         if self.worker is not None and self.worker.poll() is None:
             self.worker.send_signal(signal.SIGTERM)
 
@@ -104,6 +132,14 @@ class Supervisor:
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        self._relay_activated_sockets()
+        try:
+            return self._supervise()
+        finally:
+            if self._temp_dir is not None:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+    def _supervise(self) -> int:
         delay = self.restart_delay
         while True:
             started = time.monotonic()
@@ -115,3 +151,5 @@ class Supervisor:
             delay = self.restart_delay if time.monotonic() - started > 60 else min(delay * 2, 30)
             log.error("milter worker exited, restarting", code=code, delay=delay)
             time.sleep(delay)
+            if self.stopping:  # SIGTERM during the delay: there is no worker to wait for
+                return 0
