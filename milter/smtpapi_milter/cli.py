@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "in progress. Logs one JSON line per message on stdout.",
     )
     milter.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    milter.add_argument("--socket", help=argparse.SUPPRESS)  # the worker's, under activation
     milter.set_defaults(func=cmd_milter)
 
     tracker = sub.add_parser(
@@ -238,7 +239,7 @@ def cmd_milter(args: argparse.Namespace) -> int:
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
     if args.worker:
-        return service.serve(args.config)
+        return service.serve(args.config, args.socket)
     service.validate(args.config)  # refuse to start on broken files, naming them
     return service.Supervisor(args.config).run()
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket as stdsocket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import Milter
 import milter as libmilter  # pymilter's C module: smfi_stop
@@ -30,6 +33,7 @@ import structlog
 from ..config import ConfigError, load_config
 from ..policy import PolicyLoadError, PolicySet
 from ..tokens import TokenCodec
+from .activation import Relay, listen_sockets
 from .milter import ACTIONS, SmtpapiMilter
 from .state import MilterState
 from .workers import WorkerGroup
@@ -51,9 +55,13 @@ def validate(config_path: str | None) -> None:
     PolicySet.load(config.policy.directory)
 
 
-def serve(config_path: str | None) -> int:
+def serve(config_path: str | None, socket_override: str | None = None) -> int:
     """The worker: run libmilter with our adapter (in ``[milter] workers`` processes)
-    until told to stop."""
+    until told to stop.
+
+    ``socket_override`` replaces ``[milter] socket`` (the supervisor's private socket under
+    socket activation).
+    """
     config = load_config(config_path)
     # SIGUSR1/2 would kill a process (their default) that has not set up its signal thread
     # yet: a starting worker, or a follower just forked. Until then they are ignored.
@@ -63,7 +71,7 @@ def serve(config_path: str | None) -> int:
     # default link key exists before any worker (or anyone reading it) needs it.
     PolicySet.load(config.policy.directory)
     TokenCodec.from_config(config)
-    socket = config.milter.socket
+    socket = socket_override or config.milter.socket
     states: list[MilterState] = []
 
     def start(group: WorkerGroup) -> None:
@@ -155,12 +163,29 @@ class Supervisor:
         self.restart_delay = restart_delay
         self.stopping = False
         self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_socket: str | None = None  # set under socket activation
+        self.relays: list[Relay] = []
+        self._temp_dir: str | None = None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "smtpapi_milter.cli", "milter", "--worker"]
         if self.config_path:
             command += ["--config", self.config_path]
+        if self.worker_socket:
+            command += ["--socket", f"unix:{self.worker_socket}"]
         return subprocess.Popen(command)
+
+    def _relay_activated_sockets(self) -> None:
+        """With sockets from systemd: worker on a private unix socket, relays in front."""
+        sockets = listen_sockets()
+        if not sockets:
+            return
+        # systemd's RuntimeDirectory= (0750, ours); elsewhere a private temp dir.
+        directory = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        self._temp_dir = None if directory else tempfile.mkdtemp(prefix="smtpapi-milter-")
+        self.worker_socket = str(Path(directory or self._temp_dir) / "worker.sock")
+        self.relays = [Relay(sock, self.worker_socket).start() for sock in sockets]
+        log.info("socket activation", sockets=len(sockets), worker_socket=self.worker_socket)
 
     def _on_hup(self, *_: object) -> None:
         try:
@@ -175,6 +200,8 @@ class Supervisor:
         # The first SIGTERM drains (see the module docstring); a second one cuts short.
         signum = signal.SIGTERM if self.stopping else DRAIN_SIGNAL
         self.stopping = True
+        for relay in self.relays:
+            relay.stop()
         if self.worker is not None and self.worker.poll() is None:
             self.worker.send_signal(signum)
 
@@ -182,6 +209,14 @@ class Supervisor:
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        self._relay_activated_sockets()
+        try:
+            return self._supervise()
+        finally:
+            if self._temp_dir is not None:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+    def _supervise(self) -> int:
         delay = self.restart_delay
         while True:
             started = time.monotonic()
@@ -193,3 +228,5 @@ class Supervisor:
             delay = self.restart_delay if time.monotonic() - started > 60 else min(delay * 2, 30)
             log.error("milter worker exited, restarting", code=code, delay=delay)
             time.sleep(delay)
+            if self.stopping:  # SIGTERM during the delay: there is no worker to wait for
+                return 0

@@ -1,0 +1,143 @@
+"""The shipped Postfix snippets, run in a real Postfix: wiring, split re-injection, signer order.
+
+packaging/postfix/main.cf.snippet and master.cf.snippet go into a private Postfix as they
+are, but for ports, the milter address and chroot (the test instance has none). A stand-in
+DKIM signer (tests/harness/digest_milter.py, a real milter that stamps the digest of the body
+it saw) is the snippets' $smtpapi_signing_milters. A second injection listener with the milters
+in the wrong order shows what the snippet's comment warns about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+
+from smtpapi_milter.config import load_config
+from smtpapi_milter.tokens import TokenCodec
+
+from . import corpus
+from .harness.capture import CaptureServer
+from .harness.digest_milter import DIGEST_HEADER
+from .harness.ports import deadline_in, free_port, wait_for_port, wait_for_smtp_banner
+from .harness.postfix import PrivatePostfix
+from .harness.smtpapi import RunningMilter
+from .oracle import TRACKED
+from .test_milter_postfix import HTML, html_of
+
+ROOT = Path(__file__).resolve().parents[1]
+SNIPPETS = ROOT / "packaging" / "postfix"
+CAMPAIGN_ONLY = b'X-MSYS-API: {"campaign_id": "snippet"}'
+
+
+def substitute(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"{old!r} is no longer in the snippet once: update this test"
+    return text.replace(old, new)
+
+
+def main_cf() -> dict[str, str]:
+    settings = {}
+    for line in (SNIPPETS / "main.cf.snippet").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+def master_cf(inject: int, wrong_order: int, reinject: int, milter: str) -> str:
+    text = (SNIPPETS / "master.cf.snippet").read_text()
+    text = substitute(text, "inet:127.0.0.1:8890,", f"{milter},")
+    text = substitute(text, "127.0.0.1:10026 inet n  -       y", f"127.0.0.1:{reinject} inet n - n")
+    text = substitute(
+        text, "\n2525      inet  n       -       y", f"\n127.0.0.1:{inject} inet n - n"
+    )
+    # The same listener with the signer first: the order the snippet's comments warn against.
+    block = re.search(rf"127\.0\.0\.1:{inject} inet.*?\n(?=\n)", text, re.S).group(0)
+    wrong = block.replace(f"127.0.0.1:{inject} ", f"127.0.0.1:{wrong_order} ")
+    wrong = substitute(
+        wrong, f"={milter},$smtpapi_signing_milters", f"=$smtpapi_signing_milters,{milter}"
+    )
+    return text + "\n" + wrong
+
+
+@contextlib.contextmanager
+def digest_milter() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.harness.digest_milter", str(port)], cwd=ROOT
+    )
+    try:
+        wait_for_port("127.0.0.1", port, deadline_in(20))
+        yield f"inet:127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGKILL)  # a stand-in: no connections worth draining
+        process.wait()
+
+
+def body_digest_matches(data: bytes) -> bool:
+    stamped = message_from_bytes(data)[DIGEST_HEADER]
+    body = data[data.index(b"\r\n\r\n") + 4 :]
+    return stamped == hashlib.sha256(body).hexdigest()
+
+
+def send(port: int, message: bytes, rcpts: list[str]) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        assert client.sendmail("news@example.com", rcpts, message) == {}
+
+
+@pytest.fixture()
+def capture():
+    with CaptureServer() as server:
+        yield server
+
+
+def test_snippets_track_split_and_sign_after_the_milter(tmp_path, capture):
+    inject, wrong_order, reinject = free_port(), free_port(), free_port()
+    milter = RunningMilter(
+        tmp_path,
+        smtpapi={"multi_recipient": "split", "reinject_to": f"127.0.0.1:{reinject}"},
+        # Tracking on for the snippet's listener name only: proves milter_macro_daemon_name.
+        **{"smtpapi.listener.smtpapi-in": {"click_tracking_enabled": True}},
+    )
+    message = corpus.wrap_html(HTML, "quoted-printable", CAMPAIGN_ONLY)
+    rcpts = ["one@example.org", "two@example.org"]
+    with milter, digest_milter() as signer:
+        settings = {**main_cf(), "smtpapi_signing_milters": signer}
+        listeners = master_cf(inject, wrong_order, reinject, milter.socket)
+        with PrivatePostfix(
+            relay_port=capture.port, extra_main_cf=settings, extra_master_cf=listeners
+        ):
+            for port in (inject, wrong_order, reinject):
+                wait_for_smtp_banner("127.0.0.1", port, deadline_in(20))
+            send(inject, message, rcpts)
+            delivered = capture.wait_for(2, timeout=60)
+            capture.clear()
+            send(wrong_order, message, ["three@example.org"])
+            (wrongly_signed,) = capture.wait_for(1, timeout=30)
+        codec = TokenCodec.from_config(load_config(str(milter.config_path)), create=False)
+
+    # One personalised copy each, the second through the re-injection listener (no second pass
+    # through our milter: its links are tracked once), both signed over the tracked body.
+    by_rcpt = {m.rcpt_tos[0]: m.data for m in delivered}
+    assert sorted(by_rcpt) == rcpts
+    for rcpt, data in by_rcpt.items():
+        tokens = [codec.decode(t) for t in TRACKED.findall(html_of(data))]
+        assert {t.rcpt_to for t in tokens} == {rcpt}
+        assert {t.target_url for t in tokens} == {
+            "https://example.com/a?x=1&y=2",
+            "https://example.com/b",
+        }
+        assert b"X-MSYS-API" not in data
+        assert body_digest_matches(data), rcpt
+    # Signer before the milter: tracked, but the signature covers a body nobody receives.
+    assert TRACKED.search(html_of(wrongly_signed.data))
+    assert not body_digest_matches(wrongly_signed.data)
