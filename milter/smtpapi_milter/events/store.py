@@ -35,7 +35,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from ..settings import SYSTEM_TAG_LIMIT
-from . import schema
+from . import schema, stats
+from .columns import derived_columns
+from .columns import text_column as _text
 from .schema import SchemaError
 
 log = structlog.get_logger("smtpapi_milter.events.store")
@@ -63,6 +65,10 @@ _COLUMNS = (
     "campaign_id",
     "rcpt_to",
     "payload",
+    "machine",
+    "target_link_url",
+    "target_link_name",
+    "tags",
 )
 _INSERT = (
     f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -92,13 +98,6 @@ def redact(url: str) -> str:
     return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
 
 
-def _text(value: Any) -> str:
-    # Column copies only serve filtering; the payload keeps the exact value. PostgreSQL TEXT
-    # refuses NUL and neither driver encodes lone surrogates, so both are cleaned here.
-    text = "" if value is None else str(value)
-    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
-
-
 def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
     """The ``events`` row for one flat event; ValueError if it lacks what the store needs."""
     event_id, kind = event.get("event_id"), event.get("type")
@@ -119,6 +118,7 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         _text(event.get("campaign_id")),
         _text(event.get("rcpt_to")).lower(),
         json.dumps(event, separators=(",", ":")),
+        *derived_columns(event),
     )
 
 
@@ -279,6 +279,71 @@ class EventStore:
             cur.execute(self._sql(sql), args)
             rows = cur.fetchall()
             return [(row[0], json.loads(row[1])) for row in (rows[::-1] if newest else rows)]
+
+        return self._transaction(work, write=False)
+
+    # --- reports (definitions in .stats) ---------------------------------------------------
+
+    def campaign_report(
+        self,
+        scope: stats.Scope,
+        *,
+        sort: str = "recent",
+        descending: bool | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """One page of campaigns in ``scope`` with their counts, plus totals over all pages.
+
+        ``{"campaigns": [...], "totals": {...}, "any_events": bool}``; ``any_events`` tells
+        an empty store from filters that match nothing.
+        """
+        dialect = stats.DIALECTS[self.dialect]
+        page_sql, page_args = stats.campaigns_sql(scope, dialect, sort, descending, offset, limit)
+        totals_sql, totals_args = stats.totals_sql(scope, dialect)
+
+        def work(cur: Cursor) -> dict[str, Any]:
+            cur.execute(self._sql(page_sql), page_args)
+            campaigns = [stats.summary(row) for row in cur.fetchall()]
+            cur.execute(self._sql(totals_sql), totals_args)
+            totals = stats.totals(cur.fetchone())
+            cur.execute("SELECT 1 FROM events LIMIT 1")
+            return {"campaigns": campaigns, "totals": totals, "any_events": bool(cur.fetchall())}
+
+        return self._transaction(work, write=False)
+
+    def campaign_timeseries(
+        self, scope: stats.Scope, *, bucket: int | None = None, tz_offset: int = 0
+    ) -> dict[str, Any]:
+        """Counts per time bucket over the span of the events in ``scope``.
+
+        ``bucket`` seconds wide (None: chosen from the span), aligned to midnight at UTC
+        offset ``tz_offset`` seconds. ``{"bucket": N, "series": [...]}``; ValueError when the
+        span needs more than ``stats.MAX_BUCKETS`` buckets.
+        """
+        dialect = stats.DIALECTS[self.dialect]
+        span_sql, span_args = stats.span_sql(scope, dialect)
+
+        def work(cur: Cursor) -> dict[str, Any]:
+            cur.execute(self._sql(span_sql), span_args)
+            first, last = cur.fetchone()
+            if first is None:
+                return {"bucket": bucket or stats.BUCKET_STEPS[0], "series": []}
+            width = bucket or stats.choose_bucket(first, last)
+            sql, args = stats.timeseries_sql(scope, dialect, width, tz_offset)
+            cur.execute(self._sql(sql), args)
+            series = stats.timeseries(cur.fetchall(), first, last, width, tz_offset)
+            return {"bucket": width, "series": series}
+
+        return self._transaction(work, write=False)
+
+    def campaign_links(self, scope: stats.Scope, limit: int = 20) -> list[dict[str, Any]]:
+        """The most clicked links in ``scope``, with their names."""
+        sql, args = stats.links_sql(scope, stats.DIALECTS[self.dialect], limit)
+
+        def work(cur: Cursor) -> list[dict[str, Any]]:
+            cur.execute(self._sql(sql), args)
+            return [stats.link(row) for row in cur.fetchall()]
 
         return self._transaction(work, write=False)
 
