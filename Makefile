@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := gcc libmilter-dev postfix swaks miltertest postgresql
+APT_PACKAGES := gcc libmilter-dev postfix swaks miltertest postgresql chromium
 CORPUS ?= $(abspath ../shared/corpus)
 
 .PHONY: all demo test lint unit bench fuzz deps venv clean

@@ -28,6 +28,7 @@ from ..config import CONFIG_ENV, Config, ConfigError, load_config
 from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, redact
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
+from . import dashboard
 from .admin import AdminApp, is_loopback
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
 from .recorder import EventRecorder
@@ -131,7 +132,7 @@ def admin_app(config: Config) -> Lifespan:
         parts["jobs"] = background_jobs(config, store)
         for job in parts["jobs"]:
             job.start()
-        return AdminApp(store, config.engagement_tracker.admin_token)
+        return dashboard.install(AdminApp(store, config.engagement_tracker.admin_token))
 
     def shutdown() -> None:
         for job in parts.get("jobs", []):
