@@ -153,6 +153,8 @@ def test_report_counts_follow_the_definitions(store, scope):
     for key in ("injections", "opens", "unique_opens", "clicks", "machine_clicks"):
         assert totals[key] == sum(row[key] for row in expected.values())
     assert report["any_events"] is True
+    past_the_end = store.campaign_report(scope, offset=1000, limit=5)
+    assert past_the_end["campaigns"] == [] and past_the_end["totals"] == totals
 
 
 def test_the_data_has_every_case(store):

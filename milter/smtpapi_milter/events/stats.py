@@ -142,23 +142,35 @@ def summary(row: tuple[Any, ...]) -> dict[str, Any]:
 def campaigns_sql(
     scope: Scope, dialect: Dialect, sort: str, descending: bool | None, offset: int, limit: int
 ) -> tuple[str, list[Any]]:
-    """One page of campaign summaries, ordered by ``sort`` (a key of :data:`SORTS`)."""
+    """One page of campaign summaries, ordered by ``sort`` (a key of :data:`SORTS`).
+
+    Each row ends with the totals over every matching campaign (window sums, so the events
+    are aggregated once for both); :func:`split_page_row` separates the two.
+    """
     grouped, params = _grouped(scope, dialect)
     expression, default_descending = SORTS[sort]
     direction = "DESC" if (default_descending if descending is None else descending) else "ASC"
     if expression == "campaign_id":
         expression = f"campaign_id {dialect.binary}"
     columns = ", ".join(("campaign_id", *COUNT_NAMES, "first_event", "last_event"))
+    windows = ", ".join(f"sum({name}) OVER ()" for name in COUNT_NAMES)
     sql = (
-        f"SELECT {columns} FROM ({grouped}) AS c"
+        f"SELECT {columns}, count(*) OVER (), {windows} FROM ({grouped}) AS c"
         f" ORDER BY {expression} {direction} NULLS LAST, campaign_id {dialect.binary}"
         " LIMIT ? OFFSET ?"
     )
     return sql, [*params, int(limit), int(offset)]
 
 
+def split_page_row(row: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A row of :func:`campaigns_sql` as (campaign summary, totals)."""
+    width = len(COUNT_NAMES) + 3
+    return summary(row[:width]), totals(row[width:])
+
+
 def totals_sql(scope: Scope, dialect: Dialect) -> tuple[str, list[Any]]:
-    """How many campaigns match, and their counts added up (uniques per campaign)."""
+    """How many campaigns match, and their counts added up (uniques per campaign); for a
+    page past the end, which has no row to carry them."""
     grouped, params = _grouped(scope, dialect)
     sums = ", ".join(f"coalesce(sum({name}), 0)" for name in COUNT_NAMES)
     return f"SELECT count(*), {sums} FROM ({grouped}) AS c", params

@@ -304,11 +304,18 @@ class EventStore:
 
         def work(cur: Cursor) -> dict[str, Any]:
             cur.execute(self._sql(page_sql), page_args)
-            campaigns = [stats.summary(row) for row in cur.fetchall()]
-            cur.execute(self._sql(totals_sql), totals_args)
-            totals = stats.totals(cur.fetchone())
+            rows = [stats.split_page_row(row) for row in cur.fetchall()]
+            if rows:
+                totals = rows[0][1]
+            else:
+                cur.execute(self._sql(totals_sql), totals_args)
+                totals = stats.totals(cur.fetchone())
             cur.execute("SELECT 1 FROM events LIMIT 1")
-            return {"campaigns": campaigns, "totals": totals, "any_events": bool(cur.fetchall())}
+            return {
+                "campaigns": [campaign for campaign, _ in rows],
+                "totals": totals,
+                "any_events": bool(cur.fetchall()),
+            }
 
         return self._transaction(work, write=False)
 
