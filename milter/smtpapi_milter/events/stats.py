@@ -14,13 +14,15 @@ The definitions, in one place (SparkPost's where it has one):
 - ``open_rate`` / ``click_rate``: unique opens / clicks per injection; None without injections.
 
 Every query here runs unchanged on SQLite and PostgreSQL but for the few spellings in
-:class:`Dialect`, and orders ties by campaign id byte-wise, so both give the same pages.
+:class:`Dialect`, and orders ties by campaign id byte-wise, so both give the same pages. The
+store offers them as methods through :class:`CampaignReports`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .columns import tag_needle, text_column
 
@@ -31,6 +33,7 @@ BUCKET_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 
 AUTO_BUCKETS = 120
 
 HUMAN, MACHINE = 0, 1
+T = TypeVar("T")
 _COUNTS = (
     ("injections", "count(CASE WHEN type = 'injection' THEN 1 END)"),
     ("opens", f"count(CASE WHEN type = 'open' AND machine = {HUMAN} THEN 1 END)"),
@@ -261,3 +264,86 @@ def link(row: tuple[Any, ...]) -> dict[str, Any]:
         "unique_clicks": int(unique),
         "machine_clicks": int(machine),
     }
+
+
+class CampaignReports:
+    """The store's report queries; mixed into ``EventStore``, which supplies ``dialect``,
+    ``_sql`` (placeholder adapter) and ``_transaction`` (run work with a cursor)."""
+
+    dialect: str
+
+    def _sql(self, text: str) -> str:
+        raise NotImplementedError
+
+    def _transaction(self, work: Callable[[Any], T], *, write: bool) -> T:
+        raise NotImplementedError
+
+    def campaign_report(
+        self,
+        scope: Scope,
+        *,
+        sort: str = "recent",
+        descending: bool | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """One page of campaigns in ``scope`` with their counts, plus totals over all pages.
+
+        ``{"campaigns": [...], "totals": {...}, "any_events": bool}``; ``any_events`` tells
+        an empty store from filters that match nothing.
+        """
+        dialect = DIALECTS[self.dialect]
+        page_sql, page_args = campaigns_sql(scope, dialect, sort, descending, offset, limit)
+        total_sql, total_args = totals_sql(scope, dialect)
+
+        def work(cur: Any) -> dict[str, Any]:
+            cur.execute(self._sql(page_sql), page_args)
+            rows = [split_page_row(row) for row in cur.fetchall()]
+            if rows:
+                summed = rows[0][1]
+            else:
+                cur.execute(self._sql(total_sql), total_args)
+                summed = totals(cur.fetchone())
+            cur.execute("SELECT 1 FROM events LIMIT 1")
+            return {
+                "campaigns": [campaign for campaign, _ in rows],
+                "totals": summed,
+                "any_events": bool(cur.fetchall()),
+            }
+
+        return self._transaction(work, write=False)
+
+    def campaign_timeseries(
+        self, scope: Scope, *, bucket: int | None = None, tz_offset: int = 0
+    ) -> dict[str, Any]:
+        """Counts per time bucket over the span of the events in ``scope``.
+
+        ``bucket`` seconds wide (None: chosen from the span), aligned to midnight at UTC
+        offset ``tz_offset`` seconds. ``{"bucket": N, "series": [...]}``; ValueError when the
+        span needs more than ``MAX_BUCKETS`` buckets.
+        """
+        dialect = DIALECTS[self.dialect]
+        first_last, span_args = span_sql(scope, dialect)
+
+        def work(cur: Any) -> dict[str, Any]:
+            cur.execute(self._sql(first_last), span_args)
+            first, last = cur.fetchone()
+            if first is None:
+                return {"bucket": bucket or BUCKET_STEPS[0], "series": []}
+            width = bucket or choose_bucket(first, last)
+            sql, args = timeseries_sql(scope, dialect, width, tz_offset)
+            cur.execute(self._sql(sql), args)
+            series = timeseries(cur.fetchall(), first, last, width, tz_offset)
+            return {"bucket": width, "series": series}
+
+        return self._transaction(work, write=False)
+
+    def campaign_links(self, scope: Scope, limit: int = 20) -> list[dict[str, Any]]:
+        """The most clicked links in ``scope``, with their names."""
+        sql, args = links_sql(scope, DIALECTS[self.dialect], limit)
+
+        def work(cur: Any) -> list[dict[str, Any]]:
+            cur.execute(self._sql(sql), args)
+            return [link(row) for row in cur.fetchall()]
+
+        return self._transaction(work, write=False)

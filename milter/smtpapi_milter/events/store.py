@@ -169,10 +169,11 @@ class _GroupCommit:
             batch.done = True
 
 
-class EventStore:
+class EventStore(stats.CampaignReports):
     """What the milter and the tracker need from an event store; see :func:`open_store`.
 
-    Subclasses supply ``_transaction`` (run a function with a cursor in one transaction,
+    Campaign reports come from :class:`.stats.CampaignReports`. Subclasses supply
+    ``_transaction`` (run a function with a cursor in one transaction,
     mapping connection and I/O failures to StoreUnavailable) and ``_lock`` (serialize
     with other processes; SQLite's write transactions already are).
     """
@@ -279,78 +280,6 @@ class EventStore:
             cur.execute(self._sql(sql), args)
             rows = cur.fetchall()
             return [(row[0], json.loads(row[1])) for row in (rows[::-1] if newest else rows)]
-
-        return self._transaction(work, write=False)
-
-    # --- reports (definitions in .stats) ---------------------------------------------------
-
-    def campaign_report(
-        self,
-        scope: stats.Scope,
-        *,
-        sort: str = "recent",
-        descending: bool | None = None,
-        offset: int = 0,
-        limit: int = 50,
-    ) -> dict[str, Any]:
-        """One page of campaigns in ``scope`` with their counts, plus totals over all pages.
-
-        ``{"campaigns": [...], "totals": {...}, "any_events": bool}``; ``any_events`` tells
-        an empty store from filters that match nothing.
-        """
-        dialect = stats.DIALECTS[self.dialect]
-        page_sql, page_args = stats.campaigns_sql(scope, dialect, sort, descending, offset, limit)
-        totals_sql, totals_args = stats.totals_sql(scope, dialect)
-
-        def work(cur: Cursor) -> dict[str, Any]:
-            cur.execute(self._sql(page_sql), page_args)
-            rows = [stats.split_page_row(row) for row in cur.fetchall()]
-            if rows:
-                totals = rows[0][1]
-            else:
-                cur.execute(self._sql(totals_sql), totals_args)
-                totals = stats.totals(cur.fetchone())
-            cur.execute("SELECT 1 FROM events LIMIT 1")
-            return {
-                "campaigns": [campaign for campaign, _ in rows],
-                "totals": totals,
-                "any_events": bool(cur.fetchall()),
-            }
-
-        return self._transaction(work, write=False)
-
-    def campaign_timeseries(
-        self, scope: stats.Scope, *, bucket: int | None = None, tz_offset: int = 0
-    ) -> dict[str, Any]:
-        """Counts per time bucket over the span of the events in ``scope``.
-
-        ``bucket`` seconds wide (None: chosen from the span), aligned to midnight at UTC
-        offset ``tz_offset`` seconds. ``{"bucket": N, "series": [...]}``; ValueError when the
-        span needs more than ``stats.MAX_BUCKETS`` buckets.
-        """
-        dialect = stats.DIALECTS[self.dialect]
-        span_sql, span_args = stats.span_sql(scope, dialect)
-
-        def work(cur: Cursor) -> dict[str, Any]:
-            cur.execute(self._sql(span_sql), span_args)
-            first, last = cur.fetchone()
-            if first is None:
-                return {"bucket": bucket or stats.BUCKET_STEPS[0], "series": []}
-            width = bucket or stats.choose_bucket(first, last)
-            sql, args = stats.timeseries_sql(scope, dialect, width, tz_offset)
-            cur.execute(self._sql(sql), args)
-            series = stats.timeseries(cur.fetchall(), first, last, width, tz_offset)
-            return {"bucket": width, "series": series}
-
-        return self._transaction(work, write=False)
-
-    def campaign_links(self, scope: stats.Scope, limit: int = 20) -> list[dict[str, Any]]:
-        """The most clicked links in ``scope``, with their names."""
-        sql, args = stats.links_sql(scope, stats.DIALECTS[self.dialect], limit)
-
-        def work(cur: Cursor) -> list[dict[str, Any]]:
-            cur.execute(self._sql(sql), args)
-            return [stats.link(row) for row in cur.fetchall()]
 
         return self._transaction(work, write=False)
 
