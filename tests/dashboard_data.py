@@ -1,6 +1,11 @@
-"""Events in bulk for the dashboard tests, made by the same functions the milter and the
-tracker use (``injection_event``, ``engagement_event``, the real agent classifier), with
-timestamps spread over days that real HTTP requests in a test cannot have.
+"""Traffic for the dashboard tests.
+
+Real traffic: :func:`send` runs mail through the milter's pipeline and records its injection
+events; :func:`engage` requests its tracked links over HTTP.
+
+Events in bulk, made by the same functions the milter and the tracker use
+(``injection_event``, ``engagement_event``, the real agent classifier), with timestamps
+spread over days that real HTTP requests in a test cannot have:
 
 - :func:`bulk_events`: thousands of small campaigns, all older than a day.
 - :func:`showcase_events`: one campaign with a realistic week: sends in three waves, opens
@@ -9,21 +14,42 @@ timestamps spread over days that real HTTP requests in a test cannot have.
 
 from __future__ import annotations
 
+import email
+import http.client
+import json
 import math
 import random
+import re
 import time
 from typing import Any
 
+from smtpapi_milter.cli import run_message
+from smtpapi_milter.config import load_config
 from smtpapi_milter.events.model import engagement_event, injection_event
-from smtpapi_milter.tokens import TrackingData
+from smtpapi_milter.events.store import StoreTagRegistry
+from smtpapi_milter.message_file import parse_message_file
+from smtpapi_milter.pipeline import Pipeline
+from smtpapi_milter.policy import PolicySet
+from smtpapi_milter.tokens import TokenCodec, TrackingData
 from smtpapi_milter.tracker.useragent import user_agent_parsed
 
+from . import corpus
+from .harness.smtpapi import RunningTracker
+
+BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 Version/17.1"
+LINKS = (
+    '<p><a data-msys-linkname="Main offer" href="https://shop.example.com/offer">offer</a>'
+    '<a data-msys-linkname="Read more" href="https://shop.example.com/story">story</a>'
+    '<a href="https://shop.example.com/plain">plain</a>'
+    '<a data-msys-unsubscribe="1" href="https://shop.example.com/unsub">unsubscribe</a></p>'
+)
 BULK_CAMPAIGNS = 2100
 DAY = 86400
+GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 PEOPLE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
-    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+    GMAIL,
 )
 APPLE_MPP = "Mozilla/5.0"
 SCANNER = "Mozilla/5.0 (compatible; Barracuda Sentinel link protection)"
@@ -129,4 +155,88 @@ def showcase_events(recipients: int = 300, seed: int = 11) -> list[dict[str, Any
                     events.append(
                         engagement(f"show-{r}-{k}-c", "click", mail, clicked, agent, link)
                     )
+    return events
+
+
+def http_get(port: int, path: str, agent: str = BROWSER, etag: str = "") -> tuple:
+    """(status, headers with lower-case names, body) of one GET on loopback."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"User-Agent": agent, **({"If-None-Match": etag} if etag else {})}
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        found = {name.lower(): value for name, value in response.getheaders()}
+        return response.status, found, response.read()
+    finally:
+        conn.close()
+
+
+def message(campaign: str, tags: list[str]) -> bytes:
+    header = json.dumps(
+        {
+            "campaign_id": campaign,
+            "tags": tags,
+            "options": {"open_tracking": True, "click_tracking": True},
+        }
+    )
+    html = corpus.realistic(corpus.html_files()[0].read_bytes())
+    html = html.replace(b"</body>", LINKS.encode() + b"</body>", 1)
+    return corpus.wrap_html(html, "quoted-printable", b"X-MSYS-API: " + header.encode())
+
+
+def html_part(data: bytes) -> str:
+    for part in email.message_from_bytes(data).walk():
+        if part.get_content_type() == "text/html":
+            return part.get_payload(decode=True).decode("utf-8")
+    raise AssertionError("no html part")
+
+
+def send(tracker: RunningTracker, store, campaign: str, tags: list[str], rcpts: list[str]):
+    """Run mail for ``rcpts`` through the milter's pipeline; record its injection events.
+
+    Returns, per recipient, the tracked paths: {"o": [...], "c": {link name: path}}.
+    """
+    config = load_config(str(tracker.config_path))
+    pipeline = Pipeline(
+        config,
+        PolicySet.load(config.policy.directory),
+        TokenCodec.from_config(config, create=False),
+        tag_registry=StoreTagRegistry(store),
+        clock=lambda: time.time() - 3600,
+    )
+    parsed = parse_message_file(message(campaign, tags))
+    codec, paths = pipeline.codec, {}
+    for rcpt in rcpts:
+        result = run_message(pipeline, parsed.headers, parsed.body, rcpt, "news@example.com")
+        copy = result.copies[0]
+        store.record([copy.injection])
+        delivered = parsed.to_bytes(result.header_edits + copy.header_edits, copy.body)
+        html = html_part(delivered)
+        base = re.escape(f"http://127.0.0.1:{tracker.port}")
+        found = {"o": re.findall(rf"{base}(/o/[A-Za-z0-9_-]+)", html), "c": {}}
+        for path in re.findall(rf"{base}(/c/[A-Za-z0-9_-]+)", html):
+            data = codec.decode(path[3:])
+            name = "unsubscribe" if data.unsubscribe else data.link_name or data.target_url
+            found["c"].setdefault(name, path)
+        paths[rcpt] = found
+    return paths
+
+
+def engage(tracker: RunningTracker, paths: dict, script: list[tuple[int, str, str, str]]):
+    """Request tracked paths over HTTP: (recipient index, "o" or link name, agent)."""
+    rcpts = list(paths)
+    for index, what, agent in script:
+        found = paths[rcpts[index]]
+        path = found["o"][0] if what == "o" else found["c"][what]
+        status, _, _ = http_get(tracker.port, path, agent=agent)
+        assert status in (200, 302), (what, status)
+
+
+def odd_ids() -> list[dict]:
+    """Three days ago: a campaign id with a "/" in it, and mail sent without a campaign id."""
+    events, old = [], time.time() - 3 * 86400
+    for n, campaign in enumerate(("news/letter", "")):
+        mail = injection(f"odd-{n}", campaign, f"odd{n}@example.org", old, [])
+        link = ("https://x.example/", "X")
+        events += [mail, engagement(f"odd-{n}", "click", mail, old + 600, BROWSER, link)]
     return events

@@ -10,13 +10,10 @@ for the same campaign, counted by the rules of ``events.stats``.
 
 from __future__ import annotations
 
-import email
-import http.client
 import json
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,32 +21,28 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from smtpapi_milter.cli import run_message
 from smtpapi_milter.config import load_config
-from smtpapi_milter.events.store import StoreTagRegistry, open_store
-from smtpapi_milter.message_file import parse_message_file
-from smtpapi_milter.pipeline import Pipeline
-from smtpapi_milter.policy import PolicySet
-from smtpapi_milter.tokens import TokenCodec
+from smtpapi_milter.events.store import open_store
 from smtpapi_milter.tracker.useragent import is_machine
 
-from . import corpus
-from .dashboard_data import BULK_CAMPAIGNS, bulk_events, engagement, injection, showcase_events
+from .dashboard_data import (
+    APPLE_MPP,
+    BROWSER,
+    BULK_CAMPAIGNS,
+    GMAIL,
+    SCANNER,
+    bulk_events,
+    engage,
+    http_get,
+    odd_ids,
+    send,
+    showcase_events,
+)
 from .harness.browser import chromium
 from .harness.smtpapi import ROOT, RunningTracker
 
 CAMPAIGN = "spring-sale"
 SNEAKY = '<img src=x onerror="window.pwned=1">'  # a campaign id that is markup
-BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 Version/17.1"
-APPLE_MPP = "Mozilla/5.0"
-GMAIL = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
-SCANNER = "Mozilla/5.0 (compatible; Barracuda Sentinel link protection)"
-LINKS = (
-    '<p><a data-msys-linkname="Main offer" href="https://shop.example.com/offer">offer</a>'
-    '<a data-msys-linkname="Read more" href="https://shop.example.com/story">story</a>'
-    '<a href="https://shop.example.com/plain">plain</a>'
-    '<a data-msys-unsubscribe="1" href="https://shop.example.com/unsub">unsubscribe</a></p>'
-)
 STATS = (
     "injections",
     "unique_opens",
@@ -68,90 +61,6 @@ class Filled:
     tracker: RunningTracker
     store_url: str
     backend: str
-
-
-def http_get(port: int, path: str, agent: str = BROWSER, etag: str = "") -> tuple:
-    """(status, headers with lower-case names, body) of one GET on loopback."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        headers = {"User-Agent": agent, **({"If-None-Match": etag} if etag else {})}
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        found = {name.lower(): value for name, value in response.getheaders()}
-        return response.status, found, response.read()
-    finally:
-        conn.close()
-
-
-def message(campaign: str, tags: list[str]) -> bytes:
-    header = json.dumps(
-        {
-            "campaign_id": campaign,
-            "tags": tags,
-            "options": {"open_tracking": True, "click_tracking": True},
-        }
-    )
-    html = corpus.realistic(corpus.html_files()[0].read_bytes())
-    html = html.replace(b"</body>", LINKS.encode() + b"</body>", 1)
-    return corpus.wrap_html(html, "quoted-printable", b"X-MSYS-API: " + header.encode())
-
-
-def html_part(data: bytes) -> str:
-    for part in email.message_from_bytes(data).walk():
-        if part.get_content_type() == "text/html":
-            return part.get_payload(decode=True).decode("utf-8")
-    raise AssertionError("no html part")
-
-
-def send(tracker: RunningTracker, store, campaign: str, tags: list[str], rcpts: list[str]):
-    """Run mail for ``rcpts`` through the milter's pipeline; record its injection events.
-
-    Returns, per recipient, the tracked paths: {"o": [...], "c": {link name: path}}.
-    """
-    config = load_config(str(tracker.config_path))
-    pipeline = Pipeline(
-        config,
-        PolicySet.load(config.policy.directory),
-        TokenCodec.from_config(config, create=False),
-        tag_registry=StoreTagRegistry(store),
-        clock=lambda: time.time() - 3600,
-    )
-    parsed = parse_message_file(message(campaign, tags))
-    codec, paths = pipeline.codec, {}
-    for rcpt in rcpts:
-        result = run_message(pipeline, parsed.headers, parsed.body, rcpt, "news@example.com")
-        copy = result.copies[0]
-        store.record([copy.injection])
-        delivered = parsed.to_bytes(result.header_edits + copy.header_edits, copy.body)
-        html = html_part(delivered)
-        base = re.escape(f"http://127.0.0.1:{tracker.port}")
-        found = {"o": re.findall(rf"{base}(/o/[A-Za-z0-9_-]+)", html), "c": {}}
-        for path in re.findall(rf"{base}(/c/[A-Za-z0-9_-]+)", html):
-            data = codec.decode(path[3:])
-            name = "unsubscribe" if data.unsubscribe else data.link_name or data.target_url
-            found["c"].setdefault(name, path)
-        paths[rcpt] = found
-    return paths
-
-
-def engage(tracker: RunningTracker, paths: dict, script: list[tuple[int, str, str, str]]):
-    """Request tracked paths over HTTP: (recipient index, "o" or link name, agent)."""
-    rcpts = list(paths)
-    for index, what, agent in script:
-        found = paths[rcpts[index]]
-        path = found["o"][0] if what == "o" else found["c"][what]
-        status, _, _ = http_get(tracker.port, path, agent=agent)
-        assert status in (200, 302), (what, status)
-
-
-def odd_ids() -> list[dict]:
-    """Three days ago: a campaign id with a "/" in it, and mail sent without a campaign id."""
-    events, old = [], time.time() - 3 * 86400
-    for n, campaign in enumerate(("news/letter", "")):
-        mail = injection(f"odd-{n}", campaign, f"odd{n}@example.org", old, [])
-        link = ("https://x.example/", "X")
-        events += [mail, engagement(f"odd-{n}", "click", mail, old + 600, BROWSER, link)]
-    return events
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
