@@ -6,9 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # m4, libwrap0, liblockfile1, iproute2: the unpacked Sendmail of the end-to-end tests (its .cf,
-# its libraries, `ip link set lo up` in its namespace); systemd: systemd-analyze for the units.
+# its libraries, `ip link set lo up` in its namespace); systemd: systemd-analyze for the units;
+# chromium: the dashboard tests.
 APT_PACKAGES := gcc libmilter-dev postfix swaks miltertest postgresql \
-	m4 libwrap0 liblockfile1 iproute2 systemd
+	m4 libwrap0 liblockfile1 iproute2 systemd chromium
 BENCH_PACKAGES := wrk nginx-light
 CORPUS ?= $(abspath ../shared/corpus)
 

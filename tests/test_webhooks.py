@@ -26,7 +26,7 @@ from structlog.testing import capture_logs
 from smtpapi_milter.config import WebhookConfig, parse_config
 from smtpapi_milter.events import schema
 from smtpapi_milter.events.model import envelope
-from smtpapi_milter.events.store import EventStore, open_store
+from smtpapi_milter.events.store import EventStore, open_store, sqlite_path
 from smtpapi_milter.events.webhook_cursor import read_cursor
 from smtpapi_milter.events.webhooks import (
     DeliveryTuning,
@@ -36,6 +36,7 @@ from smtpapi_milter.events.webhooks import (
 )
 from smtpapi_milter.sandbox.ports import free_port
 
+from .harness.old_store import write_version_1
 from .harness.webhook_receiver import HANG, Received, WebhookReceiver
 
 FAST = DeliveryTuning(
@@ -428,9 +429,9 @@ def test_the_cursor_survives_an_upgrade_from_schema_1(store_url, monkeypatch, re
     dialect = schema.POSTGRESQL if store_url.startswith("postgres") else schema.SQLITE
     with monkeypatch.context() as patch:
         patch.setitem(schema.MIGRATIONS, dialect, schema.MIGRATIONS[dialect][:1])
-        old = open_store(store_url)
-        old.record([ev(1)])
-        old.close()
+        if dialect == schema.SQLITE:
+            sqlite_path(store_url).parent.mkdir(parents=True, exist_ok=True)
+        write_version_1(store_url, [ev(1)])
     store = open_store(store_url)
     try:
         dispatcher = WebhookDispatcher(store, [hook(receiver.url())], tuning=FAST)

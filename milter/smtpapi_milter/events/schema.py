@@ -4,7 +4,9 @@ One schema, two dialects: SQLite for one machine, PostgreSQL for shared deployme
 N (1-based) is a list of statements applied in one transaction together with the row that
 records it in ``schema_version``, so a store is always at exactly one known version. Never edit
 a migration that has shipped: add the next one, to both dialects, and keep the lists the same
-length (the store checks that a database is not newer than the code before touching it).
+length (the store checks that a database is not newer than the code before touching it). A step
+is an SQL statement, or a function of (cursor, placeholder adapter) for work SQL alone cannot do
+the same way in both dialects (back-filling columns from the JSON payload).
 
 The ``events`` columns besides ``payload`` are copies for filtering; ``payload`` holds the whole
 event as JSON text (not JSONB), so queries give back exactly the dict that was recorded, key
@@ -13,9 +15,12 @@ order included, and strings JSONB refuses (``\\u0000``) still round-trip.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
+
+from .columns import derived_columns
 
 
 class SchemaError(Exception):
@@ -38,6 +43,49 @@ _INDEXES = [
     "CREATE INDEX events_rcpt_to ON events (rcpt_to)",
 ]
 
+Step = str | Callable[[Any, Callable[[str], str]], None]
+BACKFILL_BATCH = 5000
+
+
+def backfill_derived_columns(cur: Any, sql: Callable[[str], str]) -> None:
+    """Fill migration 3's columns of existing rows from their payloads, in id batches."""
+    last = 0
+    while True:
+        cur.execute(
+            sql("SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?"),
+            [last, BACKFILL_BATCH],
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return
+        last = rows[-1][0]
+        updates = []
+        for row_id, payload in rows:
+            columns = derived_columns(json.loads(payload))
+            if columns != (0, "", "", ""):  # the columns' defaults: nothing to write
+                updates.append((*columns, row_id))
+        if updates:
+            cur.executemany(
+                sql(
+                    "UPDATE events SET machine = ?, target_link_url = ?, target_link_name = ?,"
+                    " tags = ? WHERE id = ?"
+                ),
+                updates,
+            )
+
+
+def _engagement_columns(machine_type: str) -> list[Step]:
+    """Migration 3: real columns for what the dashboard aggregates on, back-filled."""
+    return [
+        f"ALTER TABLE events ADD COLUMN machine {machine_type} NOT NULL DEFAULT 0",
+        "ALTER TABLE events ADD COLUMN target_link_url TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE events ADD COLUMN target_link_name TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE events ADD COLUMN tags TEXT NOT NULL DEFAULT ''",
+        backfill_derived_columns,
+        # Per-campaign reports (the dashboard's detail view) read one campaign's time range.
+        "CREATE INDEX events_campaign_time ON events (campaign_id, timestamp)",
+    ]
+
 
 def _webhook_cursors(integer: str, real: str) -> str:
     # Migration 2: one row per webhook endpoint (events/webhook_cursor.py). Events up to
@@ -59,7 +107,7 @@ def _webhook_cursors(integer: str, real: str) -> str:
     )
 
 
-MIGRATIONS: dict[str, list[list[str]]] = {
+MIGRATIONS: dict[str, list[list[Step]]] = {
     SQLITE: [
         [
             # AUTOINCREMENT: ids are never reused after deletes, so a stored cursor
@@ -78,6 +126,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             "CREATE TABLE tags (tag TEXT PRIMARY KEY, first_seen REAL NOT NULL)",
         ],
         [_webhook_cursors("INTEGER", "REAL")],
+        _engagement_columns("INTEGER"),
     ],
     POSTGRESQL: [
         [
@@ -97,6 +146,7 @@ MIGRATIONS: dict[str, list[list[str]]] = {
             "CREATE TABLE tags (tag TEXT PRIMARY KEY, first_seen DOUBLE PRECISION NOT NULL)",
         ],
         [_webhook_cursors("BIGINT", "DOUBLE PRECISION")],
+        _engagement_columns("SMALLINT"),
     ],
 }
 
@@ -109,7 +159,7 @@ def latest(dialect: str) -> int:
     return len(MIGRATIONS[dialect])
 
 
-def pending(dialect: str, current: int) -> list[tuple[int, list[str]]]:
+def pending(dialect: str, current: int) -> list[tuple[int, list[Step]]]:
     """The migrations a database at version ``current`` still needs, as (version, statements).
 
     The caller checks first that ``current`` is not newer than the code.
@@ -137,7 +187,10 @@ def migrate(cur: Any, dialect: str, sql: Callable[[str], str], where: str) -> in
         )
     for version, statements in pending(dialect, current):
         for statement in statements:
-            cur.execute(statement)
+            if callable(statement):
+                statement(cur, sql)
+            else:
+                cur.execute(statement)
         cur.execute(
             sql("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"),
             [version, time.time()],

@@ -35,7 +35,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from ..settings import SYSTEM_TAG_LIMIT
-from . import schema
+from . import schema, stats
+from .columns import derived_columns
+from .columns import text_column as _text
 from .schema import SchemaError
 
 log = structlog.get_logger("smtpapi_milter.events.store")
@@ -63,6 +65,10 @@ _COLUMNS = (
     "campaign_id",
     "rcpt_to",
     "payload",
+    "machine",
+    "target_link_url",
+    "target_link_name",
+    "tags",
 )
 _INSERT = (
     f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -92,13 +98,6 @@ def redact(url: str) -> str:
     return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
 
 
-def _text(value: Any) -> str:
-    # Column copies only serve filtering; the payload keeps the exact value. PostgreSQL TEXT
-    # refuses NUL and neither driver encodes lone surrogates, so both are cleaned here.
-    text = "" if value is None else str(value)
-    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
-
-
 def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
     """The ``events`` row for one flat event; ValueError if it lacks what the store needs."""
     event_id, kind = event.get("event_id"), event.get("type")
@@ -119,6 +118,7 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         _text(event.get("campaign_id")),
         _text(event.get("rcpt_to")).lower(),
         json.dumps(event, separators=(",", ":")),
+        *derived_columns(event),
     )
 
 
@@ -169,10 +169,11 @@ class _GroupCommit:
             batch.done = True
 
 
-class EventStore:
+class EventStore(stats.CampaignReports):
     """What the milter and the tracker need from an event store; see :func:`open_store`.
 
-    Subclasses supply ``_transaction`` (run a function with a cursor in one transaction,
+    Campaign reports come from :class:`.stats.CampaignReports`. Subclasses supply
+    ``_transaction`` (run a function with a cursor in one transaction,
     mapping connection and I/O failures to StoreUnavailable) and ``_lock`` (serialize
     with other processes; SQLite's write transactions already are).
     """

@@ -13,6 +13,9 @@ Routes (JSON unless said otherwise):
 - ``DELETE /api/v1/recipients/{address}/events`` — erase one recipient's events (privacy
   requests): ``{"deleted": N}``.
 - ``GET /healthz``; ``GET /metrics`` (Prometheus text: webhook delivery counters).
+
+The dashboard (:mod:`.dashboard`) adds its page under ``/dashboard/`` and its report routes
+(``/api/v1/campaigns...``, ``/api/v1/tags``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class Request:
     def __init__(self, scope: Scope, store: EventStore | LazyStore):
         self.method: str = scope["method"]
         self.path: str = scope["path"]
+        # Still percent-encoded: a value in the path may itself contain an encoded "/".
+        self.raw_path: str = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         self._store = store
         self.query: dict[str, list[str]] = parse_qs(
             scope.get("query_string", b"").decode("latin-1"), keep_blank_values=False
@@ -86,6 +91,9 @@ class AdminApp:
         self.raw_routes: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             "/metrics": metrics_page,
         }
+        # Paths served without the token: health checks, and the dashboard's own files (code,
+        # no data; the page then asks for the token and sends it with every API call).
+        self.public_paths: set[str] = {"/healthz"}
 
     def _authorized(self, scope: Scope) -> bool:
         if not self._token:
@@ -100,7 +108,7 @@ class AdminApp:
         if scope["type"] != "http":
             return
         path = scope["path"]
-        if path != "/healthz" and not self._authorized(scope):
+        if path not in self.public_paths and not self._authorized(scope):
             await send_json(send, 401, {"error": "bearer token required"}, auth=True)
             return
         raw = self.raw_routes.get(path)

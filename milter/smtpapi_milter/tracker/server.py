@@ -28,6 +28,7 @@ from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, 
 from ..events.webhooks import check_hooks
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
+from . import dashboard
 from .admin import AdminApp, is_loopback
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
 from .jobs import background_jobs
@@ -132,7 +133,7 @@ def admin_app(config: Config) -> Lifespan:
         parts["jobs"] = background_jobs(config, store)
         for job in parts["jobs"]:
             job.start()
-        return AdminApp(store, config.engagement_tracker.admin_token)
+        return dashboard.install(AdminApp(store, config.engagement_tracker.admin_token))
 
     def shutdown() -> None:
         for job in parts.get("jobs", []):

@@ -19,6 +19,10 @@ from typing import Any
 
 from ua_parser import parse
 
+from ..events.columns import is_machine
+
+__all__ = ["is_machine", "user_agent_parsed"]
+
 # A click this soon after injection came from a machine: a person cannot have received,
 # opened and read the message yet, but link scanners at the receiving gateway can.
 SCANNER_CLICK_SECONDS = 5
@@ -81,11 +85,3 @@ def user_agent_parsed(
     if kind in ("click", "link_unsubscribe") and too_fast and not parsed["is_bot"]:
         parsed["is_bot"], parsed["machine_reason"] = True, "click_too_fast"
     return parsed
-
-
-def is_machine(parsed: dict[str, Any]) -> bool:
-    """Whether a machine made the event: a prefetch or a bot.
-
-    A proxy alone is not a machine: Gmail's image proxy fetches when a person opens.
-    """
-    return bool(parsed.get("is_prefetched") or parsed.get("is_bot"))

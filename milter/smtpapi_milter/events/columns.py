@@ -1,0 +1,54 @@
+"""The ``events`` columns copied out of an event's payload, for filtering and aggregating.
+
+The payload keeps the exact event; these copies exist so that SQL can filter and count on
+them the same way on SQLite and PostgreSQL (no JSON functions, which differ between the two
+and fail on PostgreSQL for strings its JSONB refuses). Used by the store for every new event
+and by the schema migration that back-fills older rows, so both agree by construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Tags are stored as one string, each tag between two of these, so "has tag T" is a
+# substring test for SEP + T + SEP. Tags cannot contain it (it is removed from them).
+TAG_SEPARATOR = "\x1f"
+
+
+def text_column(value: Any) -> str:
+    """``value`` as a TEXT column: NUL and lone surrogates removed (PostgreSQL refuses NUL,
+    neither driver encodes lone surrogates); the payload keeps the exact value."""
+    text = "" if value is None else str(value)
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def is_machine(parsed: Any) -> bool:
+    """Whether a machine made an event with this ``user_agent_parsed``: a prefetch or a bot.
+
+    A proxy alone is not a machine: Gmail's image proxy fetches when a person opens.
+    """
+    return isinstance(parsed, dict) and bool(parsed.get("is_prefetched") or parsed.get("is_bot"))
+
+
+def tags_column(tags: Any) -> str:
+    """``rcpt_tags`` as one searchable string (see :data:`TAG_SEPARATOR`); '' for none."""
+    if not isinstance(tags, list):
+        return ""
+    cleaned = [text_column(tag).replace(TAG_SEPARATOR, "") for tag in tags if tag is not None]
+    cleaned = [tag for tag in cleaned if tag]
+    return TAG_SEPARATOR + TAG_SEPARATOR.join(cleaned) + TAG_SEPARATOR if cleaned else ""
+
+
+def tag_needle(tag: str) -> str:
+    """What to search a tags column for to find ``tag``."""
+    return TAG_SEPARATOR + text_column(tag).replace(TAG_SEPARATOR, "") + TAG_SEPARATOR
+
+
+def derived_columns(event: dict[str, Any]) -> tuple[int, str, str, str]:
+    """(machine, target_link_url, target_link_name, tags) for one flat event."""
+    return (
+        1 if is_machine(event.get("user_agent_parsed")) else 0,
+        text_column(event.get("target_link_url")),
+        text_column(event.get("target_link_name")),
+        tags_column(event.get("rcpt_tags")),
+    )

@@ -1,0 +1,357 @@
+/* The engagement dashboard: reads our own JSON API, draws with charts.js. Data only ever
+   reaches the page through textContent and attributes, never as HTML. */
+"use strict";
+(function () {
+  const view = document.getElementById("view");
+  const login = document.getElementById("login");
+  const controls = {
+    range: document.getElementById("range"),
+    tag: document.getElementById("tag"),
+    search: document.getElementById("search"),
+  };
+  const TOKEN_KEY = "smtpapi-milter-admin-token";
+  const PER_PAGE = 50;
+  const numbers = new Intl.NumberFormat();
+  const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
+  const COLUMNS = [
+    ["campaign", "Campaign"], ["injections", "Injections"], ["unique_opens", "Unique opens"],
+    ["open_rate", "Open rate"], ["unique_clicks", "Unique clicks"], ["click_rate", "Click rate"],
+    ["opens", "Opens"], ["clicks", "Clicks"], ["machine_opens", "Machine opens"],
+    ["machine_clicks", "Machine clicks"], ["recent", "Last event"],
+  ];
+  let current = 0; // the newest render; older answers are dropped
+  let tagsLoaded = false;
+
+  class AuthNeeded extends Error {}
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  function el(name, attrs, ...children) {
+    const node = document.createElement(name);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    node.append(...children.filter((c) => c !== null && c !== undefined));
+    return node;
+  }
+
+  // --- where we are: #/ or #/campaign/ID, then ?range=&tag=&search=&sort=&order=&page=
+  function readState() {
+    const hash = location.hash.slice(1) || "/";
+    const cut = hash.indexOf("?");
+    const path = cut < 0 ? hash : hash.slice(0, cut);
+    const params = new URLSearchParams(cut < 0 ? "" : hash.slice(cut + 1));
+    return {
+      campaign: path.startsWith("/campaign/") ? decodeURIComponent(path.slice(10)) : null,
+      range: params.get("range") || "30d",
+      tag: params.get("tag") || "",
+      search: params.get("search") || "",
+      sort: params.get("sort") || "recent",
+      order: params.get("order") || "",
+      page: Math.max(1, parseInt(params.get("page"), 10) || 1),
+    };
+  }
+
+  function hashFor(state) {
+    const params = new URLSearchParams();
+    if (state.range !== "30d") params.set("range", state.range);
+    for (const key of ["tag", "search", "order"]) if (state[key]) params.set(key, state[key]);
+    if (state.sort !== "recent") params.set("sort", state.sort);
+    if (state.page > 1) params.set("page", state.page);
+    const path = state.campaign === null ? "/" : "/campaign/" + encodeURIComponent(state.campaign);
+    const query = params.toString();
+    return "#" + path + (query ? "?" + query : "");
+  }
+
+  function go(changes, replace) {
+    const state = Object.assign(readState(), changes);
+    history[replace ? "replaceState" : "pushState"](null, "", hashFor(state));
+    render();
+  }
+
+  async function api(path, params) {
+    const url = new URL("../api/v1/" + path, location.href);
+    for (const [key, value] of Object.entries(params || {})) {
+      if (value !== "" && value !== null && value !== undefined) url.searchParams.set(key, value);
+    }
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const response = await fetch(url, { headers, cache: "no-store" });
+    if (response.status === 401) throw new AuthNeeded();
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new ApiError(response.status, body.error || `HTTP ${response.status}`);
+    return body;
+  }
+
+  function scopeOf(state) {
+    return { since: state.range === "all" ? "" : state.range, tag: state.tag };
+  }
+
+  const count = (n) => numbers.format(n);
+  const rate = (r) => (r === null ? "—" : percent.format(r));
+  const when = (t) => new Date(t * 1000).toLocaleString();
+  const campaignName = (id) => (id === "" ? "(no campaign id)" : id);
+
+  function card(stat, label, value, note) {
+    return el("div", { class: "card" }, el("div", { class: "label", text: label }),
+      el("div", { class: "value", "data-stat": stat, text: value }),
+      note ? el("div", { class: "sub", text: note }) : null);
+  }
+
+  function cards(t) {
+    return el("section", { class: "cards", "aria-label": "Totals" },
+      card("injections", "Injections", count(t.injections)),
+      card("unique_opens", "Unique opens", count(t.unique_opens), `open rate ${rate(t.open_rate)}`),
+      card("unique_clicks", "Unique clicks", count(t.unique_clicks),
+        `click rate ${rate(t.click_rate)}`),
+      card("opens", "Opens", count(t.opens)),
+      card("clicks", "Clicks", count(t.clicks)),
+      card("machine_opens", "Machine opens", count(t.machine_opens), "prefetches, bots"),
+      card("machine_clicks", "Machine clicks", count(t.machine_clicks), "scanners, bots"));
+  }
+
+  // --- the campaign list
+  async function renderList(state, ticket) {
+    const body = await api("campaigns", Object.assign(scopeOf(state), {
+      search: state.search, sort: state.sort, order: state.order,
+      page: state.page, per_page: PER_PAGE,
+    }));
+    if (ticket !== current) return;
+    document.title = "Engagement · smtpapi-milter";
+    if (!body.total) {
+      view.replaceChildren(emptyState(state, body.any_events));
+      return;
+    }
+    view.replaceChildren(
+      el("h2", { text: `${count(body.total)} campaign${body.total === 1 ? "" : "s"}` }),
+      cards(body.totals), campaignTable(body.results, state), pager(body, state));
+  }
+
+  function emptyState(state, anyEvents) {
+    if (!anyEvents) {
+      return el("section", { class: "empty", id: "empty" },
+        el("h2", { text: "No engagement yet" }),
+        el("p", { text: "The event store holds no events. Injections appear here once the " +
+          "milter tracks mail; opens and clicks once recipients read it and follow its links." }));
+    }
+    const filters = [];
+    if (state.search) filters.push(`matching “${state.search}”`);
+    if (state.tag) filters.push(`tagged “${state.tag}”`);
+    const range = controls.range.selectedOptions[0].textContent.toLowerCase();
+    return el("section", { class: "empty", id: "empty" },
+      el("h2", { text: "No campaigns match" }),
+      el("p", { text: `No campaign ${filters.concat([`with events in the ${range}`]).join(", ")}. ` +
+        "Try a longer time range, another tag or a shorter search." }));
+  }
+
+  function campaignTable(rows, state) {
+    const head = el("tr", {}, ...COLUMNS.map(([key, label]) => {
+      const active = state.sort === key;
+      const descending = active ? state.order !== "asc" && (state.order === "desc" ||
+        key !== "campaign") : null;
+      const button = el("button", { type: "button", text: label });
+      button.addEventListener("click", () => {
+        const flip = active ? (descending ? "asc" : "desc") : "";
+        go({ sort: key, order: flip, page: 1 });
+      });
+      return el("th", { scope: "col", "aria-sort": active ? (descending ? "descending" :
+        "ascending") : null }, button);
+    }));
+    const body = el("tbody", {}, ...rows.map((row) => el("tr", {},
+      el("th", { scope: "row" }, el("a", {
+        href: hashFor(Object.assign(readState(), { campaign: row.campaign_id, page: 1 })),
+        class: row.campaign_id === "" ? "unnamed" : null, text: campaignName(row.campaign_id),
+      })),
+      ...["injections", "unique_opens", "open_rate", "unique_clicks", "click_rate", "opens",
+        "clicks", "machine_opens", "machine_clicks"].map((key) => el("td", {
+        "data-stat": key, text: key.endsWith("_rate") ? rate(row[key]) : count(row[key]),
+      })),
+      el("td", { "data-stat": "last_event", text: when(row.last_event) }))));
+    return el("div", { class: "scroll" }, el("table", { id: "campaigns" },
+      el("thead", {}, head), body));
+  }
+
+  function pager(body, state) {
+    const pages = Math.max(1, Math.ceil(body.total / body.per_page));
+    const first = (body.page - 1) * body.per_page + 1;
+    const last = Math.min(body.total, body.page * body.per_page);
+    const button = (label, page, disabled) => {
+      const node = el("button", { type: "button", text: label, disabled });
+      node.addEventListener("click", () => go({ page }));
+      return node;
+    };
+    return el("nav", { class: "pager", "aria-label": "Pages" },
+      button("Previous", state.page - 1, body.page <= 1),
+      el("span", { id: "page-info", text:
+        `${count(first)}–${count(last)} of ${count(body.total)} · page ${count(body.page)} of ${count(pages)}` }),
+      button("Next", state.page + 1, body.page >= pages));
+  }
+
+  // --- one campaign
+  async function renderCampaign(state, ticket) {
+    const base = "campaigns/" + encodeURIComponent(state.campaign);
+    const scope = scopeOf(state);
+    const tzOffset = -new Date().getTimezoneOffset() * 60;
+    let summary;
+    try {
+      summary = await api(base, scope);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 404) throw error;
+      if (ticket !== current) return;
+      view.replaceChildren(back(state), el("h2", { text: campaignName(state.campaign) }),
+        el("section", { class: "empty", id: "empty" }, el("p", {
+          text: "No events of this campaign in the selected time range and tag." })));
+      return;
+    }
+    const [series, links] = await Promise.all([
+      api(base + "/timeseries", Object.assign({ tz_offset: tzOffset }, scope)),
+      api(base + "/links", Object.assign({ limit: 20 }, scope)),
+    ]);
+    if (ticket !== current) return;
+    const s = summary.results;
+    document.title = `${campaignName(s.campaign_id)} · Engagement`;
+    view.replaceChildren(back(state),
+      el("h2", { id: "campaign-name", class: s.campaign_id === "" ? "unnamed" : null,
+        text: campaignName(s.campaign_id) }),
+      el("p", { class: "note", text: `Events from ${when(s.first_event)} to ${when(s.last_event)}` }),
+      cards(s), timeCharts(series), linkTable(links.results));
+  }
+
+  function back(state) {
+    return el("a", { class: "back", href: hashFor(Object.assign({}, state, { campaign: null })),
+      text: "← All campaigns" });
+  }
+
+  function bucketName(seconds) {
+    const units = [[604800, "week"], [86400, "day"], [3600, "hour"], [60, "minute"]];
+    for (const [size, name] of units) {
+      if (seconds % size === 0) {
+        const n = seconds / size;
+        return n === 1 ? name : `${n} ${name}s`;
+      }
+    }
+    return `${seconds} seconds`;
+  }
+
+  function timeCharts(series) {
+    const points = series.results;
+    const daily = series.bucket >= 86400;
+    const format = daily ? { month: "short", day: "numeric" }
+      : { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
+    const label = (p) => new Date(p.start * 1000).toLocaleString([], format);
+    const describe = (p) => new Date(p.start * 1000).toLocaleString();
+    const per = bucketName(series.bucket);
+    const figure = (id, heading, people, machines) => el("figure", { class: "panel", id },
+      el("figcaption", {}, el("span", { text: `${heading} per ${per}` }), legend()),
+      Charts.columns(points, [
+        { key: people, label: "People", cls: "human" },
+        { key: machines, label: "Machines", cls: "machine" },
+      ], { label, describe, name: `${heading} per ${per}` }));
+    return el("section", { class: "charts" },
+      figure("opens-chart", "Opens", "opens", "machine_opens"),
+      figure("clicks-chart", "Clicks", "clicks", "machine_clicks"));
+  }
+
+  function legend() {
+    return el("span", { class: "legend" },
+      el("span", { class: "key human", text: "People" }),
+      el("span", { class: "key machine", text: "Machines" }));
+  }
+
+  function linkTable(links) {
+    if (!links.length) {
+      return el("section", { class: "panel", id: "links" }, el("h3", { text: "Links" }),
+        el("p", { class: "note", text: "No clicks in this range." }));
+    }
+    const max = Math.max(...links.map((l) => l.clicks + l.machine_clicks));
+    const rows = links.map((l) => el("tr", {},
+      el("th", { scope: "row" },
+        el("div", { class: "link-name", text: l.target_link_name || "(no name)" }),
+        el("a", { class: "link-url", href: l.target_link_url, rel: "noreferrer noopener",
+          target: "_blank", text: l.target_link_url })),
+      el("td", { class: "meter-cell" }, Charts.meter(l.clicks, l.machine_clicks, max)),
+      el("td", { "data-stat": "clicks", text: count(l.clicks) }),
+      el("td", { "data-stat": "unique_clicks", text: count(l.unique_clicks) }),
+      el("td", { "data-stat": "machine_clicks", text: count(l.machine_clicks) })));
+    return el("section", { class: "panel", id: "links" },
+      el("h3", {}, el("span", { text: "Top links" }), legend()),
+      el("div", { class: "scroll" }, el("table", {},
+        el("thead", {}, el("tr", {}, ...["Link", "", "Clicks", "Unique clicks", "Machine clicks"]
+          .map((h) => el("th", { scope: "col", text: h })))),
+        el("tbody", {}, ...rows))));
+  }
+
+  // --- plumbing
+  function syncControls(state) {
+    controls.range.value = state.range;
+    if (![...controls.tag.options].some((o) => o.value === state.tag)) {
+      controls.tag.append(el("option", { value: state.tag, text: state.tag }));
+    }
+    controls.tag.value = state.tag;
+    if (document.activeElement !== controls.search) controls.search.value = state.search;
+  }
+
+  async function loadTags() {
+    const body = await api("tags");
+    for (const tag of body.results) {
+      if (![...controls.tag.options].some((o) => o.value === tag)) {
+        controls.tag.append(el("option", { value: tag, text: tag }));
+      }
+    }
+    tagsLoaded = true;
+  }
+
+  async function render() {
+    const ticket = ++current;
+    const state = readState();
+    syncControls(state);
+    view.setAttribute("aria-busy", "true");
+    try {
+      if (!tagsLoaded) await loadTags();
+      if (state.campaign === null) await renderList(state, ticket);
+      else await renderCampaign(state, ticket);
+      if (ticket === current) syncControls(state);
+    } catch (error) {
+      if (ticket !== current) return;
+      if (error instanceof AuthNeeded) {
+        askForToken();
+        return;
+      }
+      view.replaceChildren(el("section", { class: "empty error", id: "error" },
+        el("h2", { text: "Cannot show engagement" }), el("p", { text: error.message })));
+    } finally {
+      if (ticket === current) view.removeAttribute("aria-busy");
+    }
+  }
+
+  function askForToken() {
+    const error = document.getElementById("login-error");
+    error.hidden = !sessionStorage.getItem(TOKEN_KEY);
+    error.textContent = "That token was not accepted.";
+    sessionStorage.removeItem(TOKEN_KEY);
+    view.replaceChildren();
+    login.hidden = false;
+    document.getElementById("token").focus();
+  }
+
+  login.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+    login.hidden = true;
+    render();
+  });
+  document.getElementById("filters").addEventListener("submit", (e) => e.preventDefault());
+  controls.range.addEventListener("change", () => go({ range: controls.range.value, page: 1 }));
+  controls.tag.addEventListener("change", () => go({ tag: controls.tag.value, page: 1 }));
+  let typing = 0;
+  controls.search.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => go({ search: controls.search.value.trim(), page: 1,
+      campaign: null }, true), 250);
+  });
+  window.addEventListener("hashchange", render);
+  render();
+})();
