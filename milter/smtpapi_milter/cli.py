@@ -363,7 +363,7 @@ def _toml(table: dict[str, Any], prefix: str = "") -> str:
         elif isinstance(value, list) and value and isinstance(value[0], dict):
             tables.extend((f"[{key}]", item) for item in value)
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
     out = "\n".join(lines)
     for key, value in tables:
         if key.startswith("["):
@@ -376,14 +376,16 @@ def _toml(table: dict[str, Any], prefix: str = "") -> str:
     return out.strip("\n")
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A string, number, boolean or list as a TOML value (enough for settings)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    # A TOML basic string takes JSON's escapes (control characters included).
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 if __name__ == "__main__":

@@ -11,19 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from smtpapi_milter.cli import toml_value
 from smtpapi_milter.sandbox.ports import deadline_in, free_port, wait_for_http, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
 
 
 def toml(sections: dict[str, dict[str, Any]], top: dict[str, Any]) -> str:

@@ -229,28 +229,9 @@ class EventStore(stats.CampaignReports):
 
         self._transaction(work, write=True)
 
-    def query(
-        self,
-        *,
-        types: Sequence[str] | None = None,
-        campaign: str | None = None,
-        rcpt: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int | None = None,
-        after_id: int | None = None,
-    ) -> list[dict[str, Any]]:
+    def query(self, **filters: Any) -> list[dict[str, Any]]:
         """Events as recorded, in insertion order; filters as for :meth:`query_with_ids`."""
-        pairs = self.query_with_ids(
-            types=types,
-            campaign=campaign,
-            rcpt=rcpt,
-            since=since,
-            until=until,
-            limit=limit,
-            after_id=after_id,
-        )
-        return [event for _, event in pairs]
+        return [event for _, event in self.query_with_ids(**filters)]
 
     def query_with_ids(
         self,
