@@ -127,8 +127,10 @@ class RunningMilter(RunningService):
     command = "milter"
 
     def _configure(self, sections: dict[str, dict[str, Any]]) -> None:
-        self.port = free_port()
-        sections.setdefault("milter", {})["socket"] = f"inet:{self.port}@127.0.0.1"
+        self.port, self.metrics_port = free_port(), free_port()
+        milter = sections.setdefault("milter", {})
+        milter["socket"] = f"inet:{self.port}@127.0.0.1"
+        milter.setdefault("metrics_listen", f"127.0.0.1:{self.metrics_port}")
 
     def _wait_ready(self) -> None:
         wait_for_port("127.0.0.1", self.port, deadline_in(20))

@@ -125,6 +125,9 @@ class SmtpapiMilter(Milter.Base):
 
     def _log_verdict(self, stage: str, reply: SmtpReply) -> None:
         envelope = self.session.envelope
+        seconds = time.monotonic() - self.started
+        if self.state.metrics is not None:
+            self.state.metrics.message("rejected" if reply.is_permanent else "tempfailed", seconds)
         log.info(
             "message",
             stage=stage,
@@ -132,7 +135,7 @@ class SmtpapiMilter(Milter.Base):
             queue_id=envelope.queue_id,
             client=envelope.client_address,
             mail_from=envelope.mail_from,
-            ms=round((time.monotonic() - self.started) * 1000, 1),
+            ms=round(seconds * 1000, 1),
         )
 
     def negotiate(self, opts: list[int]) -> int:
@@ -295,18 +298,23 @@ class SmtpapiMilter(Milter.Base):
     def _log_result(self, result: MessageResult) -> None:
         envelope = self.session.envelope
         copy = result.copies[0]
+        tracked = bool(copy.settings and copy.settings.tracks_anything)
+        seconds = time.monotonic() - self.started
+        if self.state.metrics is not None:
+            verdict = "tracked" if tracked else "untracked"
+            self.state.metrics.message(verdict, seconds, result.links_tracked)
         log.info(
             "message",
             verdict="accept",
             queue_id=envelope.queue_id,
             transmission_id=result.transmission_id or None,
             recipients=len(envelope.recipients),
-            tracked=bool(copy.settings and copy.settings.tracks_anything),
+            tracked=tracked,
             untracked_reason=result.untracked_reason,
             links=result.links_tracked,
             pixel=copy.stats.pixel,
             worker=self.state.worker,
-            ms=round((time.monotonic() - self.started) * 1000, 1),
+            ms=round(seconds * 1000, 1),
         )
 
     def _close_spool(self) -> None:

@@ -34,6 +34,7 @@ from ..config import ConfigError, load_config
 from ..policy import PolicyLoadError, PolicySet
 from ..tokens import TokenCodec
 from .activation import Relay, listen_sockets
+from .metrics import MilterMetrics
 from .milter import ACTIONS, SmtpapiMilter
 from .state import MilterState
 from .workers import WorkerGroup
@@ -73,11 +74,15 @@ def serve(config_path: str | None, socket_override: str | None = None) -> int:
     TokenCodec.from_config(config)
     socket = socket_override or config.milter.socket
     states: list[MilterState] = []
+    metrics = MilterMetrics()  # before the fork: every worker counts into its directory
 
     def start(group: WorkerGroup) -> None:
         # After the fork: each process has its own store connection, threads and ids.
         state = MilterState.load(config_path, group.index, group.count)
+        state.metrics = metrics
         states.append(state)
+        if group.is_leader:
+            metrics.serve(config.milter.metrics_listen)
         Milter.factory = lambda: SmtpapiMilter(state)
         _handle_signals(state, group, socket)
         if group.is_leader:
@@ -93,6 +98,8 @@ def serve(config_path: str | None, socket_override: str | None = None) -> int:
     log.info("milter stopped")
     for state in states:
         state.close()
+    if group.is_leader:
+        metrics.close()
     return 1 if group.lost_follower else 0
 
 

@@ -18,6 +18,7 @@ from ..pipeline import Pipeline
 from ..policy import PolicyLoadError, PolicySet
 from ..replies import SmtpReply, SmtpReplyError
 from ..tokens import TokenCodec
+from .metrics import MilterMetrics
 
 log = structlog.get_logger("smtpapi_milter.milter")
 
@@ -33,6 +34,7 @@ class MilterState:
         self._ids: IdGenerator | None = None
         self._lock = threading.Lock()
         self._store: LazyStore | None = None
+        self.metrics: MilterMetrics | None = None  # set by the worker that serves
         self._transactions = 0  # in progress, for draining on SIGTERM
         self._draining = False
         self._idle = threading.Condition()
