@@ -329,7 +329,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .tracker.server import check as check_tracker
+
     config, policies = _load(args)
+    check_tracker(config)  # listen addresses, admin token off loopback, webhooks
     codec_note = _describe_keys(config)
     print(f"# effective configuration from {config.source}")
     settings = dataclasses.asdict(config)
