@@ -113,14 +113,19 @@ class Demo:
                     "speed it is a link scanner, not a reader"
                 )
                 self.note(
-                    f"dashboard: http://127.0.0.1:{ports['admin']}/dashboard   "
+                    f"dashboard: http://127.0.0.1:{ports['admin']}/dashboard/   "
                     f"events API: http://127.0.0.1:{ports['admin']}/api/v1/events"
                 )
-                self.note(
-                    f"JSON lines for programs: smtpapi-milter events --config {config_path}"
-                    " --format json"
-                )
-                if self.keep:
+                if not self.keep:
+                    self.note(
+                        "(they go with the clean-up: `smtpapi-milter demo --keep` leaves "
+                        "everything running to look at them)"
+                    )
+                else:
+                    self.note(
+                        f"JSON lines for programs: smtpapi-milter events --config {config_path}"
+                        " --format json"
+                    )
                     with contextlib.suppress(EOFError, KeyboardInterrupt):
                         input(
                             "\n      Everything keeps running: press Enter to stop and clean up. "
