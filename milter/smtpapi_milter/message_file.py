@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from .envelope import HeaderEdit
 
-_FIELD = re.compile(rb"[^\s:]+[ \t]*:.*(?:\r?\n[ \t].*)*(?:\r?\n|$)")
+# A field name is printable ASCII (RFC 5322); Postfix also allows blanks before the colon.
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:.*(?:\r?\n[ \t].*)*(?:\r?\n|$)")
 _MBOX_FROM = re.compile(rb"From (?![ \t]*:)[^\r\n]*\r?\n")
 
 

@@ -53,7 +53,9 @@ class HtmlScan:
     The structural offsets (``body_start_end``, ``body_end_start``, ``html_end_start``) and
     ``base_href`` only consider markup every client sees: tags inside comments, raw text and
     Outlook conditional comments are ignored, so a pixel is never inserted where only Outlook
-    would render it.
+    would render it. ``tail_start`` is where an unterminated tag, comment or raw-text element
+    begins that swallows the end of the document: text appended to the document would not
+    render (None when the document ends outside any such construct).
     """
 
     links: list[HtmlLink]
@@ -61,6 +63,7 @@ class HtmlScan:
     body_end_start: int | None
     html_end_start: int | None
     base_href: str | None
+    tail_start: int | None = None
 
 
 # Attributes after the tag name, up to and including the closing '>' (HTML5 "before attribute
@@ -127,6 +130,7 @@ def scan_html(text: str) -> HtmlScan:
         body_end_start=scanner.body_end_start,
         html_end_start=scanner.html_end_start,
         base_href=scanner.base_href,
+        tail_start=scanner.tail_start,
     )
 
 
@@ -143,18 +147,18 @@ def _attribute_text(raw: str | None) -> str:
 
 
 def _comment_end(text: str, pos: int, end: int) -> int:
-    """End of a comment whose '<!--' ends at ``pos`` (HTML5 comment states)."""
+    """End of a comment whose '<!--' ends at ``pos`` (HTML5 comment states); -1 if none."""
     if text.startswith(">", pos, end):
         return pos + 1
     if text.startswith("->", pos, end):
         return pos + 2
     close = _COMMENT_CLOSE.search(text, pos, end)
-    return end if close is None else close.end()
+    return -1 if close is None else close.end()
 
 
 def _bogus_comment_end(text: str, pos: int, end: int) -> int:
     close = text.find(">", pos, end)
-    return end if close < 0 else close + 1
+    return -1 if close < 0 else close + 1
 
 
 class _NextMatch:
@@ -191,6 +195,7 @@ class _Scanner:
         self.body_end_start: int | None = None
         self.html_end_start: int | None = None
         self.base_href: str | None = None
+        self.tail_start: int | None = None
         self._a_close = _NextMatch(_A_CLOSE)
         self._conditional_end = _NextMatch(_CONDITIONAL_END)
 
@@ -203,6 +208,18 @@ class _Scanner:
                 return
             pos = self._markup(pos, end, in_conditional)
 
+    def _ends(self, start: int, found: int, end: int) -> int:
+        """Where scanning resumes after the construct at ``start`` that ends at ``found``.
+
+        ``found`` -1 means it never ends and swallows the rest of the region; at the end of
+        the document, that is where appended text would disappear.
+        """
+        if found >= 0:
+            return found
+        if end == len(self.text) and self.tail_start is None:
+            self.tail_start = start
+        return end
+
     def _markup(self, pos: int, end: int, in_conditional: bool) -> int:
         """Handle the construct opened by the '<' at ``pos``; return where scanning resumes."""
         after = self.text[pos + 1]
@@ -211,7 +228,7 @@ class _Scanner:
         if after == "/":
             return self._end_tag(pos, end, in_conditional)
         if after == "?":
-            return _bogus_comment_end(self.text, pos + 2, end)
+            return self._ends(pos, _bogus_comment_end(self.text, pos + 2, end), end)
         if after.isascii() and after.isalpha():
             return self._start_tag(pos, end, in_conditional)
         return pos + 1
@@ -220,10 +237,10 @@ class _Scanner:
         text = self.text
         if not text.startswith("<!--", pos, end):
             # DOCTYPE, <![CDATA[ (a bogus comment outside SVG/MathML), <![if ...]> and the like.
-            return _bogus_comment_end(text, pos + 2, end)
+            return self._ends(pos, _bogus_comment_end(text, pos + 2, end), end)
         conditional = _CONDITIONAL_START.match(text, pos, end)
         if conditional is None:
-            return _comment_end(text, pos + 4, end)
+            return self._ends(pos, _comment_end(text, pos + 4, end), end)
         if in_conditional:
             # Outlook does not nest conditionals: an inner opener is inert.
             return conditional.end()
@@ -232,30 +249,31 @@ class _Scanner:
     def _conditional(self, opener: re.Match[str], end: int) -> int:
         """Scan a downlevel-hidden conditional comment as markup seen by Outlook."""
         text = self.text
-        content = opener.end()
+        start, content = opener.span()
         if _REVEALED.match(text, content, end):
             # "<!--[if !mso]><!-->" (downlevel-revealed) and "<!--[if x]><![endif]-->" close
             # right here for every client: an ordinary comment followed by normal markup.
-            return _comment_end(text, opener.start() + 4, end)
+            return self._ends(start, _comment_end(text, start + 4, end), end)
         closer = self._conditional_end.find(text, content, end)
         if closer is None:
             # Without <![endif] this is no conditional; read it as the HTML5 comment it is.
-            return _comment_end(text, opener.start() + 4, end)
+            return self._ends(start, _comment_end(text, start + 4, end), end)
         self.scan(content, closer.start(), in_conditional=True)
         return closer.end()
 
     def _end_tag(self, pos: int, end: int, in_conditional: bool) -> int:
         text = self.text
         if pos + 2 >= end:
-            return end
+            # "</" at the very end is text, but "</" before anything appended is not.
+            return self._ends(pos, -1, end)
         first = text[pos + 2]
         if first == ">":
             return pos + 3
         if not (first.isascii() and first.isalpha()):
-            return _bogus_comment_end(text, pos + 2, end)
+            return self._ends(pos, _bogus_comment_end(text, pos + 2, end), end)
         tag = _END_TAG.match(text, pos, end)
         if tag is None:
-            return end
+            return self._ends(pos, -1, end)
         if not in_conditional:
             name = _ascii_lower(tag.group(1))
             if name == "body":
@@ -268,13 +286,13 @@ class _Scanner:
         tag = _START_TAG.match(self.text, pos, end)
         if tag is None:
             # End of input inside a tag: HTML5 drops the tag and everything after it.
-            return end
+            return self._ends(pos, -1, end)
         name = _ascii_lower(tag.group(1))
         if name in ("a", "area") or name.startswith("v:"):
             self._link(tag, name, end, in_conditional)
         elif name in _RAW_TEXT_END:
             closer = _RAW_TEXT_END[name].search(self.text, tag.end(), end)
-            return end if closer is None else closer.start()
+            return self._ends(pos, -1 if closer is None else closer.start(), end)
         elif not in_conditional:
             self._structural(tag, name)
         return tag.end()

@@ -9,6 +9,7 @@ track are decoded, changed and re-encoded, and everything else is copied byte fo
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import email.message
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ QP_LINE_LIMIT = 998
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _HEADER_FIELD = re.compile(rb"([^\s:]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)(?:\r?\n|$)")
+# RFC 5322 field name and colon, nothing between: what every parser reads as a header field.
+_STRICT_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 _PGP = re.compile(rb"^-----BEGIN PGP (?:SIGNED )?MESSAGE-----", re.M)
 
@@ -43,6 +46,9 @@ class MimePart:
     ``start`` is where the part's own header block begins (equal to ``body_start`` for the
     top level, whose headers the MTA hands over separately), ``end`` is just past its body.
     ``cte_range`` is the byte range of its Content-Transfer-Encoding field, if any.
+    ``malformed`` says its header block holds a line that is not a well-formed field: parsers
+    disagree where such a part's body starts (the email package starts it at that line), or
+    for the top level, that a header field has an odd name or a bare CR.
     """
 
     start: int
@@ -54,6 +60,7 @@ class MimePart:
     disposition: str
     has_filename: bool
     cte_range: tuple[int, int] | None = None
+    malformed: bool = False
     children: list[MimePart] = field(default_factory=list)
 
     @property
@@ -124,9 +131,18 @@ def parse_structure(headers: list[tuple[str, bytes]], body: bytes) -> MimePart:
             fields.setdefault(key, _text(value))
     ctype, params, cte, disposition, has_filename = _describe(fields, "text/plain")
     root = MimePart(0, 0, len(body), ctype, params, cte, disposition, has_filename)
+    root.malformed = any(_malformed_field(name, value) for name, value in headers)
     if ctype.startswith("multipart/"):
         _fill_children(body, root, 1)
     return root
+
+
+def _malformed_field(name: str, value: bytes) -> bool:
+    """A message header field that readers split differently: an odd name or a bare CR
+    (the email package ends a line there, an MTA does not)."""
+    if not _STRICT_FIELD.fullmatch(name.encode("utf-8", "surrogateescape") + b":"):
+        return True
+    return b"\r" in value and _BARE_CR.search(value) is not None
 
 
 def _text(value: bytes) -> str:
@@ -136,6 +152,7 @@ def _text(value: bytes) -> str:
 def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int) -> MimePart:
     fields: dict[str, str] = {}
     cte_range = None
+    malformed = False
     if buf.startswith(b"\n", start) or buf.startswith(b"\r\n", start):
         body_start = start + (1 if buf[start] == 10 else 2)
     else:
@@ -145,6 +162,7 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
         pos = start
         while pos < header_end:
             m = _HEADER_FIELD.match(buf, pos, header_end)
+            malformed = malformed or not _STRICT_FIELD.match(buf, pos, header_end)
             if not m:  # not a header line: skip it, as MUAs do
                 nl = buf.find(b"\n", pos, header_end)
                 pos = header_end if nl < 0 else nl + 1
@@ -159,7 +177,7 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
             pos = max(m.end(), pos + 1)
     ctype, params, cte, disposition, has_filename = _describe(fields, default_type)
     part = MimePart(
-        start, body_start, end, ctype, params, cte, disposition, has_filename, cte_range
+        start, body_start, end, ctype, params, cte, disposition, has_filename, cte_range, malformed
     )
     if ctype.startswith("multipart/") and depth < MAX_DEPTH:
         _fill_children(buf, part, depth + 1)
@@ -194,7 +212,11 @@ def _fill_children(buf: bytes, part: MimePart, depth: int) -> None:
             return
         previous_end = m.end()
     if previous_end is not None and previous_end < part.end:  # truncated: no close delimiter
-        part.children.append(_parse_part(buf, previous_end, part.end, default_type, depth))
+        child = _parse_part(buf, previous_end, part.end, default_type, depth)
+        if not child.children:
+            # As the email package reads it: the last line break is the missing delimiter's.
+            child.end = _before_eol(buf, child.end, child.body_start)
+        part.children.append(child)
 
 
 def _before_eol(buf: bytes, pos: int, floor: int) -> int:
@@ -229,10 +251,16 @@ def top_parts(root: MimePart) -> tuple[MimePart | None, MimePart | None]:
 
 
 def untouchable_reason(root: MimePart, body: bytes) -> str | None:
-    """Why this message must be delivered as it is (signed, encrypted), or None."""
+    """Why this message must be delivered as it is (signed, encrypted, ambiguous), or None."""
     for part in root.walk():
         if part.content_type in SIGNED_OR_ENCRYPTED:
             return f"message is signed or encrypted ({part.content_type})"
+        if part.malformed:
+            # Which part is the top text/html one, and where its body starts, depends on the
+            # reader: a change could land where some recipients' clients see other text.
+            return "a header block has a malformed line"
+    if _bare_cr_changes_structure(root, body):
+        return "the MIME structure depends on whether a bare CR ends a line"
     for part in top_parts(root):
         if part is None or body.find(b"-----BEGIN PGP ", part.body_start, part.end) < 0:
             continue  # the plain find is C-fast; the regex below checks it begins a line
@@ -241,12 +269,33 @@ def untouchable_reason(root: MimePart, body: bytes) -> str | None:
     return None
 
 
+def _bare_cr_changes_structure(root: MimePart, body: bytes) -> bool:
+    """Whether reading bare CRs as line breaks (as the email package does) finds other parts.
+
+    A CR without LF is no line break on the wire, yet some readers split lines there; where
+    that moves a delimiter or a header, the two readings disagree about what to change.
+    """
+    if not root.children or b"\r" not in body or not _BARE_CR.search(body):
+        return False
+    relaxed = dataclasses.replace(root, children=[])
+    _fill_children(_BARE_CR.sub(b"\n", body), relaxed, 1)  # same length: offsets compare
+    return _shape(relaxed) != _shape(root)
+
+
+def _shape(part: MimePart) -> tuple:
+    own = (part.start, part.body_start, part.end, part.content_type, part.cte, part.malformed)
+    return (own, part.is_attachment, part.charset, [_shape(c) for c in part.children])
+
+
 def line_ending(body: bytes, start: int = 0, end: int | None = None) -> bytes:
     """The line ending a part uses: CRLF on the wire, LF in some files on disk."""
     nl = body.find(b"\n", start, len(body) if end is None else end)
     if nl < 0:
         nl = body.find(b"\n")
-    return b"\n" if nl > 0 and body[nl - 1] != 13 else b"\r\n"
+    if nl < 0:
+        return b"\r\n"
+    # A LF that starts the buffer has no CR before it (an LF-only file's empty first line).
+    return b"\n" if nl == 0 or body[nl - 1] != 13 else b"\r\n"
 
 
 def decode_transfer(raw: bytes, cte: str) -> bytes | None:

@@ -1,0 +1,177 @@
+"""Regression tests for the bugs the fuzz targets in tests/fuzz/ found, one per finding.
+
+Each input is the fuzzer's reproducer reduced by hand to what triggers the bug; the comment
+says what went wrong before the fix.
+"""
+
+from __future__ import annotations
+
+from email import message_from_bytes
+
+import pytest
+
+from smtpapi_milter import xmsysapi
+from smtpapi_milter.cli import rewrite_bytes
+from smtpapi_milter.envelope import decode_header_value
+from smtpapi_milter.message_file import parse_message_file
+from smtpapi_milter.replies import SmtpReplyError
+from smtpapi_milter.rewrite import mime
+from smtpapi_milter.rewrite.html import scan_html
+
+from .oracle import judge
+from .test_pipeline import CODEC, HEAD, TRACK, html_out, pipeline
+
+
+def tracked(message: bytes) -> bytes:
+    return rewrite_bytes(pipeline(), message, rcpt="jane@example.org")
+
+
+def html_message(body: bytes, content_type: bytes = b"text/html; charset=utf-8") -> bytes:
+    return HEAD + TRACK + b"Content-Type: " + content_type + b"\r\n\r\n" + body
+
+
+# --- X-MSYS-API and header decoding -------------------------------------------------------
+
+
+def test_encoded_word_with_8bit_charset_name_in_subject_is_not_a_crash():
+    # email.errors.CharsetError escaped decode_header_value: every such message got 451.
+    subject = b"=?isp-8859-\xf9?Q?caf=E9?="
+    assert decode_header_value(subject) == subject.decode("utf-8", "replace")
+    message = HEAD.replace(b"Subject: Hi", b"Subject: " + subject) + TRACK + b"\r\n<p>x</p>"
+    assert b"X-MSYS-API" not in tracked(message)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"=?utf\x008?q?{}?=",  # codecs.lookup raised ValueError (embedded null character)
+        b"=?zlib?B?eJyrrgUAAXUA+Q==?=",  # a bytes-to-bytes codec: LookupError from decode
+        b"=?rot13?Q?{}?=",
+        b"=?utf-9?q?{}?=",
+        b"=?" + b"\x00" * 100 + b"?q?{}?=",  # the reply quoted 100 NULs
+    ],
+)
+def test_encoded_word_charsets_that_are_no_text_codecs_get_a_550(value):
+    with pytest.raises(SmtpReplyError) as info:
+        xmsysapi.parse(value)
+    reply = info.value.reply
+    assert (reply.code, reply.status) == ("550", "5.6.0")
+    assert "unknown charset" in reply.text
+    # libmilter passes the text as a C string on one SMTP line.
+    assert reply.text.isascii() and reply.text.isprintable() and len(reply.text) < 120
+
+
+@pytest.mark.parametrize("charset", ["zlib", "rot13", "utf\x008", "idna", "punycode"])
+def test_part_charsets_that_cannot_round_trip_leave_the_part_alone(charset):
+    # LookupError, ValueError or UnicodeError escaped the pipeline: 451 for every attempt.
+    body = b'<a href="https://example.com/">x</a> \\x \xff\xfe'
+    message = html_message(body, b'text/html; charset="' + charset.encode() + b'"')
+    assert tracked(message) == message.replace(TRACK, b"")
+
+
+@pytest.mark.parametrize("charset", ["unicode_escape", "utf-32-be"])
+def test_part_charsets_that_reject_their_own_bytes_leave_the_part_alone(charset):
+    message = html_message(b"<p>\\x</p>\xff\xfe", b"text/html; charset=" + charset.encode())
+    assert tracked(message) == message.replace(TRACK, b"")
+
+
+# --- HTML: where the pixel goes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["<a href=", "<!-- note", "<textarea>", "<style>p{}", "</", "<!DOCTYPE", "<?x", "<a"],
+)
+def test_pixel_goes_before_a_construct_left_open_at_the_end(tail):
+    # Appended after "<a href=", the pixel became that tag's attribute (no open recorded);
+    # after an unclosed <textarea> its markup showed as text.
+    text = "<p>Hello</p>" + tail
+    scan = scan_html(text)
+    assert scan.tail_start == len("<p>Hello</p>")
+    out = html_out(tracked(html_message(text.encode())))
+    assert out.startswith("<p>Hello</p><img ") and out.endswith("/>" + tail)
+
+
+def test_document_ending_in_text_has_no_tail():
+    assert scan_html("<p>Hello</p> a < b").tail_start is None
+    assert scan_html("<p>Hello</p><!-- closed -->").tail_start is None
+
+
+# --- MIME: readings that disagree --------------------------------------------------------------
+
+MULTIPART = b"Content-Type: multipart/alternative; boundary=b\r\nMIME-Version: 1.0\r\n\r\n"
+
+
+def test_part_header_with_a_non_field_line_is_left_alone():
+    # We skipped the line and tracked the part as qp; the email package (and clients like it)
+    # start the body at that line, so the "header" below was body text we re-encoded.
+    body = (
+        b"--b\r\n;\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nhttp://example.com/x"
+        b"\r\n--b--\r\n"
+    )
+    message = HEAD + TRACK + MULTIPART + body
+    assert tracked(message) == message.replace(TRACK, b"")
+    root = mime.parse_structure([("Content-Type", b"multipart/alternative; boundary=b")], body)
+    assert mime.untouchable_reason(root, body) == "a header block has a malformed line"
+
+
+@pytest.mark.parametrize("line", [b"Content-Type : text/html", b"X-\xe9: 1", b" folded: x"])
+def test_part_header_lines_parsers_disagree_on_are_malformed(line):
+    body = b"--b\r\n" + line + b"\r\n\r\n<p>x</p>\r\n--b--\r\n"
+    root = mime.parse_structure([("Content-Type", b"multipart/mixed; boundary=b")], body)
+    assert root.children[0].malformed
+
+
+def test_delimiter_ended_by_a_bare_cr_is_left_alone():
+    # The email package ends lines at a bare CR, so it saw a second part we did not.
+    body = b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\rn\r\nhttp://example.com/\r\n"
+    message = HEAD + TRACK + MULTIPART + body
+    assert tracked(message) == message.replace(TRACK, b"")
+
+
+def test_bare_cr_inside_a_part_body_does_not_block_tracking():
+    body = b"--b\r\nContent-Type: text/html\r\n\r\n<p>a\rb</p>\r\n--b--\r\n"
+    message = HEAD + TRACK + MULTIPART + body
+    judge(message, tracked(message), CODEC)
+
+
+def test_message_header_with_a_bare_cr_is_left_alone():
+    # The email package reads a second field, Content-Type: text/html, after the bare CR.
+    header = b"X-Note: a\rContent-Type: text/html\r\n"
+    message = HEAD + header + TRACK + b"\r\n<p>http://example.com/</p>\r\n"
+    assert tracked(message) == message.replace(TRACK, b"")
+
+
+@pytest.mark.parametrize("name", ["X-A\x01", "Subject ", "X-\xe9"])
+def test_message_header_names_from_the_mta_that_readers_disagree_on(name):
+    assert mime.parse_structure([(name, b"b")], b"<p>x</p>").malformed
+    assert not mime.parse_structure([("X-Fine_1.2", b"b")], b"<p>x</p>").malformed
+
+
+def test_control_character_in_a_field_name_ends_the_header():
+    # The file reader took "\0:" for a field, then Content-Type: text/html below it; Postfix
+    # and the email package start the body at that line.
+    parsed = parse_message_file(b"To: a@example.org\n\x00:\nContent-Type: text/html\n")
+    assert [f.name for f in parsed.fields] == ["To"]
+    assert parsed.body == b"\x00:\nContent-Type: text/html\n"
+
+
+def test_truncated_multipart_last_line_break_is_the_delimiters():
+    # The pixel went after the last line break, which the email package reads as belonging
+    # to the missing delimiter: the part's text changed by more than the pixel.
+    body = b"--b\nContent-Type: text/html\n\n<p>x</p>\n"
+    root = mime.parse_structure([("Content-Type", b"multipart/mixed; boundary=b")], body)
+    assert body[root.children[0].body_start : root.children[0].end] == b"<p>x</p>"
+    message = HEAD + TRACK + MULTIPART + body
+    out = tracked(message)
+    judge(message, out, CODEC)
+    assert out.endswith(b" />\n")
+
+
+def test_lf_file_whose_part_starts_with_an_empty_line_keeps_lf():
+    # line_ending() said CRLF when the first LF was the very first byte.
+    assert mime.line_ending(b"\n\rx\n") == b"\n"
+    message = (HEAD + TRACK).replace(b"\r\n", b"\n") + b"Content-Type: text/html\n\n\n\r-\n"
+    out = tracked(message)
+    assert b"\r" not in out.split(b"\n\n", 1)[1].split(b"<img")[0]
+    assert message_from_bytes(out).get_payload().startswith("\n\n-\n<img")
