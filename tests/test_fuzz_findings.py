@@ -6,6 +6,7 @@ says what went wrong before the fix.
 
 from __future__ import annotations
 
+import binascii
 from email import message_from_bytes
 
 import pytest
@@ -112,14 +113,14 @@ def test_part_header_with_a_non_field_line_is_left_alone():
     message = HEAD + TRACK + MULTIPART + body
     assert tracked(message) == message.replace(TRACK, b"")
     root = mime.parse_structure([("Content-Type", b"multipart/alternative; boundary=b")], body)
-    assert mime.untouchable_reason(root, body) == "a header block has a malformed line"
+    assert mime.untouchable_reason(root, body) == mime.MALFORMED_HEADER
 
 
 @pytest.mark.parametrize("line", [b"Content-Type : text/html", b"X-\xe9: 1", b" folded: x"])
 def test_part_header_lines_parsers_disagree_on_are_malformed(line):
     body = b"--b\r\n" + line + b"\r\n\r\n<p>x</p>\r\n--b--\r\n"
     root = mime.parse_structure([("Content-Type", b"multipart/mixed; boundary=b")], body)
-    assert root.children[0].malformed
+    assert root.children[0].problem == mime.MALFORMED_HEADER
 
 
 def test_delimiter_ended_by_a_bare_cr_is_left_alone():
@@ -144,8 +145,8 @@ def test_message_header_with_a_bare_cr_is_left_alone():
 
 @pytest.mark.parametrize("name", ["X-A\x01", "Subject ", "X-\xe9"])
 def test_message_header_names_from_the_mta_that_readers_disagree_on(name):
-    assert mime.parse_structure([(name, b"b")], b"<p>x</p>").malformed
-    assert not mime.parse_structure([("X-Fine_1.2", b"b")], b"<p>x</p>").malformed
+    assert mime.parse_structure([(name, b"b")], b"<p>x</p>").problem == mime.MALFORMED_HEADER
+    assert mime.parse_structure([("X-Fine_1.2", b"b")], b"<p>x</p>").problem is None
 
 
 def test_control_character_in_a_field_name_ends_the_header():
@@ -175,3 +176,51 @@ def test_lf_file_whose_part_starts_with_an_empty_line_keeps_lf():
     out = tracked(message)
     assert b"\r" not in out.split(b"\n\n", 1)[1].split(b"<img")[0]
     assert message_from_bytes(out).get_payload().startswith("\n\n-\n<img")
+
+
+@pytest.mark.parametrize("decoded", [b"line\r\r\nnext\n", b"a\rb\r\n", b"x" * 80 + b"\r\r\n"])
+def test_literal_cr_in_quoted_printable_text_is_written_as_0d(decoded):
+    # "=0D\r\n" decodes to CR CR LF: b2a_qp took the leftover CR LF for its line ending and
+    # every soft break came out as "=\r\r\n", a broken soft break inside the tracked URL;
+    # a CR elsewhere went out raw, a bare CR on the wire.
+    encoded, cte = mime.encode_transfer(decoded, "quoted-printable", b"\r\n")
+    assert cte == "quoted-printable"
+    assert b"\r" not in encoded.replace(b"\r\n", b"")
+    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+    assert binascii.a2b_qp(encoded) == decoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def test_qp_part_with_encoded_cr_keeps_its_tracked_url_intact():
+    body = b"http://example.com/" + b"p" * 70 + b"=0D\r\nnext=0D\r\n"
+    message = (
+        HEAD
+        + TRACK
+        + b"Content-Type: text/plain\r\nContent-Transfer-Encoding: "
+        + (b"quoted-printable\r\n\r\n" + body)
+    )
+    out = tracked(message)
+    judge(message, out, CODEC)
+    assert b"=\r\r\n" not in out
+
+
+def test_nesting_past_the_walker_depth_leaves_the_message_alone():
+    # Past MAX_DEPTH we stopped looking and could track a later part as the "top" one while
+    # the real top text/html part sat deeper.
+    levels = mime.MAX_DEPTH + 5
+    body = (
+        b"".join(
+            b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
+            for i in range(levels)
+        )
+        + b"--b%d\r\nContent-Type: text/html\r\n\r\n<a href='https://x.example/'>x</a>\r\n" % levels
+    )
+    headers = [("Content-Type", b"multipart/mixed; boundary=b0")]
+    assert mime.untouchable_reason(mime.parse_structure(headers, body), body) == mime.TOO_DEEP
+
+
+def test_boundary_too_long_to_follow_leaves_the_message_alone():
+    boundary = b"b" * (mime.MAX_BOUNDARY + 1)
+    body = b"--" + boundary + b"\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n"
+    headers = [("Content-Type", b"multipart/mixed; boundary=" + boundary)]
+    root = mime.parse_structure(headers, body)
+    assert mime.untouchable_reason(root, body) == mime.LONG_BOUNDARY

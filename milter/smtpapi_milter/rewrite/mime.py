@@ -15,6 +15,10 @@ import re
 from dataclasses import dataclass, field
 
 MAX_DEPTH = 32
+MALFORMED_HEADER = "a header block has a malformed line"
+TOO_DEEP = f"multiparts nested deeper than {MAX_DEPTH} levels"
+MAX_BOUNDARY = 200  # RFC 2046 allows 70
+LONG_BOUNDARY = f"a multipart boundary is longer than {MAX_BOUNDARY} characters"
 QP_LINE_LIMIT = 998
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
@@ -46,9 +50,10 @@ class MimePart:
     ``start`` is where the part's own header block begins (equal to ``body_start`` for the
     top level, whose headers the MTA hands over separately), ``end`` is just past its body.
     ``cte_range`` is the byte range of its Content-Transfer-Encoding field, if any.
-    ``malformed`` says its header block holds a line that is not a well-formed field: parsers
-    disagree where such a part's body starts (the email package starts it at that line), or
-    for the top level, that a header field has an odd name or a bare CR.
+    ``problem`` says why readers may disagree about this part, so that changing the message
+    could change text other than what we meant to: a header line that is no well-formed field
+    (the email package starts the body there), a message header field with an odd name or a
+    bare CR, or multiparts nested past ``MAX_DEPTH`` (we stop looking; others may not).
     """
 
     start: int
@@ -60,7 +65,7 @@ class MimePart:
     disposition: str
     has_filename: bool
     cte_range: tuple[int, int] | None = None
-    malformed: bool = False
+    problem: str | None = None
     children: list[MimePart] = field(default_factory=list)
 
     @property
@@ -131,7 +136,8 @@ def parse_structure(headers: list[tuple[str, bytes]], body: bytes) -> MimePart:
             fields.setdefault(key, _text(value))
     ctype, params, cte, disposition, has_filename = _describe(fields, "text/plain")
     root = MimePart(0, 0, len(body), ctype, params, cte, disposition, has_filename)
-    root.malformed = any(_malformed_field(name, value) for name, value in headers)
+    if any(_malformed_field(name, value) for name, value in headers):
+        root.problem = MALFORMED_HEADER
     if ctype.startswith("multipart/"):
         _fill_children(body, root, 1)
     return root
@@ -152,7 +158,7 @@ def _text(value: bytes) -> str:
 def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int) -> MimePart:
     fields: dict[str, str] = {}
     cte_range = None
-    malformed = False
+    problem = None
     if buf.startswith(b"\n", start) or buf.startswith(b"\r\n", start):
         body_start = start + (1 if buf[start] == 10 else 2)
     else:
@@ -162,7 +168,8 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
         pos = start
         while pos < header_end:
             m = _HEADER_FIELD.match(buf, pos, header_end)
-            malformed = malformed or not _STRICT_FIELD.match(buf, pos, header_end)
+            if not _STRICT_FIELD.match(buf, pos, header_end):
+                problem = MALFORMED_HEADER
             if not m:  # not a header line: skip it, as MUAs do
                 nl = buf.find(b"\n", pos, header_end)
                 pos = header_end if nl < 0 else nl + 1
@@ -177,10 +184,13 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
             pos = max(m.end(), pos + 1)
     ctype, params, cte, disposition, has_filename = _describe(fields, default_type)
     part = MimePart(
-        start, body_start, end, ctype, params, cte, disposition, has_filename, cte_range, malformed
+        start, body_start, end, ctype, params, cte, disposition, has_filename, cte_range, problem
     )
-    if ctype.startswith("multipart/") and depth < MAX_DEPTH:
-        _fill_children(buf, part, depth + 1)
+    if ctype.startswith("multipart/"):
+        if depth < MAX_DEPTH:
+            _fill_children(buf, part, depth + 1)
+        else:
+            part.problem = TOO_DEEP
     return part
 
 
@@ -194,7 +204,10 @@ def _eol_end(buf: bytes, pos: int) -> int:
 
 def _fill_children(buf: bytes, part: MimePart, depth: int) -> None:
     boundary = part.params.get("boundary", "")
-    if not boundary or len(boundary) > 200:
+    if len(boundary) > MAX_BOUNDARY:
+        part.problem = LONG_BOUNDARY  # others still split it: we would not know the top parts
+        return
+    if not boundary:
         return
     delimiter = re.compile(
         rb"^--" + re.escape(boundary.encode("latin-1", "replace")) + rb"(--)?[ \t]*(?:\r?\n|$)",
@@ -255,10 +268,10 @@ def untouchable_reason(root: MimePart, body: bytes) -> str | None:
     for part in root.walk():
         if part.content_type in SIGNED_OR_ENCRYPTED:
             return f"message is signed or encrypted ({part.content_type})"
-        if part.malformed:
+        if part.problem:
             # Which part is the top text/html one, and where its body starts, depends on the
             # reader: a change could land where some recipients' clients see other text.
-            return "a header block has a malformed line"
+            return part.problem
     if _bare_cr_changes_structure(root, body):
         return "the MIME structure depends on whether a bare CR ends a line"
     for part in top_parts(root):
@@ -283,7 +296,7 @@ def _bare_cr_changes_structure(root: MimePart, body: bytes) -> bool:
 
 
 def _shape(part: MimePart) -> tuple:
-    own = (part.start, part.body_start, part.end, part.content_type, part.cte, part.malformed)
+    own = (part.start, part.body_start, part.end, part.content_type, part.cte, part.problem)
     return (own, part.is_attachment, part.charset, [_shape(c) for c in part.children])
 
 
@@ -335,8 +348,16 @@ def encode_transfer(data: bytes, cte: str, eol: bytes) -> tuple[bytes, str]:
 
 
 def _qp(data: bytes, eol: bytes) -> bytes:
-    # b2a_qp picks CRLF or LF from the first line break it sees; normalise to the part's.
-    encoded = binascii.b2a_qp(data.replace(b"\r\n", b"\n"), istext=True)
+    # b2a_qp picks CRLF or LF from the first line break it sees; give it LF only, then
+    # write the part's own line ending.
+    text = data.replace(b"\r\n", b"\n")
+    if b"\r" in text:
+        # A CR that ends no line is data, written =0D (RFC 2045). b2a_qp's text mode would
+        # pass it through raw (a bare CR on the wire) or, right before a LF, take it for
+        # CRLF and write CRCRLF below; its binary mode, line by line, encodes it.
+        encoded = b"\n".join(binascii.b2a_qp(line, istext=False) for line in text.split(b"\n"))
+    else:
+        encoded = binascii.b2a_qp(text, istext=True)
     return encoded.replace(b"\n", eol) if eol != b"\n" else encoded
 
 
