@@ -115,6 +115,9 @@ _MAX_LINK_TEXT = 8192
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _ASCII_WHITESPACE = "\t\n\f\r "
+# The URL parser drops ASCII tab and newline anywhere in a URL (WHATWG URL, "basic URL
+# parser"): the link a browser follows never holds one, so neither may the redirect target.
+_TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
 
 
 def scan_html(text: str) -> HtmlScan:
@@ -303,7 +306,7 @@ class _Scanner:
         elif name == "base" and self.base_href is None:
             href = self._attributes(tag).get("href")
             if href is not None:
-                self.base_href = _attribute_text(href[2]).strip(_ASCII_WHITESPACE)
+                self.base_href = _url(href[2])
 
     def _attributes(self, tag: re.Match[str]) -> dict[str, tuple[int, int, str | None]]:
         """Attribute name -> (value start, value end, raw value or None); the first wins."""
@@ -330,7 +333,7 @@ class _Scanner:
             HtmlLink(
                 start=href[0],
                 end=href[1],
-                url=_attribute_text(href[2]).strip(_ASCII_WHITESPACE),
+                url=_url(href[2]),
                 element=element,
                 name=None if linkname is None else _attribute_text(linkname[2]),
                 unsubscribe=_flag(attributes, "data-msys-unsubscribe") == "1",
@@ -348,6 +351,11 @@ class _Scanner:
         visible = _ANY_TAG.sub("", self.text[pos : closer.start()])
         visible = unescape_text(visible).strip()
         return visible if _URL_LIKE.fullmatch(visible) else None
+
+
+def _url(raw: str | None) -> str:
+    """An href value as the URL a browser follows: decoded, trimmed, tabs and newlines gone."""
+    return _attribute_text(raw).strip(_ASCII_WHITESPACE).translate(_TAB_NEWLINE)
 
 
 def _flag(attributes: dict[str, tuple[int, int, str | None]], name: str) -> str | None:
