@@ -240,3 +240,12 @@ def test_tab_and_newline_inside_an_href_are_not_part_of_the_target(href, target)
     out = html_out(tracked(html_message(f'<a href="{href}">x</a>'.encode())))
     (url,) = targets(out)
     assert url == target
+
+
+def test_new_body_of_a_file_without_a_blank_line_gets_one():
+    # "y:\n\rhttp://x": the body starts right after the field. Once the bare CR became CRLF,
+    # the rewritten body's first line break read as the end of the header.
+    message = TRACK + b"X-Note: y\n\rhttps://example.com/"
+    out = tracked(message)
+    assert out.startswith(b"X-Note: y\n\r\n\r\nhttp://localhost:8080/c/")
+    assert message_from_bytes(out).get_payload().startswith("\r\nhttp://localhost")
