@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
+from html.entities import html5 as html5_entities
 
 import lxml.html
 
@@ -116,12 +117,18 @@ def _decoded(part: Message) -> str | None:
     if cte == "quoted-printable":
         data = binascii.a2b_qp(raw)
     elif cte == "base64":
-        data = binascii.a2b_base64(raw)
+        try:
+            data = binascii.a2b_base64(raw)
+        except binascii.Error:  # broken base64: opaque, like an unknown encoding
+            return None
     else:
         data = part.get_payload(decode=True) or b""
+    charset = part.get_content_charset() or "us-ascii"
     try:
-        return data.decode(part.get_content_charset() or "us-ascii", "surrogateescape")
-    except LookupError:
+        text = data.decode(charset, "surrogateescape")
+        # A charset that cannot give the same bytes back leaves no way to change the part.
+        return text if text.encode(charset, "surrogateescape") == data else None
+    except (LookupError, UnicodeError, ValueError):
         return None
 
 
@@ -147,8 +154,13 @@ def judge(before: bytes, after: bytes, codec, expect_tracking: bool = True) -> R
             continue
         text_in, text_out = _decoded(part_in), _decoded(part_out)
         if text_in is not None and _cte(part_in) in ("", "7bit", "8bit"):
-            # SPEC 12: a changed 7bit/8bit part has its bare CRs fixed (CRLF).
-            text_in = re.sub("\r(?!\n)", "\r\n", text_in)
+            # SPEC 12: a changed 7bit/8bit part has its bare CRs fixed (into the part's own
+            # line ending: CRLF on the wire, LF in an LF-only file).
+            text_in = re.sub("\r(?!\n)", _line_ending(part_in, before), text_in)
+        if text_in is not None and _cte(part_out) == "quoted-printable":
+            # Quoted-printable line breaks are canonical: re-encoding writes each one (LF or
+            # CRLF in a mixed part) in the part's own line ending.
+            text_in = re.sub("\r?\n", _line_ending(part_in, before), text_in)
         if text_in is None or not expect_tracking:
             assert _payload(part_in) == _payload(part_out), "an untrackable part changed"
         else:
@@ -157,8 +169,18 @@ def judge(before: bytes, after: bytes, codec, expect_tracking: bool = True) -> R
     return report
 
 
+def _line_ending(part: Message, message: bytes) -> str:
+    raw = part._payload if isinstance(part._payload, str) else ""
+    nl = raw.find("\n")
+    if nl < 0:
+        return "\n" if b"\n" in message and b"\r\n" not in message else "\r\n"
+    return "\r\n" if nl > 0 and raw[nl - 1] == "\r" else "\n"
+
+
 def _payload(part: Message):
-    payload = part.get_payload()
+    # The raw payload: get_payload() decodes 8-bit text with the declared charset ('replace',
+    # so lossy) and raises on a charset name it cannot look up.
+    payload = part._payload
     if isinstance(payload, list):  # an attached message: compare it serialised
         return [sub.as_bytes() for sub in payload]
     return payload
@@ -219,8 +241,50 @@ def _raw_end(before: str, start: int, following: str, url: str, same, last: bool
     return end
 
 
+_NAMED_REFERENCE = re.compile(r"&([A-Za-z][A-Za-z0-9]*)(;?)")
+_NUMERIC_REFERENCE = re.compile(r"&#(?:[xX]([0-9A-Fa-f]+)|([0-9]+));?")
+
+
+def _numeric(m: re.Match[str]) -> str:
+    if len((m.group(1) or m.group(2)).lstrip("0")) > 8:
+        return "\ufffd"  # past U+10FFFF; html.unescape's int() would refuse 4300+ digits
+    # html.unescape drops control code points; HTML5 keeps them (a parse error, not a loss).
+    decoded = htmllib.unescape(m.group(0))
+    if decoded:
+        return decoded
+    return chr(int(m.group(1), 16) if m.group(1) else int(m.group(2)))
+
+
+def unescape_attribute(raw: str) -> str:
+    """An attribute value as an HTML5 tokenizer reads it, written apart from the library.
+
+    html.unescape applies the rules for text; in an attribute a named reference without ';'
+    followed by '=' or an alphanumeric stays as written (``?a=1&copy=2``, ``&ampx``), and NUL
+    reads as U+FFFD.
+    """
+    out, pos = [], 0
+    for m in _NAMED_REFERENCE.finditer(raw):
+        name, semicolon = m.groups()
+        following = raw[m.end() : m.end() + 1]
+        if semicolon:
+            decoded = html5_entities.get(name + ";")
+        else:
+            decoded = None if following == "=" else html5_entities.get(name)
+        out.append(_NUMERIC_REFERENCE.sub(_numeric, raw[pos : m.start()]))
+        out.append(m.group(0) if decoded is None else decoded)
+        pos = m.end()
+    out.append(_NUMERIC_REFERENCE.sub(_numeric, raw[pos:]))
+    return "".join(out).replace("\0", "\ufffd")
+
+
+def link_target(href: str) -> str:
+    """The URL a browser follows for an href value already read by an HTML parser: trimmed,
+    and with ASCII tab and newline removed anywhere (WHATWG URL parsing)."""
+    return re.sub("[\t\n\r]", "", href.strip(" \t\n\r\f"))
+
+
 def _same_html(raw: str, url: str) -> bool:
-    return htmllib.unescape(raw).strip(" \t\n\r\f") == url
+    return link_target(unescape_attribute(raw)) == url
 
 
 def _check_html(before: str, after: str, codec, report: Report) -> None:
@@ -249,7 +313,7 @@ def _check_links_with_lxml(before: str, after: str) -> None:
     links_in, links_out = _links(before), _links(after)
     assert len(links_in) == len(links_out), "lxml sees a different number of links"
     for (tag, href_in, opt), (_, href_out, _) in zip(links_in, links_out, strict=True):
-        should = eligible(href_in.strip(" \t\n\r\f")) and opt != "0"
+        should = eligible(link_target(href_in)) and opt != "0"
         if should:
             assert TRACKED.fullmatch(href_out), f"<{tag} href={href_in!r}> not tracked"
         else:
