@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from html.entities import html5 as html5_entities
+from urllib.parse import urlsplit
 
 import lxml.html
 
@@ -87,10 +88,22 @@ def eligible(url: str) -> bool:
     """Should a link with this (decoded, stripped) target be tracked?"""
     return bool(
         re.match(r"(?i)https?://[^/?#\s]", url)
+        and _has_host_and_port(url)
         and not any(m in url for m in TEMPLATE_MARKERS)
         and len(url.encode("utf-8", "surrogatepass")) <= 4096
         and not re.match(rf"(?i)https?://{re.escape(TRACKING_DOMAIN)}(/|$)", url)
     )
+
+
+def _has_host_and_port(url: str) -> bool:
+    """A browser can follow it: a host, and a port (if any) that is a number. For http(s)
+    a backslash ends the authority like a slash (WHATWG URL)."""
+    try:
+        parts = urlsplit(url.replace("\\", "/"))
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError:
+        return False
+    return bool(parts.hostname)
 
 
 def _structure(msg: Message) -> list[str]:
@@ -297,9 +310,15 @@ def _check_html(before: str, after: str, codec, report: Report) -> None:
     _check_links_with_lxml(before, stripped)
 
 
+# The text is already decoded: a <meta charset> inside must not make lxml decode it again,
+# and undecodable bytes (kept as lone surrogates) go in as U+FFFD, as a browser shows them.
+_UTF8_PARSER = lxml.html.HTMLParser(encoding="utf-8")
+
+
 def _links(text: str) -> list[tuple[str, str, str | None]]:
+    data = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
     try:
-        doc = lxml.html.document_fromstring(text.encode("utf-8", "surrogateescape"))
+        doc = lxml.html.document_fromstring(data, parser=_UTF8_PARSER)
     except (ValueError, lxml.etree.ParserError):
         return []
     return [

@@ -139,6 +139,13 @@ class SmtpapiMilter(Milter.Base):
         return Milter.CONTINUE
 
     def eom(self) -> int:
+        # Loading and rewriting a body takes memory in proportion to its size: a few at a
+        # time keep the milter's memory bounded however many connections end at once
+        # (SPEC 11), and under the GIL more at once would not finish sooner.
+        with self.state.rewrite_slots:
+            return self._eom()
+
+    def _eom(self) -> int:
         self.session.envelope.macros.update(self._macros("i"))
         result: list[MessageResult] = []
         verdict = self._guard("eom", lambda: result.append(self._end_of_message()))

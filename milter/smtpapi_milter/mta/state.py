@@ -32,6 +32,8 @@ class MilterState:
         self._store: EventStore | None = None
         self._store_url = ""
         self.pipeline = self._build(config)
+        self._slots = config.milter.max_concurrent_rewrites
+        self.rewrite_slots = threading.BoundedSemaphore(self._slots)
 
     @classmethod
     def load(cls, config_path: str | None) -> MilterState:
@@ -68,6 +70,10 @@ class MilterState:
             log.error("reload refused, keeping the running configuration", error=str(exc))
             return False
         self.pipeline = pipeline  # one reference swap: atomic for every reader
+        if pipeline.config.milter.max_concurrent_rewrites != self._slots:
+            # Connections holding a slot release it on the semaphore they took it from.
+            self._slots = pipeline.config.milter.max_concurrent_rewrites
+            self.rewrite_slots = threading.BoundedSemaphore(self._slots)
         log.info(
             "reloaded", config=pipeline.config.source, policies=len(pipeline.policies.policies)
         )
