@@ -249,3 +249,12 @@ def test_new_body_of_a_file_without_a_blank_line_gets_one():
     out = tracked(message)
     assert out.startswith(b"X-Note: y\n\r\n\r\nhttp://localhost:8080/c/")
     assert message_from_bytes(out).get_payload().startswith("\r\nhttp://localhost")
+
+
+@pytest.mark.parametrize("after", [b"", b"\r\n--b--\r\n"])
+def test_part_without_a_body_gets_no_pixel(after):
+    # "Content-Type: text/html" with no blank line after it: the pixel went right after the
+    # field value, into the header (a part may legally have no body, RFC 2046 5.1.1).
+    body = b"--b\r\nContent-Type: text/html" + after
+    message = HEAD + TRACK + MULTIPART + body
+    assert tracked(message) == message.replace(TRACK, b"")

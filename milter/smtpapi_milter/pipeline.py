@@ -286,6 +286,10 @@ def _track_part(
     links: _Links,
     stats: TrackStats,
 ) -> mime.PartChange | None:
+    if part.headers_only:
+        # Anything added would land in its last header field (RFC 2046 allows no body).
+        log.info("part left untracked: it has no body")
+        return None
     raw = body[part.body_start : part.end]
     decoded = mime.decode_transfer(raw, part.cte)
     if decoded is None:

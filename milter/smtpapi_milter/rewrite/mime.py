@@ -66,6 +66,7 @@ class MimePart:
     has_filename: bool
     cte_range: tuple[int, int] | None = None
     problem: str | None = None
+    headers_only: bool = False  # no blank line after the header: the part has no body at all
     children: list[MimePart] = field(default_factory=list)
 
     @property
@@ -159,12 +160,14 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
     fields: dict[str, str] = {}
     cte_range = None
     problem = None
+    headers_only = False
     if buf.startswith(b"\n", start) or buf.startswith(b"\r\n", start):
         body_start = start + (1 if buf[start] == 10 else 2)
     else:
         blank = _BLANK_LINE.search(buf, start, end)
         header_end = blank.start() if blank else end
         body_start = blank.end() if blank else end
+        headers_only = blank is None
         pos = start
         while pos < header_end:
             m = _HEADER_FIELD.match(buf, pos, header_end)
@@ -186,6 +189,7 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
     part = MimePart(
         start, body_start, end, ctype, params, cte, disposition, has_filename, cte_range, problem
     )
+    part.headers_only = headers_only
     if ctype.startswith("multipart/"):
         if depth < MAX_DEPTH:
             _fill_children(buf, part, depth + 1)
