@@ -47,6 +47,7 @@ demo: venv
 
 bench: venv
 	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/rewrite_bench.py
+	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/hostile_bench.py
 	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/memory_bench.py
 
 # Every atheris target for FUZZ_SECONDS each; FUZZ_DIR keeps corpora and reproducers.
