@@ -27,6 +27,7 @@ REPLACE_CHUNK = 64 * 1024
 # Exactly the actions we use: a milter that asks for less saves the MTA work.
 ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT
 INTERNAL = SmtpReply("451", "4.3.0", "smtpapi internal error, try again later")
+_CONTROLS = dict.fromkeys([*range(32), 127], " ")
 
 
 def _address(value: str) -> str:
@@ -56,9 +57,10 @@ class SmtpapiMilter(Milter.Base):
         return found
 
     def _reply(self, reply: SmtpReply) -> int:
-        # libmilter drops a reply with a lone '%'; double them (and keep it to one line).
-        text = reply.text.replace("%", "%%").replace("\r", " ").replace("\n", " ")[:900]
-        self.setreply(reply.code, reply.status, text)
+        # One line of printable ASCII (RFC 5321 textstring): pymilter refuses a NUL (the
+        # verdict became an anonymous 451), and libmilter drops a reply with a lone '%'.
+        text = reply.text.encode("ascii", "replace").decode("ascii").translate(_CONTROLS)
+        self.setreply(reply.code, reply.status, text.replace("%", "%%")[:900])
         return Milter.REJECT if reply.is_permanent else Milter.TEMPFAIL
 
     def _guard(self, stage: str, action: Callable[[], Any]) -> int:
