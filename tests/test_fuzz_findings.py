@@ -258,3 +258,19 @@ def test_part_without_a_body_gets_no_pixel(after):
     body = b"--b\r\nContent-Type: text/html" + after
     message = HEAD + TRACK + MULTIPART + body
     assert tracked(message) == message.replace(TRACK, b"")
+
+
+@pytest.mark.parametrize(
+    ("value", "ctype"),
+    [
+        ("=/", "=/"),
+        ("text/html/x", "text/plain"),
+        ("text", "text/plain"),
+        ("TEXT/HTML ;x", "text/html"),
+    ],
+)
+def test_content_type_is_read_as_the_email_package_reads_it(value, ctype):
+    # "=/" parsed as a parameter left us with the text/plain default and we tracked the
+    # part; readers see a type "=/" (no text), so its URLs must stay as they were.
+    root = mime.parse_structure([("Content-Type", value.encode())], b"http://example.com/")
+    assert root.content_type == ctype

@@ -106,9 +106,14 @@ def _parse_params(value: str) -> tuple[str, dict[str, str]]:
 def _describe(
     fields: dict[str, str], default_type: str
 ) -> tuple[str, dict[str, str], str, str, bool]:
-    ctype, params = _parse_params(fields.get("content-type", ""))
-    if "/" not in ctype:
-        ctype, params = default_type, params if ctype else {}
+    value = fields.get("content-type", "")
+    params = _parse_params(value)[1]
+    # The type is what comes before the first ';', as the email package (our oracle's
+    # reader) and most clients take it; anything but one type/subtype means the default.
+    # (A value like "=/" is a type to them, not a parameter and a default text/plain.)
+    ctype = value.split(";", 1)[0].strip().lower()
+    if ctype.count("/") != 1:
+        ctype = default_type
     cte = normalise_cte(fields.get("content-transfer-encoding", ""))
     disposition, dparams = _parse_params(fields.get("content-disposition", ""))
     has_filename = "filename" in dparams or "name" in params
