@@ -97,14 +97,17 @@ def eligible(url: str) -> bool:
 
 
 def _has_host_and_port(url: str) -> bool:
-    """A browser can follow it: a host, and a port (if any) that is a number. For http(s)
-    a backslash ends the authority like a slash (WHATWG URL)."""
+    """A browser can follow it (WHATWG URL): a host without forbidden code points, and a port
+    (if any) that is a number. For http(s) a backslash ends the authority like a slash."""
     try:
         parts = urlsplit(url.replace("\\", "/"))
         parts.port  # noqa: B018 - raises ValueError for a port that is no number
     except ValueError:
         return False
-    return bool(parts.hostname)
+    host = parts.netloc.rpartition("@")[2]
+    if host.startswith("["):
+        return True  # an IPv6 literal: urlsplit has checked its brackets
+    return bool(parts.hostname) and not re.search(r"[\x00-\x20#/:<>?@\[\\\]^|\x7f]", parts.hostname)
 
 
 def _structure(msg: Message) -> list[str]:

@@ -274,3 +274,14 @@ def test_content_type_is_read_as_the_email_package_reads_it(value, ctype):
     # part; readers see a type "=/" (no text), so its URLs must stay as they were.
     root = mime.parse_structure([("Content-Type", value.encode())], b"http://example.com/")
     assert root.content_type == ctype
+
+
+@pytest.mark.parametrize(
+    "url", ["http://www.prov[ntage.com/x", "http://a^b.example/", "http://a|b/", "http://a:b:80/"]
+)
+def test_host_a_browser_refuses_is_left_as_written(url):
+    # A forbidden host code point makes the URL unparsable for browsers (WHATWG URL): the link
+    # goes nowhere, and a tracked one would only redirect to nowhere.
+    message = html_message(f'<a href="{url}">x</a> {url}'.encode())
+    out = html_out(tracked(message))
+    assert f'href="{url}"' in out and targets(out) == []

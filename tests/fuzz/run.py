@@ -46,13 +46,14 @@ class FuzzRun:
         line += f" ({self.execs_per_second:.0f} exec/s)"
         if self.returncode == 0:
             return line + ", no failure"
-        # The Python traceback, else libFuzzer's last words; lines kept short (libFuzzer
-        # repeats the input in hex and base64), the input shown once below.
-        start = self.output.find("=== Uncaught Python exception")
-        end = self.output.find("ERROR: libFuzzer", max(start, 0))
-        shown = self.output[start:end] if 0 <= start < end else self.output
-        lines = [ln if len(ln) < 400 else ln[:400] + "..." for ln in shown.splitlines()]
-        text = f"{line}, FAILED (exit {self.returncode})\n" + "\n".join(lines[-60:])
+        # The Python traceback and libFuzzer's verdict, lines kept short (libFuzzer repeats
+        # the input in hex and base64); the input is shown once below.
+        lines = self.output.splitlines()
+        start = next((i for i, ln in enumerate(lines) if "Uncaught Python exception" in ln), None)
+        shown = lines[start : start + 40] if start is not None else []
+        shown += [ln for ln in lines if "ERROR: libFuzzer" in ln or ln.startswith("SUMMARY")]
+        shown = [ln if len(ln) < 400 else ln[:400] + "..." for ln in shown or lines[-40:]]
+        text = f"{line}, FAILED (exit {self.returncode})\n" + "\n".join(shown)
         if self.reproducer is not None:
             saved = Path(tempfile.gettempdir()) / f"smtpapi-fuzz-{self.target}-reproducer"
             saved.write_bytes(self.reproducer)

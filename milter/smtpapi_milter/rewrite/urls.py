@@ -26,6 +26,10 @@ _AUTHORITY_END = re.compile(r"[/?#\\]")
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
+# WHATWG URL "forbidden host code points" (and DEL): a browser refuses such a host, so the
+# link leads nowhere and tracking it would only turn it into a redirect to nowhere.
+_FORBIDDEN_HOST = re.compile(r"[\x00-\x20#/:<>?@\[\\\]^|\x7f]")
+
 
 def has_template_syntax(url: str) -> bool:
     """True when ``url`` contains a placeholder of a common template language."""
@@ -35,7 +39,8 @@ def has_template_syntax(url: str) -> bool:
 def split_http_url(url: str) -> tuple[str, str, str] | None:
     """Return ``(scheme, host, port)`` of an absolute http(s) URL, lower-cased, or None.
 
-    None means: not http/https, no ``//``, an empty host, or a port that is not a number.
+    None means: not http/https, no ``//``, an empty host, a host a browser refuses (a
+    forbidden code point such as ``[`` or a space), or a port that is not a number.
     ``port`` is ``""`` when the URL names none. Userinfo is dropped; IPv6 hosts keep brackets.
     """
     match = _HTTP_PREFIX.match(url)
@@ -48,6 +53,8 @@ def split_http_url(url: str) -> tuple[str, str, str] | None:
     hostport = authority.rpartition("@")[2]
     host, port = _split_host_port(hostport)
     if not host or not _is_port(port):
+        return None
+    if not host.startswith("[") and _FORBIDDEN_HOST.search(host):
         return None
     return scheme, host.lower(), port
 
