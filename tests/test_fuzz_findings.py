@@ -285,3 +285,25 @@ def test_host_a_browser_refuses_is_left_as_written(url):
     message = html_message(f'<a href="{url}">x</a> {url}'.encode())
     out = html_out(tracked(message))
     assert f'href="{url}"' in out and targets(out) == []
+
+
+def test_conditional_comment_closed_early_leaves_live_markup_after_it():
+    # "<!--[if]>-->" is a complete comment for every client but Outlook; we read all up to
+    # <![endif] as Outlook's, so a link browsers show (its tag running past the endif) was
+    # left untracked.
+    (link,) = scan_html('<!--[if mso]>--><a href="http://n/"<![endif]>x</a>').links
+    assert (link.url, link.in_conditional_comment) == ("http://n/", False)
+    inner = scan_html('<!--[if mso]><a href="http://o/">o</a><!-- c --><a href="http://b/">b</a>')
+    assert [(u.url, u.in_conditional_comment) for u in inner.links] == [
+        ("http://o/", True),
+        ("http://b/", False),
+    ]
+
+
+def test_endif_without_comment_close_keeps_the_comment_open_for_browsers():
+    # Browsers read "<![endif]>" (no "-->") as more comment: a </body> after it is no place
+    # for the pixel, and what follows up to the next "-->" is Outlook's alone.
+    text = '<body><!--[if mso]>x<![endif]><a href="http://o/">o</a></body> -->tail'
+    scan = scan_html(text)
+    assert [(u.url, u.in_conditional_comment) for u in scan.links] == [("http://o/", True)]
+    assert scan.body_end_start is None

@@ -258,11 +258,23 @@ class _Scanner:
             # right here for every client: an ordinary comment followed by normal markup.
             return self._ends(start, _comment_end(text, start + 4, end), end)
         closer = self._conditional_end.find(text, content, end)
+        comment_end = _comment_end(text, start + 4, end)  # where every other client sees it end
         if closer is None:
             # Without <![endif] this is no conditional; read it as the HTML5 comment it is.
-            return self._ends(start, _comment_end(text, start + 4, end), end)
+            return self._ends(start, comment_end, end)
+        if 0 <= comment_end <= closer.start():
+            # A "-->" before <![endif] (an inner comment, say) ends the comment there for all
+            # but Outlook: up to it is Outlook's alone, what follows is live for every client
+            # (a tag there may even run past the endif).
+            self.scan(content, comment_end, in_conditional=True)
+            return comment_end
         self.scan(content, closer.start(), in_conditional=True)
-        return closer.end()
+        # Other clients read on to the first "-->", normally the closer's own ("<![endif]-->");
+        # what Outlook sees after a bare "<![endif]>" is still a comment to them.
+        hidden_to = comment_end if comment_end >= 0 else end
+        if hidden_to > closer.end():
+            self.scan(closer.end(), hidden_to, in_conditional=True)
+        return self._ends(start, max(closer.end(), comment_end) if comment_end >= 0 else -1, end)
 
     def _end_tag(self, pos: int, end: int, in_conditional: bool) -> int:
         text = self.text
