@@ -293,7 +293,9 @@ def test_conditional_comment_closed_early_leaves_live_markup_after_it():
     # left untracked.
     (link,) = scan_html('<!--[if mso]>--><a href="http://n/"<![endif]>x</a>').links
     assert (link.url, link.in_conditional_comment) == ("http://n/", False)
-    inner = scan_html('<!--[if mso]><a href="http://o/">o</a><!-- c --><a href="http://b/">b</a>')
+    inner = scan_html(
+        '<!--[if mso]><a href="http://o/">o</a><!-- c --><a href="http://b/">b</a><![endif]-->'
+    )
     assert [(u.url, u.in_conditional_comment) for u in inner.links] == [
         ("http://o/", True),
         ("http://b/", False),
