@@ -53,7 +53,8 @@ class MimePart:
     ``problem`` says why readers may disagree about this part, so that changing the message
     could change text other than what we meant to: a header line that is no well-formed field
     (the email package starts the body there), a message header field with an odd name or a
-    bare CR, or multiparts nested past ``MAX_DEPTH`` (we stop looking; others may not).
+    bare CR, or multiparts nested past ``MAX_DEPTH`` or with a boundary over ``MAX_BOUNDARY``
+    characters (we stop looking; others may not).
     """
 
     start: int
