@@ -140,8 +140,8 @@ def _decoded(part: Message) -> str | None:
             return None
     else:
         data = part.get_payload(decode=True) or b""
-    charset = part.get_content_charset() or "us-ascii"
     try:
+        charset = part.get_content_charset() or "us-ascii"
         text = data.decode(charset, "surrogateescape")
         # A charset that cannot give the same bytes back leaves no way to change the part.
         return text if text.encode(charset, "surrogateescape") == data else None

@@ -309,3 +309,10 @@ def test_endif_without_comment_close_keeps_the_comment_open_for_browsers():
     scan = scan_html(text)
     assert [(u.url, u.in_conditional_comment) for u in scan.links] == [("http://o/", True)]
     assert scan.body_end_start is None
+
+
+@pytest.mark.parametrize("param", [b"name*=\x00''x", b"charset*=\x00''utf-8", b"e*=\x00'en'x"])
+def test_rfc2231_parameter_with_a_nul_charset_is_not_a_crash(param):
+    # email.utils.collapse_rfc2231_value raised ValueError (codec lookup of a NUL): 451.
+    message = html_message(b'<a href="https://example.com/">x</a>', b"text/html; " + param)
+    assert b"X-MSYS-API" not in tracked(message)

@@ -99,7 +99,10 @@ def _parse_params(value: str) -> tuple[str, dict[str, str]]:
     out = {}
     for key, val in params[1:]:
         if isinstance(val, tuple):  # RFC 2231
-            val = email.utils.collapse_rfc2231_value(val)
+            try:
+                val = email.utils.collapse_rfc2231_value(val)
+            except ValueError:  # a NUL in its charset name fails the codec lookup
+                val = val[2]
         out[key.strip().lower()] = email.utils.unquote(str(val))
     return main, out
 
