@@ -316,3 +316,13 @@ def test_rfc2231_parameter_with_a_nul_charset_is_not_a_crash(param):
     # email.utils.collapse_rfc2231_value raised ValueError (codec lookup of a NUL): 451.
     message = html_message(b'<a href="https://example.com/">x</a>', b"text/html; " + param)
     assert b"X-MSYS-API" not in tracked(message)
+
+
+def test_empty_part_ends_where_it_starts():
+    # "--b\n\n--b--": the part is empty and the line break is the next delimiter's; we took
+    # it for the part's blank line, so its body started past its end (an offset a change
+    # would have spliced at twice).
+    body = b"--b\n\n--b--\n"
+    root = mime.parse_structure([("Content-Type", b"multipart/mixed; boundary=b")], body)
+    (part,) = root.children
+    assert part.start == part.body_start == part.end == 4

@@ -170,7 +170,7 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
     cte_range = None
     problem = None
     headers_only = False
-    if buf.startswith(b"\n", start) or buf.startswith(b"\r\n", start):
+    if buf.startswith(b"\n", start, end) or buf.startswith(b"\r\n", start, end):
         body_start = start + (1 if buf[start] == 10 else 2)
     else:
         blank = _BLANK_LINE.search(buf, start, end)
