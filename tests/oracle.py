@@ -91,6 +91,7 @@ def eligible(url: str) -> bool:
         re.match(r"(?i)https?://[^/?#\s]", url)
         and _has_host_and_port(url)
         and not any(m in url for m in TEMPLATE_MARKERS)
+        and not re.search(r"(?i)<!(--)?\[(if|endif)\b", url)  # Outlook's own syntax
         and len(url.encode("utf-8", "surrogatepass")) <= 4096
         and not re.match(rf"(?i)https?://{re.escape(TRACKING_DOMAIN)}(/|$)", url)
     )

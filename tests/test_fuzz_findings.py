@@ -326,3 +326,20 @@ def test_empty_part_ends_where_it_starts():
     root = mime.parse_structure([("Content-Type", b"multipart/mixed; boundary=b")], body)
     (part,) = root.children
     assert part.start == part.body_start == part.end == 4
+
+
+def test_url_holding_outlooks_endif_is_left_alone():
+    # "<a href=http://m/<![endif]>": the endif is part of the URL for browsers but closes the
+    # conditional for Outlook; the tracked value dropped it and Outlook hid the rest.
+    text = "<!--[if mso]><a href=--><a href=http://m/<![endif]>x</a><p>after</p>"
+    out = html_out(tracked(html_message(text.encode())))
+    assert out.startswith(text) and targets(out) == []
+
+
+def test_8bit_space_around_a_transfer_encoding_makes_it_unknown():
+    # "Content-Transfer-Encoding: \xa08bit": str.strip() took the latin-1 NBSP for a space and
+    # we read 8bit; other readers see an unknown encoding, so the part must stay as it is.
+    message = HEAD + TRACK + b"Content-Type: text/html\r\nContent-Transfer-Encoding: \xa08bit"
+    message += b'\r\n\r\n<a href="https://example.com/">x</a>'
+    assert tracked(message) == message.replace(TRACK, b"")
+    assert mime.normalise_cte(" 8bit\t") == "8bit"

@@ -20,6 +20,10 @@ TOO_DEEP = f"multiparts nested deeper than {MAX_DEPTH} levels"
 MAX_BOUNDARY = 200  # RFC 2046 allows 70
 LONG_BOUNDARY = f"a multipart boundary is longer than {MAX_BOUNDARY} characters"
 QP_LINE_LIMIT = 998
+# What str.strip() removes from ASCII text. Not the 8-bit NBSP or NEL a header's latin-1
+# reading may hold: other readers keep those (the email package shows them as U+FFFD), so
+# "\xa08bit" is an unknown encoding to them and must be one to us.
+ASCII_SPACE = "".join(c for c in map(chr, range(128)) if c.isspace())
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _HEADER_FIELD = re.compile(rb"([^\s:]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)(?:\r?\n|$)")
@@ -115,7 +119,7 @@ def _describe(
     # The type is what comes before the first ';', as the email package (our oracle's
     # reader) and most clients take it; anything but one type/subtype means the default.
     # (A value like "=/" is a type to them, not a parameter and a default text/plain.)
-    ctype = value.split(";", 1)[0].strip().lower()
+    ctype = value.split(";", 1)[0].strip(ASCII_SPACE).lower()
     if ctype.count("/") != 1:
         ctype = default_type
     cte = normalise_cte(fields.get("content-transfer-encoding", ""))
@@ -128,7 +132,7 @@ def normalise_cte(value: str) -> str:
     """The transfer encoding, forgiving the spellings real mailers produce ("7-bit", "8bit;",
     quoted values). Anything still unknown is left unknown: RFC 2045 6.4 says such a part
     is opaque, and we leave it byte-identical."""
-    cte = value.split(";", 1)[0].strip().strip("\"'").strip().lower()
+    cte = value.split(";", 1)[0].strip(ASCII_SPACE).strip("\"'").strip(ASCII_SPACE).lower()
     return _CTE_ALIASES.get(cte, cte)
 
 
@@ -162,7 +166,7 @@ def _malformed_field(name: str, value: bytes) -> bool:
 
 
 def _text(value: bytes) -> str:
-    return re.sub(rb"\r?\n[ \t]", b" ", value).decode("latin-1").strip()
+    return re.sub(rb"\r?\n[ \t]", b" ", value).decode("latin-1").strip(ASCII_SPACE)
 
 
 def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int) -> MimePart:

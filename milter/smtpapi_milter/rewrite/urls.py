@@ -18,6 +18,10 @@ MAX_URL_BYTES = 4096
 # expanded later by someone else; rewriting it would freeze the placeholder into our token.
 _TEMPLATE_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|%%|\*\||\|\*|<%|%>|\[%|%\]|\$\{")
 
+# Outlook's conditional-comment syntax: Outlook ends or opens a conditional there whatever
+# the HTML around it says, so rewriting a value holding it would unbalance Outlook's view.
+_OUTLOOK_SYNTAX = re.compile(r"<!(?:--)?\[(?:if|endif)\b", re.IGNORECASE)
+
 _HTTP_PREFIX = re.compile(r"(https?)://", re.IGNORECASE)
 
 # Browsers end the authority at '\' too for http(s); stopping there keeps us from reading a
@@ -100,7 +104,8 @@ def is_trackable_url(url: str, tracking_domain: str) -> bool:
 
     ``url`` is already entity-decoded and stripped of surrounding whitespace. It is trackable
     when it is an absolute http/https URL with a host, at most ``MAX_URL_BYTES`` bytes in
-    UTF-8, free of template syntax, and not already pointing at ``tracking_domain``
+    UTF-8, free of template syntax and of Outlook's conditional-comment syntax, and not
+    already pointing at ``tracking_domain``
     (host[:port], case-insensitive, default ports ignored, userinfo ignored).
     """
     parts = split_http_url(url)
@@ -108,6 +113,6 @@ def is_trackable_url(url: str, tracking_domain: str) -> bool:
         return False
     if len(url.encode("utf-8", "surrogatepass")) > MAX_URL_BYTES:
         return False
-    if has_template_syntax(url):
+    if has_template_syntax(url) or _OUTLOOK_SYNTAX.search(url):
         return False
     return not _is_tracking_domain(*parts, tracking_domain)
