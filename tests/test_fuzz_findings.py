@@ -343,3 +343,12 @@ def test_8bit_space_around_a_transfer_encoding_makes_it_unknown():
     message += b'\r\n\r\n<a href="https://example.com/">x</a>'
     assert tracked(message) == message.replace(TRACK, b"")
     assert mime.normalise_cte(" 8bit\t") == "8bit"
+
+
+def test_repeated_parameter_the_first_counts():
+    # "charset=x-unknown; charset=utf-8": we took the last, readers take the first (an
+    # unknown charset: the part must stay as it is).
+    root = mime.parse_structure([("Content-Type", b"text/html; charset=l; charset=utf-8")], b"")
+    assert root.charset == "l"
+    message = html_message(b'<a href="https://example.com/">x</a>', b"text/html;charset=l;charset")
+    assert tracked(message) == message.replace(TRACK, b"")

@@ -107,7 +107,8 @@ def _parse_params(value: str) -> tuple[str, dict[str, str]]:
                 val = email.utils.collapse_rfc2231_value(val)
             except ValueError:  # a NUL in its charset name fails the codec lookup
                 val = val[2]
-        out[key.strip().lower()] = email.utils.unquote(str(val))
+        # A repeated parameter: the first counts, as in the email package.
+        out.setdefault(key.strip().lower(), email.utils.unquote(str(val)))
     return main, out
 
 
