@@ -97,7 +97,9 @@ def test_one_input(data: bytes) -> None:
         assert out == without_header(message), "untracked message changed"
     else:
         assert result.untracked_reason is None, result.untracked_reason
-        judge(as_delivered(message), as_delivered(out), CODEC)
+        settings = copy.settings
+        clicks, opens = settings.click_tracking, settings.open_tracking
+        judge(as_delivered(message), as_delivered(out), CODEC, clicks=clicks, opens=opens)
 
 
 def main() -> None:
