@@ -143,10 +143,12 @@ def _decoded(part: Message) -> str | None:
     else:
         data = part.get_payload(decode=True) or b""
     try:
-        charset = part.get_content_charset() or "us-ascii"
-        text = data.decode(charset, "surrogateescape")
+        charset = part.get_content_charset()
+        if charset is None and part.get_param("charset") is not None:
+            return None  # named, but not in ASCII: no charset anyone can decode with
+        text = data.decode(charset or "us-ascii", "surrogateescape")
         # A charset that cannot give the same bytes back leaves no way to change the part.
-        return text if text.encode(charset, "surrogateescape") == data else None
+        return text if text.encode(charset or "us-ascii", "surrogateescape") == data else None
     except (LookupError, UnicodeError, ValueError):
         return None
 
