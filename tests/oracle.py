@@ -234,8 +234,9 @@ def _payload(part: Message):
     # The raw payload: get_payload() decodes 8-bit text with the declared charset ('replace',
     # so lossy) and raises on a charset name it cannot look up.
     payload = part._payload
-    if isinstance(payload, list):  # an attached message: compare it serialised
-        return [sub.as_bytes() for sub in payload]
+    if isinstance(payload, list):  # an attached message: its fields and payloads in turn
+        # (as_bytes() would re-serialise it and can fail on 8-bit header text)
+        return [([(k, str(v)) for k, v in sub.items()], _payload(sub)) for sub in payload]
     return payload
 
 

@@ -352,3 +352,17 @@ def test_repeated_parameter_the_first_counts():
     assert root.charset == "l"
     message = html_message(b'<a href="https://example.com/">x</a>', b"text/html;charset=l;charset")
     assert tracked(message) == message.replace(TRACK, b"")
+
+
+def test_charset_named_outside_ascii_is_unknown():
+    # Python's codec lookup drops non-ASCII letters ("utf\xff" is UTF-8 to it); readers see
+    # no charset they know, so the part must stay as it is.
+    assert not xmsysapi.is_text_charset("utf\xff")
+    message = html_message(b'<a href="https://example.com/">x</a>', b"text/html; charset=utf\xff")
+    assert tracked(message) == message.replace(TRACK, b"")
+
+
+def test_parameter_without_a_type_counts():
+    # "Content-Type: charset=x-unknown": readers find the charset; we skipped the first item.
+    root = mime.parse_structure([("Content-Type", b"charset=x-unknown")], b"")
+    assert (root.content_type, root.charset) == ("text/plain", "x-unknown")

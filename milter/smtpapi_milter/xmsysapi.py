@@ -78,8 +78,12 @@ def is_text_charset(name: str) -> bool:
 
     ``codecs.lookup`` alone also finds bytes-to-bytes codecs (zlib, rot13, base64), which
     ``bytes.decode`` then refuses with LookupError, and raises ValueError for a NUL in the name.
-    (The probe encodes: ``b"".decode`` returns "" without even looking the codec up.)
+    (The probe encodes: ``b"".decode`` returns "" without even looking the codec up.) A name
+    outside ASCII is none (RFC 2978), though Python drops its non-ASCII letters: "utfÿ" is
+    UTF-8 to ``codecs``.
     """
+    if not name.isascii():
+        return False
     try:
         "".encode(name)
     except (LookupError, ValueError):

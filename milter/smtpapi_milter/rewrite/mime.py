@@ -101,7 +101,9 @@ def _parse_params(value: str) -> tuple[str, dict[str, str]]:
         return "", {}
     main = params[0][0].strip().lower()
     out = {}
-    for key, val in params[1:]:
+    # "Content-Type: charset=x" has no type, and its first item is a parameter to readers
+    # (email.message.get_param finds it): so it is to us.
+    for key, val in params if params[0][1] else params[1:]:
         if isinstance(val, tuple):  # RFC 2231
             try:
                 val = email.utils.collapse_rfc2231_value(val)
