@@ -71,13 +71,19 @@ def seed_corpus(target: str, directory: Path) -> None:
         (directory / f"seed-{number:04d}").write_bytes(data[:MAX_INPUT])
 
 
-def run_target(target: str, seconds: int, workdir: Path, jobs_env: dict | None = None) -> FuzzRun:
-    """Fuzz one target for ``seconds`` in a child process; parse libFuzzer's summary."""
+def run_target(target: str, seconds: int, workdir: Path, seed: int | None = None) -> FuzzRun:
+    """Fuzz one target for ``seconds`` in a child process; parse libFuzzer's summary.
+
+    A fixed ``seed`` makes the run repeatable: libFuzzer then tries the same inputs in the
+    same order, so a slower machine runs a prefix of what a faster one ran.
+    """
     corpus_dir = workdir / target / "corpus"
     artifacts = workdir / target / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     seed_corpus(target, corpus_dir)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'milter'}", **(jobs_env or {})}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'milter'}"}
+    if seed is not None:
+        env["PYTHONHASHSEED"] = "0"  # set order steers coverage feedback too
     command = [
         sys.executable,
         "-m",
@@ -88,6 +94,7 @@ def run_target(target: str, seconds: int, workdir: Path, jobs_env: dict | None =
         "-rss_limit_mb=3072",
         "-print_final_stats=1",
         f"-artifact_prefix={artifacts}/",
+        *([f"-seed={seed}"] if seed is not None else []),
         str(corpus_dir),
     ]
     started = time.monotonic()
