@@ -66,5 +66,12 @@ demo: venv
 bench: venv bench-deps
 	SMTPAPI_CORPUS=$(CORPUS) $(PY) bench/run_all.py
 
+# Every atheris target for FUZZ_SECONDS each; FUZZ_DIR keeps corpora and reproducers.
+FUZZ_SECONDS ?= 600
+FUZZ_DIR ?=
+fuzz: venv
+	SMTPAPI_CORPUS=$(CORPUS) $(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS) \
+	  $(if $(FUZZ_DIR),--workdir $(FUZZ_DIR))
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info milter/*.egg-info .pytest_cache .ruff_cache

@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["rewrite_bench.py", "milter_bench.py", "tracker_bench.py", "memory_bench.py"]
+BENCHMARKS = [
+    "rewrite_bench.py",
+    "milter_bench.py",
+    "tracker_bench.py",
+    "hostile_bench.py",
+    "memory_bench.py",
+]
 
 
 def main() -> int:

@@ -72,6 +72,8 @@ class MilterConfig:
     workers: int = 1
     on_error: Literal["tempfail", "accept"] = "tempfail"
     spool_memory_limit: int = 1024 * 1024
+    # Messages loaded and rewritten at once; the rest wait their turn at end of message.
+    max_concurrent_rewrites: int = 2
     metrics_listen: str = "127.0.0.1:9890"
 
 
@@ -266,6 +268,9 @@ def _check_values(config: Config, path: str) -> None:
     for key in ("tracking_link_expiry", "max_tracked_size", "node_id"):
         if getattr(s, key) < 0:
             raise ConfigError(f"{path}: 'smtpapi.{key}' must not be negative")
+    for key in ("spool_memory_limit", "max_concurrent_rewrites"):
+        if getattr(config.milter, key) < 1:
+            raise ConfigError(f"{path}: 'milter.{key}' must be at least 1")
     if s.node_id > 1023:
         raise ConfigError(f"{path}: 'smtpapi.node_id' must be between 0 and 1023")
     if not s.tracking_domain or any(c in s.tracking_domain for c in "/?#@ \t"):

@@ -75,5 +75,6 @@ def decode_header_value(raw: bytes) -> str:
         return text
     try:
         return str(email.header.make_header(email.header.decode_header(text)))
-    except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):
+    # MessageError covers CharsetError: a charset name with non-ASCII bytes in it.
+    except (email.errors.MessageError, LookupError, UnicodeError, ValueError):
         return text

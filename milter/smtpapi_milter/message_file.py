@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from .envelope import HeaderEdit
 
-_FIELD = re.compile(rb"[^\s:]+[ \t]*:.*(?:\r?\n[ \t].*)*(?:\r?\n|$)")
+# A field name is printable ASCII (RFC 5322); Postfix also allows blanks before the colon.
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:.*(?:\r?\n[ \t].*)*(?:\r?\n|$)")
 _MBOX_FROM = re.compile(rb"From (?![ \t]*:)[^\r\n]*\r?\n")
 
 
@@ -36,10 +37,13 @@ class MessageFile:
         return [(f.name, f.value) for f in self.fields]
 
     def to_bytes(self, edits: list[HeaderEdit], body: bytes | None = None) -> bytes:
+        separator = self.separator
+        if body is not None and not separator:
+            # The file's body began right after a field (a line that is no field); the MTA
+            # puts a blank line there, and a new body must not start looking like a header.
+            separator = self.eol
         return (
-            b"".join(self._header_bytes(edits))
-            + self.separator
-            + (self.body if body is None else body)
+            b"".join(self._header_bytes(edits)) + separator + (self.body if body is None else body)
         )
 
     def _header_bytes(self, edits: list[HeaderEdit]) -> list[bytes]:

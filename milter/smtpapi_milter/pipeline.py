@@ -311,6 +311,10 @@ def _track_part(
     links: _Links,
     stats: TrackStats,
 ) -> mime.PartChange | None:
+    if part.headers_only:
+        # Anything added would land in its last header field (RFC 2046 allows no body).
+        log.info("part left untracked: it has no body")
+        return None
     raw = body[part.body_start : part.end]
     decoded = mime.decode_transfer(raw, part.cte)
     if decoded is None:
@@ -320,26 +324,54 @@ def _track_part(
     if charset is None:
         log.info("part left untracked: unknown charset", charset=part.charset)
         return None
-    text = decoded.decode(charset, "surrogateescape")
-    if text.encode(charset, "surrogateescape") != decoded:
+    text = _decode(decoded, charset)
+    if text is None:
         log.info("part left untracked: charset does not round-trip", charset=part.charset)
         return None
-    new_text = track(text, settings, links, stats)
+    part_stats = TrackStats()
+    new_text = track(text, settings, links, part_stats)
     if new_text is text:
         return None
+    new_data = _encode(new_text, charset)
+    if new_data is None:
+        log.info("part left untracked: charset cannot encode the links", charset=part.charset)
+        return None
+    _add_stats(stats, part_stats)
     new_body, cte = mime.encode_transfer(
-        new_text.encode(charset, "surrogateescape"),
-        part.cte,
-        mime.line_ending(body, part.body_start, part.end),
+        new_data, part.cte, mime.line_ending(body, part.body_start, part.end)
     )
     return mime.PartChange(part, new_body, cte)
 
 
 def _codec(charset: str) -> str | None:
+    return codecs.lookup(charset).name if xmsysapi.is_text_charset(charset) else None
+
+
+def _decode(data: bytes, charset: str) -> str | None:
+    """The part's text, if it encodes back to exactly these bytes; None otherwise.
+
+    Some codecs refuse the surrogateescape handler (idna, punycode) or raise on malformed
+    input whatever the handler (unicode_escape, utf-32): such a part is left as it is.
+    """
     try:
-        return codecs.lookup(charset).name
-    except LookupError:
+        text = data.decode(charset, "surrogateescape")
+        return text if text.encode(charset, "surrogateescape") == data else None
+    except (UnicodeError, ValueError):
         return None
+
+
+def _encode(text: str, charset: str) -> bytes | None:
+    try:
+        return text.encode(charset, "surrogateescape")
+    except (UnicodeError, ValueError):
+        return None
+
+
+def _add_stats(total: TrackStats, part: TrackStats) -> None:
+    total.html_links += part.html_links
+    total.text_links += part.text_links
+    total.pixel = total.pixel or part.pixel
+    total.initial_pixel = total.initial_pixel or part.initial_pixel
 
 
 class _Links:

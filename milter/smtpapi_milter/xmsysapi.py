@@ -10,7 +10,6 @@ decoded before the JSON is parsed, and type errors are answered with Momentum's 
 from __future__ import annotations
 
 import binascii
-import codecs
 import json
 import re
 from dataclasses import dataclass, field
@@ -74,12 +73,29 @@ def _decode_encoded_words(text: str) -> str:
     return _ENCODED_WORD.sub(_decode_word, text)
 
 
+def is_text_charset(name: str) -> bool:
+    """Whether ``name`` is a codec that turns bytes into text.
+
+    ``codecs.lookup`` alone also finds bytes-to-bytes codecs (zlib, rot13, base64), which
+    ``bytes.decode`` then refuses with LookupError, and raises ValueError for a NUL in the name.
+    (The probe encodes: ``b"".decode`` returns "" without even looking the codec up.) A name
+    outside ASCII is none (RFC 2978), though Python drops its non-ASCII letters: "utfÿ" is
+    UTF-8 to ``codecs``.
+    """
+    if not name.isascii():
+        return False
+    try:
+        "".encode(name)
+    except (LookupError, ValueError):
+        return False
+    return True
+
+
 def _decode_word(match: re.Match[str]) -> str:
     charset, encoding, payload = match.groups()
-    try:
-        codecs.lookup(charset)
-    except LookupError:
-        raise invalid(f"X-MSYS-API encoded-word has unknown charset {charset[:40]!r}") from None
+    # Replies quote the sender's charset with ascii(): it may hold control or 8-bit characters.
+    if not is_text_charset(charset):
+        raise invalid(f"X-MSYS-API encoded-word has unknown charset {ascii(charset)[:40]}")
     try:
         raw = payload.encode("ascii")
         if encoding in "bB":
@@ -88,7 +104,7 @@ def _decode_word(match: re.Match[str]) -> str:
             data = binascii.a2b_qp(raw, header=True)
         return data.decode(charset)
     except (UnicodeError, binascii.Error, ValueError):
-        raise invalid(f"X-MSYS-API encoded-word is not valid {charset[:40]}") from None
+        raise invalid(f"X-MSYS-API encoded-word is not valid {ascii(charset)[:40]}") from None
 
 
 @cache

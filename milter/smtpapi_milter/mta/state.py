@@ -39,6 +39,8 @@ class MilterState:
         self._draining = False
         self._idle = threading.Condition()
         self.pipeline = self._build(config)
+        self._slots = config.milter.max_concurrent_rewrites
+        self.rewrite_slots = threading.BoundedSemaphore(self._slots)
 
     @classmethod
     def load(cls, config_path: str | None, worker: int = 0, workers: int = 1) -> MilterState:
@@ -82,6 +84,10 @@ class MilterState:
             log.error("reload refused, keeping the running configuration", error=str(exc))
             return False
         self.pipeline = pipeline  # one reference swap: atomic for every reader
+        if pipeline.config.milter.max_concurrent_rewrites != self._slots:
+            # Connections holding a slot release it on the semaphore they took it from.
+            self._slots = pipeline.config.milter.max_concurrent_rewrites
+            self.rewrite_slots = threading.BoundedSemaphore(self._slots)
         log.info(
             "reloaded", config=pipeline.config.source, policies=len(pipeline.policies.policies)
         )

@@ -53,7 +53,9 @@ class HtmlScan:
     The structural offsets (``body_start_end``, ``body_end_start``, ``html_end_start``) and
     ``base_href`` only consider markup every client sees: tags inside comments, raw text and
     Outlook conditional comments are ignored, so a pixel is never inserted where only Outlook
-    would render it.
+    would render it. ``tail_start`` is where an unterminated tag, comment or raw-text element
+    begins that swallows the end of the document: text appended to the document would not
+    render (None when the document ends outside any such construct).
     """
 
     links: list[HtmlLink]
@@ -61,6 +63,7 @@ class HtmlScan:
     body_end_start: int | None
     html_end_start: int | None
     base_href: str | None
+    tail_start: int | None = None
 
 
 # Attributes after the tag name, up to and including the closing '>' (HTML5 "before attribute
@@ -112,6 +115,9 @@ _MAX_LINK_TEXT = 8192
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _ASCII_WHITESPACE = "\t\n\f\r "
+# The URL parser drops ASCII tab and newline anywhere in a URL (WHATWG URL, "basic URL
+# parser"): the link a browser follows never holds one, so neither may the redirect target.
+_TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
 
 
 def scan_html(text: str) -> HtmlScan:
@@ -127,6 +133,7 @@ def scan_html(text: str) -> HtmlScan:
         body_end_start=scanner.body_end_start,
         html_end_start=scanner.html_end_start,
         base_href=scanner.base_href,
+        tail_start=scanner.tail_start,
     )
 
 
@@ -143,18 +150,18 @@ def _attribute_text(raw: str | None) -> str:
 
 
 def _comment_end(text: str, pos: int, end: int) -> int:
-    """End of a comment whose '<!--' ends at ``pos`` (HTML5 comment states)."""
+    """End of a comment whose '<!--' ends at ``pos`` (HTML5 comment states); -1 if none."""
     if text.startswith(">", pos, end):
         return pos + 1
     if text.startswith("->", pos, end):
         return pos + 2
     close = _COMMENT_CLOSE.search(text, pos, end)
-    return end if close is None else close.end()
+    return -1 if close is None else close.end()
 
 
 def _bogus_comment_end(text: str, pos: int, end: int) -> int:
     close = text.find(">", pos, end)
-    return end if close < 0 else close + 1
+    return -1 if close < 0 else close + 1
 
 
 class _NextMatch:
@@ -191,6 +198,7 @@ class _Scanner:
         self.body_end_start: int | None = None
         self.html_end_start: int | None = None
         self.base_href: str | None = None
+        self.tail_start: int | None = None
         self._a_close = _NextMatch(_A_CLOSE)
         self._conditional_end = _NextMatch(_CONDITIONAL_END)
 
@@ -203,6 +211,18 @@ class _Scanner:
                 return
             pos = self._markup(pos, end, in_conditional)
 
+    def _ends(self, start: int, found: int, end: int) -> int:
+        """Where scanning resumes after the construct at ``start`` that ends at ``found``.
+
+        ``found`` -1 means it never ends and swallows the rest of the region; at the end of
+        the document, that is where appended text would disappear.
+        """
+        if found >= 0:
+            return found
+        if end == len(self.text) and self.tail_start is None:
+            self.tail_start = start
+        return end
+
     def _markup(self, pos: int, end: int, in_conditional: bool) -> int:
         """Handle the construct opened by the '<' at ``pos``; return where scanning resumes."""
         after = self.text[pos + 1]
@@ -211,7 +231,7 @@ class _Scanner:
         if after == "/":
             return self._end_tag(pos, end, in_conditional)
         if after == "?":
-            return _bogus_comment_end(self.text, pos + 2, end)
+            return self._ends(pos, _bogus_comment_end(self.text, pos + 2, end), end)
         if after.isascii() and after.isalpha():
             return self._start_tag(pos, end, in_conditional)
         return pos + 1
@@ -220,10 +240,10 @@ class _Scanner:
         text = self.text
         if not text.startswith("<!--", pos, end):
             # DOCTYPE, <![CDATA[ (a bogus comment outside SVG/MathML), <![if ...]> and the like.
-            return _bogus_comment_end(text, pos + 2, end)
+            return self._ends(pos, _bogus_comment_end(text, pos + 2, end), end)
         conditional = _CONDITIONAL_START.match(text, pos, end)
         if conditional is None:
-            return _comment_end(text, pos + 4, end)
+            return self._ends(pos, _comment_end(text, pos + 4, end), end)
         if in_conditional:
             # Outlook does not nest conditionals: an inner opener is inert.
             return conditional.end()
@@ -232,30 +252,43 @@ class _Scanner:
     def _conditional(self, opener: re.Match[str], end: int) -> int:
         """Scan a downlevel-hidden conditional comment as markup seen by Outlook."""
         text = self.text
-        content = opener.end()
+        start, content = opener.span()
         if _REVEALED.match(text, content, end):
             # "<!--[if !mso]><!-->" (downlevel-revealed) and "<!--[if x]><![endif]-->" close
             # right here for every client: an ordinary comment followed by normal markup.
-            return _comment_end(text, opener.start() + 4, end)
+            return self._ends(start, _comment_end(text, start + 4, end), end)
         closer = self._conditional_end.find(text, content, end)
+        comment_end = _comment_end(text, start + 4, end)  # where every other client sees it end
         if closer is None:
             # Without <![endif] this is no conditional; read it as the HTML5 comment it is.
-            return _comment_end(text, opener.start() + 4, end)
+            return self._ends(start, comment_end, end)
+        if 0 <= comment_end <= closer.start():
+            # A "-->" before <![endif] (an inner comment, say) ends the comment there for all
+            # but Outlook: up to it is Outlook's alone, what follows is live for every client
+            # (a tag there may even run past the endif).
+            self.scan(content, comment_end, in_conditional=True)
+            return comment_end
         self.scan(content, closer.start(), in_conditional=True)
-        return closer.end()
+        # Other clients read on to the first "-->", normally the closer's own ("<![endif]-->");
+        # what Outlook sees after a bare "<![endif]>" is still a comment to them.
+        hidden_to = comment_end if comment_end >= 0 else end
+        if hidden_to > closer.end():
+            self.scan(closer.end(), hidden_to, in_conditional=True)
+        return self._ends(start, max(closer.end(), comment_end) if comment_end >= 0 else -1, end)
 
     def _end_tag(self, pos: int, end: int, in_conditional: bool) -> int:
         text = self.text
         if pos + 2 >= end:
-            return end
+            # "</" at the very end is text, but "</" before anything appended is not.
+            return self._ends(pos, -1, end)
         first = text[pos + 2]
         if first == ">":
             return pos + 3
         if not (first.isascii() and first.isalpha()):
-            return _bogus_comment_end(text, pos + 2, end)
+            return self._ends(pos, _bogus_comment_end(text, pos + 2, end), end)
         tag = _END_TAG.match(text, pos, end)
         if tag is None:
-            return end
+            return self._ends(pos, -1, end)
         if not in_conditional:
             name = _ascii_lower(tag.group(1))
             if name == "body":
@@ -268,13 +301,13 @@ class _Scanner:
         tag = _START_TAG.match(self.text, pos, end)
         if tag is None:
             # End of input inside a tag: HTML5 drops the tag and everything after it.
-            return end
+            return self._ends(pos, -1, end)
         name = _ascii_lower(tag.group(1))
         if name in ("a", "area") or name.startswith("v:"):
             self._link(tag, name, end, in_conditional)
         elif name in _RAW_TEXT_END:
             closer = _RAW_TEXT_END[name].search(self.text, tag.end(), end)
-            return end if closer is None else closer.start()
+            return self._ends(pos, -1 if closer is None else closer.start(), end)
         elif not in_conditional:
             self._structural(tag, name)
         return tag.end()
@@ -285,7 +318,7 @@ class _Scanner:
         elif name == "base" and self.base_href is None:
             href = self._attributes(tag).get("href")
             if href is not None:
-                self.base_href = _attribute_text(href[2]).strip(_ASCII_WHITESPACE)
+                self.base_href = _url(href[2])
 
     def _attributes(self, tag: re.Match[str]) -> dict[str, tuple[int, int, str | None]]:
         """Attribute name -> (value start, value end, raw value or None); the first wins."""
@@ -312,7 +345,7 @@ class _Scanner:
             HtmlLink(
                 start=href[0],
                 end=href[1],
-                url=_attribute_text(href[2]).strip(_ASCII_WHITESPACE),
+                url=_url(href[2]),
                 element=element,
                 name=None if linkname is None else _attribute_text(linkname[2]),
                 unsubscribe=_flag(attributes, "data-msys-unsubscribe") == "1",
@@ -330,6 +363,11 @@ class _Scanner:
         visible = _ANY_TAG.sub("", self.text[pos : closer.start()])
         visible = unescape_text(visible).strip()
         return visible if _URL_LIKE.fullmatch(visible) else None
+
+
+def _url(raw: str | None) -> str:
+    """An href value as the URL a browser follows: decoded, trimmed, tabs and newlines gone."""
+    return _attribute_text(raw).strip(_ASCII_WHITESPACE).translate(_TAB_NEWLINE)
 
 
 def _flag(attributes: dict[str, tuple[int, int, str | None]], name: str) -> str | None:

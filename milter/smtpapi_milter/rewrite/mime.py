@@ -9,18 +9,29 @@ track are decoded, changed and re-encoded, and everything else is copied byte fo
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import email.message
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 MAX_DEPTH = 32
+MALFORMED_HEADER = "a header block has a malformed line"
+TOO_DEEP = f"multiparts nested deeper than {MAX_DEPTH} levels"
+MAX_BOUNDARY = 200  # RFC 2046 allows 70
+LONG_BOUNDARY = f"a multipart boundary is longer than {MAX_BOUNDARY} characters"
 QP_LINE_LIMIT = 998
+# What str.strip() removes from ASCII text. Not the 8-bit NBSP or NEL a header's latin-1
+# reading may hold: other readers keep those (the email package shows them as U+FFFD), so
+# "\xa08bit" is an unknown encoding to them and must be one to us.
+ASCII_SPACE = "".join(c for c in map(chr, range(128)) if c.isspace())
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _HEADER_FIELD = re.compile(rb"([^\s:]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)(?:\r?\n|$)")
 # What may follow "--boundary" on a delimiter line (RFC 2046 5.1.1: "--" closes, then LWSP).
 _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|$)", re.M)
+# RFC 5322 field name and colon, nothing between: what every parser reads as a header field.
+_STRICT_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 _PGP = re.compile(rb"^-----BEGIN PGP (?:SIGNED )?MESSAGE-----", re.M)
 
@@ -46,6 +57,11 @@ class MimePart:
     ``start`` is where the part's own header block begins (equal to ``body_start`` for the
     top level, whose headers the MTA hands over separately), ``end`` is just past its body.
     ``cte_range`` is the byte range of its Content-Transfer-Encoding field, if any.
+    ``problem`` says why readers may disagree about this part, so that changing the message
+    could change text other than what we meant to: a header line that is no well-formed field
+    (the email package starts the body there), a message header field with an odd name or a
+    bare CR, or multiparts nested past ``MAX_DEPTH`` or with a boundary over ``MAX_BOUNDARY``
+    characters (we stop looking; others may not).
     """
 
     start: int
@@ -57,6 +73,8 @@ class MimePart:
     disposition: str
     has_filename: bool
     cte_range: tuple[int, int] | None = None
+    problem: str | None = None
+    headers_only: bool = False  # no blank line after the header: the part has no body at all
     children: list[MimePart] = field(default_factory=list)
 
     @property
@@ -86,19 +104,30 @@ def _parse_params(value: str) -> tuple[str, dict[str, str]]:
         return "", {}
     main = params[0][0].strip().lower()
     out = {}
-    for key, val in params[1:]:
+    # "Content-Type: charset=x" has no type, and its first item is a parameter to readers
+    # (email.message.get_param finds it): so it is to us.
+    for key, val in params if params[0][1] else params[1:]:
         if isinstance(val, tuple):  # RFC 2231
-            val = email.utils.collapse_rfc2231_value(val)
-        out[key.strip().lower()] = email.utils.unquote(str(val))
+            try:
+                val = email.utils.collapse_rfc2231_value(val)
+            except ValueError:  # a NUL in its charset name fails the codec lookup
+                val = val[2]
+        # A repeated parameter: the first counts, as in the email package.
+        out.setdefault(key.strip().lower(), email.utils.unquote(str(val)))
     return main, out
 
 
 def _describe(
     fields: dict[str, str], default_type: str
 ) -> tuple[str, dict[str, str], str, str, bool]:
-    ctype, params = _parse_params(fields.get("content-type", ""))
-    if "/" not in ctype:
-        ctype, params = default_type, params if ctype else {}
+    value = fields.get("content-type", "")
+    params = _parse_params(value)[1]
+    # The type is what comes before the first ';', as the email package (our oracle's
+    # reader) and most clients take it; anything but one type/subtype means the default.
+    # (A value like "=/" is a type to them, not a parameter and a default text/plain.)
+    ctype = value.split(";", 1)[0].strip(ASCII_SPACE).lower()
+    if ctype.count("/") != 1:
+        ctype = default_type
     cte = normalise_cte(fields.get("content-transfer-encoding", ""))
     disposition, dparams = _parse_params(fields.get("content-disposition", ""))
     has_filename = "filename" in dparams or "name" in params
@@ -109,7 +138,7 @@ def normalise_cte(value: str) -> str:
     """The transfer encoding, forgiving the spellings real mailers produce ("7-bit", "8bit;",
     quoted values). Anything still unknown is left unknown: RFC 2045 6.4 says such a part
     is opaque, and we leave it byte-identical."""
-    cte = value.split(";", 1)[0].strip().strip("\"'").strip().lower()
+    cte = value.split(";", 1)[0].strip(ASCII_SPACE).strip("\"'").strip(ASCII_SPACE).lower()
     return _CTE_ALIASES.get(cte, cte)
 
 
@@ -127,27 +156,42 @@ def parse_structure(headers: list[tuple[str, bytes]], body: bytes) -> MimePart:
             fields.setdefault(key, _text(value))
     ctype, params, cte, disposition, has_filename = _describe(fields, "text/plain")
     root = MimePart(0, 0, len(body), ctype, params, cte, disposition, has_filename)
+    if any(_malformed_field(name, value) for name, value in headers):
+        root.problem = MALFORMED_HEADER
     if ctype.startswith("multipart/"):
         _fill_children(body, root, 1)
     return root
 
 
+def _malformed_field(name: str, value: bytes) -> bool:
+    """A message header field that readers split differently: an odd name or a bare CR
+    (the email package ends a line there, an MTA does not)."""
+    if not _STRICT_FIELD.fullmatch(name.encode("utf-8", "surrogateescape") + b":"):
+        return True
+    return b"\r" in value and _BARE_CR.search(value) is not None
+
+
 def _text(value: bytes) -> str:
-    return re.sub(rb"\r?\n[ \t]", b" ", value).decode("latin-1").strip()
+    return re.sub(rb"\r?\n[ \t]", b" ", value).decode("latin-1").strip(ASCII_SPACE)
 
 
 def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int) -> MimePart:
     fields: dict[str, str] = {}
     cte_range = None
-    if buf.startswith(b"\n", start) or buf.startswith(b"\r\n", start):
+    problem = None
+    headers_only = False
+    if buf.startswith(b"\n", start, end) or buf.startswith(b"\r\n", start, end):
         body_start = start + (1 if buf[start] == 10 else 2)
     else:
         blank = _BLANK_LINE.search(buf, start, end)
         header_end = blank.start() if blank else end
         body_start = blank.end() if blank else end
+        headers_only = blank is None
         pos = start
         while pos < header_end:
             m = _HEADER_FIELD.match(buf, pos, header_end)
+            if not _STRICT_FIELD.match(buf, pos, header_end):
+                problem = MALFORMED_HEADER
             if not m:  # not a header line: skip it, as MUAs do
                 nl = buf.find(b"\n", pos, header_end)
                 pos = header_end if nl < 0 else nl + 1
@@ -162,10 +206,14 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
             pos = max(m.end(), pos + 1)
     ctype, params, cte, disposition, has_filename = _describe(fields, default_type)
     part = MimePart(
-        start, body_start, end, ctype, params, cte, disposition, has_filename, cte_range
+        start, body_start, end, ctype, params, cte, disposition, has_filename, cte_range, problem
     )
-    if ctype.startswith("multipart/") and depth < MAX_DEPTH:
-        _fill_children(buf, part, depth + 1)
+    part.headers_only = headers_only
+    if ctype.startswith("multipart/"):
+        if depth < MAX_DEPTH:
+            _fill_children(buf, part, depth + 1)
+        else:
+            part.problem = TOO_DEEP
     return part
 
 
@@ -179,7 +227,10 @@ def _eol_end(buf: bytes, pos: int) -> int:
 
 def _fill_children(buf: bytes, part: MimePart, depth: int) -> None:
     boundary = part.params.get("boundary", "")
-    if not boundary or len(boundary) > 200:
+    if len(boundary) > MAX_BOUNDARY:
+        part.problem = LONG_BOUNDARY  # others still split it: we would not know the top parts
+        return
+    if not boundary:
         return
     default_type = "message/rfc822" if part.content_type == "multipart/digest" else "text/plain"
     previous_end = None
@@ -191,7 +242,11 @@ def _fill_children(buf: bytes, part: MimePart, depth: int) -> None:
             return
         previous_end = end
     if previous_end is not None and previous_end < part.end:  # truncated: no close delimiter
-        part.children.append(_parse_part(buf, previous_end, part.end, default_type, depth))
+        child = _parse_part(buf, previous_end, part.end, default_type, depth)
+        if not child.children:
+            # As the email package reads it: the last line break is the missing delimiter's.
+            child.end = _before_eol(buf, child.end, child.body_start)
+        part.children.append(child)
 
 
 def _delimiters(buf: bytes, boundary: bytes, part: MimePart) -> Iterator[tuple[int, int, bool]]:
@@ -243,10 +298,16 @@ def top_parts(root: MimePart) -> tuple[MimePart | None, MimePart | None]:
 
 
 def untouchable_reason(root: MimePart, body: bytes) -> str | None:
-    """Why this message must be delivered as it is (signed, encrypted), or None."""
+    """Why this message must be delivered as it is (signed, encrypted, ambiguous), or None."""
     for part in root.walk():
         if part.content_type in SIGNED_OR_ENCRYPTED:
             return f"message is signed or encrypted ({part.content_type})"
+        if part.problem:
+            # Which part is the top text/html one, and where its body starts, depends on the
+            # reader: a change could land where some recipients' clients see other text.
+            return part.problem
+    if _bare_cr_changes_structure(root, body):
+        return "the MIME structure depends on whether a bare CR ends a line"
     for part in top_parts(root):
         if part is None or body.find(b"-----BEGIN PGP ", part.body_start, part.end) < 0:
             continue  # the plain find is C-fast; the regex below checks it begins a line
@@ -255,12 +316,33 @@ def untouchable_reason(root: MimePart, body: bytes) -> str | None:
     return None
 
 
+def _bare_cr_changes_structure(root: MimePart, body: bytes) -> bool:
+    """Whether reading bare CRs as line breaks (as the email package does) finds other parts.
+
+    A CR without LF is no line break on the wire, yet some readers split lines there; where
+    that moves a delimiter or a header, the two readings disagree about what to change.
+    """
+    if not root.children or b"\r" not in body or not _BARE_CR.search(body):
+        return False
+    relaxed = dataclasses.replace(root, children=[])
+    _fill_children(_BARE_CR.sub(b"\n", body), relaxed, 1)  # same length: offsets compare
+    return _shape(relaxed) != _shape(root)
+
+
+def _shape(part: MimePart) -> tuple:
+    own = (part.start, part.body_start, part.end, part.content_type, part.cte, part.problem)
+    return (own, part.is_attachment, part.charset, [_shape(c) for c in part.children])
+
+
 def line_ending(body: bytes, start: int = 0, end: int | None = None) -> bytes:
     """The line ending a part uses: CRLF on the wire, LF in some files on disk."""
     nl = body.find(b"\n", start, len(body) if end is None else end)
     if nl < 0:
         nl = body.find(b"\n")
-    return b"\n" if nl > 0 and body[nl - 1] != 13 else b"\r\n"
+    if nl < 0:
+        return b"\r\n"
+    # A LF that starts the buffer has no CR before it (an LF-only file's empty first line).
+    return b"\n" if nl == 0 or body[nl - 1] != 13 else b"\r\n"
 
 
 def decode_transfer(raw: bytes, cte: str) -> bytes | None:
@@ -300,8 +382,16 @@ def encode_transfer(data: bytes, cte: str, eol: bytes) -> tuple[bytes, str]:
 
 
 def _qp(data: bytes, eol: bytes) -> bytes:
-    # b2a_qp picks CRLF or LF from the first line break it sees; normalise to the part's.
-    encoded = binascii.b2a_qp(data.replace(b"\r\n", b"\n"), istext=True)
+    # b2a_qp picks CRLF or LF from the first line break it sees; give it LF only, then
+    # write the part's own line ending.
+    text = data.replace(b"\r\n", b"\n")
+    if b"\r" in text:
+        # A CR that ends no line is data, written =0D (RFC 2045). b2a_qp's text mode would
+        # pass it through raw (a bare CR on the wire) or, right before a LF, take it for
+        # CRLF and write CRCRLF below; its binary mode, line by line, encodes it.
+        encoded = b"\n".join(binascii.b2a_qp(line, istext=False) for line in text.split(b"\n"))
+    else:
+        encoded = binascii.b2a_qp(text, istext=True)
     return encoded.replace(b"\n", eol) if eol != b"\n" else encoded
 
 

@@ -75,8 +75,11 @@ def track_html(text: str, settings: TrackingSettings, links: LinkMaker, stats: T
             stats.html_links += 1
     if settings.open_tracking:
         # Before </body>; failing that before </html>; failing that at the end of the part
-        # (still inside it: the MIME boundary is not ours to cross).
-        bottom = _first_not_none(scan.body_end_start, scan.html_end_start, len(text))
+        # (still inside it: the MIME boundary is not ours to cross), but ahead of a tag or
+        # comment left open at the end, which would swallow the pixel.
+        bottom = _first_not_none(
+            scan.body_end_start, scan.html_end_start, scan.tail_start, len(text)
+        )
         edits.append((bottom, bottom, PIXEL.format(url=links.open())))
         stats.pixel = True
         if settings.initial_open_pixel:

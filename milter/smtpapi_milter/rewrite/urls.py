@@ -18,6 +18,10 @@ MAX_URL_BYTES = 4096
 # expanded later by someone else; rewriting it would freeze the placeholder into our token.
 _TEMPLATE_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|%%|\*\||\|\*|<%|%>|\[%|%\]|\$\{")
 
+# Outlook's conditional-comment syntax: Outlook ends or opens a conditional there whatever
+# the HTML around it says, so rewriting a value holding it would unbalance Outlook's view.
+_OUTLOOK_SYNTAX = re.compile(r"<!(?:--)?\[(?:if|endif)\b", re.IGNORECASE)
+
 _HTTP_PREFIX = re.compile(r"(https?)://", re.IGNORECASE)
 
 # Browsers end the authority at '\' too for http(s); stopping there keeps us from reading a
@@ -25,6 +29,10 @@ _HTTP_PREFIX = re.compile(r"(https?)://", re.IGNORECASE)
 _AUTHORITY_END = re.compile(r"[/?#\\]")
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+# WHATWG URL "forbidden host code points" (and DEL): a browser refuses such a host, so the
+# link leads nowhere and tracking it would only turn it into a redirect to nowhere.
+_FORBIDDEN_HOST = re.compile(r"[\x00-\x20#/:<>?@\[\\\]^|\x7f]")
 
 
 def has_template_syntax(url: str) -> bool:
@@ -35,7 +43,8 @@ def has_template_syntax(url: str) -> bool:
 def split_http_url(url: str) -> tuple[str, str, str] | None:
     """Return ``(scheme, host, port)`` of an absolute http(s) URL, lower-cased, or None.
 
-    None means: not http/https, no ``//``, an empty host, or a port that is not a number.
+    None means: not http/https, no ``//``, an empty host, a host a browser refuses (a
+    forbidden code point such as ``[`` or a space), or a port that is not a number.
     ``port`` is ``""`` when the URL names none. Userinfo is dropped; IPv6 hosts keep brackets.
     """
     match = _HTTP_PREFIX.match(url)
@@ -48,6 +57,8 @@ def split_http_url(url: str) -> tuple[str, str, str] | None:
     hostport = authority.rpartition("@")[2]
     host, port = _split_host_port(hostport)
     if not host or not _is_port(port):
+        return None
+    if not host.startswith("[") and _FORBIDDEN_HOST.search(host):
         return None
     return scheme, host.lower(), port
 
@@ -93,7 +104,8 @@ def is_trackable_url(url: str, tracking_domain: str) -> bool:
 
     ``url`` is already entity-decoded and stripped of surrounding whitespace. It is trackable
     when it is an absolute http/https URL with a host, at most ``MAX_URL_BYTES`` bytes in
-    UTF-8, free of template syntax, and not already pointing at ``tracking_domain``
+    UTF-8, free of template syntax and of Outlook's conditional-comment syntax, and not
+    already pointing at ``tracking_domain``
     (host[:port], case-insensitive, default ports ignored, userinfo ignored).
     """
     parts = split_http_url(url)
@@ -101,6 +113,6 @@ def is_trackable_url(url: str, tracking_domain: str) -> bool:
         return False
     if len(url.encode("utf-8", "surrogatepass")) > MAX_URL_BYTES:
         return False
-    if has_template_syntax(url):
+    if has_template_syntax(url) or _OUTLOOK_SYNTAX.search(url):
         return False
     return not _is_tracking_domain(*parts, tracking_domain)
