@@ -389,8 +389,10 @@ def _check_text(before: str, after: str, codec, report: Report, clicks=True) -> 
     if not clicks:
         assert report.text_links == 0, "text URLs tracked without click tracking"
         return
-    # A URL starts at a word boundary ("moreHTTP://x" is no link start), as linkifiers do.
-    for m in re.finditer(r"(?i)(?<![a-z0-9])https?://\S+", TRACKED.sub("", after)):
+    # A URL starts at a word boundary ("moreHTTP://x" is no link start), as linkifiers do,
+    # and ends at white space or any control character (C1 included: clients break there).
+    url = r"(?i)(?<![a-z0-9])https?://[^\s\x00-\x1f\x7f-\x9f]+"
+    for m in re.finditer(url, TRACKED.sub("", after)):
         assert not eligible(m.group(0).rstrip(".,;:!?'\")]}>")), (
             f"text URL left untracked: {m.group(0)!r}"
         )

@@ -84,3 +84,15 @@ def test_changed_other_part_is_caught():
     assert text_damaged != after
     with pytest.raises(AssertionError):
         judge(message, text_damaged, CODEC)
+
+
+def test_text_url_ends_at_a_c1_control_like_the_library_says():
+    # Found by fuzzing: the library ends a text URL at a C1 control (mail clients break
+    # there); the oracle must read the same URL, not one running on through the controls.
+    text = "Read http://\x94\x96scover.example/ now\r\n".encode("latin-1")
+    message = corpus.headers() + (
+        b"Content-Type: text/plain; charset=latin-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        + text
+    )
+    pipeline = Pipeline(parse_config({"state_dir": "/x"}), codec=CODEC)
+    judge(message, rewrite_bytes(pipeline, message, rcpt="jane@example.org"), CODEC)
