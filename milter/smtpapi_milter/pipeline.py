@@ -27,8 +27,10 @@ from .events.model import injection_event
 from .ids import IdGenerator, IdUnavailable, message_id
 from .policy import PolicyContext, PolicySet
 from .replies import TRANSMISSION_ID_UNAVAILABLE, SmtpReplyError, invalid
-from .rewrite import mime
-from .rewrite.track import TrackStats, track_html, track_text
+from .rewrite import mime, qp
+from .rewrite.edits import apply as apply_edits
+from .rewrite.edits import to_bytes as edits_in_bytes
+from .rewrite.track import TrackStats, html_edits, text_edits
 from .settings import TagRegistry, TrackingSettings, resolve
 from .tokens import TokenCodec, TrackingData
 
@@ -267,7 +269,7 @@ class _CopyBuilder:
     def _rewrite(self, copy: RecipientCopy, settings: TrackingSettings, links: _Links) -> None:
         html, text = mime.top_parts(self.root)
         changes = []
-        for part, track in ((html, track_html), (text, track_text)):
+        for part, track in ((html, html_edits), (text, text_edits)):
             if part is not None:
                 change = _track_part(self.body, part, track, settings, links, copy.stats)
                 if change is not None:
@@ -306,7 +308,7 @@ def _cte_edit(headers: list[tuple[str, bytes]], cte: str) -> HeaderEdit:
 def _track_part(
     body: bytes,
     part: mime.MimePart,
-    track: Callable[..., str],
+    track: Callable[..., list[tuple[int, int, str]]],
     settings: TrackingSettings,
     links: _Links,
     stats: TrackStats,
@@ -329,17 +331,22 @@ def _track_part(
         log.info("part left untracked: charset does not round-trip", charset=part.charset)
         return None
     part_stats = TrackStats()
-    new_text = track(text, settings, links, part_stats)
-    if new_text is text:
+    edits = track(text, settings, links, part_stats)
+    if not edits:
         return None
-    new_data = _encode(new_text, charset)
-    if new_data is None:
+    try:
+        byte_edits = edits_in_bytes(text, decoded, edits, charset)
+    except (UnicodeError, ValueError):
         log.info("part left untracked: charset cannot encode the links", charset=part.charset)
         return None
     _add_stats(stats, part_stats)
-    new_body, cte = mime.encode_transfer(
-        new_data, part.cte, mime.line_ending(body, part.body_start, part.end)
-    )
+    eol = mime.line_ending(body, part.body_start, part.end)
+    if part.cte == "quoted-printable":
+        # Only the encoded lines the edits touch change; the sender's others stay as written.
+        return mime.PartChange(part, qp.splice(raw, decoded, byte_edits, eol), part.cte)
+    new_data = apply_edits(decoded, byte_edits)
+    line = mime.base64_line_length(raw) if part.cte == "base64" else mime.BASE64_LINE
+    new_body, cte = mime.encode_transfer(new_data, part.cte, eol, line)
     return mime.PartChange(part, new_body, cte)
 
 
@@ -356,13 +363,6 @@ def _decode(data: bytes, charset: str) -> str | None:
     try:
         text = data.decode(charset, "surrogateescape")
         return text if text.encode(charset, "surrogateescape") == data else None
-    except (UnicodeError, ValueError):
-        return None
-
-
-def _encode(text: str, charset: str) -> bytes | None:
-    try:
-        return text.encode(charset, "surrogateescape")
     except (UnicodeError, ValueError):
         return None
 

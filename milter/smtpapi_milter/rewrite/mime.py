@@ -15,12 +15,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from . import qp
+
 MAX_DEPTH = 32
 MALFORMED_HEADER = "a header block has a malformed line"
 TOO_DEEP = f"multiparts nested deeper than {MAX_DEPTH} levels"
 MAX_BOUNDARY = 200  # RFC 2046 allows 70
 LONG_BOUNDARY = f"a multipart boundary is longer than {MAX_BOUNDARY} characters"
 QP_LINE_LIMIT = 998
+BASE64_LINE = 76  # characters per base64 line at most (RFC 2045 6.8)
 # What str.strip() removes from ASCII text. Not the 8-bit NBSP or NEL a header's latin-1
 # reading may hold: other readers keep those (the email package shows them as U+FFFD), so
 # "\xa08bit" is an unknown encoding to them and must be one to us.
@@ -359,17 +362,20 @@ def decode_transfer(raw: bytes, cte: str) -> bytes | None:
     return None
 
 
-def encode_transfer(data: bytes, cte: str, eol: bytes) -> tuple[bytes, str]:
+def encode_transfer(
+    data: bytes, cte: str, eol: bytes, base64_line: int = BASE64_LINE
+) -> tuple[bytes, str]:
     """Re-encode a changed part in its own transfer encoding → (bytes, encoding used).
 
     A 7bit/8bit part whose lines would pass 998 octets moves to quoted-printable (RFC 5322
     line limit); a part that had bare CRs gets them fixed, since a bare CR breaks signers.
+    Base64 lines are ``base64_line`` characters long (see ``base64_line_length``).
     """
     if cte == "quoted-printable":
-        return _qp(data, eol), cte
+        return qp.encode(data, eol), cte
     if cte == "base64":
         encoded = binascii.b2a_base64(data, newline=False)
-        lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
+        lines = [encoded[i : i + base64_line] for i in range(0, len(encoded), base64_line)]
         return eol.join(lines) + (eol if lines else b""), cte
     if cte == "binary":
         return data, cte
@@ -377,22 +383,18 @@ def encode_transfer(data: bytes, cte: str, eol: bytes) -> tuple[bytes, str]:
         data = _BARE_CR.sub(eol, data)
     # splitlines runs in C; a regex for "999 non-break bytes" costs O(bytes x line length).
     if max(map(len, data.splitlines()), default=0) > QP_LINE_LIMIT:
-        return _qp(data, eol), "quoted-printable"
+        return qp.encode(data, eol), "quoted-printable"
     return data, cte
 
 
-def _qp(data: bytes, eol: bytes) -> bytes:
-    # b2a_qp picks CRLF or LF from the first line break it sees; give it LF only, then
-    # write the part's own line ending.
-    text = data.replace(b"\r\n", b"\n")
-    if b"\r" in text:
-        # A CR that ends no line is data, written =0D (RFC 2045). b2a_qp's text mode would
-        # pass it through raw (a bare CR on the wire) or, right before a LF, take it for
-        # CRLF and write CRCRLF below; its binary mode, line by line, encodes it.
-        encoded = b"\n".join(binascii.b2a_qp(line, istext=False) for line in text.split(b"\n"))
-    else:
-        encoded = binascii.b2a_qp(text, istext=True)
-    return encoded.replace(b"\n", eol) if eol != b"\n" else encoded
+def base64_line_length(raw: bytes) -> int:
+    """The length of the sender's base64 lines, if they have one that makes sense: the first
+    line's, when another follows and it is a multiple of 4 up to 76 (RFC 2045 6.8); else 76."""
+    nl = raw.find(b"\n")
+    if nl < 0 or not raw[nl + 1 : nl + 3].strip():  # one line: its length is no choice
+        return BASE64_LINE
+    first = nl - 1 if nl > 0 and raw[nl - 1] == 13 else nl
+    return first if first % 4 == 0 and 4 <= first <= BASE64_LINE else BASE64_LINE
 
 
 @dataclass(frozen=True)
