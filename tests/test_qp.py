@@ -116,7 +116,7 @@ def test_full_last_line_gets_its_soft_break_within_76():
 def test_lines_over_998_octets_are_found_exactly(line, long):
     after = b"tail\r\n" if line.endswith(b"\n") else b""  # a line with no break ends the part
     for raw in (line, b"ab\r\n" + line, b"a" * 500 + b"\r\n" + line + after):
-        found = qp._unfit_lines(raw)
+        found = qp._unfit_lines(raw, bare_cr=True)
         start = raw.index(line)
         expected = [(start, start + len(line))] if long else []
         assert [f for f in found if f[0] == start] == expected, raw[:10]

@@ -300,8 +300,15 @@ def top_parts(root: MimePart) -> tuple[MimePart | None, MimePart | None]:
     return html, text
 
 
-def untouchable_reason(root: MimePart, body: bytes) -> str | None:
-    """Why this message must be delivered as it is (signed, encrypted, ambiguous), or None."""
+def has_bare_cr(data: bytes) -> bool:
+    """Whether ``data`` holds a CR that no LF follows."""
+    return b"\r" in data and _BARE_CR.search(data) is not None
+
+
+def untouchable_reason(root: MimePart, body: bytes, bare_cr: bool | None = None) -> str | None:
+    """Why this message must be delivered as it is (signed, encrypted, ambiguous), or None.
+
+    ``bare_cr``: what ``has_bare_cr(body)`` says, when the caller knows already."""
     for part in root.walk():
         if part.content_type in SIGNED_OR_ENCRYPTED:
             return f"message is signed or encrypted ({part.content_type})"
@@ -309,7 +316,7 @@ def untouchable_reason(root: MimePart, body: bytes) -> str | None:
             # Which part is the top text/html one, and where its body starts, depends on the
             # reader: a change could land where some recipients' clients see other text.
             return part.problem
-    if _bare_cr_changes_structure(root, body):
+    if bare_cr is not False and _bare_cr_changes_structure(root, body):
         return "the MIME structure depends on whether a bare CR ends a line"
     for part in top_parts(root):
         if part is None or body.find(b"-----BEGIN PGP ", part.body_start, part.end) < 0:
@@ -325,7 +332,7 @@ def _bare_cr_changes_structure(root: MimePart, body: bytes) -> bool:
     A CR without LF is no line break on the wire, yet some readers split lines there; where
     that moves a delimiter or a header, the two readings disagree about what to change.
     """
-    if not root.children or b"\r" not in body or not _BARE_CR.search(body):
+    if not root.children or not has_bare_cr(body):
         return False
     relaxed = dataclasses.replace(root, children=[])
     _fill_children(_BARE_CR.sub(b"\n", body), relaxed, 1)  # same length: offsets compare

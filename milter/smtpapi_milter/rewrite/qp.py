@@ -16,7 +16,7 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
-from .edits import ByteEdit, apply
+from .edits import ByteEdit
 
 LINE_LIMIT = 998  # octets before the line break (RFC 5322 2.1.1)
 _MAX_ENCODED = 76  # characters per encoded line (RFC 2045 6.7)
@@ -38,12 +38,15 @@ def encode(data: bytes, eol: bytes) -> bytes:
     return encoded.replace(b"\n", eol) if eol != b"\n" else encoded
 
 
-def splice(raw: bytes, decoded: bytes, edits: list[ByteEdit], eol: bytes) -> bytes:
+def splice(
+    raw: bytes, decoded: bytes, edits: list[ByteEdit], eol: bytes, bare_cr: bool = True
+) -> bytes:
     """``raw`` (a part body, ``decoded`` its decoding) with ``edits`` of the decoded bytes
-    applied: the lines they touch encoded anew, every other line as it was."""
+    applied: the lines they touch encoded anew, every other line as it was. ``bare_cr``
+    False: the caller knows ``raw`` has no bare CR, and it is not looked for again."""
     pieces = []
     pos = 0
-    for region in _regions(raw, edits, _unfit_lines(raw)):
+    for region in _regions(raw, edits, _unfit_lines(raw, bare_cr)):
         pieces.append(raw[pos : region.start])
         pieces.append(_encode_region(raw, decoded, region, eol))
         pos = region.end
@@ -84,15 +87,12 @@ class _Walk:
     def add(self, edit: ByteEdit) -> None:
         start, end, _ = edit
         last = self.regions[-1] if self.regions else None
-        if last is not None and (start < last.dend or _open_ended(self.raw, last)):
-            last.edits.append(edit)
-            self._take(last, end)
-            return
-        line, dline = _line_at(self.raw, self.x, self.dx, start)
-        self.unfit_before(line)
-        region = _Region(line, line, dline, dline, [edit])
-        self._take(region, end)
-        self.regions.append(region)
+        if last is None or not (start < last.dend or _open_ended(self.raw, last)):
+            last = _line_at(self.raw, self.x, self.dx, start)
+            self.unfit_before(last.start)
+            self.regions.append(last)
+        last.edits.append(edit)
+        self._take(last, end)
 
     def unfit_before(self, pos: int) -> None:
         """Regions for the unfit lines that start before raw offset ``pos``."""
@@ -100,17 +100,15 @@ class _Walk:
             start, end = self._next_unfit
             if start >= self.x:  # not inside a region already
                 dstart = self.dx + _decoded_len(self.raw, self.x, start)
-                region = _Region(start, start, dstart, dstart)
-                self._take(region, dstart)
+                region = _Region(start, end, dstart, dstart + _decoded_len(self.raw, start, end))
                 self.regions.append(region)
+                self.x, self.dx = region.end, region.dend
             self._next_unfit = next(self._unfit, None)
 
     def _take(self, region: _Region, dend: int) -> None:
-        """Take whole lines into ``region`` until its decoding reaches ``dend``; at least one."""
+        """Take whole lines into ``region`` until its decoding reaches ``dend``."""
         raw = self.raw
-        while region.dend < dend or region.end == region.start:
-            if region.end == len(raw):
-                break
+        while region.dend < dend and region.end < len(raw):
             nl = raw.find(b"\n", region.end)
             end = len(raw) if nl < 0 else nl + 1
             region.dend += _decoded_len(raw, region.end, end)
@@ -128,9 +126,9 @@ def _decoded_len(raw: bytes, start: int, end: int) -> int:
     return len(binascii.a2b_qp(raw[start:end]))
 
 
-def _line_at(raw: bytes, x: int, dx: int, target: int) -> tuple[int, int]:
+def _line_at(raw: bytes, x: int, dx: int, target: int) -> _Region:
     """The last line, from the one at raw ``x`` (decoded ``dx``) on, whose decoding starts
-    at or before decoded offset ``target`` → (raw start, decoded start)."""
+    at or before decoded offset ``target``, as a region of its own (empty past the end)."""
     while True:
         # A line never decodes to more bytes than it has, so decoded offset ``target`` lies
         # at raw offset x + (target - dx) or past it: a line starting before that starts at
@@ -138,19 +136,24 @@ def _line_at(raw: bytes, x: int, dx: int, target: int) -> tuple[int, int]:
         nl = raw.rfind(b"\n", x, x + (target - dx))
         if nl < 0:
             nl = raw.find(b"\n", x)
-            if nl < 0:
-                return x, dx
-            size = _decoded_len(raw, x, nl + 1)
-            if dx + size > target:
-                return x, dx
+            end = len(raw) if nl < 0 else nl + 1
+            size = _decoded_len(raw, x, end)
+            if dx + size > target or nl < 0:
+                return _Region(x, end, dx, dx + size)
         else:
-            size = _decoded_len(raw, x, nl + 1)
-        x, dx = nl + 1, dx + size
+            end = nl + 1
+            size = _decoded_len(raw, x, end)
+        x, dx = end, dx + size
 
 
 def _encode_region(raw: bytes, decoded: bytes, region: _Region, eol: bytes) -> bytes:
-    edits = [(s - region.dstart, e - region.dstart, new) for s, e, new in region.edits]
-    data = apply(decoded[region.dstart : region.dend], edits)
+    pieces = []
+    pos = region.dstart
+    for start, end, new in region.edits:
+        pieces += (decoded[pos:start], new)
+        pos = end
+    pieces.append(decoded[pos : region.dend])
+    data = b"".join(pieces)
     # Line breaks in the decoded bytes are written as the part's own; anything else there,
     # a lone CR or LF included, is data and written as =XX, so the decoding stays the same.
     lines = map(_encode_line, data.split(eol))
@@ -183,11 +186,11 @@ def _soft_ended(encoded: bytes, eol: bytes) -> bytes:
     return encoded[:cut] + b"=" + eol + encoded[cut:] + b"=" + eol
 
 
-def _unfit_lines(raw: bytes) -> list[tuple[int, int]]:
+def _unfit_lines(raw: bytes, bare_cr: bool) -> list[tuple[int, int]]:
     """(start, end) of each line that must not go out as it is: a bare CR, or over 998
     octets. A part that changes has neither (RFC 5322 2.3), whatever the sender wrote."""
     found = set()
-    if raw.count(b"\r") != raw.count(b"\r\n"):
+    if bare_cr and _BARE_CR.search(raw):
         found.update(_line_around(raw, m.start()) for m in _BARE_CR.finditer(raw))
     found.update(_long_lines(raw))
     return sorted(found)
