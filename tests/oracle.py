@@ -426,8 +426,9 @@ def _check_text(before: str, after: str, codec, report: Report, clicks=True):
         assert report.text_links == 0, "text URLs tracked without click tracking"
         return changes
     # A URL starts at a word boundary ("moreHTTP://x" is no link start), as linkifiers do,
-    # and ends at white space or any control character (C1 included: clients break there).
-    url = r"(?i)(?<![a-z0-9])https?://[^\s\x00-\x1f\x7f-\x9f]+"
+    # and ends at white space, any control character (C1 included: clients break there) or
+    # one of the characters RFC 3986 appendix C names as delimiting URIs in text: < > ".
+    url = r"(?i)(?<![a-z0-9])https?://[^\s\x00-\x1f\x7f-\x9f<>\"]+"
     for m in re.finditer(url, TRACKED.sub("", after)):
         assert not eligible(m.group(0).rstrip(".,;:!?'\")]}>")), (
             f"text URL left untracked: {m.group(0)!r}"
