@@ -400,21 +400,17 @@ class _Links:
         self._open_prefix = f"{settings.open_scheme}://{domain}/"
         self._base = base
         include = pipeline.config.engagement_tracker.click_tracking_include_metadata
-        self._click_base = base if include else dataclasses.replace(base, metadata=None)
+        click_base = base if include else dataclasses.replace(base, metadata=None)
+        self._clicks = self._codec.click_tokens(click_base)
         self._cache: dict[tuple[str, str | None, bool], str] = {}
 
     def click(self, url: str, name: str | None, unsubscribe: bool) -> str:
         key = (url, name, unsubscribe)
         tracked = self._cache.get(key)
         if tracked is None:
-            data = dataclasses.replace(
-                self._click_base,
-                kind="click",
-                target_url=url,
-                link_name=_truncate_utf8(name or "", LINK_NAME_LIMIT),
-                unsubscribe=unsubscribe,
-            )
-            tracked = self._cache[key] = self._click_prefix + self._codec.encode(data)
+            link_name = _truncate_utf8(name, LINK_NAME_LIMIT) if name else ""
+            token = self._clicks.encode(url, link_name, unsubscribe)
+            tracked = self._cache[key] = self._click_prefix + token
         return tracked
 
     def open(self) -> str:
