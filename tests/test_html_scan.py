@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from smtpapi_milter.rewrite import entities
 from smtpapi_milter.rewrite import html as scanner
 from smtpapi_milter.rewrite.html import HtmlLink, scan_html, unescape_attribute
 
@@ -448,6 +449,13 @@ def test_never_raises_on_markup_soup(text: str) -> None:
 def test_never_raises_on_any_text(text: str) -> None:
     check_invariants(text)
     unescape_attribute(text)
+
+
+@given(st.lists(st.sampled_from(["&amp;", "&amp", "&", "amp;", ";", "x", "=", "&amp;amp;"])))
+def test_bulk_amp_decoding_reads_as_the_reference_rules(pieces: list[str]) -> None:
+    value = "".join(pieces)
+    by_reference = entities._CHARACTER_REFERENCE.sub(entities._decode_in_attribute, value)
+    assert unescape_attribute(value) == by_reference
 
 
 @given(st.text(alphabet=st.characters(exclude_categories=())))
