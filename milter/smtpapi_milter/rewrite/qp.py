@@ -154,6 +154,10 @@ def _encode_region(raw: bytes, decoded: bytes, region: _Region, eol: bytes) -> b
         pos = end
     pieces.append(decoded[pos : region.dend])
     data = b"".join(pieces)
+    if data.endswith(eol) and data.find(eol) == len(data) - len(eol):
+        # Most regions: one line and its break (it needs no soft break).
+        encoded = _encode_line(data[: -len(eol)])
+        return (encoded if eol == b"\n" else encoded.replace(b"\n", eol)) + eol
     # Line breaks in the decoded bytes are written as the part's own; anything else there,
     # a lone CR or LF included, is data and written as =XX, so the decoding stays the same.
     lines = map(_encode_line, data.split(eol))
