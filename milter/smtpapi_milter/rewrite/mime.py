@@ -440,11 +440,13 @@ def apply_changes(body: bytes, changes: list[PartChange]) -> tuple[bytes, str | 
 
 def _with_cte(body: bytes, part: MimePart, cte: str) -> bytes:
     headers = body[part.start : part.body_start]
-    eol = line_ending(body, part.start, part.body_start)
-    new_field = b"Content-Transfer-Encoding: " + cte.encode("ascii") + eol
+    field = b"Content-Transfer-Encoding: " + cte.encode("ascii")
     if part.cte_range is not None:
+        eol = line_ending(body, part.start, part.body_start)
         a, b = (x - part.start for x in part.cte_range)
-        return headers[:a] + new_field + headers[b:]
-    # No field yet: add one at the end of the header block, before the blank line.
-    blank = len(headers) - len(eol)
-    return headers[:blank] + new_field + headers[blank:]
+        return headers[:a] + field + eol + headers[b:]
+    # No field yet: add one at the end of the header block, before the blank line, ended as
+    # the blank line is. The other header lines may end otherwise (a file with mixed line
+    # endings): going by them could split the blank line's CR LF and leave a bare CR.
+    blank = len(headers) - (2 if headers.endswith(b"\r\n") else 1)
+    return headers[:blank] + field + headers[blank:] + headers[blank:]
