@@ -9,7 +9,9 @@ report; it raises AssertionError with the reason when a promise is broken:
   and each tracked URL's token decodes to exactly the URL the sender wrote;
 - every link an HTML5 parser (selectolax/Lexbor) sees that should be tracked is tracked,
   and nothing else changed;
-- one open pixel in the top HTML part; no output line over 998 octets in changed parts.
+- one open pixel in the top HTML part; no output line over 998 octets in changed parts;
+- in a quoted-printable top part, every encoded line no change touches is delivered byte for
+  byte, and the lines written anew are at most 76 characters (``oracle_qp``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from urllib.parse import urlsplit
 from selectolax.lexbor import LexborHTMLParser
 
 from smtpapi_milter.rewrite.track import INITIAL_PIXEL, PIXEL
+
+from .oracle_qp import check_qp_lines
 
 TRACKING_DOMAIN = "localhost:8080"
 _TOKEN = r"[A-Za-z0-9_-]+"
@@ -48,6 +52,7 @@ class Report:
     html_links: int = 0
     text_links: int = 0
     pixels: int = 0
+    qp_lines_rewritten: int = 0
     changed_parts: list[str] = field(default_factory=list)
 
 
@@ -125,6 +130,11 @@ def _cte(part: Message) -> str:
     return {"7-bit": "7bit", "8-bit": "8bit", "7bits": "7bit", "8bits": "8bit"}.get(cte, cte)
 
 
+def _raw(part: Message) -> bytes:
+    """The part's body as it is on the wire (the email package keeps it as surrogates)."""
+    return part._payload.encode("ascii", "surrogateescape")
+
+
 def _decoded(part: Message) -> str | None:
     """The part's text, or None when its transfer encoding or charset is unknown: such a
     part is opaque (RFC 2045 6.4) and must come out unchanged."""
@@ -132,7 +142,7 @@ def _decoded(part: Message) -> str | None:
     if cte not in KNOWN_CTE:
         return None
     # The raw payload: get_payload() would decode 8-bit bytes with the charset first.
-    raw = part._payload.encode("ascii", "surrogateescape")
+    raw = _raw(part)
     if cte == "quoted-printable":
         data = binascii.a2b_qp(raw)
     elif cte == "base64":
@@ -189,7 +199,12 @@ def judge(
         if wanted[0] is None or not expect_tracking:
             assert _payload(part_in) == _payload(part_out), "an untrackable part changed"
         else:
-            _check_any(check, wanted, _decoded(part_out), codec, report)
+            which, changes = _check_any(check, wanted, _decoded(part_out), codec, report)
+            if _cte(part_in) == _cte(part_out) == "quoted-printable":
+                assert which == 0, "quoted-printable text changed beyond the tracked links"
+                report.qp_lines_rewritten += check_qp_lines(
+                    _raw(part_in), _raw(part_out), wanted[0], part_in.get_content_charset(), changes
+                )
     _check_lines(before, after)
     return report
 
@@ -220,14 +235,15 @@ def _line_endings(part: Message, message: bytes) -> list[str]:
     return ["\r\n", "\n"] if re.search(rb"(?<!\r)\n", message) else ["\r\n"]
 
 
-def _check_any(check, candidates: list[str], text_out: str, codec, report: Report) -> None:
+def _check_any(check, candidates: list[str], text_out: str, codec, report: Report):
+    """The first candidate ``check`` accepts → (its index, the changes ``check`` found)."""
     for i, text_in in enumerate(candidates):
         try:
-            check(text_in, text_out, codec, report)
-            return
+            return i, check(text_in, text_out, codec, report)
         except AssertionError:
             if i + 1 == len(candidates):
                 raise
+    raise AssertionError("no candidate text")
 
 
 def _payload(part: Message):
@@ -258,14 +274,18 @@ def _check_lines(before: bytes, after: bytes) -> None:
         assert longest_out <= 998, f"output line of {longest_out} octets"
 
 
-def _restore(before: str, after: str, codec, same: Callable[[str, str], bool]) -> int:
-    """Match ``after`` against ``before`` around each tracked URL; return how many.
+def _restore(
+    before: str, after: str, codec, same: Callable[[str, str], bool]
+) -> list[tuple[int, int, int, int]]:
+    """Match ``after`` against ``before`` around each tracked URL; return where they are.
 
     Everything between tracked URLs must be identical in both texts, and the raw text each
     tracked URL replaced must be ``same`` as the URL its token carries. Where the text after
     a URL occurs more than once, the occurrence whose raw value fits the token is the one.
+    Each URL's place: (start, end) of the raw text in ``before``, (start, end) in ``after``.
     """
     pos_in = pos_out = 0
+    places = []
     matches = list(TRACKED.finditer(after))
     for i, m in enumerate(matches):
         segment = after[pos_out : m.start()]
@@ -276,9 +296,10 @@ def _restore(before: str, after: str, codec, same: Callable[[str, str], bool]) -
         url = codec.decode(m.group(1)).target_url
         end_in = _raw_end(before, pos_in, following, url, same, last)
         assert end_in >= 0, f"text after a tracked URL changed (offset {pos_in})"
+        places.append((pos_in, end_in, m.start(), m.end()))
         pos_in, pos_out = end_in, m.end()
     assert before[pos_in:] == after[pos_out:], "text changed at the end of the part"
-    return len(matches)
+    return places
 
 
 def _raw_end(before: str, start: int, following: str, url: str, same, last: bool) -> int:
@@ -341,20 +362,32 @@ def _same_html(raw: str, url: str) -> bool:
     return link_target(unescape_attribute(raw)) == url
 
 
-def _check_html(before: str, after: str, codec, report: Report, clicks=True, opens=True) -> None:
+def _check_html(before: str, after: str, codec, report: Report, clicks=True, opens=True):
+    """Judge one HTML part → the changes: (start, end) in ``before`` of each tracked URL's
+    raw value, and (at, at) where each pixel went in."""
     if before == after == "":
-        return  # an empty part (maybe one with no body at all) may stay without a pixel
-    pixels = _PIXELS.findall(after)
+        return []  # an empty part (maybe one with no body at all) may stay without a pixel
+    pixels = list(_PIXELS.finditer(after))
     report.pixels = len(pixels)
-    opened = sum("/o/" in p for p in pixels)
+    opened = sum("/o/" in p.group() for p in pixels)
     if opens:
         assert opened >= 1, "no open pixel in the top HTML part"
         assert opened == 1, "not exactly one open pixel"
     else:
         assert opened == 0, "an open pixel without open tracking"
     stripped = _PIXELS.sub("", after)
-    report.html_links = _restore(before, stripped, codec, _same_html)
+    places = _restore(before, stripped, codec, _same_html)
+    report.html_links = len(places)
     _check_links_html5(before, stripped, clicks)
+    removed = 0  # pixel text before this one, gone from ``stripped``
+    changes = [(start, end) for start, end, _, _ in places]
+    for pixel in pixels:
+        at = pixel.start() - removed
+        removed += len(pixel.group())
+        # Where ``at`` in ``stripped`` is in ``before``: past the last URL before it.
+        shift = next(((e_in - e_out) for _, e_in, _, e_out in reversed(places) if e_out <= at), 0)
+        changes.append((at + shift, at + shift))
+    return sorted(changes)
 
 
 def _links(text: str) -> list[tuple[str, str, str | None]]:
@@ -384,11 +417,14 @@ def _check_links_html5(before: str, after: str, clicks: bool) -> None:
             assert href_out == href_in, f"<{tag} href={href_in!r}> changed to {href_out!r}"
 
 
-def _check_text(before: str, after: str, codec, report: Report, clicks=True) -> None:
-    report.text_links = _restore(before, after, codec, lambda raw, url: raw == url)
+def _check_text(before: str, after: str, codec, report: Report, clicks=True):
+    """Judge one plain-text part → the changes: (start, end) in ``before`` of each URL."""
+    places = _restore(before, after, codec, lambda raw, url: raw == url)
+    report.text_links = len(places)
+    changes = [(start, end) for start, end, _, _ in places]
     if not clicks:
         assert report.text_links == 0, "text URLs tracked without click tracking"
-        return
+        return changes
     # A URL starts at a word boundary ("moreHTTP://x" is no link start), as linkifiers do,
     # and ends at white space, any control character (C1 included: clients break there) or
     # one of the characters RFC 3986 appendix C names as delimiting URIs in text: < > ".
@@ -397,3 +433,4 @@ def _check_text(before: str, after: str, codec, report: Report, clicks=True) -> 
         assert not eligible(m.group(0).rstrip(".,;:!?'\")]}>")), (
             f"text URL left untracked: {m.group(0)!r}"
         )
+    return changes

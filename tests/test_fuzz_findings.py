@@ -366,3 +366,19 @@ def test_parameter_without_a_type_counts():
     # "Content-Type: charset=x-unknown": readers find the charset; we skipped the first item.
     root = mime.parse_structure([("Content-Type", b"charset=x-unknown")], b"")
     assert (root.content_type, root.charset) == ("text/plain", "x-unknown")
+
+
+def test_new_transfer_encoding_field_keeps_the_blank_lines_crlf_whole():
+    # A part whose header lines end in LF and whose blank line is CR LF (a file with mixed
+    # line endings) moves to quoted-printable: the new field went in before the blank line's
+    # last byte, between its CR and LF, leaving a bare CR that ended the headers elsewhere.
+    part = (
+        b"--b\nContent-Type: text/plain;\n  charset=us-ascii\r\n\r\n"
+        + b"https://example.com/ "
+        + b"x" * 1000
+        + b"\r\n--b--\r\n"
+    )
+    message = HEAD + TRACK + b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n' + part
+    out = tracked(message)
+    assert b"charset=us-ascii\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" in out
+    judge(message.replace(TRACK, b""), out, CODEC)

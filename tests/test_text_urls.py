@@ -102,6 +102,8 @@ def test_many_closing_brackets_are_linear() -> None:
         "http://[2001:db8::1]:8080/",
         "https://bücher.example/😀",
         "https://x.example/" + "a" * (MAX_URL_BYTES - len("https://x.example/")),
+        "https://x.example/" + "é" * 1039,  # over 1024 characters, yet within 4096 bytes
+        "https://x.example/" + "😀" * 1019,  # 4094 bytes
         "https://track.example.com.evil.example/",
         "https://track.example.com:8443/",
     ],
@@ -127,6 +129,7 @@ def test_trackable(url: str) -> None:
         "http://x.example:port/",
         "https://x.example/" + "a" * (MAX_URL_BYTES - len("https://x.example/") + 1),
         "https://x.example/" + "é" * 2100,
+        "https://x.example/" + "😀" * 1020,  # 4098 bytes in 1038 characters
         "https://track.example.com/c/abc",
         "https://TRACK.Example.COM/c/abc",
         "http://track.example.com:80/c",

@@ -27,14 +27,19 @@ from .events.model import injection_event
 from .ids import IdGenerator, IdUnavailable, message_id
 from .policy import PolicyContext, PolicySet
 from .replies import TRANSMISSION_ID_UNAVAILABLE, SmtpReplyError, invalid
-from .rewrite import mime
-from .rewrite.track import TrackStats, track_html, track_text
+from .rewrite import mime, qp
+from .rewrite.edits import apply as apply_edits
+from .rewrite.edits import to_bytes as edits_in_bytes
+from .rewrite.track import TrackStats, html_edits, text_edits
 from .settings import TagRegistry, TrackingSettings, resolve
 from .tokens import TokenCodec, TrackingData
 
 log = structlog.get_logger("smtpapi_milter.pipeline")
 
 LINK_NAME_LIMIT = 63
+# Codecs whose surrogateescape decoding always encodes back to the same bytes (PEP 383):
+# checking it would only cost an encode of the whole part.
+_LOSSLESS = frozenset({"utf-8", "ascii", "iso8859-1"})
 
 
 @dataclass
@@ -219,9 +224,11 @@ class _CopyBuilder:
         # root stays None when the body must go out untouched; the reason is logged.
         self.root: mime.MimePart | None = None
         self.untracked_reason = self._untracked_reason()
+        self.bare_cr = True  # whether the body may hold a bare CR (a part to repair)
         if self.untracked_reason is None:
             root = mime.parse_structure(self.envelope.headers, body)
-            self.untracked_reason = mime.untouchable_reason(root, body)
+            self.bare_cr = mime.has_bare_cr(body)  # looked for once, for every part
+            self.untracked_reason = mime.untouchable_reason(root, body, self.bare_cr)
             if self.untracked_reason is None:
                 self.root = root
 
@@ -267,9 +274,9 @@ class _CopyBuilder:
     def _rewrite(self, copy: RecipientCopy, settings: TrackingSettings, links: _Links) -> None:
         html, text = mime.top_parts(self.root)
         changes = []
-        for part, track in ((html, track_html), (text, track_text)):
+        for part, track in ((html, html_edits), (text, text_edits)):
             if part is not None:
-                change = _track_part(self.body, part, track, settings, links, copy.stats)
+                change = self._track_part(part, track, settings, links, copy.stats)
                 if change is not None:
                     changes.append(change)
         if not changes:
@@ -278,6 +285,38 @@ class _CopyBuilder:
         if root_cte is not None:
             edit = _cte_edit(self.envelope.headers, root_cte)
             copy.header_edits.append(edit)
+
+    def _track_part(
+        self,
+        part: mime.MimePart,
+        track: Callable[..., list[tuple[int, int, str]]],
+        settings: TrackingSettings,
+        links: _Links,
+        stats: TrackStats,
+    ) -> mime.PartChange | None:
+        found = _part_text(self.body, part)
+        if found is None:
+            return None
+        raw, decoded, charset, text = found
+        part_stats = TrackStats()
+        edits = track(text, settings, links, part_stats)
+        if not edits:
+            return None
+        try:
+            byte_edits = edits_in_bytes(text, decoded, edits, charset)
+        except (UnicodeError, ValueError):
+            log.info("part left untracked: charset cannot encode the links", charset=part.charset)
+            return None
+        _add_stats(stats, part_stats)
+        eol = mime.line_ending(self.body, part.body_start, part.end)
+        if part.cte == "quoted-printable":
+            # Only the encoded lines the edits touch change; the sender's others stay as written.
+            new_body = qp.splice(raw, decoded, byte_edits, eol, self.bare_cr)
+            return mime.PartChange(part, new_body, part.cte)
+        new_data = apply_edits(decoded, byte_edits)
+        line = mime.base64_line_length(raw) if part.cte == "base64" else mime.BASE64_LINE
+        new_body, cte = mime.encode_transfer(new_data, part.cte, eol, line)
+        return mime.PartChange(part, new_body, cte)
 
     def _injection(self, copy: RecipientCopy, settings: TrackingSettings) -> dict[str, Any]:
         from_header = self.envelope.header("From") or ""
@@ -303,14 +342,8 @@ def _cte_edit(headers: list[tuple[str, bytes]], cte: str) -> HeaderEdit:
     return HeaderEdit("Content-Transfer-Encoding", 1 if present else 0, cte.encode("ascii"))
 
 
-def _track_part(
-    body: bytes,
-    part: mime.MimePart,
-    track: Callable[..., str],
-    settings: TrackingSettings,
-    links: _Links,
-    stats: TrackStats,
-) -> mime.PartChange | None:
+def _part_text(body: bytes, part: mime.MimePart) -> tuple[bytes, bytes, str, str] | None:
+    """(raw, decoded bytes, codec name, text) of a part we can change; None (logged) if not."""
     if part.headers_only:
         # Anything added would land in its last header field (RFC 2046 allows no body).
         log.info("part left untracked: it has no body")
@@ -328,19 +361,7 @@ def _track_part(
     if text is None:
         log.info("part left untracked: charset does not round-trip", charset=part.charset)
         return None
-    part_stats = TrackStats()
-    new_text = track(text, settings, links, part_stats)
-    if new_text is text:
-        return None
-    new_data = _encode(new_text, charset)
-    if new_data is None:
-        log.info("part left untracked: charset cannot encode the links", charset=part.charset)
-        return None
-    _add_stats(stats, part_stats)
-    new_body, cte = mime.encode_transfer(
-        new_data, part.cte, mime.line_ending(body, part.body_start, part.end)
-    )
-    return mime.PartChange(part, new_body, cte)
+    return raw, decoded, charset, text
 
 
 def _codec(charset: str) -> str | None:
@@ -355,14 +376,9 @@ def _decode(data: bytes, charset: str) -> str | None:
     """
     try:
         text = data.decode(charset, "surrogateescape")
+        if charset in _LOSSLESS:
+            return text
         return text if text.encode(charset, "surrogateescape") == data else None
-    except (UnicodeError, ValueError):
-        return None
-
-
-def _encode(text: str, charset: str) -> bytes | None:
-    try:
-        return text.encode(charset, "surrogateescape")
     except (UnicodeError, ValueError):
         return None
 
@@ -384,21 +400,17 @@ class _Links:
         self._open_prefix = f"{settings.open_scheme}://{domain}/"
         self._base = base
         include = pipeline.config.engagement_tracker.click_tracking_include_metadata
-        self._click_base = base if include else dataclasses.replace(base, metadata=None)
+        click_base = base if include else dataclasses.replace(base, metadata=None)
+        self._clicks = self._codec.click_tokens(click_base)
         self._cache: dict[tuple[str, str | None, bool], str] = {}
 
     def click(self, url: str, name: str | None, unsubscribe: bool) -> str:
         key = (url, name, unsubscribe)
         tracked = self._cache.get(key)
         if tracked is None:
-            data = dataclasses.replace(
-                self._click_base,
-                kind="click",
-                target_url=url,
-                link_name=_truncate_utf8(name or "", LINK_NAME_LIMIT),
-                unsubscribe=unsubscribe,
-            )
-            tracked = self._cache[key] = self._click_prefix + self._codec.encode(data)
+            link_name = _truncate_utf8(name, LINK_NAME_LIMIT) if name else ""
+            token = self._clicks.encode(url, link_name, unsubscribe)
+            tracked = self._cache[key] = self._click_prefix + token
         return tracked
 
     def open(self) -> str:

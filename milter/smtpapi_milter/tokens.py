@@ -27,7 +27,7 @@ import re
 import secrets
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -65,6 +65,7 @@ _KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
 # fields whose trailing defaults are left out: expires, campaign_id, tags, metadata, customer_id,
 # target_url, link_name, unsubscribe (0/1, shorter than false/true).
 _REQUIRED = 5
+_SHARED = 10  # fields before target_url: the same for every click link of one copy
 _TYPES = (int, str, str, str, int, int, str, list, (dict, type(None)), str, str, str, int)
 _DEFAULTS = (None,) * _REQUIRED + (0, "", [], None, "", "", "", 0)
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -126,7 +127,14 @@ class TokenCodec:
         """The token for ``data``: base64url without padding. ValueError if a field is invalid."""
         plain = _dumps(_to_array(data)).encode("utf-8", "surrogatepass")
         deflater = self._deflater.copy()
-        packed = deflater.compress(plain) + deflater.flush()
+        return self._seal(plain, deflater.compress(plain) + deflater.flush())
+
+    def click_tokens(self, base: TrackingData) -> ClickTokens:
+        """Click tokens for the links of one recipient's copy, sharing what ``base`` says."""
+        return ClickTokens(self, base)
+
+    def _seal(self, plain: bytes, packed: bytes) -> str:
+        """The token for payload ``plain``, whose raw deflate is ``packed``: the shorter goes."""
         if len(packed) < len(plain):
             header, plain = self._deflate_header, packed
         else:
@@ -154,6 +162,11 @@ class TokenCodec:
             plain = _inflate(plain)
         return _from_array(_loads(plain))
 
+    def _start_deflate(self, head: bytes) -> tuple[bytes, Any]:
+        """A deflater fed ``head`` (not flushed), and what it wrote so far."""
+        deflater = self._deflater.copy()
+        return deflater.compress(head), deflater
+
     @classmethod
     def from_config(cls, config: Config, create: bool = True) -> TokenCodec:
         """The codec for ``[engagement_tracker]`` keys and key file, else the default key file.
@@ -180,6 +193,48 @@ class TokenCodec:
             return cls(keys)
         except ValueError as exc:
             raise ConfigError(f"{config.source}: engagement_tracker: {exc}") from None
+
+
+class ClickTokens:
+    """Tokens of one recipient's click links, the same as ``TokenCodec.encode`` makes.
+
+    The fields before the link's own (message, recipient, campaign, tags, metadata, customer)
+    are the same for every link of a copy and come first in the payload: their JSON is
+    written once, and the deflater's state after them is kept, so each link only serialises
+    and compresses its own fields (a newsletter has dozens of links).
+    """
+
+    __slots__ = ("_base", "_codec", "_deflater", "_head", "_packed_head")
+
+    def __init__(self, codec: TokenCodec, base: TrackingData):
+        self._codec = codec
+        self._base = base
+        # Validates the shared fields once; a target URL keeps every one of them in the array.
+        probe = _to_array(replace(base, kind="click", target_url="-"))
+        self._head = (_dumps(probe[:_SHARED])[:-1] + ",").encode("utf-8", "surrogatepass")
+        self._packed_head, self._deflater = codec._start_deflate(self._head)
+
+    def encode(self, target_url: str, link_name: str = "", unsubscribe: bool = False) -> str:
+        """The token of a click on ``target_url``; ValueError if a field is invalid."""
+        if not (type(target_url) is str and type(link_name) is str and type(unsubscribe) is bool):
+            raise ValueError("target_url and link_name must be str, unsubscribe a bool")
+        if not target_url:  # trailing defaults would leave shared fields out: the long way
+            return self._codec.encode(
+                replace(
+                    self._base,
+                    kind="click",
+                    target_url=target_url,
+                    link_name=link_name,
+                    unsubscribe=unsubscribe,
+                )
+            )
+        own = [target_url, link_name, 1] if unsubscribe else [target_url, link_name]
+        if not link_name and not unsubscribe:
+            own.pop()
+        tail = _dumps(own)[1:].encode("utf-8", "surrogatepass")  # "[" is the head's
+        deflater = self._deflater.copy()
+        packed = self._packed_head + deflater.compress(tail) + deflater.flush()
+        return self._codec._seal(self._head + tail, packed)
 
 
 def generate_key() -> str:

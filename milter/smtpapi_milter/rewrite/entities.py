@@ -23,6 +23,9 @@ def unescape_attribute(value: str) -> str:
     """
     if "&" not in value:
         return value
+    if value.count("&") == value.count("&amp;"):
+        # The one reference most URLs hold, every '&' its start: decoded in bulk, the same.
+        return value.replace("&amp;", "&")
     return _CHARACTER_REFERENCE.sub(_decode_in_attribute, value)
 
 

@@ -20,6 +20,7 @@ elements and the few structural tags we report.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 
 from .entities import unescape_attribute, unescape_text
@@ -69,12 +70,19 @@ class HtmlScan:
 # Attributes after the tag name, up to and including the closing '>' (HTML5 "before attribute
 # name" ... "after attribute value" states). Possessive everywhere: each character has exactly
 # one reading, and a failed match means end-of-input inside the tag.
-_TAIL = (
-    r"(?:[\t\n\f\r /]++"
-    r"|[^\t\n\f\r />][^\t\n\f\r />=]*+"
-    r"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+)"""
-    r"|(?![\t\n\f\r ]*+=)))*+>"
-)
+def _tail(inert: str = "", quoted_inert: str = "", close: str = ">") -> str:
+    """The tail up to ``close``; a tag holding an ``inert`` character in a name or unquoted
+    value, or a ``quoted_inert`` one in a quoted value, does not match at all."""
+    return (
+        rf"(?:[\t\n\f\r /]++"
+        rf"|[^\t\n\f\r />{inert}][^\t\n\f\r />={inert}]*+"
+        rf"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"{quoted_inert}]*+"|'[^'{quoted_inert}]*+'"""
+        rf"""|(?!["'])[^\t\n\f\r >{inert}]*+)"""
+        rf"|(?![\t\n\f\r ]*+=)))*+{close}"
+    )
+
+
+_TAIL = _tail()
 _NAME = r"[A-Za-z][^\t\n\f\r />]*+"
 _START_TAG = re.compile(rf"<({_NAME}){_TAIL}")
 _END_TAG = re.compile(rf"</({_NAME}){_TAIL}")
@@ -91,13 +99,47 @@ _END_DELIMITER = r"(?![^\t\n\f\r />])"
 _RAW_TEXT_END = {name: re.compile(rf"</(?i:{name}){_END_DELIMITER}") for name in _RAW_TEXT}
 
 # Everything the Python loop need not see: text, any start tag except the ones we act on, any
-# end tag except </body> and </html>, and a '<' that opens nothing.
-_WANTED_START = rf"(?i:(?:a|area|base|body|{'|'.join(_RAW_TEXT)}){_END_DELIMITER}|v:)"
-_WANTED_END = rf"(?i:(?:body|html){_END_DELIMITER})"
-_SKIP = re.compile(
-    rf"(?:[^<]++|<(?!{_WANTED_START}){_NAME}{_TAIL}"
-    rf"|</(?!{_WANTED_END}){_NAME}{_TAIL}|<(?![A-Za-z!/?]))*+"
+# end tag except </body> and </html>, a '<' that opens nothing, and some Outlook conditional
+# comments (below).
+_WANTED_START = ("a", "area", "base", "body", *_RAW_TEXT)
+_WANTED_END = ("body", "html")
+
+
+def _name_except(names: tuple[str, ...], prefix: str = "") -> str:
+    """A tag name that is none of ``names`` (ASCII case aside) and does not start ``prefix``.
+
+    The tokenizer tries this at every tag: its first letter settles most (td, div, img) with
+    one class test, and only a name starting like a wanted one pays a short lookahead.
+    """
+    rests: dict[str, list[str]] = {}
+    for name in names:
+        rests.setdefault(name[0], []).append(re.escape(name[1:]) + _END_DELIMITER)
+    if prefix:
+        rests.setdefault(prefix[0], []).append(re.escape(prefix[1:]))
+    others = "".join(c + c.upper() for c in string.ascii_lowercase if c not in rests)
+    branches = [f"[{others}]"]
+    branches += [f"[{c}{c.upper()}](?!(?i:{'|'.join(r)}))" for c, r in sorted(rests.items())]
+    return f"(?:{'|'.join(branches)})" + r"[^\t\n\f\r />]*+"
+
+
+_START_UNWANTED = _name_except(_WANTED_START, "v:")
+_END_UNWANTED = _name_except(_WANTED_END)
+
+# A downlevel-hidden conditional comment closed by "<![endif]-->" whose content is only text
+# and tags the loop need not see: MJML writes dozens (table cells for Outlook). Such content
+# changes nothing however it is read, so only where the comment ends matters. No tag in the
+# content holds a '<' (not even quoted), so none can hide or cross the first "<![endif]",
+# where the loop ends Outlook's part; and no "-->" (nor a quoted '>') is allowed either, so
+# other clients' comment ends there too. Anything else is left to the loop.
+_INERT_TAIL = _tail("<", "<>", r"(?<!--)(?<!--!)>")
+_PLAIN_CONDITIONAL = (
+    r"<!--\[(?i:if)\b[^\]>]{0,256}+\]>(?![\t\n\f\r ]*+<!)"
+    rf"(?:[^<-]++|-(?!-!?>)|<{_START_UNWANTED}{_INERT_TAIL}|</{_END_UNWANTED}{_INERT_TAIL}"
+    r"|<(?![A-Za-z!/?]))*+"
+    r"<!\[(?i:endif)\]-->"
 )
+_SKIP_UNITS = rf"[^<]++|<{_START_UNWANTED}{_TAIL}|</{_END_UNWANTED}{_TAIL}|<(?![A-Za-z!/?])"
+_SKIP = re.compile(rf"(?:{_SKIP_UNITS}|{_PLAIN_CONDITIONAL})*+")
 
 # Outlook conditional comments; the expression is short ("gte mso 9", "(mso)|(IE)"), and the
 # bound keeps a stray "<!--[if" from scanning the whole document.

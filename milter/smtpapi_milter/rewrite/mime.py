@@ -15,12 +15,15 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from . import qp
+
 MAX_DEPTH = 32
 MALFORMED_HEADER = "a header block has a malformed line"
 TOO_DEEP = f"multiparts nested deeper than {MAX_DEPTH} levels"
 MAX_BOUNDARY = 200  # RFC 2046 allows 70
 LONG_BOUNDARY = f"a multipart boundary is longer than {MAX_BOUNDARY} characters"
 QP_LINE_LIMIT = 998
+BASE64_LINE = 76  # characters per base64 line at most (RFC 2045 6.8)
 # What str.strip() removes from ASCII text. Not the 8-bit NBSP or NEL a header's latin-1
 # reading may hold: other readers keep those (the email package shows them as U+FFFD), so
 # "\xa08bit" is an unknown encoding to them and must be one to us.
@@ -297,8 +300,15 @@ def top_parts(root: MimePart) -> tuple[MimePart | None, MimePart | None]:
     return html, text
 
 
-def untouchable_reason(root: MimePart, body: bytes) -> str | None:
-    """Why this message must be delivered as it is (signed, encrypted, ambiguous), or None."""
+def has_bare_cr(data: bytes) -> bool:
+    """Whether ``data`` holds a CR that no LF follows."""
+    return b"\r" in data and _BARE_CR.search(data) is not None
+
+
+def untouchable_reason(root: MimePart, body: bytes, bare_cr: bool | None = None) -> str | None:
+    """Why this message must be delivered as it is (signed, encrypted, ambiguous), or None.
+
+    ``bare_cr``: what ``has_bare_cr(body)`` says, when the caller knows already."""
     for part in root.walk():
         if part.content_type in SIGNED_OR_ENCRYPTED:
             return f"message is signed or encrypted ({part.content_type})"
@@ -306,7 +316,7 @@ def untouchable_reason(root: MimePart, body: bytes) -> str | None:
             # Which part is the top text/html one, and where its body starts, depends on the
             # reader: a change could land where some recipients' clients see other text.
             return part.problem
-    if _bare_cr_changes_structure(root, body):
+    if bare_cr is not False and _bare_cr_changes_structure(root, body):
         return "the MIME structure depends on whether a bare CR ends a line"
     for part in top_parts(root):
         if part is None or body.find(b"-----BEGIN PGP ", part.body_start, part.end) < 0:
@@ -322,7 +332,7 @@ def _bare_cr_changes_structure(root: MimePart, body: bytes) -> bool:
     A CR without LF is no line break on the wire, yet some readers split lines there; where
     that moves a delimiter or a header, the two readings disagree about what to change.
     """
-    if not root.children or b"\r" not in body or not _BARE_CR.search(body):
+    if not root.children or not has_bare_cr(body):
         return False
     relaxed = dataclasses.replace(root, children=[])
     _fill_children(_BARE_CR.sub(b"\n", body), relaxed, 1)  # same length: offsets compare
@@ -359,17 +369,20 @@ def decode_transfer(raw: bytes, cte: str) -> bytes | None:
     return None
 
 
-def encode_transfer(data: bytes, cte: str, eol: bytes) -> tuple[bytes, str]:
+def encode_transfer(
+    data: bytes, cte: str, eol: bytes, base64_line: int = BASE64_LINE
+) -> tuple[bytes, str]:
     """Re-encode a changed part in its own transfer encoding → (bytes, encoding used).
 
     A 7bit/8bit part whose lines would pass 998 octets moves to quoted-printable (RFC 5322
     line limit); a part that had bare CRs gets them fixed, since a bare CR breaks signers.
+    Base64 lines are ``base64_line`` characters long (see ``base64_line_length``).
     """
     if cte == "quoted-printable":
-        return _qp(data, eol), cte
+        return qp.encode(data, eol), cte
     if cte == "base64":
         encoded = binascii.b2a_base64(data, newline=False)
-        lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
+        lines = [encoded[i : i + base64_line] for i in range(0, len(encoded), base64_line)]
         return eol.join(lines) + (eol if lines else b""), cte
     if cte == "binary":
         return data, cte
@@ -377,22 +390,18 @@ def encode_transfer(data: bytes, cte: str, eol: bytes) -> tuple[bytes, str]:
         data = _BARE_CR.sub(eol, data)
     # splitlines runs in C; a regex for "999 non-break bytes" costs O(bytes x line length).
     if max(map(len, data.splitlines()), default=0) > QP_LINE_LIMIT:
-        return _qp(data, eol), "quoted-printable"
+        return qp.encode(data, eol), "quoted-printable"
     return data, cte
 
 
-def _qp(data: bytes, eol: bytes) -> bytes:
-    # b2a_qp picks CRLF or LF from the first line break it sees; give it LF only, then
-    # write the part's own line ending.
-    text = data.replace(b"\r\n", b"\n")
-    if b"\r" in text:
-        # A CR that ends no line is data, written =0D (RFC 2045). b2a_qp's text mode would
-        # pass it through raw (a bare CR on the wire) or, right before a LF, take it for
-        # CRLF and write CRCRLF below; its binary mode, line by line, encodes it.
-        encoded = b"\n".join(binascii.b2a_qp(line, istext=False) for line in text.split(b"\n"))
-    else:
-        encoded = binascii.b2a_qp(text, istext=True)
-    return encoded.replace(b"\n", eol) if eol != b"\n" else encoded
+def base64_line_length(raw: bytes) -> int:
+    """The length of the sender's base64 lines, if they have one that makes sense: the first
+    line's, when another follows and it is a multiple of 4 up to 76 (RFC 2045 6.8); else 76."""
+    nl = raw.find(b"\n")
+    if nl < 0 or not raw[nl + 1 : nl + 3].strip():  # one line: its length is no choice
+        return BASE64_LINE
+    first = nl - 1 if nl > 0 and raw[nl - 1] == 13 else nl
+    return first if first % 4 == 0 and 4 <= first <= BASE64_LINE else BASE64_LINE
 
 
 @dataclass(frozen=True)
@@ -431,11 +440,13 @@ def apply_changes(body: bytes, changes: list[PartChange]) -> tuple[bytes, str | 
 
 def _with_cte(body: bytes, part: MimePart, cte: str) -> bytes:
     headers = body[part.start : part.body_start]
-    eol = line_ending(body, part.start, part.body_start)
-    new_field = b"Content-Transfer-Encoding: " + cte.encode("ascii") + eol
+    field = b"Content-Transfer-Encoding: " + cte.encode("ascii")
     if part.cte_range is not None:
+        eol = line_ending(body, part.start, part.body_start)
         a, b = (x - part.start for x in part.cte_range)
-        return headers[:a] + new_field + headers[b:]
-    # No field yet: add one at the end of the header block, before the blank line.
-    blank = len(headers) - len(eol)
-    return headers[:blank] + new_field + headers[blank:]
+        return headers[:a] + field + eol + headers[b:]
+    # No field yet: add one at the end of the header block, before the blank line, ended as
+    # the blank line is. The other header lines may end otherwise (a file with mixed line
+    # endings): going by them could split the blank line's CR LF and leave a bare CR.
+    blank = len(headers) - (2 if headers.endswith(b"\r\n") else 1)
+    return headers[:blank] + field + headers[blank:] + headers[blank:]

@@ -1,7 +1,9 @@
 """Track one decoded part: rewrite link values, insert pixels, unescape double curlies.
 
 Works on text already decoded from its transfer encoding and charset, and changes it only by
-splicing at the offsets the scanners report, so every other character stays as it was.
+edits at the offsets the scanners report, so every other character stays as it was. The
+edits themselves are the result (``html_edits``, ``text_edits``): the caller carries them
+down to the part's bytes and re-encodes only what they touch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..settings import TrackingSettings
+from .edits import TextEdit, apply
 from .html import scan_html
 from .text import find_text_urls
 from .urls import is_trackable_url
@@ -58,11 +61,23 @@ class TrackStats:
         return bool(self.html_links or self.text_links or self.pixel or self.initial_pixel)
 
 
-Edit = tuple[int, int, str]
+Edit = TextEdit
 
 
 def track_html(text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats) -> str:
     """The HTML part with tracked links and pixel(s), or ``text`` itself if nothing applies."""
+    return _splice(text, html_edits(text, settings, links, stats))
+
+
+def track_text(text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats) -> str:
+    """The plain-text part with every trackable http(s) URL tracked."""
+    return _splice(text, text_edits(text, settings, links, stats))
+
+
+def html_edits(
+    text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats
+) -> list[Edit]:
+    """What tracking changes in an HTML part: sorted, non-overlapping (start, end, new)."""
     scan = scan_html(text)
     edits: list[Edit] = []
     if settings.click_tracking:
@@ -86,18 +101,20 @@ def track_html(text: str, settings: TrackingSettings, links: LinkMaker, stats: T
             top = scan.body_start_end or 0
             edits.append((top, top, INITIAL_PIXEL.format(url=links.initial_open())))
             stats.initial_pixel = True
-    return _splice(text, _with_curlies(text, edits))
+    return _sorted(_with_curlies(text, edits))
 
 
-def track_text(text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats) -> str:
-    """The plain-text part with every trackable http(s) URL tracked."""
+def text_edits(
+    text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats
+) -> list[Edit]:
+    """What tracking changes in a plain-text part: sorted, non-overlapping edits."""
     edits: list[Edit] = []
     if settings.click_tracking and settings.click_tracking_text:
         for start, end, url in find_text_urls(text):
             if is_trackable_url(url, settings.tracking_domain):
                 edits.append((start, end, links.click(url, None, False)))
                 stats.text_links += 1
-    return _splice(text, _with_curlies(text, edits))
+    return _sorted(_with_curlies(text, edits))
 
 
 def _first_not_none(*values: int | None) -> int:
@@ -115,15 +132,11 @@ def _with_curlies(text: str, edits: list[Edit]) -> list[Edit]:
     return edits + extra
 
 
-def _splice(text: str, edits: list[Edit]) -> str:
-    if not edits:
-        return text
+def _sorted(edits: list[Edit]) -> list[Edit]:
+    # Stable: a bottom pixel and a top one at the same offset (an empty part) keep their order.
     edits.sort(key=lambda e: (e[0], e[1]))
-    pieces = []
-    pos = 0
-    for start, end, replacement in edits:
-        pieces.append(text[pos:start])
-        pieces.append(replacement)
-        pos = end
-    pieces.append(text[pos:])
-    return "".join(pieces)
+    return edits
+
+
+def _splice(text: str, edits: list[Edit]) -> str:
+    return apply(text, edits) if edits else text

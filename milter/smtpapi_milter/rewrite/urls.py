@@ -9,9 +9,11 @@ URLs) is left exactly as the sender wrote it.
 
 from __future__ import annotations
 
+import functools
 import re
 
 MAX_URL_BYTES = 4096
+_MAX_BYTES_PER_CHAR = 4  # UTF-8, lone surrogates (3) included
 
 # Placeholders of the template languages senders use (Handlebars/Jinja/Liquid, Momentum's
 # %%...%%, Mailchimp's *|...|*, ERB/ASP, Template Toolkit, JS/Velocity). A URL holding one is
@@ -22,11 +24,9 @@ _TEMPLATE_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|%%|\*\||\|\*|<%|%>|\[%|%\]|\$\
 # the HTML around it says, so rewriting a value holding it would unbalance Outlook's view.
 _OUTLOOK_SYNTAX = re.compile(r"<!(?:--)?\[(?:if|endif)\b", re.IGNORECASE)
 
-_HTTP_PREFIX = re.compile(r"(https?)://", re.IGNORECASE)
-
-# Browsers end the authority at '\' too for http(s); stopping there keeps us from reading a
-# host out of something a browser would not.
-_AUTHORITY_END = re.compile(r"[/?#\\]")
+# Scheme and authority. Browsers end the authority at '\' too for http(s); stopping there
+# keeps us from reading a host out of something a browser would not.
+_HTTP_AUTHORITY = re.compile(r"(?i:(https?)://)([^/?#\\]*+)")
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
@@ -47,13 +47,11 @@ def split_http_url(url: str) -> tuple[str, str, str] | None:
     forbidden code point such as ``[`` or a space), or a port that is not a number.
     ``port`` is ``""`` when the URL names none. Userinfo is dropped; IPv6 hosts keep brackets.
     """
-    match = _HTTP_PREFIX.match(url)
+    match = _HTTP_AUTHORITY.match(url)
     if match is None:
         return None
-    scheme = match.group(1).lower()
-    rest = url[match.end() :]
-    stop = _AUTHORITY_END.search(rest)
-    authority = rest if stop is None else rest[: stop.start()]
+    scheme, authority = match.groups()
+    scheme = scheme.lower()
     hostport = authority.rpartition("@")[2]
     host, port = _split_host_port(hostport)
     if not host or not _is_port(port):
@@ -93,10 +91,17 @@ def _normal_netloc(scheme: str, host: str, port: str) -> str:
 
 
 def _is_tracking_domain(scheme: str, host: str, port: str, tracking_domain: str) -> bool:
+    netloc = _tracking_netloc(scheme, tracking_domain)
+    return netloc is not None and _normal_netloc(scheme, host, port) == netloc
+
+
+# A handful of settings at most; every link of every message asks again.
+@functools.lru_cache(maxsize=64)
+def _tracking_netloc(scheme: str, tracking_domain: str) -> str | None:
     td_host, td_port = _split_host_port(tracking_domain.strip().lower())
     if not td_host or not _is_port(td_port):
-        return False
-    return _normal_netloc(scheme, host, port) == _normal_netloc(scheme, td_host, td_port)
+        return None
+    return _normal_netloc(scheme, td_host, td_port)
 
 
 def is_trackable_url(url: str, tracking_domain: str) -> bool:
@@ -111,7 +116,8 @@ def is_trackable_url(url: str, tracking_domain: str) -> bool:
     parts = split_http_url(url)
     if parts is None:
         return False
-    if len(url.encode("utf-8", "surrogatepass")) > MAX_URL_BYTES:
+    too_long = len(url) * _MAX_BYTES_PER_CHAR > MAX_URL_BYTES  # else no need to encode it
+    if too_long and len(url.encode("utf-8", "surrogatepass")) > MAX_URL_BYTES:
         return False
     if has_template_syntax(url) or _OUTLOOK_SYNTAX.search(url):
         return False

@@ -1,0 +1,221 @@
+"""Quoted-printable: encode a whole part, or change only the encoded lines an edit touches.
+
+The splice rests on one property of the decoding (``binascii.a2b_qp``, as the rest of the
+rewrite reads a part): its state starts afresh after every line break. A soft break ("=" and
+the line break) ends at its LF and an "=XX" escape never spans one, so each encoded line
+decodes on its own and the part decodes to its lines' decodings, one after the other. The
+sender's lines whose decoded bytes no edit touches are therefore kept byte for byte, and only
+the lines an edit touches are encoded anew, in the part's own line ending, at most 76
+characters a line. Lines that are no fit for the wire (a bare CR, more than 998 octets) are
+encoded anew too once the part changes, as the whole part used to be.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass, field
+
+from .edits import ByteEdit
+
+LINE_LIMIT = 998  # octets before the line break (RFC 5322 2.1.1)
+_MAX_ENCODED = 76  # characters per encoded line (RFC 2045 6.7)
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def encode(data: bytes, eol: bytes) -> bytes:
+    """The whole of ``data`` in quoted-printable; every line break in it becomes ``eol``."""
+    # b2a_qp picks CRLF or LF from the first line break it sees; give it LF only, then
+    # write the part's own line ending.
+    text = data.replace(b"\r\n", b"\n")
+    if b"\r" in text:
+        # A CR that ends no line is data, written =0D (RFC 2045). b2a_qp's text mode would
+        # pass it through raw (a bare CR on the wire) or, right before a LF, take it for
+        # CRLF and write CRCRLF below; its binary mode, line by line, encodes it.
+        encoded = b"\n".join(binascii.b2a_qp(line, istext=False) for line in text.split(b"\n"))
+    else:
+        encoded = binascii.b2a_qp(text, istext=True)
+    return encoded.replace(b"\n", eol) if eol != b"\n" else encoded
+
+
+def splice(
+    raw: bytes, decoded: bytes, edits: list[ByteEdit], eol: bytes, bare_cr: bool = True
+) -> bytes:
+    """``raw`` (a part body, ``decoded`` its decoding) with ``edits`` of the decoded bytes
+    applied: the lines they touch encoded anew, every other line as it was. ``bare_cr``
+    False: the caller knows ``raw`` has no bare CR, and it is not looked for again."""
+    pieces = []
+    pos = 0
+    for region in _regions(raw, edits, _unfit_lines(raw, bare_cr)):
+        pieces.append(raw[pos : region.start])
+        pieces.append(_encode_region(raw, decoded, region, eol))
+        pos = region.end
+    pieces.append(raw[pos:])
+    return b"".join(pieces)
+
+
+@dataclass(slots=True)
+class _Region:
+    """Whole encoded lines ``raw[start:end]``, decoding to ``decoded[dstart:dend]``."""
+
+    start: int
+    end: int
+    dstart: int
+    dend: int
+    edits: list[ByteEdit] = field(default_factory=list)
+
+
+def _regions(raw: bytes, edits: list[ByteEdit], unfit: list[tuple[int, int]]) -> list[_Region]:
+    """The runs of lines to encode anew: those the edits touch, and the ``unfit`` ones."""
+    walk = _Walk(raw, unfit)
+    for edit in edits:
+        walk.add(edit)
+    walk.unfit_before(len(raw) + 1)
+    return walk.regions
+
+
+class _Walk:
+    """Goes through the lines once, front to back, collecting regions in order."""
+
+    def __init__(self, raw: bytes, unfit: list[tuple[int, int]]):
+        self.raw = raw
+        self.regions: list[_Region] = []
+        self.x = self.dx = 0  # where the lines not yet taken start, raw and decoded
+        self._unfit = iter(unfit)
+        self._next_unfit = next(self._unfit, None)
+
+    def add(self, edit: ByteEdit) -> None:
+        start, end, _ = edit
+        last = self.regions[-1] if self.regions else None
+        if last is None or not (start < last.dend or _open_ended(self.raw, last)):
+            last = _line_at(self.raw, self.x, self.dx, start)
+            self.unfit_before(last.start)
+            self.regions.append(last)
+        last.edits.append(edit)
+        self._take(last, end)
+
+    def unfit_before(self, pos: int) -> None:
+        """Regions for the unfit lines that start before raw offset ``pos``."""
+        while self._next_unfit is not None and self._next_unfit[0] < pos:
+            start, end = self._next_unfit
+            if start >= self.x:  # not inside a region already
+                dstart = self.dx + _decoded_len(self.raw, self.x, start)
+                region = _Region(start, end, dstart, dstart + _decoded_len(self.raw, start, end))
+                self.regions.append(region)
+                self.x, self.dx = region.end, region.dend
+            self._next_unfit = next(self._unfit, None)
+
+    def _take(self, region: _Region, dend: int) -> None:
+        """Take whole lines into ``region`` until its decoding reaches ``dend``."""
+        raw = self.raw
+        while region.dend < dend and region.end < len(raw):
+            nl = raw.find(b"\n", region.end)
+            end = len(raw) if nl < 0 else nl + 1
+            region.dend += _decoded_len(raw, region.end, end)
+            region.end = end
+        self.x, self.dx = region.end, region.dend
+
+
+def _open_ended(raw: bytes, region: _Region) -> bool:
+    """Whether the region reaches the end of the part with no line break to end it (it holds
+    a last line that has none, or no line at all): anything after it joins its last line."""
+    return region.end == len(raw) and (region.end == region.start or raw[-1] != 10)
+
+
+def _decoded_len(raw: bytes, start: int, end: int) -> int:
+    return len(binascii.a2b_qp(raw[start:end]))
+
+
+def _line_at(raw: bytes, x: int, dx: int, target: int) -> _Region:
+    """The last line, from the one at raw ``x`` (decoded ``dx``) on, whose decoding starts
+    at or before decoded offset ``target``, as a region of its own (empty past the end)."""
+    while True:
+        # A line never decodes to more bytes than it has, so decoded offset ``target`` lies
+        # at raw offset x + (target - dx) or past it: a line starting before that starts at
+        # or before ``target`` in decoded bytes too. Jump to the last such line at once.
+        nl = raw.rfind(b"\n", x, x + (target - dx))
+        if nl < 0:
+            nl = raw.find(b"\n", x)
+            end = len(raw) if nl < 0 else nl + 1
+            size = _decoded_len(raw, x, end)
+            if dx + size > target or nl < 0:
+                return _Region(x, end, dx, dx + size)
+        else:
+            end = nl + 1
+            size = _decoded_len(raw, x, end)
+        x, dx = end, dx + size
+
+
+def _encode_region(raw: bytes, decoded: bytes, region: _Region, eol: bytes) -> bytes:
+    pieces = []
+    pos = region.dstart
+    for start, end, new in region.edits:
+        pieces += (decoded[pos:start], new)
+        pos = end
+    pieces.append(decoded[pos : region.dend])
+    data = b"".join(pieces)
+    if data.endswith(eol) and data.find(eol) == len(data) - len(eol):
+        # Most regions: one line and its break (it needs no soft break).
+        encoded = _encode_line(data[: -len(eol)])
+        return (encoded if eol == b"\n" else encoded.replace(b"\n", eol)) + eol
+    # Line breaks in the decoded bytes are written as the part's own; anything else there,
+    # a lone CR or LF included, is data and written as =XX, so the decoding stays the same.
+    lines = map(_encode_line, data.split(eol))
+    encoded = eol.join(lines if eol == b"\n" else (line.replace(b"\n", eol) for line in lines))
+    if region.end > region.start and raw[region.end - 1] == 10 and not encoded.endswith(b"\n"):
+        # The region's last line had a line break, and what follows starts a new line.
+        encoded = _soft_ended(encoded, eol)
+    return encoded
+
+
+def _encode_line(line: bytes) -> bytes:
+    """One line's decoded bytes, CR and LF in them data; soft breaks are LF (b"=\\n")."""
+    if b"\n" not in line:
+        return binascii.b2a_qp(line, istext=False)
+    # b2a_qp lets a line reach 77 characters when a plain character precedes an LF it then
+    # encodes (it expects the LF to end the line): give it none, each =0A a line of its own.
+    pieces = [binascii.b2a_qp(piece, istext=False) for piece in line.split(b"\n")]
+    return b"".join(_soft_ended(piece, b"\n") + b"=0A=\n" for piece in pieces[:-1]) + pieces[-1]
+
+
+def _soft_ended(encoded: bytes, eol: bytes) -> bytes:
+    """``encoded`` ended by a soft line break, its last line kept within 76 characters."""
+    if not encoded:
+        return encoded  # nothing left of the line: the next one follows at once
+    last = encoded.rfind(b"\n") + 1
+    if len(encoded) - last < _MAX_ENCODED:
+        return encoded + b"=" + eol
+    # The last line is full: its last character (or =XX escape) goes to a line of its own.
+    cut = len(encoded) - (3 if encoded[-3] == ord("=") else 1)
+    return encoded[:cut] + b"=" + eol + encoded[cut:] + b"=" + eol
+
+
+def _unfit_lines(raw: bytes, bare_cr: bool) -> list[tuple[int, int]]:
+    """(start, end) of each line that must not go out as it is: a bare CR, or over 998
+    octets. A part that changes has neither (RFC 5322 2.3), whatever the sender wrote."""
+    found = set()
+    if bare_cr and _BARE_CR.search(raw):
+        found.update(_line_around(raw, m.start()) for m in _BARE_CR.finditer(raw))
+    found.update(_long_lines(raw))
+    return sorted(found)
+
+
+def _line_around(raw: bytes, pos: int) -> tuple[int, int]:
+    nl = raw.find(b"\n", pos)
+    return raw.rfind(b"\n", 0, pos) + 1, len(raw) if nl < 0 else nl + 1
+
+
+def _long_lines(raw: bytes) -> list[tuple[int, int]]:
+    """Lines over LINE_LIMIT octets (CR LF or LF not counted), found window by window."""
+    found = []
+    pos = 0
+    while len(raw) - pos > LINE_LIMIT:
+        # Every line ending in the next LINE_LIMIT + 2 bytes is short enough, except one
+        # that fills them all without a CR before its LF.
+        window = pos + LINE_LIMIT + 2
+        nl = raw.rfind(b"\n", pos, window)
+        if nl < 0 or (nl == window - 1 and raw[nl - 1] != 13 and raw.find(b"\n", pos, nl) < 0):
+            found.append(_line_around(raw, pos))
+            nl = found[-1][1] - 1
+        pos = nl + 1
+    return found

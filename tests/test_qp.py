@@ -1,0 +1,139 @@
+"""The quoted-printable splice: only the encoded lines an edit touches change."""
+
+from __future__ import annotations
+
+import binascii
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpapi_milter.rewrite import edits as edit_lists
+from smtpapi_milter.rewrite import qp
+
+from .oracle_qp import LINE_LIMIT, check_qp_lines, lines, unfit
+
+
+def splice(raw: bytes, edits: list[tuple[int, int, bytes]], eol: bytes = b"\r\n") -> bytes:
+    """The splice, checked against what holds for any input: it decodes to the edited bytes,
+    keeps every line no edit touches, and leaves no line unfit for the wire."""
+    decoded = binascii.a2b_qp(raw)
+    out = qp.splice(raw, decoded, edits, eol)
+    assert binascii.a2b_qp(out) == edit_lists.apply(decoded, edits)
+    # Latin-1: one byte, one character, so the edits' offsets serve the oracle as they are.
+    check_qp_lines(raw, out, decoded.decode("latin-1"), "latin-1", [e[:2] for e in edits])
+    assert not any(map(unfit, lines(out)))
+    return out
+
+
+# Raw bodies made of what trips decoders up: escapes in both cases, broken ones, "==",
+# soft breaks with and without CR, "=" CR and junk before the LF, bare CRs, long lines.
+raw_units = st.sampled_from(
+    [b"a", b"href", b" ", b"\t", b"=3D", b"=3d", b"=0D", b"=0A", b"=", b"==", b"=\r\n", b"=\n"]
+    + [b"\r\n", b"\n", b"\r", b"=\rxy\n", b"= \r\n", b"=4", b"=G1", b"\xff", b"x" * 80]
+    + [b"y" * 1000]
+)
+raws = st.lists(raw_units, max_size=40).map(b"".join)
+
+
+@st.composite
+def raw_and_edits(draw):
+    raw = draw(raws)
+    size = len(binascii.a2b_qp(raw))
+    points = sorted(draw(st.lists(st.integers(0, size), max_size=6)))
+    edits = []
+    for start, end in zip(points[::2], points[1::2], strict=False):
+        edits.append((start, end, draw(st.binary(min_size=1, max_size=90))))
+    if len(points) % 2:
+        edits.append((points[-1], points[-1], b"<img src=x>"))
+    return raw, edits
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw_and_edits(), st.sampled_from([b"\r\n", b"\n"]))
+def test_any_raw_and_any_edits(case, eol):
+    raw, edits = case
+    splice(raw, edits, eol)
+
+
+def test_soft_broken_lines_around_a_change_stay_as_written():
+    raw = b'<p>one=\r\n two=\r\n <a href=3D"https://x.example/">x</a>=\r\n three=\r\n four</p>'
+    decoded = binascii.a2b_qp(raw)
+    start = decoded.index(b"https")
+    out = splice(raw, [(start, start + 18, b"http://t.example/c/tok")])
+    assert out.startswith(b"<p>one=\r\n two=\r\n ")
+    assert out.endswith(b"\r\n three=\r\n four</p>")
+
+
+def test_change_across_a_soft_break_takes_both_lines():
+    raw = b'<a href=3D"https://x.ex=\r\nample/">x</a>\r\nkept\r\n'
+    decoded = binascii.a2b_qp(raw)
+    start = decoded.index(b"https")
+    out = splice(raw, [(start, start + 18, b"http://t.example/c/tok")])
+    assert out == b'<a href=3D"http://t.example/c/tok">x</a>\r\nkept\r\n'
+
+
+def test_pixel_at_the_end_of_a_part_without_a_last_line_break():
+    raw = b"kept\r\n</body></html>"
+    out = splice(raw, [(len(raw), len(raw), b"<img>")])
+    assert out == b"kept\r\n</body></html><img>"
+
+
+def test_pixel_after_a_last_line_break_leaves_the_line_alone():
+    out = splice(b"kept\r\nlast\r\n", [(12, 12, b"<img>")])
+    assert out == b"kept\r\nlast\r\n<img>"
+
+
+def test_a_line_break_replaced_keeps_the_next_line_a_line():
+    # A change that ends a line without its line break (a newline inside an href value)
+    # must still end the encoded line, or the next line would run on after it.
+    raw = b'x=\r\n<a href=3D"https://a\r\n">\r\nkept\r\n'
+    decoded = binascii.a2b_qp(raw)
+    start = decoded.index(b"https")
+    out = splice(raw, [(start, start + 11, b"http://t/")])
+    assert out.endswith(b'">\r\nkept\r\n') and out.startswith(b"x=\r\n")
+
+
+def test_full_last_line_gets_its_soft_break_within_76():
+    raw = b"a=\r\nb\r\n"  # "a", soft break, "b"
+    out = splice(raw, [(0, 1, b"y" * 76)])
+    assert out == b"y" * 75 + b"=\r\ny=\r\nb\r\n"
+    out = splice(raw, [(0, 1, b"y" * 73 + b"\xff")])
+    assert out == b"y" * 73 + b"=\r\n=FF=\r\nb\r\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "long"),
+    [
+        (b"x" * LINE_LIMIT + b"\r\n", False),
+        (b"x" * LINE_LIMIT + b"\n", False),
+        (b"x" * (LINE_LIMIT + 1) + b"\n", True),
+        (b"x" * (LINE_LIMIT + 1) + b"\r\n", True),
+        (b"x" * LINE_LIMIT, False),
+        (b"x" * (LINE_LIMIT + 1), True),
+    ],
+)
+def test_lines_over_998_octets_are_found_exactly(line, long):
+    after = b"tail\r\n" if line.endswith(b"\n") else b""  # a line with no break ends the part
+    for raw in (line, b"ab\r\n" + line, b"a" * 500 + b"\r\n" + line + after):
+        found = qp._unfit_lines(raw, bare_cr=True)
+        start = raw.index(line)
+        expected = [(start, start + len(line))] if long else []
+        assert [f for f in found if f[0] == start] == expected, raw[:10]
+
+
+def test_unfit_lines_are_encoded_anew_once_the_part_changes():
+    raw = b"bare\rcr\r\n" + b"z" * 1200 + b"\r\nfine\r\nchange me\r\n"
+    decoded = binascii.a2b_qp(raw)
+    start = decoded.index(b"change")
+    out = splice(raw, [(start, start + 6, b"changed")])
+    assert out.startswith(b"bare=0Dcr\r\n")
+    assert b"\r\nfine\r\nchanged me\r\n" in out
+
+
+def test_lone_lf_after_a_full_line_keeps_lines_within_76():
+    # b2a_qp's binary mode wrote 76 characters and then "=" before the =0A of an LF that
+    # follows them: a line of 77. A lone LF is data in a CRLF part (hypothesis found it).
+    raw = b"a\r\nb=\r\n"
+    out = splice(raw, [(3, 4, b"y" * 76 + b"\n")])
+    assert out == b"a\r\n" + b"y" * 75 + b"=\r\ny=\r\n=0A=\r\n"
