@@ -274,6 +274,17 @@ time.sleep(60)
 """
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another user")
+def test_sqlite_writer_lock_made_by_root_belongs_to_the_store_owner(tmp_path):
+    url = f"sqlite://{tmp_path}/events.sqlite3"
+    open_store(url).close()
+    os.chown(sqlite_path(url), 65534, 65534)  # the service's user owns the store
+    lock = Path(f"{sqlite_path(url)}.writer-lock")
+    lock.unlink()
+    open_store(url).close()  # an operator, as root
+    assert (lock.stat().st_uid, lock.stat().st_gid) == (65534, 65534)
+
+
 def test_sqlite_writers_queue_on_the_writer_lock_until_the_holder_dies(tmp_path):
     url = f"sqlite://{tmp_path}/events.sqlite3"
     opened = open_store(url)

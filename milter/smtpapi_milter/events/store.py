@@ -410,7 +410,8 @@ class SqliteStore(EventStore):
         opened: list[sqlite3.Connection] = []
         try:
             _prepare_file(path)
-            self._writer_lock = WriterLock(path.with_name(path.name + WRITER_LOCK_SUFFIX))
+            lock = path.with_name(path.name + WRITER_LOCK_SUFFIX)
+            self._writer_lock = WriterLock(lock, owner_like=path)
             opened.append(self._connect(timeout, statements=WRITER_STATEMENT_CACHE))
             opened[0].execute("PRAGMA journal_mode=WAL")
             opened.append(self._connect(timeout))

@@ -21,15 +21,26 @@ from pathlib import Path
 
 
 class WriterLock:
-    """An exclusive ``flock`` on ``path`` (created owner-only); a context manager.
+    """An exclusive ``flock`` on ``path`` (created owner-only, owned like ``owner_like``); a
+    context manager.
 
     Not reentrant, and meant to be used under the caller's own thread lock: flock belongs to
     the open file, so two threads sharing one WriterLock would not exclude each other.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, owner_like: Path | None = None):
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if owner_like is not None and os.geteuid() == 0:
+            # root opening the store (an operator's ``smtpapi-milter events``) must not leave
+            # a lock file the service's own user cannot open; SQLite does the same for its
+            # -wal and -shm files.
+            try:
+                owner = os.stat(owner_like)
+                os.fchown(self._fd, owner.st_uid, owner.st_gid)
+            except OSError:
+                self.close()
+                raise
 
     def __enter__(self) -> WriterLock:
         # Blocks with the GIL released, so the process's other threads run meanwhile.
