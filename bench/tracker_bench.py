@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -121,6 +122,23 @@ def counted_by_tracker(tracker: RunningTracker) -> int:
     return int(float(match.group(1))) if match else 0
 
 
+def settled_counts(tracker: RunningTracker, seconds: float = 10.0) -> tuple[int, int]:
+    """(stored, counted) once two readings in a row agree.
+
+    When wrk stops, requests it already sent are still being answered (each is stored, then
+    counted), so one early reading of each can differ by the stragglers. Stable readings, not
+    equal ones, are waited for: a real loss shows as a lasting difference.
+    """
+    deadline = time.monotonic() + seconds
+    last = (stored_events(tracker), counted_by_tracker(tracker))
+    while True:
+        time.sleep(0.2)
+        now = (stored_events(tracker), counted_by_tracker(tracker))
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
+
+
 VARIANTS = {
     # name: [events] store (None: the default, an fsync per group commit). Measured once
     # beside the default, "?synchronous=normal" (no fsync per commit) was no faster: the
@@ -147,12 +165,13 @@ def measure(
         tracker.base_url, write_script(work / "paced.lua", paths, best[name]["rps"] / 2), 10
     )
     received += paced["requests"] - paced["errors"]
+    stored, counted = settled_counts(tracker)
     return {
         "nginx": best["nginx"],
         "ours": best[name],
         "paced": paced,
-        "stored": stored_events(tracker),
-        "counted": counted_by_tracker(tracker),
+        "stored": stored,
+        "counted": counted,
         "received": received,
         "links": len(paths),
     }

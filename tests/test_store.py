@@ -253,6 +253,59 @@ def test_many_threads_recording_single_events(store):
         assert mine == sorted(mine)
 
 
+def test_sqlite_group_larger_than_one_statement_is_stored_whole(tmp_path):
+    opened = open_store(f"sqlite://{tmp_path}/events.sqlite3")
+    try:
+        opened._rows_per_statement = 3  # 8 events: three INSERTs in one transaction
+        opened.record([click(0)])
+        opened.record([click(n) for n in range(8)])  # click-0 again: ignored, first kept
+        opened.record([click(8), click(9)])  # fits one statement: no BEGIN/COMMIT
+        assert [e["event_id"] for e in opened.query()] == [f"click-{n}" for n in range(10)]
+    finally:
+        opened.close()
+
+
+LOCK_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another user")
+def test_sqlite_writer_lock_made_by_root_belongs_to_the_store_owner(tmp_path):
+    url = f"sqlite://{tmp_path}/events.sqlite3"
+    open_store(url).close()
+    os.chown(sqlite_path(url), 65534, 65534)  # the service's user owns the store
+    lock = Path(f"{sqlite_path(url)}.writer-lock")
+    lock.unlink()
+    open_store(url).close()  # an operator, as root
+    assert (lock.stat().st_uid, lock.stat().st_gid) == (65534, 65534)
+
+
+def test_sqlite_writers_queue_on_the_writer_lock_until_the_holder_dies(tmp_path):
+    url = f"sqlite://{tmp_path}/events.sqlite3"
+    opened = open_store(url)
+    holder = run_script(LOCK_HOLDER, f"{sqlite_path(url)}.writer-lock", stdout=subprocess.PIPE)
+    recorded = threading.Event()
+    try:
+        assert holder.stdout.readline() == "held\n"
+        writer = threading.Thread(target=lambda: (opened.record([click(1)]), recorded.set()))
+        writer.start()
+        assert not recorded.wait(0.5), "wrote while another process held the writer lock"
+        holder.send_signal(signal.SIGKILL)  # a dead holder's lock goes with its descriptor
+        assert recorded.wait(5)
+        writer.join()
+        assert [e["event_id"] for e in opened.query()] == ["click-1"]
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+        opened.close()
+
+
 def test_a_cursor_following_concurrent_writers_misses_nothing(store):
     # Writers with stores of their own, as several tracker nodes are: their transactions
     # overlap, so ids may become visible out of order (PostgreSQL hands them out before commit).

@@ -287,6 +287,21 @@ def test_metrics_and_health(tracker):
     assert get(tracker, "/c/x", "POST")[0] == 405
 
 
+def test_metrics_count_exactly_across_worker_processes(tmp_path):
+    # Each scrape is answered by whichever worker accepts it: every one must show the sum.
+    with RunningTracker(tmp_path, engagement_tracker={"workers": 2}) as tracker:
+        codec = TokenCodec.from_config(load_config(str(tracker.config_path)), create=False)
+        now = int(time.time())
+        for n in range(40):  # a connection each, so both workers get some
+            data = TrackingData(
+                "click", f"t{n}", "m", "a@example.org", now, target_url="https://x.org/"
+            )
+            assert get(tracker, "/c/" + codec.encode(data))[0] == 302
+        line = re.compile(rb'smtpapi_tracker_requests_total\{kind="click",outcome="stored"\} (\S+)')
+        counts = {float(line.search(get(tracker, "/metrics")[2]).group(1)) for _ in range(10)}
+        assert counts == {40.0}
+
+
 def test_store_down_answers_503_and_never_redirects(tmp_path):
     # PostgreSQL with nothing listening: the tracker serves, but never redirects unrecorded.
     dead = RunningTracker(tmp_path, events={"store": "postgresql://127.0.0.1:1/events"})

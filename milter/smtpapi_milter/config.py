@@ -96,7 +96,7 @@ class TrackerConfig:
     key_file: str = ""
     click_tracking_include_metadata: bool = True
     trusted_proxies: list[str] = field(default_factory=list)
-    workers: int = 1
+    workers: int = 2
     header_timeout: int = 10
 
 

@@ -16,6 +16,7 @@ thread-local connections (SQLite's busy handler sleeps, so writers stall for up 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from . import schema, stats
 from .columns import derived_columns
 from .columns import text_column as _text
 from .schema import SchemaError
+from .writer_lock import WriterLock
 
 log = structlog.get_logger("smtpapi_milter.events.store")
 
@@ -70,10 +72,18 @@ _COLUMNS = (
     "target_link_name",
     "tags",
 )
+_ON_CONFLICT = " ON CONFLICT (event_id) DO NOTHING"
 _INSERT = (
     f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-    " ON CONFLICT (event_id) DO NOTHING"
+    + _ON_CONFLICT
 )
+# SQLite: events per INSERT statement (fewer if the library allows fewer parameters), and
+# prepared statements the writer keeps, one per group size seen (sizes vary with the load).
+MAX_ROWS_PER_INSERT = 500
+WRITER_STATEMENT_CACHE = 512
+WRITER_LOCK_SUFFIX = ".writer-lock"
+# One encoder for every payload: json.dumps with arguments builds a new one per call.
+_encode_payload = json.JSONEncoder(separators=(",", ":")).encode
 _PG_UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 # PostgreSQL advisory lock keys ("smtp" + a number), one per thing that must be serialized.
 _LOCK_KEYS = {"migrate": 0x736D_7470_0001, "tags": 0x736D_7470_0002, "cursor": 0x736D_7470_0003}
@@ -117,7 +127,7 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         _text(event.get("message_id")),
         _text(event.get("campaign_id")),
         _text(event.get("rcpt_to")).lower(),
-        json.dumps(event, separators=(",", ":")),
+        _encode_payload(event),
         *derived_columns(event),
     )
 
@@ -400,44 +410,80 @@ class SqliteStore(EventStore):
         opened: list[sqlite3.Connection] = []
         try:
             _prepare_file(path)
-            opened.append(self._connect(timeout))
+            lock = path.with_name(path.name + WRITER_LOCK_SUFFIX)
+            self._writer_lock = WriterLock(lock, owner_like=path)
+            opened.append(self._connect(timeout, statements=WRITER_STATEMENT_CACHE))
             opened[0].execute("PRAGMA journal_mode=WAL")
             opened.append(self._connect(timeout))
         except (OSError, sqlite3.Error) as exc:
             for conn in opened:
                 conn.close()
+            if hasattr(self, "_writer_lock"):
+                self._writer_lock.close()
             raise StoreUnavailable(f"cannot open event store {path}: {exc}") from exc
         self._writer, self._reader = opened
+        limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._rows_per_statement = max(1, min(MAX_ROWS_PER_INSERT, limit // len(_COLUMNS)))
 
-    def _connect(self, timeout: float) -> sqlite3.Connection:
+    def _connect(self, timeout: float, statements: int = 128) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun explicitly, never implicitly.
         conn = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            self.path,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=statements,
         )
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
 
     def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
+        def transaction(conn: sqlite3.Connection) -> T:
+            # IMMEDIATE takes the write lock up front, so read-then-write work (tags,
+            # migrations) is serialized against other processes too.
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(conn.cursor())
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._connected(transaction, write=write)
+
+    def _connected(self, use: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """``use(connection)`` with the writer (under the writer lock) or the reader."""
         with self._locks[write]:
             if self._closed:
                 raise StoreUnavailable(f"{self!r} is closed")
-            conn = self._writer if write else self._reader
             try:
-                # IMMEDIATE takes the write lock up front, so read-then-write work (tags,
-                # migrations) is serialized against other processes too.
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    result = work(conn.cursor())
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                if not write:
+                    return use(self._reader)
+                with self._writer_lock:
+                    return use(self._writer)
             except sqlite3.Error as exc:
                 if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
                     raise StoreUnavailable(f"event store {self.path}: {exc}") from exc
                 raise
-            return result
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        # Python's sqlite3 lets go of the GIL for every statement it steps, and getting it
+        # back costs a wait on the request-serving thread (up to the 5 ms switch interval
+        # when that thread is busy): executemany's one step per row made a 100-event group
+        # commit take milliseconds. Multi-row INSERTs step once per few hundred rows, and a
+        # group that fits one statement needs no BEGIN/COMMIT steps (a statement is atomic).
+        per = self._rows_per_statement
+        if len(rows) <= per:
+            self._connected(lambda conn: _insert_rows(conn, rows), write=True)
+            return
+
+        def work(cur: Cursor) -> None:
+            for start in range(0, len(rows), per):
+                _insert_rows(cur, rows[start : start + per])
+
+        self._transaction(work, write=True)
 
     def close(self) -> None:
         with self._locks[True], self._locks[False]:
@@ -445,6 +491,18 @@ class SqliteStore(EventStore):
                 self._closed = True
                 self._writer.close()
                 self._reader.close()
+                self._writer_lock.close()
+
+
+def _insert_rows(conn: sqlite3.Connection | sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
+    conn.execute(_multirow_insert(len(rows)), [value for row in rows for value in row])
+
+
+@functools.lru_cache(maxsize=WRITER_STATEMENT_CACHE)
+def _multirow_insert(count: int) -> str:
+    """SQLite's INSERT of ``count`` events in one statement."""
+    values = ", ".join(["(" + ", ".join("?" * len(_COLUMNS)) + ")"] * count)
+    return f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES {values}" + _ON_CONFLICT
 
 
 def _prepare_file(path: Path) -> None:

@@ -15,7 +15,9 @@ take the configuration path from ``$SMTPAPI_MILTER_CONFIG``, which ``serve`` set
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +30,7 @@ from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, 
 from ..events.webhooks import check_hooks
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
-from . import dashboard
+from . import dashboard, metrics
 from .admin import AdminApp, is_loopback
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
 from .jobs import background_jobs
@@ -205,6 +207,10 @@ def serve_listener(config_path: str | None, listener: str) -> int:
     host, _, port = address(config).rpartition(":")
     if config_path:  # the worker processes read it from the environment
         os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    if listener == "public":
+        # Before Granian starts its workers: each counts into its own files here (metrics.py).
+        metrics_dir = tempfile.mkdtemp(prefix="smtpapi-tracker-metrics-")
+        os.environ[metrics.MULTIPROC_ENV] = metrics_dir
     server = Server(
         f"smtpapi_milter.tracker.server:{factory}",
         address=host.strip("[]"),
@@ -223,7 +229,11 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         log_level="warning",
         log_access=False,
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        if listener == "public":
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
