@@ -280,6 +280,25 @@ def test_last_body_end_tag_wins() -> None:
     assert scan_html(text).body_end_start == text.rindex("</body")
 
 
+@pytest.mark.parametrize(
+    ("text", "before"),
+    [
+        ('<!DOCTYPE html><HTML lang="en"><head><title>t</title></HEAD ><p>x', "</HEAD >"),
+        ("<!doctype html><html><head><meta charset=utf-8><table>", "<html>"),
+        ("<?xml version='1.0'?><!DocType html><p>x</p>", "<!DocType html>"),
+        ("<!-- <!DOCTYPE html> --><p>x", None),
+        ("<!--[if mso]><html><![endif]--><p>x", None),
+        ("<html><body class=x></head>", "<body class=x>"),
+    ],
+)
+def test_content_start_without_body(text: str, before: str | None) -> None:
+    # Where a pixel at the top may go: never ahead of the doctype or inside <head>.
+    start = scan_html(text).content_start
+    assert (None if start is None else text[:start]) == (
+        None if before is None else text[: text.index(before) + len(before)]
+    )
+
+
 def test_missing_body() -> None:
     scan = scan_html('<p><a href="http://x/">x</a></p>')
     assert (scan.body_start_end, scan.body_end_start, scan.html_end_start) == (None, None, None)
@@ -492,9 +511,9 @@ def test_escaped_url_round_trips(url: str, quote: str, with_text: bool) -> None:
 # The fast one must leave a scan exactly as this reference leaves it.
 _REFERENCE_SKIP = re.compile(
     r"(?:[^<]++"
-    rf"|<(?!(?i:(?:a|area|base|body|{'|'.join(scanner._RAW_TEXT)}){scanner._END_DELIMITER}|v:))"
+    rf"|<(?!(?i:(?:a|area|base|body|html|{'|'.join(scanner._RAW_TEXT)}){scanner._END_DELIMITER}|v:))"
     rf"{scanner._NAME}{scanner._TAIL}"
-    rf"|</(?!(?i:(?:body|html){scanner._END_DELIMITER})){scanner._NAME}{scanner._TAIL}"
+    rf"|</(?!(?i:(?:body|head|html){scanner._END_DELIMITER})){scanner._NAME}{scanner._TAIL}"
     r"|<(?![A-Za-z!/?]))*+"
 )
 CONDITIONAL_FRAGMENTS = [

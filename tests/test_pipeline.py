@@ -172,6 +172,15 @@ def test_initial_open_pixel_after_body_start():
     assert re.match(r'<html><body class="x"><div style="[^"]*display:none[^"]*"><img [^>]*/i/', out)
 
 
+def test_initial_open_pixel_without_body_stays_after_doctype_and_head():
+    # Text ahead of the doctype would put browsers in quirks mode (a regression once).
+    html = "<!DOCTYPE html><html><head><title>t</title></head><p>x</p></html>"
+    out = html_out(rewrite(single(html), pipeline(initial_open_pixel_tracking=True)))
+    assert re.match(
+        r'<!DOCTYPE html><html><head><title>t</title></head><div style="[^"]*display:none', out
+    )
+
+
 def test_amp_part_untouched():
     amp = b'<!doctype html><html \xe2\x9a\xa14email><body><a href="https://amp.example/">a</a></body></html>'
     message = (

@@ -65,6 +65,10 @@ class HtmlScan:
     html_end_start: int | None
     base_href: str | None
     tail_start: int | None = None
+    # Where content may go first without moving the document's preamble: after <body ...>;
+    # failing that after </head>, <html ...> or the doctype (text before a doctype puts
+    # browsers in quirks mode); None when the document has none of them.
+    content_start: int | None = None
 
 
 # Attributes after the tag name, up to and including the closing '>' (HTML5 "before attribute
@@ -101,8 +105,8 @@ _RAW_TEXT_END = {name: re.compile(rf"</(?i:{name}){_END_DELIMITER}") for name in
 # Everything the Python loop need not see: text, any start tag except the ones we act on, any
 # end tag except </body> and </html>, a '<' that opens nothing, and some Outlook conditional
 # comments (below).
-_WANTED_START = ("a", "area", "base", "body", *_RAW_TEXT)
-_WANTED_END = ("body", "html")
+_WANTED_START = ("a", "area", "base", "body", "html", *_RAW_TEXT)
+_WANTED_END = ("body", "head", "html")
 
 
 def _name_except(names: tuple[str, ...], prefix: str = "") -> str:
@@ -174,6 +178,7 @@ def scan_html(text: str) -> HtmlScan:
         body_start_end=scanner.body_start_end,
         body_end_start=scanner.body_end_start,
         html_end_start=scanner.html_end_start,
+        content_start=scanner.content_start(),
         base_href=scanner.base_href,
         tail_start=scanner.tail_start,
     )
@@ -239,6 +244,9 @@ class _Scanner:
         self.body_start_end: int | None = None
         self.body_end_start: int | None = None
         self.html_end_start: int | None = None
+        self.head_end_end: int | None = None
+        self.html_start_end: int | None = None
+        self.doctype_end: int | None = None
         self.base_href: str | None = None
         self.tail_start: int | None = None
         self._a_close = _NextMatch(_A_CLOSE)
@@ -252,6 +260,12 @@ class _Scanner:
             if pos >= end:
                 return
             pos = self._markup(pos, end, in_conditional)
+
+    def content_start(self) -> int | None:
+        for offset in (self.body_start_end, self.head_end_end, self.html_start_end):
+            if offset is not None:
+                return offset
+        return self.doctype_end
 
     def _ends(self, start: int, found: int, end: int) -> int:
         """Where scanning resumes after the construct at ``start`` that ends at ``found``.
@@ -282,7 +296,15 @@ class _Scanner:
         text = self.text
         if not text.startswith("<!--", pos, end):
             # DOCTYPE, <![CDATA[ (a bogus comment outside SVG/MathML), <![if ...]> and the like.
-            return self._ends(pos, _bogus_comment_end(text, pos + 2, end), end)
+            found = _bogus_comment_end(text, pos + 2, end)
+            if (
+                found >= 0
+                and not in_conditional
+                and self.doctype_end is None
+                and _ascii_lower(text[pos + 2 : pos + 9]) == "doctype"
+            ):
+                self.doctype_end = found
+            return self._ends(pos, found, end)
         conditional = _CONDITIONAL_START.match(text, pos, end)
         if conditional is None:
             return self._ends(pos, _comment_end(text, pos + 4, end), end)
@@ -337,6 +359,8 @@ class _Scanner:
                 self.body_end_start = pos
             elif name == "html":
                 self.html_end_start = pos
+            elif name == "head" and self.head_end_end is None:
+                self.head_end_end = tag.end()
         return tag.end()
 
     def _start_tag(self, pos: int, end: int, in_conditional: bool) -> int:
@@ -357,6 +381,8 @@ class _Scanner:
     def _structural(self, tag: re.Match[str], name: str) -> None:
         if name == "body" and self.body_start_end is None:
             self.body_start_end = tag.end()
+        elif name == "html" and self.html_start_end is None:
+            self.html_start_end = tag.end()
         elif name == "base" and self.base_href is None:
             href = self._attributes(tag).get("href")
             if href is not None:

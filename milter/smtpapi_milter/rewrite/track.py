@@ -98,7 +98,8 @@ def html_edits(
         edits.append((bottom, bottom, PIXEL.format(url=links.open())))
         stats.pixel = True
         if settings.initial_open_pixel:
-            top = scan.body_start_end or 0
+            # At the top of what renders; never ahead of a doctype (quirks mode) or in <head>.
+            top = _first_not_none(scan.content_start, 0)
             edits.append((top, top, INITIAL_PIXEL.format(url=links.initial_open())))
             stats.initial_pixel = True
     return _sorted(_with_curlies(text, edits))
