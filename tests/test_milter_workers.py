@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import smtplib
 import time
@@ -75,6 +77,37 @@ def test_two_workers_share_the_load_reload_and_stop_together(tmp_path, capture):
         assert supervisor.wait(timeout=30) == 0
         for pid in pids:
             wait_gone(pid)
+
+
+def listening_socket_flags(pid: int, port: int) -> list[int]:
+    """The file status flags of each descriptor ``pid`` holds on the socket listening on
+    ``port`` (loopback TCP, as RunningMilter's)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    flags = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                flags.append(int(re.search(r"flags:\s+([0-7]+)", info).group(1), 8))
+    return flags
+
+
+def test_group_accepts_without_blocking(tmp_path):
+    # Every process polls the one socket and all but one lose each accept(): blocking there,
+    # a follower whose leader died never noticed the stop (it waited for a connection that
+    # would never come) and held the old socket forever. EAGAIN sends libmilter back to poll.
+    with RunningMilter(tmp_path, milter={"workers": 2}) as milter:
+        milter.wait_for_log("milter starting", count=2)  # both forked and set up
+        pids = group_pids(milter)
+        assert len(pids) == 2
+        for pid in pids:
+            flags = listening_socket_flags(pid, milter.port)
+            assert flags and all(flag & os.O_NONBLOCK for flag in flags), (pid, flags)
 
 
 def test_killed_leader_takes_its_group_down_and_a_new_one_serves(tmp_path, capture):

@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,8 @@ class WorkerGroup:
 
         def forking_main() -> Any:
             libmilter.main = real_main
+            if self.count > 1:
+                _accept_without_blocking()
             self._fork()
             self.start(self)
             return real_main()
@@ -112,3 +115,27 @@ def _die_with(leader: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0 or os.getppid() != leader:
         os._exit(1)  # no parent-death signal, or the leader is already gone
+
+
+def _accept_without_blocking() -> None:
+    """Make the listening socket (libmilter's, open by now) non-blocking, for every process.
+
+    All processes of the group poll the one socket; a connection wakes them all, one wins
+    the accept() and the others would block in theirs until the next connection: a follower
+    told to stop (its leader gone, nobody connecting to a socket a new group has replaced)
+    never came back to notice. libmilter takes EAGAIN from accept() as "poll again". The flag
+    belongs to the shared open file, so setting it once before the fork covers the group.
+    pymilter does not expose libmilter's descriptor: it is the one listening socket we hold.
+    """
+    with contextlib.suppress(FileNotFoundError):  # no /proc: nothing to find it by
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            try:
+                probe = socket.socket(fileno=fd)
+            except OSError:
+                continue  # not a socket (or closed since listdir)
+            try:
+                if probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    os.set_blocking(fd, False)
+            finally:
+                probe.detach()  # the descriptor stays libmilter's
