@@ -31,7 +31,7 @@ from smtpapi_milter.message_file import parse_message_file
 from smtpapi_milter.pipeline import Pipeline
 from smtpapi_milter.policy import PolicySet
 from smtpapi_milter.tokens import TokenCodec, TrackingData
-from smtpapi_milter.tracker.useragent import user_agent_parsed
+from smtpapi_milter.tracker.useragent import is_machine, user_agent_parsed
 
 from . import corpus
 from .harness.smtpapi import RunningTracker
@@ -240,3 +240,21 @@ def odd_ids() -> list[dict]:
         link = ("https://x.example/", "X")
         events += [mail, engagement(f"odd-{n}", "click", mail, old + 600, BROWSER, link)]
     return events
+
+
+def campaign_counts(events: list[dict[str, Any]]) -> dict[str, int]:
+    """A campaign's report numbers, by their definitions, counted plainly over its events:
+    the oracle the SQL reports (events.stats) and the dashboard are held to."""
+    people = [e for e in events if not is_machine(e.get("user_agent_parsed"))]
+    machines = [e for e in events if is_machine(e.get("user_agent_parsed"))]
+    return {
+        "injections": sum(e["type"] == "injection" for e in events),
+        "opens": sum(e["type"] == "open" for e in people),
+        "unique_opens": len(
+            {e["rcpt_to"] for e in people if e["type"] in ("open", "initial_open")}
+        ),
+        "clicks": sum(e["type"] == "click" for e in people),
+        "unique_clicks": len({e["rcpt_to"] for e in people if e["type"] == "click"}),
+        "machine_opens": sum(e["type"] == "open" for e in machines),
+        "machine_clicks": sum(e["type"] == "click" for e in machines),
+    }

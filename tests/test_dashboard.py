@@ -32,6 +32,7 @@ from .dashboard_data import (
     GMAIL,
     SCANNER,
     bulk_events,
+    campaign_counts,
     engage,
     http_get,
     odd_ids,
@@ -132,24 +133,17 @@ def expected_counts(tracker: RunningTracker, campaign: str) -> dict[str, str]:
     env = {"PYTHONPATH": str(ROOT / "milter"), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(argv, capture_output=True, check=True, text=True, env=env).stdout
     events = [json.loads(line) for line in out.splitlines()]
-    people = [e for e in events if not is_machine(e.get("user_agent_parsed"))]
-    machines = [e for e in events if is_machine(e.get("user_agent_parsed"))]
-    counts = {
-        "injections": sum(e["type"] == "injection" for e in events),
-        "opens": sum(e["type"] == "open" for e in people),
-        "unique_opens": len(
-            {e["rcpt_to"] for e in people if e["type"] in ("open", "initial_open")}
-        ),
-        "clicks": sum(e["type"] == "click" for e in people),
-        "unique_clicks": len({e["rcpt_to"] for e in people if e["type"] == "click"}),
-        "machine_opens": sum(e["type"] == "open" for e in machines),
-        "machine_clicks": sum(e["type"] == "click" for e in machines),
-    }
+    counts = campaign_counts(events)
     shown = {key: f"{value:,}" for key, value in counts.items()}
     for rate, unique in (("open_rate", "unique_opens"), ("click_rate", "unique_clicks")):
         shown[rate] = percent(counts[unique] / counts["injections"])
     shown["main_offer_clicks"] = str(
-        sum(e["type"] == "click" and e["target_link_name"] == "Main offer" for e in people)
+        sum(
+            e["type"] == "click"
+            and e["target_link_name"] == "Main offer"
+            and not is_machine(e.get("user_agent_parsed"))
+            for e in events
+        )
     )
     return shown
 

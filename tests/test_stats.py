@@ -19,7 +19,7 @@ from smtpapi_milter.events.stats import SORTS, Scope
 from smtpapi_milter.events.store import EventStore, open_store, sqlite_path
 from smtpapi_milter.tracker.useragent import is_machine
 
-from .dashboard_data import engagement, injection
+from .dashboard_data import campaign_counts, engagement, injection
 from .harness.old_store import write_version_1
 
 T0 = 1_700_000_000
@@ -89,19 +89,9 @@ def oracle(scope: Scope) -> dict[str, dict[str, Any]]:
             found.setdefault(event["campaign_id"], []).append(event)
     report = {}
     for campaign, events in found.items():
-        people = [e for e in events if not is_machine(e.get("user_agent_parsed"))]
-        machines = [e for e in events if is_machine(e.get("user_agent_parsed"))]
         row = {
             "campaign_id": campaign,
-            "injections": sum(e["type"] == "injection" for e in events),
-            "opens": sum(e["type"] == "open" for e in people),
-            "unique_opens": len(
-                {e["rcpt_to"] for e in people if e["type"] in ("open", "initial_open")}
-            ),
-            "clicks": sum(e["type"] == "click" for e in people),
-            "unique_clicks": len({e["rcpt_to"] for e in people if e["type"] == "click"}),
-            "machine_opens": sum(e["type"] == "open" for e in machines),
-            "machine_clicks": sum(e["type"] == "click" for e in machines),
+            **campaign_counts(events),
             "first_event": min(float(e["timestamp"]) for e in events),
             "last_event": max(float(e["timestamp"]) for e in events),
         }
