@@ -137,3 +137,12 @@ def test_lone_lf_after_a_full_line_keeps_lines_within_76():
     raw = b"a\r\nb=\r\n"
     out = splice(raw, [(3, 4, b"y" * 76 + b"\n")])
     assert out == b"a\r\n" + b"y" * 75 + b"=\r\ny=\r\n=0A=\r\n"
+
+
+def test_oracle_lets_an_unchanged_part_keep_unfit_lines() -> None:
+    # Fuzz finding (the oracle's, not the library's): a QP text part with no link, holding a
+    # long line with a bare CR, went out untouched, and the oracle wanted that line re-encoded.
+    raw = b"a" * 70 + b"=\r\xf6" + b"b" * 20 + b"\r\nend\r\n"
+    assert check_qp_lines(raw, raw, binascii.a2b_qp(raw).decode("latin-1"), "latin-1", []) == 0
+    with pytest.raises(AssertionError, match="over 76"):
+        check_qp_lines(raw, raw + b"x", binascii.a2b_qp(raw).decode("latin-1"), "latin-1", [])
