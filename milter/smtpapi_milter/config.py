@@ -74,6 +74,9 @@ class MilterConfig:
     spool_memory_limit: int = 1024 * 1024
     # Messages loaded and rewritten at once; the rest wait their turn at end of message.
     max_concurrent_rewrites: int = 2
+    # Distinct bodies (up to 1 MiB each) whose analysis a worker keeps: a newsletter comes
+    # one transaction per recipient, the same body each time. 0 analyses every message anew.
+    analysis_cache: int = 8
     metrics_listen: str = "127.0.0.1:9890"
 
 
@@ -271,6 +274,8 @@ def _check_values(config: Config, path: str) -> None:
     for key in ("spool_memory_limit", "max_concurrent_rewrites"):
         if getattr(config.milter, key) < 1:
             raise ConfigError(f"{path}: 'milter.{key}' must be at least 1")
+    if config.milter.analysis_cache < 0:
+        raise ConfigError(f"{path}: 'milter.analysis_cache' must not be negative")
     if s.node_id > 1023:
         raise ConfigError(f"{path}: 'smtpapi.node_id' must be between 0 and 1023")
     if not s.tracking_domain or any(c in s.tracking_domain for c in "/?#@ \t"):

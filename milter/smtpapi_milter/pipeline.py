@@ -9,7 +9,6 @@ Nothing here knows about libmilter.
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import email.utils
 import time
@@ -28,18 +27,17 @@ from .ids import IdGenerator, IdUnavailable, message_id
 from .policy import PolicyContext, PolicySet
 from .replies import TRANSMISSION_ID_UNAVAILABLE, SmtpReplyError, invalid
 from .rewrite import mime, qp
+from .rewrite.analysis import AnalysisCache, BodyAnalysis, PartAnalysis
 from .rewrite.edits import apply as apply_edits
+from .rewrite.edits import encode_at
 from .rewrite.edits import to_bytes as edits_in_bytes
-from .rewrite.track import TrackStats, html_edits, text_edits
+from .rewrite.track import TrackStats, count, fill
 from .settings import TagRegistry, TrackingSettings, resolve
 from .tokens import TokenCodec, TrackingData
 
 log = structlog.get_logger("smtpapi_milter.pipeline")
 
 LINK_NAME_LIMIT = 63
-# Codecs whose surrogateescape decoding always encodes back to the same bytes (PEP 383):
-# checking it would only cost an encode of the whole part.
-_LOSSLESS = frozenset({"utf-8", "ascii", "iso8859-1"})
 
 
 @dataclass
@@ -85,6 +83,8 @@ class Pipeline:
         self.ids = ids or IdGenerator(config.smtpapi.node_id)
         self.tag_registry = tag_registry or TagRegistry()
         self.clock = clock
+        # One newsletter arrives as one transaction per recipient: its body is analysed once.
+        self.analyses = AnalysisCache(config.milter.analysis_cache)
 
     def session(self) -> Session:
         return Session(self)
@@ -221,16 +221,14 @@ class _CopyBuilder:
         self.config = self.pipeline.config.smtpapi.for_listener(self.envelope.listener)
         self.transmission_id = ""
         self.injected_at = self.pipeline.clock()
-        # root stays None when the body must go out untouched; the reason is logged.
-        self.root: mime.MimePart | None = None
+        # analysis stays None when the body must go out untouched; the reason is logged.
+        self.analysis: BodyAnalysis | None = None
         self.untracked_reason = self._untracked_reason()
-        self.bare_cr = True  # whether the body may hold a bare CR (a part to repair)
         if self.untracked_reason is None:
-            root = mime.parse_structure(self.envelope.headers, body)
-            self.bare_cr = mime.has_bare_cr(body)  # looked for once, for every part
-            self.untracked_reason = mime.untouchable_reason(root, body, self.bare_cr)
+            analysis = self.pipeline.analyses.get(self.envelope.headers, self.body)
+            self.untracked_reason = analysis.untracked_reason
             if self.untracked_reason is None:
-                self.root = root
+                self.analysis = analysis
 
     def _untracked_reason(self) -> str | None:
         if self.body_size > self.config.max_tracked_size:
@@ -248,7 +246,7 @@ class _CopyBuilder:
             if not self.transmission_id:
                 self.transmission_id = self.pipeline.ids.transmission_id()
             copy.message_id = message_id(self.transmission_id, index)
-            if self.root is not None:
+            if self.analysis is not None:
                 links = _Links(self.pipeline, settings, self._tracking_data(copy, settings))
                 self._rewrite(copy, settings, links)
             copy.injection = self._injection(copy, settings)  # takes an event id too
@@ -272,11 +270,13 @@ class _CopyBuilder:
         )
 
     def _rewrite(self, copy: RecipientCopy, settings: TrackingSettings, links: _Links) -> None:
-        html, text = mime.top_parts(self.root)
+        assert self.analysis is not None
+        for problem, fields in self.analysis.part_problems:
+            log.info(problem, **fields)
         changes = []
-        for part, track in ((html, html_edits), (text, text_edits)):
+        for part in (self.analysis.html, self.analysis.text):
             if part is not None:
-                change = self._track_part(part, track, settings, links, copy.stats)
+                change = _track_part(part, settings, links, copy.stats)
                 if change is not None:
                     changes.append(change)
         if not changes:
@@ -285,38 +285,6 @@ class _CopyBuilder:
         if root_cte is not None:
             edit = _cte_edit(self.envelope.headers, root_cte)
             copy.header_edits.append(edit)
-
-    def _track_part(
-        self,
-        part: mime.MimePart,
-        track: Callable[..., list[tuple[int, int, str]]],
-        settings: TrackingSettings,
-        links: _Links,
-        stats: TrackStats,
-    ) -> mime.PartChange | None:
-        found = _part_text(self.body, part)
-        if found is None:
-            return None
-        raw, decoded, charset, text = found
-        part_stats = TrackStats()
-        edits = track(text, settings, links, part_stats)
-        if not edits:
-            return None
-        try:
-            byte_edits = edits_in_bytes(text, decoded, edits, charset)
-        except (UnicodeError, ValueError):
-            log.info("part left untracked: charset cannot encode the links", charset=part.charset)
-            return None
-        _add_stats(stats, part_stats)
-        eol = mime.line_ending(self.body, part.body_start, part.end)
-        if part.cte == "quoted-printable":
-            # Only the encoded lines the edits touch change; the sender's others stay as written.
-            new_body = qp.splice(raw, decoded, byte_edits, eol, self.bare_cr)
-            return mime.PartChange(part, new_body, part.cte)
-        new_data = apply_edits(decoded, byte_edits)
-        line = mime.base64_line_length(raw) if part.cte == "base64" else mime.BASE64_LINE
-        new_body, cte = mime.encode_transfer(new_data, part.cte, eol, line)
-        return mime.PartChange(part, new_body, cte)
 
     def _injection(self, copy: RecipientCopy, settings: TrackingSettings) -> dict[str, Any]:
         from_header = self.envelope.header("From") or ""
@@ -342,52 +310,35 @@ def _cte_edit(headers: list[tuple[str, bytes]], cte: str) -> HeaderEdit:
     return HeaderEdit("Content-Transfer-Encoding", 1 if present else 0, cte.encode("ascii"))
 
 
-def _part_text(body: bytes, part: mime.MimePart) -> tuple[bytes, bytes, str, str] | None:
-    """(raw, decoded bytes, codec name, text) of a part we can change; None (logged) if not."""
-    if part.headers_only:
-        # Anything added would land in its last header field (RFC 2046 allows no body).
-        log.info("part left untracked: it has no body")
+def _track_part(
+    part: PartAnalysis, settings: TrackingSettings, links: _Links, stats: TrackStats
+) -> mime.PartChange | None:
+    """One top part of one copy, tracked: its new body, or None if nothing changes."""
+    plan = part.plan(settings)
+    if not plan.sites:
         return None
-    raw = body[part.body_start : part.end]
-    decoded = mime.decode_transfer(raw, part.cte)
-    if decoded is None:
-        log.info("part left untracked: unknown transfer encoding", cte=part.cte)
-        return None
-    charset = _codec(part.charset)
-    if charset is None:
-        log.info("part left untracked: unknown charset", charset=part.charset)
-        return None
-    text = _decode(decoded, charset)
-    if text is None:
-        log.info("part left untracked: charset does not round-trip", charset=part.charset)
-        return None
-    return raw, decoded, charset, text
-
-
-def _codec(charset: str) -> str | None:
-    return codecs.lookup(charset).name if xmsysapi.is_text_charset(charset) else None
-
-
-def _decode(data: bytes, charset: str) -> str | None:
-    """The part's text, if it encodes back to exactly these bytes; None otherwise.
-
-    Some codecs refuse the surrogateescape handler (idna, punycode) or raise on malformed
-    input whatever the handler (unicode_escape, utf-32): such a part is left as it is.
-    """
+    edits = fill(plan.sites, links)
     try:
-        text = data.decode(charset, "surrogateescape")
-        if charset in _LOSSLESS:
-            return text
-        return text if text.encode(charset, "surrogateescape") == data else None
+        if plan.spans is not None:
+            byte_edits = encode_at(plan.spans, edits, part.charset)
+        else:
+            byte_edits = edits_in_bytes(part.text, part.decoded, edits, part.charset)
     except (UnicodeError, ValueError):
+        log.info("part left untracked: charset cannot encode the links", charset=part.charset)
         return None
-
-
-def _add_stats(total: TrackStats, part: TrackStats) -> None:
-    total.html_links += part.html_links
-    total.text_links += part.text_links
-    total.pixel = total.pixel or part.pixel
-    total.initial_pixel = total.initial_pixel or part.initial_pixel
+    count(plan.sites, stats, html=part.is_html)
+    cte = part.part.cte
+    if cte == "quoted-printable":
+        # Only the encoded lines the edits touch change; the sender's others stay as written.
+        if plan.regions is not None:
+            new_body = qp.splice_regions(part.raw, part.decoded, plan.regions, byte_edits, part.eol)
+        else:
+            new_body = qp.splice(part.raw, part.decoded, byte_edits, part.eol, part.bare_cr)
+        return mime.PartChange(part.part, new_body, cte)
+    new_data = apply_edits(part.decoded, byte_edits)
+    line = mime.base64_line_length(part.raw) if cte == "base64" else mime.BASE64_LINE
+    new_body, new_cte = mime.encode_transfer(new_data, cte, part.eol, line)
+    return mime.PartChange(part.part, new_body, new_cte)
 
 
 class _Links:

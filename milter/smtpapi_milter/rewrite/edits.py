@@ -44,29 +44,46 @@ def to_bytes(text: str, data: bytes, edits: list[TextEdit], charset: str) -> lis
 
     Raises UnicodeError (or ValueError) when the charset cannot encode a replacement.
     """
+    spans = byte_spans(text, data, edits, charset)
+    if spans is None:
+        return _incremental(text, data, edits, charset)
+    return encode_at(spans, edits, charset)
+
+
+def byte_spans(
+    text: str, data: bytes, spans: list[TextEdit] | list[tuple[int, int]], charset: str
+) -> list[tuple[int, int]] | None:
+    """Where the ``(start, end, ...)`` spans of ``text`` lie in ``data``, its bytes in
+    ``charset``; None when the codec keeps state (there a replacement can change how the
+    text after it encodes, and only ``to_bytes`` with the replacements knows)."""
     if text.isascii() and len(data) == len(text):
         # One byte per character, none of them shifting state: offsets carry over as they are.
-        return [(start, end, new.encode(charset, ERRORS)) for start, end, new in edits]
+        return [(span[0], span[1]) for span in spans]
     if charset in _STATELESS or charset.startswith(_STATELESS_FAMILIES):
-        found = _stateless(text, data, edits, charset)
-        if found is not None:
-            return found
-    return _incremental(text, data, edits, charset)
+        return _stateless(text, data, spans, charset)
+    return None
+
+
+def encode_at(spans: list[tuple[int, int]], edits: list[TextEdit], charset: str) -> list[ByteEdit]:
+    """Each edit's replacement in ``charset``, at its place in bytes (from ``byte_spans``)."""
+    pairs = zip(spans, edits, strict=True)
+    return [(s, e, edit[2].encode(charset, ERRORS)) for (s, e), edit in pairs]
 
 
 def _stateless(
-    text: str, data: bytes, edits: list[TextEdit], charset: str
-) -> list[ByteEdit] | None:
+    text: str, data: bytes, spans: list[TextEdit] | list[tuple[int, int]], charset: str
+) -> list[tuple[int, int]] | None:
     """Encode each stretch on its own; None if the stretches do not tile ``data``."""
     out = []
     pos = offset = 0
-    for start, end, new in edits:
+    for span in spans:
+        start, end = span[0], span[1]
         gap = text[pos:start].encode(charset, ERRORS)
         old = text[start:end].encode(charset, ERRORS)
         if not (data.startswith(gap, offset) and data.startswith(old, offset + len(gap))):
             return None
         offset += len(gap)
-        out.append((offset, offset + len(old), new.encode(charset, ERRORS)))
+        out.append((offset, offset + len(old)))
         offset += len(old)
         pos = end
     tail = text[pos:].encode(charset, ERRORS)

@@ -152,14 +152,39 @@ _CTE_ALIASES = {"7-bit": "7bit", "8-bit": "8bit", "7bits": "7bit", "8bits": "8bi
 
 def parse_structure(headers: list[tuple[str, bytes]], body: bytes) -> MimePart:
     """The MIME tree of a message whose headers the MTA gave us apart from the body."""
+    return parse_body(structure_fields(headers), body)
+
+
+def structure_fields(headers: list[tuple[str, bytes]]) -> tuple[str, str, str, bool]:
+    """All the MIME tree takes from the message header: Content-Type,
+    Content-Transfer-Encoding, Content-Disposition (the first of each) and whether any
+    field is malformed. Two messages equal in these and in body have the same tree."""
     fields: dict[str, str] = {}
     for name, value in headers:
         key = name.lower()
         if key in ("content-type", "content-transfer-encoding", "content-disposition"):
             fields.setdefault(key, _text(value))
-    ctype, params, cte, disposition, has_filename = _describe(fields, "text/plain")
+    malformed = any(_malformed_field(name, value) for name, value in headers)
+    return (
+        fields.get("content-type", ""),
+        fields.get("content-transfer-encoding", ""),
+        fields.get("content-disposition", ""),
+        malformed,
+    )
+
+
+def parse_body(fields: tuple[str, str, str, bool], body: bytes) -> MimePart:
+    """The MIME tree of ``body`` under the message header's ``structure_fields``."""
+    content_type, cte, disposition, malformed = fields
+    # A field the header lacks reads as an empty one (see _describe).
+    present = {
+        "content-type": content_type,
+        "content-transfer-encoding": cte,
+        "content-disposition": disposition,
+    }
+    ctype, params, cte, disposition, has_filename = _describe(present, "text/plain")
     root = MimePart(0, 0, len(body), ctype, params, cte, disposition, has_filename)
-    if any(_malformed_field(name, value) for name, value in headers):
+    if malformed:
         root.problem = MALFORMED_HEADER
     if ctype.startswith("multipart/"):
         _fill_children(body, root, 1)

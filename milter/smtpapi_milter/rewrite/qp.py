@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import binascii
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .edits import ByteEdit
+
+Span = tuple[int, int] | ByteEdit  # where an edit lies; only its first two items are read
 
 LINE_LIMIT = 998  # octets before the line break (RFC 5322 2.1.1)
 _MAX_ENCODED = 76  # characters per encoded line (RFC 2045 6.7)
@@ -44,34 +47,46 @@ def splice(
     """``raw`` (a part body, ``decoded`` its decoding) with ``edits`` of the decoded bytes
     applied: the lines they touch encoded anew, every other line as it was. ``bare_cr``
     False: the caller knows ``raw`` has no bare CR, and it is not looked for again."""
+    return splice_regions(raw, decoded, regions(raw, edits, bare_cr), edits, eol)
+
+
+def regions(raw: bytes, spans: Sequence[Span], bare_cr: bool = True) -> list[Region]:
+    """The runs of encoded lines that edits at ``spans`` (decoded offsets, sorted, apart)
+    touch, with the lines unfit for the wire: where they are depends on the offsets alone,
+    so copies that differ only in what they put there share them (see ``splice_regions``)."""
+    walk = _Walk(raw, _unfit_lines(raw, bare_cr))
+    for span in spans:
+        walk.add(span[0], span[1])
+    walk.unfit_before(len(raw) + 1)
+    return walk.regions
+
+
+def splice_regions(
+    raw: bytes, decoded: bytes, found: list[Region], edits: list[ByteEdit], eol: bytes
+) -> bytes:
+    """``splice`` with the regions of ``edits``' offsets already found by ``regions``."""
     pieces = []
-    pos = 0
-    for region in _regions(raw, edits, _unfit_lines(raw, bare_cr)):
+    pos = taken = 0
+    for region in found:
         pieces.append(raw[pos : region.start])
-        pieces.append(_encode_region(raw, decoded, region, eol))
+        mine = edits[taken : taken + region.edit_count]
+        pieces.append(_encode_region(raw, decoded, region, mine, eol))
+        taken += region.edit_count
         pos = region.end
     pieces.append(raw[pos:])
     return b"".join(pieces)
 
 
 @dataclass(slots=True)
-class _Region:
-    """Whole encoded lines ``raw[start:end]``, decoding to ``decoded[dstart:dend]``."""
+class Region:
+    """Whole encoded lines ``raw[start:end]``, decoding to ``decoded[dstart:dend]``, that
+    ``edit_count`` edits (the next ones in order) change."""
 
     start: int
     end: int
     dstart: int
     dend: int
-    edits: list[ByteEdit] = field(default_factory=list)
-
-
-def _regions(raw: bytes, edits: list[ByteEdit], unfit: list[tuple[int, int]]) -> list[_Region]:
-    """The runs of lines to encode anew: those the edits touch, and the ``unfit`` ones."""
-    walk = _Walk(raw, unfit)
-    for edit in edits:
-        walk.add(edit)
-    walk.unfit_before(len(raw) + 1)
-    return walk.regions
+    edit_count: int = 0
 
 
 class _Walk:
@@ -79,19 +94,18 @@ class _Walk:
 
     def __init__(self, raw: bytes, unfit: list[tuple[int, int]]):
         self.raw = raw
-        self.regions: list[_Region] = []
+        self.regions: list[Region] = []
         self.x = self.dx = 0  # where the lines not yet taken start, raw and decoded
         self._unfit = iter(unfit)
         self._next_unfit = next(self._unfit, None)
 
-    def add(self, edit: ByteEdit) -> None:
-        start, end, _ = edit
+    def add(self, start: int, end: int) -> None:
         last = self.regions[-1] if self.regions else None
         if last is None or not (start < last.dend or _open_ended(self.raw, last)):
             last = _line_at(self.raw, self.x, self.dx, start)
             self.unfit_before(last.start)
             self.regions.append(last)
-        last.edits.append(edit)
+        last.edit_count += 1
         self._take(last, end)
 
     def unfit_before(self, pos: int) -> None:
@@ -100,12 +114,12 @@ class _Walk:
             start, end = self._next_unfit
             if start >= self.x:  # not inside a region already
                 dstart = self.dx + _decoded_len(self.raw, self.x, start)
-                region = _Region(start, end, dstart, dstart + _decoded_len(self.raw, start, end))
+                region = Region(start, end, dstart, dstart + _decoded_len(self.raw, start, end))
                 self.regions.append(region)
                 self.x, self.dx = region.end, region.dend
             self._next_unfit = next(self._unfit, None)
 
-    def _take(self, region: _Region, dend: int) -> None:
+    def _take(self, region: Region, dend: int) -> None:
         """Take whole lines into ``region`` until its decoding reaches ``dend``."""
         raw = self.raw
         while region.dend < dend and region.end < len(raw):
@@ -116,7 +130,7 @@ class _Walk:
         self.x, self.dx = region.end, region.dend
 
 
-def _open_ended(raw: bytes, region: _Region) -> bool:
+def _open_ended(raw: bytes, region: Region) -> bool:
     """Whether the region reaches the end of the part with no line break to end it (it holds
     a last line that has none, or no line at all): anything after it joins its last line."""
     return region.end == len(raw) and (region.end == region.start or raw[-1] != 10)
@@ -126,7 +140,7 @@ def _decoded_len(raw: bytes, start: int, end: int) -> int:
     return len(binascii.a2b_qp(raw[start:end]))
 
 
-def _line_at(raw: bytes, x: int, dx: int, target: int) -> _Region:
+def _line_at(raw: bytes, x: int, dx: int, target: int) -> Region:
     """The last line, from the one at raw ``x`` (decoded ``dx``) on, whose decoding starts
     at or before decoded offset ``target``, as a region of its own (empty past the end)."""
     while True:
@@ -139,17 +153,19 @@ def _line_at(raw: bytes, x: int, dx: int, target: int) -> _Region:
             end = len(raw) if nl < 0 else nl + 1
             size = _decoded_len(raw, x, end)
             if dx + size > target or nl < 0:
-                return _Region(x, end, dx, dx + size)
+                return Region(x, end, dx, dx + size)
         else:
             end = nl + 1
             size = _decoded_len(raw, x, end)
         x, dx = end, dx + size
 
 
-def _encode_region(raw: bytes, decoded: bytes, region: _Region, eol: bytes) -> bytes:
+def _encode_region(
+    raw: bytes, decoded: bytes, region: Region, edits: list[ByteEdit], eol: bytes
+) -> bytes:
     pieces = []
     pos = region.dstart
-    for start, end, new in region.edits:
+    for start, end, new in edits:
         pieces += (decoded[pos:start], new)
         pos = end
     pieces.append(decoded[pos : region.dend])

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from ..settings import TrackingSettings
 from .edits import TextEdit, apply
-from .html import scan_html
+from .html import HtmlScan, scan_html
 from .text import find_text_urls
 from .urls import is_trackable_url
 
@@ -74,20 +74,63 @@ def track_text(text: str, settings: TrackingSettings, links: LinkMaker, stats: T
     return _splice(text, text_edits(text, settings, links, stats))
 
 
+# What goes at a site: a tracked link, a pixel, or fixed text (an unescaped double curly).
+CLICK, OPEN, INITIAL_OPEN, LITERAL = "click", "open", "initial_open", "literal"
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A place in a decoded part that tracking changes, and what it puts there."""
+
+    start: int
+    end: int
+    kind: str  # CLICK, OPEN, INITIAL_OPEN or LITERAL
+    url: str = ""  # CLICK: the target; LITERAL: the text itself
+    name: str | None = None
+    unsubscribe: bool = False
+
+
+def site_settings(settings: TrackingSettings) -> tuple:
+    """The settings ``html_sites`` and ``text_sites`` read: copies equal in these have the
+    same sites (only their tracked URLs differ)."""
+    return (
+        settings.click_tracking,
+        settings.open_tracking,
+        settings.initial_open_pixel,
+        settings.skip_url_text_links,
+        settings.click_tracking_text,
+        settings.tracking_domain,
+    )
+
+
 def html_edits(
     text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats
 ) -> list[Edit]:
     """What tracking changes in an HTML part: sorted, non-overlapping (start, end, new)."""
-    scan = scan_html(text)
-    edits: list[Edit] = []
+    sites = html_sites(scan_html(text), text, settings)
+    count(sites, stats, html=True)
+    return fill(sites, links)
+
+
+def text_edits(
+    text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats
+) -> list[Edit]:
+    """What tracking changes in a plain-text part: sorted, non-overlapping edits."""
+    sites = text_sites(find_text_urls(text), text, settings)
+    count(sites, stats, html=False)
+    return fill(sites, links)
+
+
+def html_sites(scan: HtmlScan, text: str, settings: TrackingSettings) -> list[Site]:
+    """Where tracking changes an HTML part (``scan`` is ``scan_html(text)``), sorted, apart."""
+    sites: list[Site] = []
     if settings.click_tracking:
         for link in scan.links:
             if link.opt_out or not is_trackable_url(link.url, settings.tracking_domain):
                 continue
             if settings.skip_url_text_links and link.text_url:
                 continue
-            edits.append((link.start, link.end, links.click(link.url, link.name, link.unsubscribe)))
-            stats.html_links += 1
+            sites.append(Site(link.start, link.end, CLICK, link.url, link.name, link.unsubscribe))
     if settings.open_tracking:
         # Before </body>; failing that before </html>; failing that at the end of the part
         # (still inside it: the MIME boundary is not ours to cross), but ahead of a tag or
@@ -95,48 +138,73 @@ def html_edits(
         bottom = _first_not_none(
             scan.body_end_start, scan.html_end_start, scan.tail_start, len(text)
         )
-        edits.append((bottom, bottom, PIXEL.format(url=links.open())))
-        stats.pixel = True
+        sites.append(Site(bottom, bottom, OPEN))
         if settings.initial_open_pixel:
             # At the top of what renders; never ahead of a doctype (quirks mode) or in <head>.
             top = _first_not_none(scan.content_start, 0)
-            edits.append((top, top, INITIAL_PIXEL.format(url=links.initial_open())))
-            stats.initial_pixel = True
-    return _sorted(_with_curlies(text, edits))
+            sites.append(Site(top, top, INITIAL_OPEN))
+    return _sorted(_with_curlies(text, sites))
 
 
-def text_edits(
-    text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats
-) -> list[Edit]:
-    """What tracking changes in a plain-text part: sorted, non-overlapping edits."""
-    edits: list[Edit] = []
+def text_sites(
+    urls: list[tuple[int, int, str]], text: str, settings: TrackingSettings
+) -> list[Site]:
+    """Where tracking changes a plain-text part whose URLs are ``find_text_urls(text)``."""
+    sites: list[Site] = []
     if settings.click_tracking and settings.click_tracking_text:
-        for start, end, url in find_text_urls(text):
+        for start, end, url in urls:
             if is_trackable_url(url, settings.tracking_domain):
-                edits.append((start, end, links.click(url, None, False)))
-                stats.text_links += 1
-    return _sorted(_with_curlies(text, edits))
+                sites.append(Site(start, end, CLICK, url))
+    return _sorted(_with_curlies(text, sites))
+
+
+def count(sites: list[Site], stats: TrackStats, html: bool) -> None:
+    """Add what ``sites`` track to ``stats``."""
+    clicks = sum(1 for site in sites if site.kind == CLICK)
+    if html:
+        stats.html_links += clicks
+    else:
+        stats.text_links += clicks
+    stats.pixel = stats.pixel or any(site.kind == OPEN for site in sites)
+    stats.initial_pixel = stats.initial_pixel or any(site.kind == INITIAL_OPEN for site in sites)
+
+
+def fill(sites: list[Site], links: LinkMaker) -> list[Edit]:
+    """The edits that put one copy's tracked URLs (from ``links``) at ``sites``."""
+    edits: list[Edit] = []
+    for site in sites:
+        kind = site.kind
+        if kind == CLICK:
+            new = links.click(site.url, site.name, site.unsubscribe)
+        elif kind == OPEN:
+            new = PIXEL.format(url=links.open())
+        elif kind == INITIAL_OPEN:
+            new = INITIAL_PIXEL.format(url=links.initial_open())
+        else:
+            new = site.url
+        edits.append((site.start, site.end, new))
+    return edits
 
 
 def _first_not_none(*values: int | None) -> int:
     return next(v for v in values if v is not None)
 
 
-def _with_curlies(text: str, edits: list[Edit]) -> list[Edit]:
+def _with_curlies(text: str, sites: list[Site]) -> list[Site]:
     if "_double_curly()}}" not in text:
-        return edits
-    taken = sorted((s, e) for s, e, _ in edits)
+        return sites
+    taken = sorted((site.start, site.end) for site in sites)
     extra = []
     for m in _CURLY.finditer(text):
         if not any(s < m.end() and m.start() < e for s, e in taken):
-            extra.append((m.start(), m.end(), _CURLY_TEXT[m.group(1)]))
-    return edits + extra
+            extra.append(Site(m.start(), m.end(), LITERAL, _CURLY_TEXT[m.group(1)]))
+    return sites + extra
 
 
-def _sorted(edits: list[Edit]) -> list[Edit]:
+def _sorted(sites: list[Site]) -> list[Site]:
     # Stable: a bottom pixel and a top one at the same offset (an empty part) keep their order.
-    edits.sort(key=lambda e: (e[0], e[1]))
-    return edits
+    sites.sort(key=lambda site: (site.start, site.end))
+    return sites
 
 
 def _splice(text: str, edits: list[Edit]) -> str:

@@ -1,0 +1,209 @@
+"""What tracking needs to know of a message body, worked out once per distinct body.
+
+A newsletter reaches the milter as one transaction per recipient (``multi_recipient =
+defer`` asks the client for exactly that), so a worker sees the same body again and again,
+and only the recipient, and with it the tokens, changes. Everything that depends on the body
+alone is therefore kept: the MIME tree, the top parts decoded, the links and pixel places
+found in them, where those lie in the part's bytes and which encoded lines they touch. Each
+copy then only makes its tokens and encodes the lines they go into.
+
+A :class:`BodyAnalysis` is immutable once built, apart from the plans it memoises per
+tracking-settings shape (a dict filled under the GIL: two threads may both build a plan,
+and either result is the same). :class:`AnalysisCache` keeps the last few, bounded in
+count and in the size of body it takes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from ..settings import TrackingSettings
+from ..xmsysapi import is_text_charset
+from . import mime, qp
+from .edits import byte_spans
+from .html import HtmlScan, scan_html
+from .text import find_text_urls
+from .track import Site, html_sites, site_settings, text_sites
+
+# Codecs whose surrogateescape decoding always encodes back to the same bytes (PEP 383):
+# checking it would only cost an encode of the whole part.
+_LOSSLESS = frozenset({"utf-8", "ascii", "iso8859-1"})
+
+
+@dataclass
+class PartPlan:
+    """Where one part changes under one settings shape, for every copy alike.
+
+    ``spans``: the sites' places in the part's decoded bytes (None: the charset keeps
+    state, and each copy works them out with its own replacements); ``regions``: for a
+    quoted-printable part, the encoded lines those places touch."""
+
+    sites: list[Site]
+    spans: list[tuple[int, int]] | None
+    regions: list[qp.Region] | None
+
+
+@dataclass
+class PartAnalysis:
+    """One top part: its bytes, decoded and as text, and what its scan found."""
+
+    part: mime.MimePart
+    raw: bytes
+    decoded: bytes
+    charset: str
+    text: str
+    eol: bytes
+    is_html: bool
+    bare_cr: bool
+    _found: HtmlScan | list[tuple[int, int, str]] | None = None
+    _plans: dict[tuple, PartPlan] = field(default_factory=dict)
+
+    def plan(self, settings: TrackingSettings) -> PartPlan:
+        """The part's sites under ``settings`` and where they lie, built once per shape."""
+        key = site_settings(settings)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = self._build_plan(settings)
+        return found
+
+    def _scan(self) -> HtmlScan | list[tuple[int, int, str]]:
+        if self._found is None:
+            self._found = scan_html(self.text) if self.is_html else find_text_urls(self.text)
+        return self._found
+
+    def _build_plan(self, settings: TrackingSettings) -> PartPlan:
+        scan = self._scan()
+        if isinstance(scan, HtmlScan):
+            sites = html_sites(scan, self.text, settings)
+        else:
+            sites = text_sites(scan, self.text, settings)
+        if not sites:
+            return PartPlan(sites, [], None)
+        spans = byte_spans(self.text, self.decoded, [(s.start, s.end) for s in sites], self.charset)
+        regions = None
+        if spans is not None and self.part.cte == "quoted-printable":
+            regions = qp.regions(self.raw, spans, self.bare_cr)
+        return PartPlan(sites, spans, regions)
+
+
+@dataclass
+class BodyAnalysis:
+    """A body's MIME tree and its top parts, or why it must go out untouched."""
+
+    root: mime.MimePart
+    untracked_reason: str | None
+    html: PartAnalysis | None = None
+    text: PartAnalysis | None = None
+    # Why a top part cannot be changed (logged per message by the caller), by kind.
+    part_problems: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+
+def analyse(headers: list[tuple[str, bytes]], body: bytes) -> BodyAnalysis:
+    """The analysis of ``body`` under the message's ``headers`` (see ``AnalysisCache``)."""
+    return _analyse(mime.structure_fields(headers), body)
+
+
+def _analyse(fields: tuple[str, str, str, bool], body: bytes) -> BodyAnalysis:
+    root = mime.parse_body(fields, body)
+    bare_cr = mime.has_bare_cr(body)  # looked for once, for every part
+    reason = mime.untouchable_reason(root, body, bare_cr)
+    analysis = BodyAnalysis(root, reason)
+    if reason is not None:
+        return analysis
+    html, text = mime.top_parts(root)
+    if html is not None:
+        analysis.html = _part(body, html, True, bare_cr, analysis.part_problems)
+    if text is not None:
+        analysis.text = _part(body, text, False, bare_cr, analysis.part_problems)
+    return analysis
+
+
+def _part(
+    body: bytes,
+    part: mime.MimePart,
+    is_html: bool,
+    bare_cr: bool,
+    problems: list[tuple[str, dict[str, str]]],
+) -> PartAnalysis | None:
+    """The part decoded to text, if we can change it; else None and the reason noted."""
+    if part.headers_only:
+        # Anything added would land in its last header field (RFC 2046 allows no body).
+        problems.append(("part left untracked: it has no body", {}))
+        return None
+    raw = body[part.body_start : part.end]
+    decoded = mime.decode_transfer(raw, part.cte)
+    if decoded is None:
+        problems.append(("part left untracked: unknown transfer encoding", {"cte": part.cte}))
+        return None
+    charset = _codec(part.charset)
+    if charset is None:
+        problems.append(("part left untracked: unknown charset", {"charset": part.charset}))
+        return None
+    text = _decode(decoded, charset)
+    if text is None:
+        problems.append(
+            ("part left untracked: charset does not round-trip", {"charset": part.charset})
+        )
+        return None
+    eol = mime.line_ending(body, part.body_start, part.end)
+    return PartAnalysis(part, raw, decoded, charset, text, eol, is_html, bare_cr)
+
+
+def _codec(charset: str) -> str | None:
+    return codecs.lookup(charset).name if is_text_charset(charset) else None
+
+
+def _decode(data: bytes, charset: str) -> str | None:
+    """The part's text, if it encodes back to exactly these bytes; None otherwise.
+
+    Some codecs refuse the surrogateescape handler (idna, punycode) or raise on malformed
+    input whatever the handler (unicode_escape, utf-32): such a part is left as it is.
+    """
+    try:
+        text = data.decode(charset, "surrogateescape")
+        if charset in _LOSSLESS:
+            return text
+        return text if text.encode(charset, "surrogateescape") == data else None
+    except (UnicodeError, ValueError):
+        return None
+
+
+class AnalysisCache:
+    """The analyses of the last ``entries`` distinct bodies up to ``max_body`` bytes.
+
+    Keyed by the body itself (and the header fields the MIME tree reads): a hit is a
+    dictionary lookup, one hash and one compare of the body, where a fresh analysis parses,
+    decodes and scans it. Bigger bodies are analysed every time and never held, so the
+    cache holds at most about ``entries`` x ``max_body`` x 4 bytes (raw, decoded, text).
+    """
+
+    def __init__(self, entries: int = 8, max_body: int = 1024 * 1024):
+        self.entries = entries
+        self.max_body = max_body
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[tuple, BodyAnalysis] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, headers: list[tuple[str, bytes]], body: bytes) -> BodyAnalysis:
+        """The analysis of ``body``: the kept one if the same body came before."""
+        fields = mime.structure_fields(headers)
+        if self.entries <= 0 or len(body) > self.max_body:
+            return _analyse(fields, body)
+        key = (fields, body)
+        hash(key)  # hashes the body (kept in the bytes object) outside the lock
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+                self.hits += 1
+                return found
+            self.misses += 1
+        analysis = _analyse(fields, body)  # outside the lock: other threads go on meanwhile
+        with self._lock:
+            self._kept[key] = analysis
+            while len(self._kept) > self.entries:
+                self._kept.popitem(last=False)
+        return analysis

@@ -1,0 +1,115 @@
+"""The body analysis cache: one newsletter, one analysis, a copy per reader (rewrite/analysis).
+
+A hit must give each reader exactly what a fresh analysis would: their own tokens in the
+same places. What decides the MIME tree (the Content-* fields) is part of the key, the
+settings that decide where links go pick the plan, and the cache stays within its bounds.
+"""
+
+from __future__ import annotations
+
+import email
+import re
+
+import pytest
+
+from smtpapi_milter.cli import rewrite_bytes
+from smtpapi_milter.config import ConfigError, parse_config
+from smtpapi_milter.pipeline import Pipeline
+from smtpapi_milter.rewrite.analysis import AnalysisCache
+
+from .oracle import TRACKED, judge
+from .test_pipeline import CODEC, single
+
+NEWSLETTER = (
+    "<html><body><p>Caf\u00e9 news</p>"
+    + "".join(
+        f'<p><a href="https://example.com/a/{n}?x=1&amp;y=2">item {n}</a></p>' for n in range(30)
+    )
+    + "</body></html>"
+)
+TOKEN = re.compile(r"/[coi]/[A-Za-z0-9_-]+")
+NO_CLICKS = b'X-MSYS-API: {"options": {"open_tracking": true, "click_tracking": false}}\r\n'
+
+
+def pipeline(**milter) -> Pipeline:
+    return Pipeline(parse_config({"state_dir": "/nonexistent", "milter": milter}), codec=CODEC)
+
+
+def decoded(out: bytes) -> str:
+    """The (single-part) message's body without its transfer encoding."""
+    return email.message_from_bytes(out).get_payload(decode=True).decode("utf-8")
+
+
+def readers(out: bytes) -> set[str]:
+    """Whom the tracked links in the (single-part) message ``out`` name."""
+    return {CODEC.decode(token).rcpt_to for token in TRACKED.findall(decoded(out))}
+
+
+@pytest.mark.parametrize("cte", ["quoted-printable", "base64", "8bit"])
+def test_each_reader_of_one_body_gets_their_own_links_from_one_analysis(cte):
+    tracker = pipeline()
+    message = single(NEWSLETTER, cte)
+    outs = [rewrite_bytes(tracker, message, rcpt=f"reader{n}@example.org") for n in range(3)]
+    assert (tracker.analyses.misses, tracker.analyses.hits) == (1, 2)
+    for n, out in enumerate(outs):
+        assert judge(message, out, CODEC).html_links == 30
+        assert readers(out) == {f"reader{n}@example.org"}
+
+
+def test_a_hit_gives_what_a_fresh_analysis_gives():
+    message = single(NEWSLETTER, "quoted-printable")
+    cached, uncached = pipeline(), pipeline(analysis_cache=0)
+    for _ in range(2):
+        one = rewrite_bytes(cached, message, rcpt="jane@example.org")
+        two = rewrite_bytes(uncached, message, rcpt="jane@example.org")
+        # Tokens differ (each copy has its own transmission id); their places do not.
+        assert TOKEN.sub("T", decoded(one)) == TOKEN.sub("T", decoded(two))
+        judge(message, one, CODEC)
+    assert cached.analyses.hits == 1 and uncached.analyses.hits == 0
+
+
+def test_the_content_type_is_part_of_the_key():
+    tracker = pipeline()
+    html = single(NEWSLETTER)
+    plain = html.replace(b"Content-Type: text/html", b"Content-Type: text/plain")
+    assert judge(html, rewrite_bytes(tracker, html, rcpt="a@example.org"), CODEC).pixels == 1
+    out = rewrite_bytes(tracker, plain, rcpt="a@example.org")
+    assert tracker.analyses.misses == 2
+    # As text, the same bytes have no pixel and no <a>: only the bare URLs are tracked.
+    assert b"<img" not in out.split(b"\r\n\r\n", 1)[1] and readers(out) == {"a@example.org"}
+
+
+def test_settings_that_move_links_get_their_own_plan():
+    tracker = pipeline()
+    tracked = rewrite_bytes(tracker, single(NEWSLETTER), rcpt="a@example.org")
+    untracked_links = rewrite_bytes(tracker, single(NEWSLETTER, header=NO_CLICKS), rcpt="b@x.org")
+    assert tracker.analyses.hits == 1  # the X-MSYS-API field is no part of the body
+    assert readers(tracked) == {"a@example.org"} and not TRACKED.search(
+        untracked_links.decode("latin-1")
+    )
+    assert judge(single(NEWSLETTER, header=NO_CLICKS), untracked_links, CODEC, clicks=False)
+
+
+def test_bounded_in_entries_and_body_size():
+    cache = AnalysisCache(entries=2, max_body=1000)
+    headers = [("Content-Type", b"text/html")]
+    bodies = [b"<a href='https://example.com/%d'>x</a>" % n for n in range(3)]
+    for body in bodies:
+        cache.get(headers, body)
+    cache.get(headers, bodies[0])  # evicted by the third: analysed again
+    assert (cache.hits, cache.misses) == (0, 4)
+    cache.get(headers, bodies[0])
+    assert cache.hits == 1
+    big = b"x" * 1001
+    cache.get(headers, big)
+    cache.get(headers, big)
+    assert (cache.hits, cache.misses) == (1, 4)  # never kept, never counted
+
+
+def test_zero_turns_it_off_and_negative_is_refused():
+    tracker = pipeline(analysis_cache=0)
+    for _ in range(2):
+        rewrite_bytes(tracker, single(NEWSLETTER), rcpt="a@example.org")
+    assert tracker.analyses.hits == tracker.analyses.misses == 0
+    with pytest.raises(ConfigError, match="analysis_cache"):
+        parse_config({"milter": {"analysis_cache": -1}}, "x.toml")
