@@ -52,6 +52,15 @@ def test_files_load_in_name_order(tmp_path):
     assert run(PolicySet.load(d), "validate_connect")["order"] == "ab"
 
 
+def test_the_set_knows_which_phases_are_hooked(tmp_path):
+    # The pipeline makes no context for a phase nobody hooks (three or more per message).
+    d = policy_dir(tmp_path, a="def validate_rcptto(ctx):\n    pass\n", b="X = 1\n")
+    policies = PolicySet.load(d)
+    assert policies.has_hook("validate_rcptto")
+    assert not policies.has_hook("validate_connect")
+    assert not PolicySet.empty().has_hook("validate_data_spool")
+
+
 def test_missing_directory_is_no_policies(tmp_path):
     assert PolicySet.load(tmp_path / "absent").policies == ()
 

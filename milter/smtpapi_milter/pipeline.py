@@ -106,10 +106,13 @@ class Session:
         recipient: str | None = None,
         header: xmsysapi.XMsysApi | None = None,
     ) -> None:
+        policies = self.pipeline.policies
+        if not policies.has_hook(phase):
+            return  # three or more phases a message: most sites hook one or two
         ctx = PolicyContext(
             phase, self.envelope, variables, recipient, header.raw if header else None
         )
-        self.pipeline.policies.run(phase, ctx, self.pipeline.config.policy.timeout)
+        policies.run(phase, ctx, self.pipeline.config.policy.timeout)
 
     def connect(
         self,

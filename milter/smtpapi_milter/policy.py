@@ -145,6 +145,7 @@ class PolicySet:
     def __init__(self, policies: list[Policy], directory: str = ""):
         self.policies = tuple(policies)
         self.directory = directory
+        self.phases = frozenset(phase for policy in self.policies for phase in policy.hooks)
 
     @classmethod
     def empty(cls) -> PolicySet:
@@ -163,6 +164,10 @@ class PolicySet:
             return cls([], str(root))
         policies = [_load_file(path) for path in sorted(root.glob("*.py"))]
         return cls(policies, str(root))
+
+    def has_hook(self, phase: str) -> bool:
+        """Whether any policy hooks ``phase`` (if none does, its context need not be made)."""
+        return phase in self.phases
 
     def run(self, phase: str, ctx: PolicyContext, timeout: float = 0) -> None:
         """Call every policy's ``phase`` hook in order, each for at most ``timeout`` seconds.
