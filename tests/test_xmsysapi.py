@@ -103,6 +103,17 @@ def test_invalid_json_rejected(value):
     assert reject_text(value).startswith("X-MSYS-API is not valid JSON")
 
 
+def test_a_remembered_pass_keeps_every_message_its_own_values():
+    # The schema check of a campaign's header is remembered, never a verdict on another text
+    # nor the parsed values: each message gets its own dict (policies may change theirs).
+    value = b'{"campaign_id": "weekly", "metadata": {"n": 1}}'
+    first, second = xmsysapi.parse(value), xmsysapi.parse(value)
+    assert first.raw == second.raw and first.raw is not second.raw
+    bad = b'{"campaign_id": "weekly", "metadata": [1]}'
+    for _ in range(2):
+        assert reject_text(bad) == "X-MSYS-API 'metadata' must be of type 'json object'"
+
+
 def test_unknown_fields_ignored():
     parsed = xmsysapi.parse(b'{"campaign_id": "c", "future_field": {"x": 1}}')
     assert parsed.campaign_id == "c"
