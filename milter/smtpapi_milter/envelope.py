@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.header
 from dataclasses import dataclass, field
 
+from .memo import remember_short
 from .xmsysapi import unfold
 
 
@@ -65,6 +66,8 @@ class Envelope:
         self.headers = []
 
 
+# A campaign's From and Subject come in every message; 998 octets is one line's worth.
+@remember_short(998)
 def decode_header_value(raw: bytes) -> str:
     """Human-readable text of a header value: unfolded, encoded-words decoded.
 

@@ -24,6 +24,7 @@ from .config import Config
 from .envelope import Envelope, HeaderEdit
 from .events.model import injection_event
 from .ids import IdGenerator, IdUnavailable, message_id
+from .memo import remember_short
 from .policy import PolicyContext, PolicySet
 from .replies import TRANSMISSION_ID_UNAVAILABLE, SmtpReplyError, invalid
 from .rewrite import mime, qp
@@ -301,7 +302,7 @@ class _CopyBuilder:
             tags=settings.tags,
             metadata=settings.metadata,
             msg_from=self.envelope.mail_from,
-            friendly_from=email.utils.parseaddr(from_header)[1] or from_header,
+            friendly_from=_friendly_from(from_header),
             subject=self.envelope.header("Subject") or "",
             injection_time=self.injected_at,
             msg_size=len(copy.body) if copy.body is not None else self.body_size,
@@ -373,6 +374,12 @@ class _Links:
     def initial_open(self) -> str:
         data = dataclasses.replace(self._base, kind="initial_open")
         return self._open_prefix + "i/" + self._codec.encode(data)
+
+
+@remember_short(998)  # a campaign's From is the same in every message
+def _friendly_from(from_header: str) -> str:
+    """The address in a From value (the whole value if none parses out of it)."""
+    return email.utils.parseaddr(from_header)[1] or from_header
 
 
 def _truncate_utf8(text: str, limit: int) -> str:
