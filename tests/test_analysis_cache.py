@@ -90,6 +90,28 @@ def test_settings_that_move_links_get_their_own_plan():
     assert judge(single(NEWSLETTER, header=NO_CLICKS), untracked_links, CODEC, clicks=False)
 
 
+def test_mail_that_tracks_nothing_is_never_analysed():
+    tracker = pipeline()
+    plain = single(NEWSLETTER, header=b"")
+    assert rewrite_bytes(tracker, plain, rcpt="a@example.org") == plain
+    assert tracker.analyses.hits == tracker.analyses.misses == 0
+
+
+def test_the_result_says_whether_the_analysis_was_reused():
+    tracker = pipeline()
+    message = single(NEWSLETTER)
+    session = tracker.session()
+    seen = []
+    for rcpt in ("a@example.org", "b@example.org"):
+        session.mail_from("news@example.com")
+        session.rcpt(rcpt)
+        headers, body = message.split(b"\r\n\r\n", 1)
+        fields = [tuple(f.split(b": ", 1)) for f in headers.split(b"\r\n")]
+        result = session.end_of_message([(n.decode(), v) for n, v in fields], body)
+        seen.append(result.analysis)
+    assert seen == ["new", "reused"]
+
+
 def test_bounded_in_entries_and_body_size():
     cache = AnalysisCache(entries=2, max_body=1000)
     headers = [("Content-Type", b"text/html")]

@@ -66,3 +66,6 @@ def test_messages_of_every_worker_are_counted(tmp_path):
     assert value(text, 'smtpapi_milter_messages_total{verdict="rejected"}') == 1
     assert value(text, "smtpapi_milter_links_tracked_total") == 2 * tracked
     assert value(text, "smtpapi_milter_message_seconds_count") == tracked + 2
+    # One body for every tracked message: each worker analyses it once, then reuses it.
+    assert value(text, 'smtpapi_milter_body_analyses_total{result="new"}') == 2
+    assert value(text, 'smtpapi_milter_body_analyses_total{result="reused"}') == tracked - 2

@@ -60,6 +60,7 @@ class MessageResult:
     header_edits: list[HeaderEdit]
     copies: list[RecipientCopy]
     untracked_reason: str | None = None
+    analysis: str | None = None  # the body's analysis: "new", "reused" (cached) or not needed
 
     @property
     def links_tracked(self) -> int:
@@ -197,7 +198,9 @@ class Session:
             else:
                 copies.append(builder.build(recipient, variables, index))
         edits = [HeaderEdit(xmsysapi.HEADER_NAME, 1, None)] if header is not None else []
-        return MessageResult(builder.transmission_id, edits, copies, builder.untracked_reason)
+        return MessageResult(
+            builder.transmission_id, edits, copies, builder.untracked_reason, builder.analysed
+        )
 
 
 def _parse_header(envelope: Envelope) -> xmsysapi.XMsysApi | None:
@@ -225,14 +228,20 @@ class _CopyBuilder:
         self.config = self.pipeline.config.smtpapi.for_listener(self.envelope.listener)
         self.transmission_id = ""
         self.injected_at = self.pipeline.clock()
-        # analysis stays None when the body must go out untouched; the reason is logged.
+        # The body is analysed when a copy first tracks something (most mail tracks nothing);
+        # analysis stays None if it must go out untouched, and the reason is logged.
         self.analysis: BodyAnalysis | None = None
+        self.analysed: str | None = None  # "new" or "reused" (from the cache), once done
         self.untracked_reason = self._untracked_reason()
-        if self.untracked_reason is None:
-            analysis = self.pipeline.analyses.get(self.envelope.headers, self.body)
+
+    def _analyse(self) -> BodyAnalysis | None:
+        if self.analysed is None and self.untracked_reason is None:
+            analysis, reused = self.pipeline.analyses.get(self.envelope.headers, self.body)
+            self.analysed = "reused" if reused else "new"
             self.untracked_reason = analysis.untracked_reason
             if self.untracked_reason is None:
                 self.analysis = analysis
+        return self.analysis
 
     def _untracked_reason(self) -> str | None:
         if self.body_size > self.config.max_tracked_size:
@@ -250,7 +259,7 @@ class _CopyBuilder:
             if not self.transmission_id:
                 self.transmission_id = self.pipeline.ids.transmission_id()
             copy.message_id = message_id(self.transmission_id, index)
-            if self.analysis is not None:
+            if self._analyse() is not None:
                 links = _Links(self.pipeline, settings, self._tracking_data(copy, settings))
                 self._rewrite(copy, settings, links)
             copy.injection = self._injection(copy, settings)  # takes an event id too

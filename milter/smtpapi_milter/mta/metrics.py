@@ -39,6 +39,12 @@ class MilterMetrics:
             ["verdict"],
         )
         self._links = Counter("smtpapi_milter_links_tracked", "Links turned into tracked links")
+        self._analyses = Counter(
+            "smtpapi_milter_body_analyses",
+            "Bodies of tracked messages analysed anew (new) or found analysed in the worker's "
+            "[milter] analysis_cache (reused)",
+            ["result"],
+        )
         self._seconds = Histogram(
             "smtpapi_milter_message_seconds",
             "From MAIL FROM to the end-of-message reply",
@@ -46,12 +52,16 @@ class MilterMetrics:
         )
         self._server: ThreadingHTTPServer | None = None
 
-    def message(self, verdict: str, seconds: float, links: int = 0) -> None:
-        """Count one message's outcome."""
+    def message(
+        self, verdict: str, seconds: float, links: int = 0, analysis: str | None = None
+    ) -> None:
+        """Count one message's outcome (``analysis``: "new", "reused" or None, not needed)."""
         self._messages.labels(verdict).inc()
         self._seconds.observe(seconds)
         if links:
             self._links.inc(links)
+        if analysis is not None:
+            self._analyses.labels(analysis).inc()
 
     def serve(self, listen: str) -> None:
         """Serve the group's sum on ``host:port`` from a thread (the leader calls this)."""

@@ -308,7 +308,7 @@ class SmtpapiMilter(Milter.Base):
         seconds = time.monotonic() - self.started
         if self.state.metrics is not None:
             verdict = "tracked" if tracked else "untracked"
-            self.state.metrics.message(verdict, seconds, result.links_tracked)
+            self.state.metrics.message(verdict, seconds, result.links_tracked, result.analysis)
         log.info(
             "message",
             verdict="accept",
@@ -318,6 +318,7 @@ class SmtpapiMilter(Milter.Base):
             tracked=tracked,
             untracked_reason=result.untracked_reason,
             links=result.links_tracked,
+            analysis=result.analysis,
             pixel=copy.stats.pixel,
             worker=self.state.worker,
             ms=round(seconds * 1000, 1),

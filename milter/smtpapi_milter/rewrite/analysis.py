@@ -187,11 +187,11 @@ class AnalysisCache:
         self._kept: OrderedDict[tuple, BodyAnalysis] = OrderedDict()
         self.hits = self.misses = 0
 
-    def get(self, headers: list[tuple[str, bytes]], body: bytes) -> BodyAnalysis:
-        """The analysis of ``body``: the kept one if the same body came before."""
+    def get(self, headers: list[tuple[str, bytes]], body: bytes) -> tuple[BodyAnalysis, bool]:
+        """The analysis of ``body``, and whether it is the one kept from an earlier message."""
         fields = mime.structure_fields(headers)
         if self.entries <= 0 or len(body) > self.max_body:
-            return _analyse(fields, body)
+            return _analyse(fields, body), False
         key = (fields, body)
         hash(key)  # hashes the body (kept in the bytes object) outside the lock
         with self._lock:
@@ -199,11 +199,11 @@ class AnalysisCache:
             if found is not None:
                 self._kept.move_to_end(key)
                 self.hits += 1
-                return found
+                return found, True
             self.misses += 1
         analysis = _analyse(fields, body)  # outside the lock: other threads go on meanwhile
         with self._lock:
             self._kept[key] = analysis
             while len(self._kept) > self.entries:
                 self._kept.popitem(last=False)
-        return analysis
+        return analysis, False

@@ -1,9 +1,11 @@
 """Track one decoded part: rewrite link values, insert pixels, unescape double curlies.
 
 Works on text already decoded from its transfer encoding and charset, and changes it only by
-edits at the offsets the scanners report, so every other character stays as it was. The
-edits themselves are the result (``html_edits``, ``text_edits``): the caller carries them
-down to the part's bytes and re-encodes only what they touch.
+edits at the offsets the scanners report, so every other character stays as it was. Where
+those edits go (``html_sites``, ``text_sites``) depends on the part and the settings alone;
+what goes there (``fill``) is each recipient's own tracked URLs. The pipeline keeps the sites
+of a body it has seen (rewrite/analysis.py) and carries the edits down to the part's bytes,
+re-encoding only what they touch; ``html_edits``/``text_edits`` do both steps at once.
 """
 
 from __future__ import annotations
