@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import structlog
 
-log = structlog.get_logger("smtpapi_milter.milter")
+from ..multiproc import MULTIPROC_ENV, counter_directory
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+log = structlog.get_logger("smtpapi_milter.milter")
 
 
 class MilterMetrics:
@@ -28,7 +27,7 @@ class MilterMetrics:
     def __init__(self) -> None:
         # prometheus_client picks its storage when first imported: the directory must be set
         # before that, which is why nothing imports it at module level.
-        self.directory = tempfile.mkdtemp(prefix="smtpapi-milter-metrics-")
+        self.directory = counter_directory("smtpapi-milter-metrics-")
         os.environ[MULTIPROC_ENV] = self.directory
         from prometheus_client import Counter, Histogram
 

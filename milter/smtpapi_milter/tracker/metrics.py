@@ -16,7 +16,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from ..multiproc import MULTIPROC_ENV
+
 KINDS = ("click", "open", "initial_open")
 OUTCOMES = ("stored", "expired", "head", "invalid", "unavailable")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,9 +27,10 @@ from .. import logs
 from ..config import CONFIG_ENV, Config, ConfigError, load_config
 from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, redact
 from ..events.webhooks import check_hooks
+from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
-from . import dashboard, metrics
+from . import dashboard
 from .admin import AdminApp, is_loopback
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
 from .jobs import background_jobs
@@ -209,8 +209,8 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     if listener == "public":
         # Before Granian starts its workers: each counts into its own files here (metrics.py).
-        metrics_dir = tempfile.mkdtemp(prefix="smtpapi-tracker-metrics-")
-        os.environ[metrics.MULTIPROC_ENV] = metrics_dir
+        metrics_dir = counter_directory("smtpapi-tracker-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
     server = Server(
         f"smtpapi_milter.tracker.server:{factory}",
         address=host.strip("[]"),
