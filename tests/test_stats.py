@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from smtpapi_milter.events import schema
+from smtpapi_milter.events.sqlite_store import sqlite_path
 from smtpapi_milter.events.stats import SORTS, Scope
-from smtpapi_milter.events.store import EventStore, open_store, sqlite_path
+from smtpapi_milter.events.store import EventStore, open_store
 from smtpapi_milter.tracker.useragent import is_machine
 
 from .dashboard_data import campaign_counts, engagement, injection

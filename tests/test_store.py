@@ -27,6 +27,7 @@ from structlog.testing import capture_logs
 
 from smtpapi_milter.events import schema
 from smtpapi_milter.events.model import injection_event
+from smtpapi_milter.events.sqlite_store import sqlite_path
 from smtpapi_milter.events.store import (
     EventStore,
     SchemaError,
@@ -34,7 +35,6 @@ from smtpapi_milter.events.store import (
     StoreUnavailable,
     open_store,
     redact,
-    sqlite_path,
 )
 from smtpapi_milter.settings import TagRegistry
 

@@ -26,7 +26,8 @@ from structlog.testing import capture_logs
 from smtpapi_milter.config import WebhookConfig, parse_config
 from smtpapi_milter.events import schema
 from smtpapi_milter.events.model import envelope
-from smtpapi_milter.events.store import EventStore, open_store, sqlite_path
+from smtpapi_milter.events.sqlite_store import sqlite_path
+from smtpapi_milter.events.store import EventStore, open_store
 from smtpapi_milter.events.webhook_cursor import read_cursor
 from smtpapi_milter.events.webhooks import (
     DeliveryTuning,

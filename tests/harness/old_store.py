@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 
 from smtpapi_milter.events import schema
-from smtpapi_milter.events.store import event_row, sqlite_path
+from smtpapi_milter.events.sqlite_store import sqlite_path
+from smtpapi_milter.events.store import event_row
 
 
 def write_version_1(url: str, events: list[dict[str, Any]]) -> None:

@@ -5,8 +5,9 @@ database has flushed them, so an event the milter or the tracker acknowledged su
 SIGKILL. When the store cannot promise that, it raises :class:`StoreUnavailable` and the
 caller answers 4xx: the sender or the mail client retries, nothing is accepted and forgotten.
 
-Two backends with one schema (:mod:`.schema`): SQLite (one file in the state directory, the
-single-machine default) and PostgreSQL (shared by milter and tracker nodes). Concurrent
+Two backends with one schema (:mod:`.schema`): SQLite (:mod:`.sqlite_store`, one file in the
+state directory, the single-machine default) and PostgreSQL (:mod:`.postgres_store`, shared
+by milter and tracker nodes); this module holds what they share and ``open_store``. Concurrent
 ``record`` calls from many threads (libmilter runs one per SMTP connection) are group
 committed: one thread writes everything queued so far in one transaction while the others wait
 for that commit, so one flush serves many events. Measured on SQLite with 8 threads of
@@ -16,39 +17,28 @@ thread-local connections (SQLite's busy handler sleeps, so writers stall for up 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import os
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import psycopg
-import psycopg.errors
 import structlog
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import TransactionStatus
 
 from ..settings import SYSTEM_TAG_LIMIT
 from . import schema, stats
 from .columns import derived_columns
 from .columns import text_column as _text
 from .schema import SchemaError
-from .writer_lock import WriterLock
 
 log = structlog.get_logger("smtpapi_milter.events.store")
 
 __all__ = [
     "EventStore",
-    "PostgresStore",
     "SchemaError",
-    "SqliteStore",
     "StoreError",
     "StoreTagRegistry",
     "StoreUnavailable",
@@ -58,7 +48,7 @@ __all__ = [
 T = TypeVar("T")
 Cursor = Any  # sqlite3.Cursor or psycopg.Cursor: the store uses what both offer
 
-_COLUMNS = (
+EVENT_COLUMNS = (
     "event_id",
     "type",
     "timestamp",
@@ -72,21 +62,13 @@ _COLUMNS = (
     "target_link_name",
     "tags",
 )
-_ON_CONFLICT = " ON CONFLICT (event_id) DO NOTHING"
+ON_CONFLICT = " ON CONFLICT (event_id) DO NOTHING"
 _INSERT = (
-    f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-    + _ON_CONFLICT
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))})" + ON_CONFLICT
 )
-# SQLite: events per INSERT statement (fewer if the library allows fewer parameters), and
-# prepared statements the writer keeps, one per group size seen (sizes vary with the load).
-MAX_ROWS_PER_INSERT = 500
-WRITER_STATEMENT_CACHE = 512
-WRITER_LOCK_SUFFIX = ".writer-lock"
 # One encoder for every payload: json.dumps with arguments builds a new one per call.
 _encode_payload = json.JSONEncoder(separators=(",", ":")).encode
-_PG_UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
-# PostgreSQL advisory lock keys ("smtp" + a number), one per thing that must be serialized.
-_LOCK_KEYS = {"migrate": 0x736D_7470_0001, "tags": 0x736D_7470_0002, "cursor": 0x736D_7470_0003}
 
 
 class StoreError(Exception):
@@ -389,293 +371,6 @@ def _filters(
     return clauses, params
 
 
-class SqliteStore(EventStore):
-    """One SQLite file in WAL mode with ``synchronous=FULL``: a commit is on disk.
-
-    (``?synchronous=normal`` in the URL trades that for latency: a commit is in the WAL file,
-    safe from a killed process, flushed at checkpoints; see :func:`sqlite_synchronous`.)
-
-    One writer connection (group commits, tags, deletes) and one reader connection, each
-    behind its own lock: WAL lets queries run while a commit is being flushed.
-    """
-
-    dialect = schema.SQLITE
-
-    def __init__(self, url: str, path: Path, *, timeout: float = 5.0, synchronous: str = "FULL"):
-        super().__init__(url)
-        self.path = path
-        self.synchronous = synchronous
-        self._closed = False
-        self._locks = {True: threading.Lock(), False: threading.Lock()}
-        opened: list[sqlite3.Connection] = []
-        try:
-            _prepare_file(path)
-            lock = path.with_name(path.name + WRITER_LOCK_SUFFIX)
-            self._writer_lock = WriterLock(lock, owner_like=path)
-            opened.append(self._connect(timeout, statements=WRITER_STATEMENT_CACHE))
-            opened[0].execute("PRAGMA journal_mode=WAL")
-            opened.append(self._connect(timeout))
-        except (OSError, sqlite3.Error) as exc:
-            for conn in opened:
-                conn.close()
-            if hasattr(self, "_writer_lock"):
-                self._writer_lock.close()
-            raise StoreUnavailable(f"cannot open event store {path}: {exc}") from exc
-        self._writer, self._reader = opened
-        limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._rows_per_statement = max(1, min(MAX_ROWS_PER_INSERT, limit // len(_COLUMNS)))
-
-    def _connect(self, timeout: float, statements: int = 128) -> sqlite3.Connection:
-        # isolation_level=None: transactions are begun explicitly, never implicitly.
-        conn = sqlite3.connect(
-            self.path,
-            timeout=timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            cached_statements=statements,
-        )
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        return conn
-
-    def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
-        def transaction(conn: sqlite3.Connection) -> T:
-            # IMMEDIATE takes the write lock up front, so read-then-write work (tags,
-            # migrations) is serialized against other processes too.
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                result = work(conn.cursor())
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
-
-        return self._connected(transaction, write=write)
-
-    def _connected(self, use: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
-        """``use(connection)`` with the writer (under the writer lock) or the reader."""
-        with self._locks[write]:
-            if self._closed:
-                raise StoreUnavailable(f"{self!r} is closed")
-            try:
-                if not write:
-                    return use(self._reader)
-                with self._writer_lock:
-                    return use(self._writer)
-            except sqlite3.Error as exc:
-                if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
-                    raise StoreUnavailable(f"event store {self.path}: {exc}") from exc
-                raise
-
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        # Python's sqlite3 lets go of the GIL for every statement it steps, and getting it
-        # back costs a wait on the request-serving thread (up to the 5 ms switch interval
-        # when that thread is busy): executemany's one step per row made a 100-event group
-        # commit take milliseconds. Multi-row INSERTs step once per few hundred rows, and a
-        # group that fits one statement needs no BEGIN/COMMIT steps (a statement is atomic).
-        per = self._rows_per_statement
-        if len(rows) <= per:
-            self._connected(lambda conn: _insert_rows(conn, rows), write=True)
-            return
-
-        def work(cur: Cursor) -> None:
-            for start in range(0, len(rows), per):
-                _insert_rows(cur, rows[start : start + per])
-
-        self._transaction(work, write=True)
-
-    def close(self) -> None:
-        with self._locks[True], self._locks[False]:
-            if not self._closed:
-                self._closed = True
-                self._writer.close()
-                self._reader.close()
-                self._writer_lock.close()
-
-
-def _insert_rows(conn: sqlite3.Connection | sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
-    conn.execute(_multirow_insert(len(rows)), [value for row in rows for value in row])
-
-
-@functools.lru_cache(maxsize=WRITER_STATEMENT_CACHE)
-def _multirow_insert(count: int) -> str:
-    """SQLite's INSERT of ``count`` events in one statement."""
-    values = ", ".join(["(" + ", ".join("?" * len(_COLUMNS)) + ")"] * count)
-    return f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES {values}" + _ON_CONFLICT
-
-
-def _prepare_file(path: Path) -> None:
-    # Events hold addresses and metadata: the directory is private, the file owner-only
-    # (SQLite gives its -wal and -shm files the same mode).
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-
-
-def sqlite_path(url: str) -> Path:
-    """The file named by ``sqlite:///ABS/PATH`` (``sqlite:////ABS/PATH`` too)."""
-    rest = url[len("sqlite://") :].partition("?")[0]
-    if not rest.startswith("/") or rest.strip("/") == "":
-        raise ValueError(f"event store URL {url!r} must name an absolute file: sqlite:///PATH")
-    return Path("/" + rest.lstrip("/"))
-
-
-class _Pool:
-    """At most ``size`` PostgreSQL connections, reused; a broken one is closed, not reused.
-
-    A connection that sat idle may have died with a server restart; work that fails on
-    one is retried once on a fresh connection (everything the store does is idempotent),
-    so the first call after an outage does not fail for nothing.
-    """
-
-    def __init__(self, connect: Callable[[], psycopg.Connection], size: int, wait: float):
-        self._connect = connect
-        self._wait = wait
-        self._slots = threading.BoundedSemaphore(size)
-        self._idle: list[psycopg.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def run(self, work: Callable[[Cursor], T], where: str) -> T:
-        if not self._slots.acquire(timeout=self._wait):
-            raise StoreUnavailable(f"event store {where}: no free connection for {self._wait}s")
-        try:
-            return self._run(work, where)
-        finally:
-            self._slots.release()
-
-    def _run(self, work: Callable[[Cursor], T], where: str) -> T:
-        conn, reused = self._checkout(where)
-        try:
-            return self._attempt(conn, work)
-        except _PG_UNAVAILABLE as exc:
-            if not reused:
-                raise StoreUnavailable(f"event store {where}: {exc}") from exc
-            self._close_idle()  # after a server restart they are all dead
-        conn, _ = self._checkout(where, fresh=True)
-        try:
-            return self._attempt(conn, work)
-        except _PG_UNAVAILABLE as exc:
-            raise StoreUnavailable(f"event store {where}: {exc}") from exc
-
-    def _attempt(self, conn: psycopg.Connection, work: Callable[[Cursor], T]) -> T:
-        try:
-            with conn.transaction(), conn.cursor() as cur:
-                result = work(cur)
-        except BaseException:
-            conn.close()
-            raise
-        self._checkin(conn)
-        return result
-
-    def _checkout(self, where: str, fresh: bool = False) -> tuple[psycopg.Connection, bool]:
-        with self._lock:
-            if self._closed:
-                raise StoreUnavailable(f"event store {where} is closed")
-            if self._idle and not fresh:
-                return self._idle.pop(), True
-        try:
-            return self._connect(), False
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"cannot connect to event store {where}: {exc}") from exc
-
-    def _checkin(self, conn: psycopg.Connection) -> None:
-        with self._lock:
-            if not self._closed and conn.info.transaction_status == TransactionStatus.IDLE:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def _close_idle(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self._close_idle()
-
-
-class PostgresStore(EventStore):
-    """PostgreSQL through a small pool; OperationalError means StoreUnavailable."""
-
-    dialect = schema.POSTGRESQL
-    placeholder = "%s"
-
-    def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 8):
-        super().__init__(url)
-        try:
-            given = conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise ValueError(f"bad event store URL {redact(url)!r}: {exc}") from exc
-        # Bounded waits everywhere: libpq rounds connect_timeout below 2 s up to 2, and the TCP
-        # settings turn a vanished server into an error instead of a hung SMTP session.
-        defaults = {
-            "connect_timeout": max(2, math.ceil(connect_timeout)),
-            "application_name": "smtpapi-milter",
-            "keepalives": 1,
-            "keepalives_idle": 15,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-            "tcp_user_timeout": 15000,
-        }
-        self._options = {key: value for key, value in defaults.items() if key not in given}
-        self._pool = _Pool(self._connect, pool_size, connect_timeout)
-
-    def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.url, autocommit=True, **self._options)
-        try:
-            # An acknowledged event must survive a database crash: never commit
-            # asynchronously, whatever the server's default (stronger settings stay).
-            if conn.execute("SHOW synchronous_commit").fetchone()[0] == "off":
-                conn.execute("SET synchronous_commit = on")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
-        return self._pool.run(work, redact(self.url))
-
-    def _lock(self, cur: Cursor, name: str, *, shared: bool = False) -> None:
-        kind = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-        cur.execute(f"SELECT {kind}(%s)", [_LOCK_KEYS[name]])
-
-    def _cursor_horizon(self, cur: Cursor) -> int | None:
-        # Ids are handed out before commit, so id 10 can be visible while id 9 is not yet.
-        # Writers hold the "cursor" lock shared; taking it exclusively waits for those in
-        # flight, and every later writer gets a higher id than the max read here.
-        key = _LOCK_KEYS["cursor"]
-        cur.execute("SELECT pg_advisory_lock(%s)", [key])
-        try:
-            cur.execute("SELECT coalesce(max(id), 0) FROM events")
-            return cur.fetchone()[0]
-        finally:
-            cur.execute("SELECT pg_advisory_unlock(%s)", [key])
-
-    def _check_writable(self, cur: Cursor) -> None:
-        super()._check_writable(cur)
-        cur.execute("SELECT current_setting('transaction_read_only')")
-        if cur.fetchone()[0] == "on":
-            raise StoreUnavailable(f"event store {redact(self.url)} is read-only (a standby?)")
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-def sqlite_synchronous(url: str) -> str:
-    """``?synchronous=normal`` on a SQLite URL: commits survive a killed process but are not
-    flushed to disk one by one (a power cut can lose the last ones). Default ``full``."""
-    query = url.partition("?")[2]
-    value = dict(p.partition("=")[::2] for p in query.split("&") if p).get("synchronous", "full")
-    if value.lower() not in ("full", "normal"):
-        raise ValueError(f"event store URL {url!r}: synchronous must be full or normal")
-    return value.upper()
-
-
 def open_store(url: str, *, connect_timeout: float = 5.0) -> EventStore:
     """Open (creating and migrating as needed) the store at ``url``.
 
@@ -684,13 +379,19 @@ def open_store(url: str, *, connect_timeout: float = 5.0) -> EventStore:
     reached within ``connect_timeout``, SchemaError if a newer release wrote it, ValueError
     for a URL of another kind.
     """
+    # The backends import this module; each is loaded when a URL first asks for it (a
+    # SQLite-only machine never loads psycopg).
     scheme = url.partition(":")[0].lower()
     store: EventStore
     if scheme == "sqlite":
+        from .sqlite_store import SqliteStore, sqlite_path, sqlite_synchronous
+
         store = SqliteStore(
             url, sqlite_path(url), timeout=connect_timeout, synchronous=sqlite_synchronous(url)
         )
     elif scheme in ("postgresql", "postgres"):
+        from .postgres_store import PostgresStore
+
         store = PostgresStore(url, connect_timeout=connect_timeout)
     else:
         raise ValueError(

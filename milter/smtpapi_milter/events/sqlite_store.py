@@ -1,0 +1,166 @@
+"""The SQLite event store: one file in the state directory, the single-machine default.
+
+See :mod:`.store` for the contract (durable ``record``, group commit, StoreUnavailable).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import schema
+from .store import EVENT_COLUMNS, ON_CONFLICT, Cursor, EventStore, StoreUnavailable, T
+from .writer_lock import WriterLock
+
+# SQLite: events per INSERT statement (fewer if the library allows fewer parameters), and
+# prepared statements the writer keeps, one per group size seen (sizes vary with the load).
+MAX_ROWS_PER_INSERT = 500
+WRITER_STATEMENT_CACHE = 512
+WRITER_LOCK_SUFFIX = ".writer-lock"
+
+
+class SqliteStore(EventStore):
+    """One SQLite file in WAL mode with ``synchronous=FULL``: a commit is on disk.
+
+    (``?synchronous=normal`` in the URL trades that for latency: a commit is in the WAL file,
+    safe from a killed process, flushed at checkpoints; see :func:`sqlite_synchronous`.)
+
+    One writer connection (group commits, tags, deletes) and one reader connection, each
+    behind its own lock: WAL lets queries run while a commit is being flushed.
+    """
+
+    dialect = schema.SQLITE
+
+    def __init__(self, url: str, path: Path, *, timeout: float = 5.0, synchronous: str = "FULL"):
+        super().__init__(url)
+        self.path = path
+        self.synchronous = synchronous
+        self._closed = False
+        self._locks = {True: threading.Lock(), False: threading.Lock()}
+        opened: list[sqlite3.Connection] = []
+        try:
+            _prepare_file(path)
+            lock = path.with_name(path.name + WRITER_LOCK_SUFFIX)
+            self._writer_lock = WriterLock(lock, owner_like=path)
+            opened.append(self._connect(timeout, statements=WRITER_STATEMENT_CACHE))
+            opened[0].execute("PRAGMA journal_mode=WAL")
+            opened.append(self._connect(timeout))
+        except (OSError, sqlite3.Error) as exc:
+            for conn in opened:
+                conn.close()
+            if hasattr(self, "_writer_lock"):
+                self._writer_lock.close()
+            raise StoreUnavailable(f"cannot open event store {path}: {exc}") from exc
+        self._writer, self._reader = opened
+        limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._rows_per_statement = max(1, min(MAX_ROWS_PER_INSERT, limit // len(EVENT_COLUMNS)))
+
+    def _connect(self, timeout: float, statements: int = 128) -> sqlite3.Connection:
+        # isolation_level=None: transactions are begun explicitly, never implicitly.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=statements,
+        )
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        return conn
+
+    def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
+        def transaction(conn: sqlite3.Connection) -> T:
+            # IMMEDIATE takes the write lock up front, so read-then-write work (tags,
+            # migrations) is serialized against other processes too.
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(conn.cursor())
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._connected(transaction, write=write)
+
+    def _connected(self, use: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """``use(connection)`` with the writer (under the writer lock) or the reader."""
+        with self._locks[write]:
+            if self._closed:
+                raise StoreUnavailable(f"{self!r} is closed")
+            try:
+                if not write:
+                    return use(self._reader)
+                with self._writer_lock:
+                    return use(self._writer)
+            except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+                    raise StoreUnavailable(f"event store {self.path}: {exc}") from exc
+                raise
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        # Python's sqlite3 lets go of the GIL for every statement it steps, and getting it
+        # back costs a wait on the request-serving thread (up to the 5 ms switch interval
+        # when that thread is busy): executemany's one step per row made a 100-event group
+        # commit take milliseconds. Multi-row INSERTs step once per few hundred rows, and a
+        # group that fits one statement needs no BEGIN/COMMIT steps (a statement is atomic).
+        per = self._rows_per_statement
+        if len(rows) <= per:
+            self._connected(lambda conn: _insert_rows(conn, rows), write=True)
+            return
+
+        def work(cur: Cursor) -> None:
+            for start in range(0, len(rows), per):
+                _insert_rows(cur, rows[start : start + per])
+
+        self._transaction(work, write=True)
+
+    def close(self) -> None:
+        with self._locks[True], self._locks[False]:
+            if not self._closed:
+                self._closed = True
+                self._writer.close()
+                self._reader.close()
+                self._writer_lock.close()
+
+
+def _insert_rows(conn: sqlite3.Connection | sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
+    conn.execute(_multirow_insert(len(rows)), [value for row in rows for value in row])
+
+
+@functools.lru_cache(maxsize=WRITER_STATEMENT_CACHE)
+def _multirow_insert(count: int) -> str:
+    """SQLite's INSERT of ``count`` events in one statement."""
+    values = ", ".join(["(" + ", ".join("?" * len(EVENT_COLUMNS)) + ")"] * count)
+    return f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES {values}" + ON_CONFLICT
+
+
+def _prepare_file(path: Path) -> None:
+    # Events hold addresses and metadata: the directory is private, the file owner-only
+    # (SQLite gives its -wal and -shm files the same mode).
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def sqlite_path(url: str) -> Path:
+    """The file named by ``sqlite:///ABS/PATH`` (``sqlite:////ABS/PATH`` too)."""
+    rest = url[len("sqlite://") :].partition("?")[0]
+    if not rest.startswith("/") or rest.strip("/") == "":
+        raise ValueError(f"event store URL {url!r} must name an absolute file: sqlite:///PATH")
+    return Path("/" + rest.lstrip("/"))
+
+
+def sqlite_synchronous(url: str) -> str:
+    """``?synchronous=normal`` on a SQLite URL: commits survive a killed process but are not
+    flushed to disk one by one (a power cut can lose the last ones). Default ``full``."""
+    query = url.partition("?")[2]
+    value = dict(p.partition("=")[::2] for p in query.split("&") if p).get("synchronous", "full")
+    if value.lower() not in ("full", "normal"):
+        raise ValueError(f"event store URL {url!r}: synchronous must be full or normal")
+    return value.upper()
