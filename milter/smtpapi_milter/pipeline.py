@@ -337,7 +337,7 @@ def _track_part(
         else:
             byte_edits = edits_in_bytes(part.text, part.decoded, edits, part.charset)
     except (UnicodeError, ValueError):
-        log.info("part left untracked: charset cannot encode the links", charset=part.charset)
+        log.info("part left untracked: charset cannot encode the links", charset=part.part.charset)
         return None
     count(plan.sites, stats, html=part.is_html)
     cte = part.part.cte
