@@ -7,6 +7,7 @@ settings that decide where links go pick the plan, and the cache stays within it
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import re
 
@@ -14,8 +15,10 @@ import pytest
 
 from smtpapi_milter.cli import rewrite_bytes
 from smtpapi_milter.config import ConfigError, parse_config
+from smtpapi_milter.context import Variables
 from smtpapi_milter.pipeline import Pipeline
-from smtpapi_milter.rewrite.analysis import AnalysisCache
+from smtpapi_milter.rewrite.analysis import PLANS_PER_PART, AnalysisCache
+from smtpapi_milter.settings import TagRegistry, resolve
 
 from .oracle import TRACKED, judge
 from .test_pipeline import CODEC, single
@@ -110,6 +113,18 @@ def test_the_result_says_whether_the_analysis_was_reused():
         result = session.end_of_message([(n.decode(), v) for n, v in fields], body)
         seen.append(result.analysis)
     assert seen == ["new", "reused"]
+
+
+def test_plans_per_body_are_bounded():
+    analysis, _ = AnalysisCache().get([("Content-Type", b"text/html")], NEWSLETTER.encode())
+    part = analysis.html
+    for n in range(PLANS_PER_PART + 5):  # e.g. a policy giving each reader a domain of their own
+        settings = resolve(parse_config({}).smtpapi, None, Variables(), TagRegistry())
+        settings = dataclasses.replace(
+            settings, click_tracking=True, tracking_domain=f"t{n}.example.com"
+        )
+        assert len(part.plan(settings).sites) == 30
+    assert len(part._plans) == PLANS_PER_PART
 
 
 def test_bounded_in_entries_and_body_size():

@@ -31,6 +31,9 @@ from .track import Site, html_sites, site_settings, text_sites
 # Codecs whose surrogateescape decoding always encodes back to the same bytes (PEP 383):
 # checking it would only cost an encode of the whole part.
 _LOSSLESS = frozenset({"utf-8", "ascii", "iso8859-1"})
+# Settings shapes whose plans one part keeps: a site has one or a few (per listener); a
+# policy that gave every recipient a tracking domain of its own must not grow it unbounded.
+PLANS_PER_PART = 16
 
 
 @dataclass
@@ -66,7 +69,9 @@ class PartAnalysis:
         key = site_settings(settings)
         found = self._plans.get(key)
         if found is None:
-            found = self._plans[key] = self._build_plan(settings)
+            found = self._build_plan(settings)
+            if len(self._plans) < PLANS_PER_PART:
+                self._plans[key] = found
         return found
 
     def _scan(self) -> HtmlScan | list[tuple[int, int, str]]:
@@ -99,11 +104,6 @@ class BodyAnalysis:
     text: PartAnalysis | None = None
     # Why a top part cannot be changed (logged per message by the caller), by kind.
     part_problems: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-
-
-def analyse(headers: list[tuple[str, bytes]], body: bytes) -> BodyAnalysis:
-    """The analysis of ``body`` under the message's ``headers`` (see ``AnalysisCache``)."""
-    return _analyse(mime.structure_fields(headers), body)
 
 
 def _analyse(fields: tuple[str, str, str, bool], body: bytes) -> BodyAnalysis:
