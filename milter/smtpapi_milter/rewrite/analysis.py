@@ -61,7 +61,8 @@ class PartAnalysis:
     eol: bytes
     is_html: bool
     bare_cr: bool
-    _found: HtmlScan | list[tuple[int, int, str]] | None = None
+    _html_scan: HtmlScan | None = None
+    _text_urls: list[tuple[int, int, str]] | None = None
     _plans: dict[tuple, PartPlan] = field(default_factory=dict)
 
     def plan(self, settings: TrackingSettings) -> PartPlan:
@@ -74,17 +75,16 @@ class PartAnalysis:
                 self._plans[key] = found
         return found
 
-    def _scan(self) -> HtmlScan | list[tuple[int, int, str]]:
-        if self._found is None:
-            self._found = scan_html(self.text) if self.is_html else find_text_urls(self.text)
-        return self._found
-
     def _build_plan(self, settings: TrackingSettings) -> PartPlan:
-        scan = self._scan()
-        if isinstance(scan, HtmlScan):
-            sites = html_sites(scan, self.text, settings)
+        # The scan does not depend on the settings: one for every plan of the part.
+        if self.is_html:
+            if self._html_scan is None:
+                self._html_scan = scan_html(self.text)
+            sites = html_sites(self._html_scan, self.text, settings)
         else:
-            sites = text_sites(scan, self.text, settings)
+            if self._text_urls is None:
+                self._text_urls = find_text_urls(self.text)
+            sites = text_sites(self._text_urls, self.text, settings)
         if not sites:
             return PartPlan(sites, [], None)
         spans = byte_spans(self.text, self.decoded, [(s.start, s.end) for s in sites], self.charset)

@@ -5,7 +5,7 @@ edits at the offsets the scanners report, so every other character stays as it w
 those edits go (``html_sites``, ``text_sites``) depends on the part and the settings alone;
 what goes there (``fill``) is each recipient's own tracked URLs. The pipeline keeps the sites
 of a body it has seen (rewrite/analysis.py) and carries the edits down to the part's bytes,
-re-encoding only what they touch; ``html_edits``/``text_edits`` do both steps at once.
+re-encoding only what they touch; ``track_html``/``track_text`` do it all for one text.
 """
 
 from __future__ import annotations
@@ -68,12 +68,18 @@ Edit = TextEdit
 
 def track_html(text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats) -> str:
     """The HTML part with tracked links and pixel(s), or ``text`` itself if nothing applies."""
-    return _splice(text, html_edits(text, settings, links, stats))
+    return _tracked(text, html_sites(scan_html(text), text, settings), links, stats, html=True)
 
 
 def track_text(text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats) -> str:
     """The plain-text part with every trackable http(s) URL tracked."""
-    return _splice(text, text_edits(text, settings, links, stats))
+    sites = text_sites(find_text_urls(text), text, settings)
+    return _tracked(text, sites, links, stats, html=False)
+
+
+def _tracked(text: str, sites: list[Site], links: LinkMaker, stats: TrackStats, html: bool) -> str:
+    count(sites, stats, html=html)
+    return apply(text, fill(sites, links)) if sites else text
 
 
 # What goes at a site: a tracked link, a pixel, or fixed text (an unescaped double curly).
@@ -103,24 +109,6 @@ def site_settings(settings: TrackingSettings) -> tuple:
         settings.click_tracking_text,
         settings.tracking_domain,
     )
-
-
-def html_edits(
-    text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats
-) -> list[Edit]:
-    """What tracking changes in an HTML part: sorted, non-overlapping (start, end, new)."""
-    sites = html_sites(scan_html(text), text, settings)
-    count(sites, stats, html=True)
-    return fill(sites, links)
-
-
-def text_edits(
-    text: str, settings: TrackingSettings, links: LinkMaker, stats: TrackStats
-) -> list[Edit]:
-    """What tracking changes in a plain-text part: sorted, non-overlapping edits."""
-    sites = text_sites(find_text_urls(text), text, settings)
-    count(sites, stats, html=False)
-    return fill(sites, links)
 
 
 def html_sites(scan: HtmlScan, text: str, settings: TrackingSettings) -> list[Site]:
@@ -207,7 +195,3 @@ def _sorted(sites: list[Site]) -> list[Site]:
     # Stable: a bottom pixel and a top one at the same offset (an empty part) keep their order.
     sites.sort(key=lambda site: (site.start, site.end))
     return sites
-
-
-def _splice(text: str, edits: list[Edit]) -> str:
-    return apply(text, edits) if edits else text
