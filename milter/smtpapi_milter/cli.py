@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs
+from . import __version__, logs, preflight
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
 from .events.store import EventStore, StoreUnavailable, open_store
@@ -240,7 +240,7 @@ def cmd_milter(args: argparse.Namespace) -> int:
     logs.configure(stream=sys.stdout, level=logging.INFO)
     if args.worker:
         return service.serve(args.config, args.socket)
-    service.validate(args.config)  # refuse to start on broken files, naming them
+    preflight.validate(load_config(args.config), ["milter"])  # what `check` says, refused
     return service.Supervisor(args.config).run()
 
 
@@ -250,18 +250,15 @@ def cmd_tracker(args: argparse.Namespace) -> int:
     logs.configure(stream=sys.stdout, level=logging.INFO)
     if args.listener:
         return server.serve_listener(args.config, args.listener)
+    preflight.validate(load_config(args.config), ["tracker"])  # what `check` says, refused
     return server.serve(args.config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .mta import service  # validates milter files the way the milter will
     from .supervise import Supervisor
-    from .tracker import server
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
-    config = load_config(args.config)
-    service.validate(args.config)  # refuse to start on broken files, naming them
-    server.check(config)
+    preflight.validate(load_config(args.config))  # refuse to start what `check` refuses
     base = [sys.executable, "-m", "smtpapi_milter.cli"]
     options = ["--config", str(Path(args.config).resolve())] if args.config else []
     children = {name: [*base, name, *options] for name in ("milter", "tracker")}
@@ -329,10 +326,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .tracker.server import check as check_tracker
-
-    config, policies = _load(args)
-    check_tracker(config)  # listen addresses, admin token off loopback, webhooks
+    config = load_config(args.config)
+    policies = preflight.validate(config)  # what a start of the milter and tracker refuses
     codec_note = _describe_keys(config)
     print(f"# effective configuration from {config.source}")
     settings = dataclasses.asdict(config)
