@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs, preflight
+from . import __version__, logs, preflight, state_owner
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
 from .events.store import EventStore, StoreUnavailable, open_store
@@ -313,8 +313,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def _open_store(config: Config) -> EventStore | None:
     try:
+        state_owner.enter_store(config)  # never creates a store; root acts as its owner
         return open_store(config.event_store_url)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, state_owner.NoStore) as exc:
         print(f"smtpapi-milter: {exc}", file=sys.stderr)
         return None
 
