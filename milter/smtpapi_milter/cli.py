@@ -22,6 +22,7 @@ from .message_file import parse_message_file
 from .pipeline import MessageResult, Pipeline
 from .policy import PolicyLoadError, PolicySet
 from .replies import SmtpReplyError
+from .terminal import terminal_json
 from .tokens import TokenCodec
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
@@ -293,7 +294,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                 rows = rows[:remaining]
                 remaining -= len(rows)
             for _, event in rows:
-                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                sys.stdout.write(terminal_json(json.dumps(event, ensure_ascii=False)) + "\n")
             if len(rows) < query.limit:
                 break
             query = dataclasses.replace(query, after_id=rows[-1][0])
