@@ -21,6 +21,7 @@ from .events.table import format_table
 from .message_file import parse_message_file
 from .pipeline import MessageResult, Pipeline
 from .policy import PolicyLoadError, PolicySet
+from .redaction import redact_settings
 from .replies import SmtpReplyError
 from .terminal import terminal_json
 from .tokens import TokenCodec
@@ -334,7 +335,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"# effective configuration from {config.source}")
     settings = dataclasses.asdict(config)
     settings.pop("source")
-    print(_toml(settings))
+    print(_toml(redact_settings(settings)))  # check's output lands in tickets and chats
     print(f"# policies in {config.policy.directory}: {len(policies.policies)}")
     for line in policies.describe():
         print(f"#   {line}")
