@@ -242,7 +242,8 @@ def cmd_milter(args: argparse.Namespace) -> int:
     logs.configure(stream=sys.stdout, level=logging.INFO)
     if args.worker:
         return service.serve(args.config, args.socket)
-    preflight.validate(load_config(args.config), ["milter"])  # what `check` says, refused
+    # What `check` refuses, a start refuses (before any child process).
+    preflight.validate(load_config(args.config), ["milter"], starting=True)
     return service.Supervisor(args.config).run()
 
 
@@ -252,7 +253,8 @@ def cmd_tracker(args: argparse.Namespace) -> int:
     logs.configure(stream=sys.stdout, level=logging.INFO)
     if args.listener:
         return server.serve_listener(args.config, args.listener)
-    preflight.validate(load_config(args.config), ["tracker"])  # what `check` says, refused
+    # What `check` refuses, a start refuses (before any child process).
+    preflight.validate(load_config(args.config), ["tracker"], starting=True)
     return server.serve(args.config)
 
 
@@ -260,7 +262,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervise import Supervisor
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
-    preflight.validate(load_config(args.config))  # refuse to start what `check` refuses
+    # What `check` refuses, a start refuses (before any child process).
+    preflight.validate(load_config(args.config), starting=True)
     base = [sys.executable, "-m", "smtpapi_milter.cli"]
     options = ["--config", str(Path(args.config).resolve())] if args.config else []
     children = {name: [*base, name, *options] for name in ("milter", "tracker")}

@@ -7,11 +7,13 @@ different code. Here is the one walk. It reads, it never creates (no directory, 
 file, no database) and never binds: a running service holds its ports, and ``check`` must
 still pass beside it.
 
-Permissions are judged for the user the service runs as. Run by that user, that is the
-caller. Run by root (an operator's ``sudo smtpapi-milter check``), root could write
-anything, so they are judged for the owner of the state directory, which is the service's
-user under the shipped units (tmpfiles.d and StateDirectory= give it to ``smtpapi``): a
-database or key file root left behind there is exactly what broke services before.
+Permissions are judged for the user the service runs as, which under the shipped units is
+the owner of the state directory (tmpfiles.d and StateDirectory= give it to ``smtpapi``).
+``check`` judges for that owner whoever runs it (root, or an operator in the service's
+group). A start judges for the user starting, except root: root could write anything, and
+what a service started as root would create in another user's state directory is what
+broke services before, so a start as root is judged for the owner too. With no state
+directory yet, for the caller: whoever starts first creates it.
 """
 
 from __future__ import annotations
@@ -34,11 +36,16 @@ SERVICES = ("milter", "tracker")
 SQLITE_COMPANIONS = ("", "-wal", "-shm", ".writer-lock")
 
 
-def validate(config: Config, services: Iterable[str] = SERVICES) -> PolicySet:
+def validate(
+    config: Config, services: Iterable[str] = SERVICES, *, starting: bool = False
+) -> PolicySet:
     """Raise ConfigError (naming file, key and value) for what would stop ``services``
-    from starting; return the policies (none loaded unless the milter is among them)."""
+    from starting; return the policies (none loaded unless the milter is among them).
+
+    ``starting``: called by the services themselves rather than by ``check`` (see above).
+    """
     services = set(services)
-    user = ServiceUser.for_state_dir(Path(config.state_dir))
+    user = ServiceUser.for_state_dir(Path(config.state_dir), starting)
     policies = PolicySet.empty()
     if "milter" in services:
         policies = PolicySet.load(config.policy.directory)
@@ -65,11 +72,10 @@ class ServiceUser:
             self.name, self.gids = str(uid), set()
 
     @classmethod
-    def for_state_dir(cls, state_dir: Path) -> ServiceUser:
+    def for_state_dir(cls, state_dir: Path, starting: bool) -> ServiceUser:
         uid = os.geteuid()
-        if uid == 0:
-            # No state directory yet: a start as root creates it as root.
-            with contextlib.suppress(OSError):
+        if uid == 0 or not starting:
+            with contextlib.suppress(OSError):  # no state directory: the caller
                 uid = state_dir.stat().st_uid
         return cls(uid)
 
