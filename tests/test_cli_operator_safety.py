@@ -188,3 +188,21 @@ def test_events_json_stays_json_and_terminal_safe(tmp_path):
         assert raw not in text
     (event,) = [json.loads(line) for line in text.splitlines()]
     assert (event["campaign_id"], event["target_link_url"]) == (ESC_CAMPAIGN, ESC_LINK)
+
+
+def test_rewrite_as_root_creates_no_key_in_another_users_state_dir(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    nobody = pwd.getpwnam("nobody")
+    state = Path(tempfile.mkdtemp(prefix="smtpapi-state-"))
+    try:
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        config = write_config(tmp_path, state)
+        message = b"From: a@example.com\r\nTo: b@example.org\r\n\r\nhttps://example.com/\r\n"
+        (tmp_path / "m.eml").write_bytes(message)
+        result = cli("rewrite", "--config", str(config), str(tmp_path / "m.eml"))
+        assert result.returncode == 3
+        assert "start the service once" in result.stderr.decode()
+        assert list(state.iterdir()) == []
+    finally:
+        subprocess.run(["rm", "-rf", str(state)], check=True)

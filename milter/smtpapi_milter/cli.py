@@ -165,6 +165,7 @@ def _load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
     config, policies = _load(args)
+    state_owner.refuse_root_key(config)  # a key root made would be unreadable by the service
     pipeline = Pipeline(config, policies, TokenCodec.from_config(config))
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir is not None:

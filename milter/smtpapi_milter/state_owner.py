@@ -14,14 +14,20 @@ way the services do, creating what was missing: ``/var/lib/smtpapi-milter`` and 
   belongs to the service, as if the service had made it.
 
 PostgreSQL stores keep no local files: nothing to do for them.
+
+``rewrite`` needs the link key and makes the default one when it is missing; as root, in a
+state directory another user owns, it refuses instead (a root-owned 0600 key is one the
+service cannot read).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+from pathlib import Path
 
-from .config import CONFIG_ENV, Config
+from .config import CONFIG_ENV, Config, ConfigError
+from .tokens import KEY_FILE_NAME
 
 
 class NoStore(Exception):
@@ -61,3 +67,21 @@ def become(uid: int, gid: int) -> None:
     os.setgroups(groups)
     os.setgid(gid)
     os.setuid(uid)
+
+
+def refuse_root_key(config: Config) -> None:
+    """ConfigError if root would create the default link key in another user's state dir."""
+    tracker = config.engagement_tracker
+    if os.geteuid() != 0 or tracker.keys or tracker.key_file:
+        return
+    state_dir = Path(config.state_dir)
+    try:
+        owner = state_dir.stat().st_uid
+    except OSError:
+        return  # no state directory: nobody else's to spoil
+    if owner != 0 and not (state_dir / KEY_FILE_NAME).exists():
+        raise ConfigError(
+            f"{config.source}: no link key in {state_dir} yet, and root will not create one "
+            f"there for its owner uid {owner}: start the service once (it creates the key) "
+            "or run this command as that user"
+        )
