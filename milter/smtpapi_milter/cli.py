@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs
+from . import __version__, logs, preflight, state_owner
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
 from .events.store import EventStore, StoreUnavailable, open_store
@@ -21,7 +21,9 @@ from .events.table import format_table
 from .message_file import parse_message_file
 from .pipeline import MessageResult, Pipeline
 from .policy import PolicyLoadError, PolicySet
+from .redaction import redact_settings
 from .replies import SmtpReplyError
+from .terminal import terminal_json
 from .tokens import TokenCodec
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
@@ -163,6 +165,7 @@ def _load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
     config, policies = _load(args)
+    state_owner.refuse_root_key(config)  # a key root made would be unreadable by the service
     pipeline = Pipeline(config, policies, TokenCodec.from_config(config))
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir is not None:
@@ -240,7 +243,8 @@ def cmd_milter(args: argparse.Namespace) -> int:
     logs.configure(stream=sys.stdout, level=logging.INFO)
     if args.worker:
         return service.serve(args.config, args.socket)
-    service.validate(args.config)  # refuse to start on broken files, naming them
+    # What `check` refuses, a start refuses (before any child process).
+    preflight.validate(load_config(args.config), ["milter"], starting=True)
     return service.Supervisor(args.config).run()
 
 
@@ -250,18 +254,17 @@ def cmd_tracker(args: argparse.Namespace) -> int:
     logs.configure(stream=sys.stdout, level=logging.INFO)
     if args.listener:
         return server.serve_listener(args.config, args.listener)
+    # What `check` refuses, a start refuses (before any child process).
+    preflight.validate(load_config(args.config), ["tracker"], starting=True)
     return server.serve(args.config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .mta import service  # validates milter files the way the milter will
     from .supervise import Supervisor
-    from .tracker import server
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
-    config = load_config(args.config)
-    service.validate(args.config)  # refuse to start on broken files, naming them
-    server.check(config)
+    # What `check` refuses, a start refuses (before any child process).
+    preflight.validate(load_config(args.config), starting=True)
     base = [sys.executable, "-m", "smtpapi_milter.cli"]
     options = ["--config", str(Path(args.config).resolve())] if args.config else []
     children = {name: [*base, name, *options] for name in ("milter", "tracker")}
@@ -296,7 +299,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                 rows = rows[:remaining]
                 remaining -= len(rows)
             for _, event in rows:
-                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                sys.stdout.write(terminal_json(json.dumps(event, ensure_ascii=False)) + "\n")
             if len(rows) < query.limit:
                 break
             query = dataclasses.replace(query, after_id=rows[-1][0])
@@ -316,8 +319,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def _open_store(config: Config) -> EventStore | None:
     try:
+        state_owner.enter_store(config)  # never creates a store; root acts as its owner
         return open_store(config.event_store_url)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, state_owner.NoStore) as exc:
         print(f"smtpapi-milter: {exc}", file=sys.stderr)
         return None
 
@@ -329,15 +333,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .tracker.server import check as check_tracker
-
-    config, policies = _load(args)
-    check_tracker(config)  # listen addresses, admin token off loopback, webhooks
+    config = load_config(args.config)
+    policies = preflight.validate(config)  # what a start of the milter and tracker refuses
     codec_note = _describe_keys(config)
     print(f"# effective configuration from {config.source}")
     settings = dataclasses.asdict(config)
     settings.pop("source")
-    print(_toml(settings))
+    print(_toml(redact_settings(settings)))  # check's output lands in tickets and chats
     print(f"# policies in {config.policy.directory}: {len(policies.policies)}")
     for line in policies.describe():
         print(f"#   {line}")

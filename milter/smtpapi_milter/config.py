@@ -9,6 +9,7 @@ in a mail server's configuration should never be silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -16,6 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from .addresses import listen_address, milter_socket
 
 DEFAULT_CONFIG_PATH = "/etc/smtpapi-milter/smtpapi-milter.toml"
 CONFIG_ENV = "SMTPAPI_MILTER_CONFIG"
@@ -198,7 +201,32 @@ def parse_config(table: dict[str, Any], path: str = "(inline)") -> Config:
             raise ConfigError(f"{path}: 'webhooks[{i}].url' must be an http(s) URL")
     config = dataclasses.replace(config, webhooks=hooks, source=path)
     _check_values(config, path)
-    return config
+    return _check_addresses(config, path)
+
+
+def _check_addresses(config: Config, path: str) -> Config:
+    """Listen addresses parsed strictly (addresses.py); the milter socket in libmilter's form."""
+
+    def parsed(key: str, value: str, parse: Any) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: '{key}' {value!r} {exc}") from None
+
+    socket = str(parsed("milter.socket", config.milter.socket, milter_socket))
+    parsed("milter.metrics_listen", config.milter.metrics_listen, listen_address)
+    for key in ("listen", "admin_listen"):
+        parsed(f"engagement_tracker.{key}", getattr(config.engagement_tracker, key), listen_address)
+    for i, network in enumerate(config.engagement_tracker.trusted_proxies):
+        parsed(f"engagement_tracker.trusted_proxies[{i}]", network, _network)
+    return dataclasses.replace(config, milter=dataclasses.replace(config.milter, socket=socket))
+
+
+def _network(text: str) -> Any:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError("is not a network: write an address or CIDR, e.g. 10.0.0.0/8") from None
 
 
 def _parse_listeners(listeners: Any, path: str) -> dict[str, dict[str, Any]]:

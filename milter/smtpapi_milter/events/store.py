@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import structlog
 
+from ..redaction import redact  # one helper for every secret; others import it from here
 from ..settings import SYSTEM_TAG_LIMIT
 from . import schema, stats
 from .columns import derived_columns
@@ -77,17 +76,6 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached or written now; callers answer 4xx, never drop events."""
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    # String edits, not urlunsplit: that would turn sqlite:////abs into sqlite://abs.
-    netloc = urlsplit(url).netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        url = url.replace(netloc, f"{userinfo.partition(':')[0]}:***@{hostport}", 1)
-    # libpq also takes the password as a query parameter.
-    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
 
 
 def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
