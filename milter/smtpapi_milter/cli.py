@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     config_help = f"configuration file (default ${CONFIG_ENV} or {DEFAULT_CONFIG_PATH})"
+    # Also before the subcommand (`smtpapi-milter --config F check`); its own dest, because a
+    # subcommand's default would overwrite a shared one. main() merges them.
+    parser.add_argument("--config", dest="config_first", metavar="FILE", help=config_help)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -147,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "config", None) is None:  # the subcommand's --config wins when both given
+        args.config = args.config_first
     # stdout carries messages for `rewrite`: diagnostics go to stderr.
     logs.configure(stream=sys.stderr, level=logging.WARNING)
     try:
