@@ -135,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep", action="store_true", help="keep everything running until Enter is pressed"
     )
+    listeners = (("milter", "milter"), ("tracker", "tracker"), ("admin", "events API, dashboard"))
+    for name, what in listeners:
+        demo.add_argument(
+            f"--{name}-port",
+            type=int,
+            metavar="N",
+            help=f"the {what} on 127.0.0.1:N (default $SMTPAPI_DEMO_{name.upper()}_PORT, "
+            "else a free port)",
+        )
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser(
@@ -330,7 +339,8 @@ def _open_store(config: Config) -> EventStore | None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import walkthrough
 
-    return walkthrough.main(keep=args.keep)
+    ports = {"milter": args.milter_port, "tracker": args.tracker_port, "admin": args.admin_port}
+    return walkthrough.main(keep=args.keep, options=ports)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
