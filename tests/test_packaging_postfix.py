@@ -32,7 +32,7 @@ from .harness.digest_milter import DIGEST_HEADER
 from .harness.ports import deadline_in, free_port, wait_for_port, wait_for_smtp_banner
 from .harness.postfix import PrivatePostfix
 from .harness.smtpapi import RunningMilter
-from .oracle import TRACKED
+from .oracle import TRACKED, TRACKING_DOMAIN
 from .test_milter_postfix import HTML, html_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,3 +203,33 @@ def test_injection_listener_tls_works_out_of_the_box(tmp_path, capture, certific
             offered = send_like_a_mailer(inject, corpus.wrap_html(HTML, "8bit", CAMPAIGN_ONLY))
             capture.wait_for(1, timeout=30)
     assert offered == certificate
+
+
+def readme_swaks_command() -> str:
+    """The test message of README's "Install on a mail server", as written there."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("swaks --server 127.0.0.1:2525")
+    lines = []
+    for line in readme[start:].splitlines():
+        lines.append(line.strip())
+        if not line.endswith("\\"):
+            return "\n".join(lines)
+    raise AssertionError("README's swaks command has no end")
+
+
+def test_readme_test_message_goes_through_the_snippet_listener_tracked(tmp_path, capture):
+    inject, wrong_order, reinject = free_port(), free_port(), free_port()
+    with RunningMilter(tmp_path, smtpapi={"tracking_domain": TRACKING_DOMAIN}) as milter:
+        listeners = master_cf(inject, wrong_order, reinject, milter.socket)
+        with PrivatePostfix(
+            relay_port=capture.port, extra_main_cf=main_cf(), extra_master_cf=listeners
+        ):
+            wait_for_smtp_banner("127.0.0.1", inject, deadline_in(20))
+            command = substitute(readme_swaks_command(), ":2525", f":{inject}")
+            sent = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, timeout=60
+            )
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            (delivered,) = capture.wait_for(1, timeout=30)
+    assert b"X-MSYS-API" not in delivered.data
+    assert TRACKED.search(html_of(delivered.data)), delivered.data
