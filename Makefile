@@ -142,6 +142,14 @@ install:
 
 uninstall:
 	@case "$(OPT_DIR)" in /*/*) ;; *) echo "OPT_DIR=$(OPT_DIR): need an absolute path like /opt/smtpapi-milter" >&2; exit 1;; esac
+	@# Running services would lose their program at their next restart: stop them first.
+	@if [ -z "$(ROOTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  for unit in smtpapi-milter.service smtpapi-milter.socket smtpapi-milter-activated.service smtpapi-tracker.service; do \
+	    if systemctl is-active --quiet $$unit; then \
+	      echo "$$unit is running: systemctl disable --now $$unit first" >&2; exit 1; \
+	    fi; \
+	  done; \
+	fi
 	rm -rf $(OPT)
 	rm -f $(ROOTDIR)$(BIN_DIR)/smtpapi-milter
 	for unit in packaging/systemd/*; do rm -f $(ROOTDIR)$(UNIT_DIR)/$${unit##*/}; done
