@@ -179,6 +179,7 @@ def message(campaign: str, tags: list[str]) -> bytes:
             "options": {"open_tracking": True, "click_tracking": True},
         }
     )
+    corpus.require()
     html = corpus.realistic(corpus.html_files()[0].read_bytes())
     html = html.replace(b"</body>", LINKS.encode() + b"</body>", 1)
     return corpus.wrap_html(html, "quoted-printable", b"X-MSYS-API: " + header.encode())

@@ -71,6 +71,7 @@ class LoadResult:
 
 def newsletter(size: int) -> bytes:
     """A quoted-printable newsletter of about ``size`` bytes: a corpus template, repeated."""
+    corpus.require()
     html = corpus.realistic(sorted(corpus.html_files())[5].read_bytes())
     return corpus.wrap_html(html * max(1, int(size / 1.05) // len(html)), "quoted-printable")
 

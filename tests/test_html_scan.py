@@ -355,6 +355,7 @@ def test_nul_in_value_becomes_replacement_character() -> None:
 CORPUS_FILES = sorted(CORPUS.glob("*/*.html"))
 
 
+@corpus.needed
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_corpus_agrees_with_lxml(path: Path) -> None:
     import lxml.html as lxml_html
@@ -591,6 +592,7 @@ def test_fast_skip_scans_like_the_loop(monkeypatch: pytest.MonkeyPatch, text: st
     assert scan_html(nested) == scan_as_reference(nested, monkeypatch)
 
 
+@corpus.needed
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_fast_skip_scans_corpus_like_the_loop(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = path.read_text(encoding="utf-8", errors="surrogateescape")

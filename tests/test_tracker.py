@@ -64,6 +64,7 @@ def tracker(request, tmp_path_factory) -> Iterator[RunningTracker]:
 
 def newsletter() -> bytes:
     """A realistic corpus newsletter plus the hard cases, as a sender would inject it."""
+    corpus.require()
     html = max(corpus.html_files(), key=lambda p: p.stat().st_size).read_bytes()
     html = corpus.realistic(html).replace(b"</body>", SPECIAL_LINKS.encode() + b"</body>", 1)
     return corpus.wrap_html(html, "quoted-printable", HEADER)

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     config_help = f"configuration file (default ${CONFIG_ENV} or {DEFAULT_CONFIG_PATH})"
+    # Also before the subcommand (`smtpapi-milter --config F check`); its own dest, because a
+    # subcommand's default would overwrite a shared one. main() merges them.
+    parser.add_argument("--config", dest="config_first", metavar="FILE", help=config_help)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -134,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep", action="store_true", help="keep everything running until Enter is pressed"
     )
+    listeners = (("milter", "milter"), ("tracker", "tracker"), ("admin", "events API, dashboard"))
+    for name, what in listeners:
+        demo.add_argument(
+            f"--{name}-port",
+            type=int,
+            metavar="N",
+            help=f"the {what} on 127.0.0.1:N (default $SMTPAPI_DEMO_{name.upper()}_PORT, "
+            "else a free port)",
+        )
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser(
@@ -149,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "config", None) is None:  # the subcommand's --config wins when both given
+        args.config = args.config_first
     # stdout carries messages for `rewrite`: diagnostics go to stderr.
     logs.configure(stream=sys.stderr, level=logging.WARNING)
     try:
@@ -329,7 +343,8 @@ def _open_store(config: Config) -> EventStore | None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import walkthrough
 
-    return walkthrough.main(keep=args.keep)
+    ports = {"milter": args.milter_port, "tracker": args.tracker_port, "admin": args.admin_port}
+    return walkthrough.main(keep=args.keep, options=ports)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
