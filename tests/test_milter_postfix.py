@@ -231,3 +231,23 @@ def test_broken_policy_on_sighup_keeps_the_old_set(tmp_path, capture):
         milter.reload()
         milter.wait_for_log("reloaded")
         assert campaign_of_next_message() == "v2"
+
+
+def test_long_policy_reply_full_of_percent_signs_reaches_the_client(tmp_path, capture):
+    # Cut at 900 characters after doubling, this text ended in a lone '%': libmilter refused
+    # the reply and the client got an anonymous error instead of the policy's verdict.
+    text = "Sorry " + "50% off " * 125
+    milter = RunningMilter(tmp_path)
+    milter.write_policy(
+        "sale.py", f"def validate_rcptto(ctx):\n    ctx.reject({text!r}, '550', '5.7.1')\n"
+    )
+    with (
+        milter,
+        mta(milter, capture) as postfix,
+        pytest.raises(smtplib.SMTPRecipientsRefused) as info,
+    ):
+        send(postfix.smtp_port, corpus.wrap_html(HTML, "8bit"))
+    ((code, reply),) = info.value.recipients.values()
+    assert code == 550, reply
+    assert reply.decode().startswith("5.7.1 Sorry 50% off 50% off"), reply
+    assert len(reply) > 800

@@ -19,7 +19,7 @@ import structlog
 from ..events.store import StoreUnavailable
 from ..pipeline import MessageResult, Pipeline
 from ..policy import PolicyFailure
-from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError
+from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError, milter_text
 from ..xmsysapi import HEADER_NAME
 from .reinject import ReinjectError, Reinjector
 from .state import STORE_DOWN, MilterState
@@ -31,7 +31,6 @@ REPLACE_CHUNK = 64 * 1024
 ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT
 INTERNAL = SmtpReply("451", "4.3.0", "smtpapi internal error, try again later")
 STOPPING = SmtpReply("451", "4.3.2", "smtpapi-milter is restarting, try again later")
-_CONTROLS = dict.fromkeys([*range(32), 127], " ")
 
 
 def _address(value: str) -> str:
@@ -78,10 +77,7 @@ class SmtpapiMilter(Milter.Base):
         return found
 
     def _reply(self, reply: SmtpReply) -> int:
-        # One line of printable ASCII (RFC 5321 textstring): pymilter refuses a NUL (the
-        # verdict became an anonymous 451), and libmilter drops a reply with a lone '%'.
-        text = reply.text.encode("ascii", "replace").decode("ascii").translate(_CONTROLS)
-        self.setreply(reply.code, reply.status, text.replace("%", "%%")[:900])
+        self.setreply(reply.code, reply.status, milter_text(reply.text))
         return Milter.REJECT if reply.is_permanent else Milter.TEMPFAIL
 
     def _guard(self, stage: str, action: Callable[[], Any]) -> int:
