@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from . import context as cv
-from . import xmsysapi
+from . import multi_recipient, xmsysapi
 from .config import Config
 from .envelope import Envelope, HeaderEdit
 from .events.model import injection_event
@@ -151,20 +151,19 @@ class Session:
         return self.pipeline.config.smtpapi.for_listener(self.envelope.listener).multi_recipient
 
     def defers_extra_recipients(self) -> bool:
-        """Whether a second RCPT must get 452 4.5.3 (SPEC 5, ``multi_recipient = defer``).
-
-        Never for non-SMTP mail: nobody would retry, and Postfix keeps such mail queued as
-        a configuration error when a non_smtpd_milters milter refuses a recipient.
-        """
-        return self._multi_recipient() == "defer" and not self.envelope.non_smtp
+        """Whether a second RCPT must get 452 4.5.3 (``multi_recipient = defer``)."""
+        return multi_recipient.defers_extra_recipients(
+            self._multi_recipient(), self.envelope.non_smtp
+        )
 
     def shares_body(self) -> bool:
-        """Whether all recipients get one body whose links name no recipient (``shared``;
-        also non-SMTP mail for several recipients under ``defer``)."""
-        mode = self._multi_recipient()
-        if mode == "defer" and self.envelope.non_smtp:
-            return len(self.envelope.recipients) > 1
-        return mode == "shared"
+        """Whether all recipients get one body whose links name no recipient."""
+        return multi_recipient.shares_body(
+            self._multi_recipient(),
+            self.pipeline.config.smtpapi.reinject_to,
+            self.envelope.non_smtp,
+            len(self.envelope.recipients),
+        )
 
     def reset(self) -> None:
         self.envelope.reset_transaction()

@@ -1,11 +1,11 @@
 """What tracking needs to know of a message body, worked out once per distinct body.
 
-A newsletter reaches the milter as one transaction per recipient (``multi_recipient =
-defer`` asks the client for exactly that), so a worker sees the same body again and again,
-and only the recipient, and with it the tokens, changes. Everything that depends on the body
-alone is therefore kept: the MIME tree, the top parts decoded, the links and pixel places
-found in them, where those lie in the part's bytes and which encoded lines they touch. Each
-copy then only makes its tokens and encodes the lines they go into.
+A newsletter reaches the milter as one transaction per recipient (most bulk mailers send
+that way, and ``multi_recipient = defer`` asks the client for it), so a worker sees the same
+body again and again, and only the recipient, and with it the tokens, changes. Everything
+that depends on the body alone is therefore kept: the MIME tree, the top parts decoded, the
+links and pixel places found in them, where those lie in the part's bytes and which encoded
+lines they touch. Each copy then only makes its tokens and encodes the lines they go into.
 
 A :class:`BodyAnalysis` is immutable once built, apart from the plans it memoises per
 tracking-settings shape (a dict filled under the GIL: two threads may both build a plan,
