@@ -28,7 +28,8 @@ def _run(parsed: MessageFile) -> str:
         result = run_message(pipeline(), parsed.headers, parsed.body, RCPT, None)
     except SmtpReplyError as exc:
         return str(exc.reply)[:60]
-    return result.untracked_reason or f"{result.links_tracked} links tracked"
+    untracked = result.untracked
+    return str(untracked) if untracked else f"{result.links_tracked} links tracked"
 
 
 def measure(name: str, message: bytes) -> None:

@@ -42,6 +42,11 @@ class SmtpapiConfig:
     multi_recipient: Literal["auto", "defer", "split", "shared"] = "auto"
     reinject_to: str = ""  # empty: no re-injection listener (auto then shares one body)
     max_tracked_size: int = 20 * 1024 * 1024
+    # Links tracked per top part; the rest stay as they are (bounds a part of bare links).
+    max_tracked_links: int = 2000
+    # Postfix's message_size_limit: a message whose tracked form would be larger goes out
+    # untracked (Postfix would refuse it after the injection was recorded). 0: no limit.
+    mta_message_size_limit: int = 10240000
     node_id: int = 0
     listener: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -57,7 +62,15 @@ class SmtpapiConfig:
 LISTENER_KEYS = frozenset(
     f.name
     for f in dataclasses.fields(SmtpapiConfig)
-    if f.name not in {"listener", "node_id", "reinject_to", "max_tracked_size"}
+    if f.name
+    not in {
+        "listener",
+        "node_id",
+        "reinject_to",
+        "max_tracked_size",
+        "max_tracked_links",
+        "mta_message_size_limit",
+    }
 )
 
 
@@ -268,12 +281,14 @@ def _type_name(hint: Any) -> str:
 
 def _check_values(config: Config, path: str) -> None:
     s = config.smtpapi
-    for key in ("tracking_link_expiry", "max_tracked_size", "node_id"):
+    for key in ("tracking_link_expiry", "max_tracked_size", "node_id", "mta_message_size_limit"):
         if getattr(s, key) < 0:
             raise ConfigError(f"{path}: 'smtpapi.{key}' must not be negative")
     for key in ("spool_memory_limit", "max_concurrent_rewrites"):
         if getattr(config.milter, key) < 1:
             raise ConfigError(f"{path}: 'milter.{key}' must be at least 1")
+    if s.max_tracked_links < 1:
+        raise ConfigError(f"{path}: 'smtpapi.max_tracked_links' must be at least 1")
     if config.milter.analysis_cache < 0:
         raise ConfigError(f"{path}: 'milter.analysis_cache' must not be negative")
     _check_reinjection(s, path)

@@ -300,7 +300,8 @@ class SmtpapiMilter(Milter.Base):
     def _log_result(self, result: MessageResult) -> None:
         envelope = self.session.envelope
         copy = result.copies[0]
-        tracked = bool(copy.settings and copy.settings.tracks_anything)
+        untracked = result.untracked
+        tracked = untracked is None
         seconds = time.monotonic() - self.started
         if self.state.metrics is not None:
             verdict = "tracked" if tracked else "untracked"
@@ -312,10 +313,12 @@ class SmtpapiMilter(Milter.Base):
             transmission_id=result.transmission_id or None,
             recipients=len(envelope.recipients),
             tracked=tracked,
-            untracked_reason=result.untracked_reason,
+            untracked=None if untracked is None else untracked.reason.value,
+            untracked_reason=None if untracked is None else str(untracked),
             links=result.links_tracked,
             analysis=result.analysis,
             pixel=copy.stats.pixel,
+            links_beyond_limit=copy.stats.links_beyond or None,
             worker=self.state.worker,
             ms=round(seconds * 1000, 1),
         )
