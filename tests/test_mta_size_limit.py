@@ -66,7 +66,7 @@ def test_a_message_already_over_the_limit_is_not_even_analysed():
     message = single(link_dense(100))
     result = run(message, mta_message_size_limit=len(message) // 2)
     assert result.untracked.reason is Reason.OVER_MTA_LIMIT
-    assert result.analysis is None and "already" in result.untracked.detail
+    assert result.analysis is None and result.untracked.detail.startswith("already ")
 
 
 @pytest.mark.parametrize("limit", [0, 10 * LIMIT])

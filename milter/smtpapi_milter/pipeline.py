@@ -235,7 +235,12 @@ class _CopyBuilder:
         # analysis stays None if it must go out untouched, and the reason is logged.
         self.analysis: BodyAnalysis | None = None
         self.analysed: str | None = None  # "new" or "reused" (from the cache), once done
-        self.size = size_limit.message_size(self.envelope.headers, self.body_size)
+        self.mta_limit = size_limit.MtaSizeLimit(
+            self.config.mta_message_size_limit,
+            self.envelope.headers,
+            self.body_size,
+            len(self.envelope.recipients),
+        )
         self.untracked = self._untracked()
 
     def _analyse(self) -> BodyAnalysis | None:
@@ -251,9 +256,8 @@ class _CopyBuilder:
         if self.body_size > self.config.max_tracked_size:
             limit = self.config.max_tracked_size
             return Untracked(Reason.TOO_BIG, f"{self.body_size} > {limit} bytes")
-        limit = self.config.mta_message_size_limit
-        if not size_limit.fits(self.size, limit, len(self.envelope.recipients)):
-            return Untracked(Reason.OVER_MTA_LIMIT, f"{self.size} bytes already, limit {limit}")
+        if over := self.mta_limit.already_over():
+            return over
         if self.envelope.raw_headers("DKIM-Signature") and not self.config.track_dkim_signed:
             return Untracked(Reason.DKIM_SIGNED)
         return None
@@ -304,7 +308,8 @@ class _CopyBuilder:
         for problem, fields in problems:
             log.info(problem, **fields)
         parts = [(p, p.plan(settings)) for p in (self.analysis.html, self.analysis.text) if p]
-        copy.untracked = self._over_mta_limit(parts, links)
+        plans = [(plan, part.part.cte) for part, plan in parts]
+        copy.untracked = self.mta_limit.clearly_over(plans, links.shortest_click_length)
         if copy.untracked is not None:
             return
         changes = []
@@ -317,28 +322,13 @@ class _CopyBuilder:
             copy.untracked = Untracked(why, "; ".join(text for text, _ in problems))
             return
         body, root_cte = mime.apply_changes(self.body, changes)
-        size = self.size - self.body_size + len(body)
-        limit = self.config.mta_message_size_limit
-        if not size_limit.fits(size, limit, len(self.envelope.recipients)):
+        copy.untracked = self.mta_limit.over_with(len(body))
+        if copy.untracked is not None:
             copy.stats = TrackStats()
-            copy.untracked = Untracked(Reason.OVER_MTA_LIMIT, f"{size} bytes, limit {limit}")
             return
         copy.body = body
         if root_cte is not None:
             copy.header_edits.append(_cte_edit(self.envelope.headers, root_cte))
-
-    def _over_mta_limit(
-        self, parts: list[tuple[PartAnalysis, PartPlan]], links: TrackedLinks
-    ) -> Untracked | None:
-        """Whether the tracked copy will clearly not fit the MTA: spares the rewrite."""
-        limit = self.config.mta_message_size_limit
-        if not size_limit.worth_estimating(self.size, limit):
-            return None
-        plans = [(plan, part.part.cte) for part, plan in parts]
-        estimate = size_limit.estimated_size(self.size, plans, links.shortest_click_length())
-        if size_limit.fits(estimate, limit, len(self.envelope.recipients)):
-            return None
-        return Untracked(Reason.OVER_MTA_LIMIT, f"about {estimate} bytes, limit {limit}")
 
     def _injection(self, copy: RecipientCopy, settings: TrackingSettings) -> dict[str, Any]:
         from_header = self.envelope.header("From") or ""

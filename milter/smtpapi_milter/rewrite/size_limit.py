@@ -10,6 +10,9 @@ that would not fit goes out untracked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from ..untracked import Reason, Untracked
 from .analysis import PartPlan
 
 # What the MTA counts beyond the header fields and body the milter sees: its own Received
@@ -47,3 +50,34 @@ def estimated_size(size: int, parts: list[tuple[PartPlan, str]], tracked_url_len
         growth = plan.clicks * tracked_url_length - plan.click_bytes
         size += growth * 4 // 3 if cte == "base64" else growth
     return size
+
+
+class MtaSizeLimit:
+    """The limit as one message meets it: before analysis, before the rewrite, after it."""
+
+    def __init__(self, limit: int, headers: list[tuple[str, bytes]], body_size: int, rcpts: int):
+        self.limit = limit
+        self.size = message_size(headers, body_size)
+        self.body_size = body_size
+        self.recipients = rcpts
+
+    def _over(self, size: int, how: str) -> Untracked | None:
+        if fits(size, self.limit, self.recipients):
+            return None
+        return Untracked(Reason.OVER_MTA_LIMIT, f"{how}{size} bytes, limit {self.limit}")
+
+    def already_over(self) -> Untracked | None:
+        """The message does not fit even untracked (the MTA would refuse it anyway)."""
+        return self._over(self.size, "already ")
+
+    def clearly_over(
+        self, parts: list[tuple[PartPlan, str]], tracked_url_length: Callable[[], int]
+    ) -> Untracked | None:
+        """The tracked copy will not fit (estimated): spares the rewrite."""
+        if not worth_estimating(self.size, self.limit):
+            return None
+        return self._over(estimated_size(self.size, parts, tracked_url_length()), "about ")
+
+    def over_with(self, new_body_size: int) -> Untracked | None:
+        """The tracked copy, its body rewritten, does not fit."""
+        return self._over(self.size - self.body_size + new_body_size, "")
