@@ -57,7 +57,7 @@ def test_exact_size_decides_when_the_estimate_is_not_worth_it():
     limit = 4 * len(message) + 10_000
     result = run(message, mta_message_size_limit=limit)
     assert result.untracked.reason is Reason.OVER_MTA_LIMIT
-    assert result.untracked.detail.endswith(f"bytes, limit {limit}")
+    assert result.untracked.detail.endswith(f"bytes tracked, limit {limit}")
     assert not result.untracked.detail.startswith("about ")
     assert (result.copies[0].body, result.copies[0].injection) == (None, None)
 

@@ -31,7 +31,7 @@ TEXT = {
     Reason.SIGNED_OR_ENCRYPTED: "message is signed or encrypted",
     Reason.UNSAFE_MIME: "MIME structure could read differently after a change",
     Reason.TOO_BIG: "message larger than max_tracked_size",
-    Reason.OVER_MTA_LIMIT: "tracked, the message would pass mta_message_size_limit",
+    Reason.OVER_MTA_LIMIT: "message would not fit the MTA's size limit (mta_message_size_limit)",
     Reason.NO_USABLE_PART: "no top text/html or text/plain part can be changed",
     Reason.NOTHING_TO_TRACK: "nothing to track (no trackable link, no pixel asked for)",
 }

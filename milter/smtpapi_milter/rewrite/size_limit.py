@@ -64,11 +64,11 @@ class MtaSizeLimit:
     def _over(self, size: int, how: str) -> Untracked | None:
         if fits(size, self.limit, self.recipients):
             return None
-        return Untracked(Reason.OVER_MTA_LIMIT, f"{how}{size} bytes, limit {self.limit}")
+        return Untracked(Reason.OVER_MTA_LIMIT, how.format(size) + f", limit {self.limit}")
 
     def already_over(self) -> Untracked | None:
         """The message does not fit even untracked (the MTA would refuse it anyway)."""
-        return self._over(self.size, "already ")
+        return self._over(self.size, "already {} bytes untracked")
 
     def clearly_over(
         self, parts: list[tuple[PartPlan, str]], tracked_url_length: Callable[[], int]
@@ -76,8 +76,9 @@ class MtaSizeLimit:
         """The tracked copy will not fit (estimated): spares the rewrite."""
         if not worth_estimating(self.size, self.limit):
             return None
-        return self._over(estimated_size(self.size, parts, tracked_url_length()), "about ")
+        estimate = estimated_size(self.size, parts, tracked_url_length())
+        return self._over(estimate, "about {} bytes tracked")
 
     def over_with(self, new_body_size: int) -> Untracked | None:
         """The tracked copy, its body rewritten, does not fit."""
-        return self._over(self.size - self.body_size + new_body_size, "")
+        return self._over(self.size - self.body_size + new_body_size, "{} bytes tracked")
