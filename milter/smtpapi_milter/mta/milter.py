@@ -21,6 +21,7 @@ from ..pipeline import MessageResult, Pipeline
 from ..policy import PolicyFailure
 from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError, milter_text
 from ..xmsysapi import HEADER_NAME
+from . import memory
 from .reinject import ReinjectError, Reinjector
 from .state import STORE_DOWN, MilterState
 
@@ -256,8 +257,10 @@ class SmtpapiMilter(Milter.Base):
         if self.spool is None:
             return b"", 0
         size = self.spool.tell()
-        if size > self.pipeline.config.smtpapi.max_tracked_size:
-            return None, size  # never loaded: the bound on memory per connection
+        if size > memory.largest_rewritten_body(self.pipeline.config):
+            # Never loaded (over max_tracked_size or the MTA's size limit: it would go out
+            # untracked anyway): the bound on memory per connection.
+            return None, size
         self.spool.seek(0)
         return self.spool.read(), size
 
