@@ -90,6 +90,9 @@ def test_unknown_key_names_key_and_file(tmp_path, text, key):
         ("[smtpapi]\nopen_tracking_enabled = 'yes'\n", "'smtpapi.open_tracking_enabled' must be"),
         ("[smtpapi]\nmulti_recipient = 'fan-out'\n", "'smtpapi.multi_recipient' must be one of"),
         ("[smtpapi]\nmulti_recipient = 'split'\n", "needs 'smtpapi.reinject_to'"),
+        ("[smtpapi]\nmax_tracked_links = 0\n", "'smtpapi.max_tracked_links' must be at least 1"),
+        ("[smtpapi]\nmta_message_size_limit = -1\n", "'smtpapi.mta_message_size_limit' must not"),
+        ("[smtpapi.listener.x]\nmax_tracked_links = 5\n", "unknown key 'smtpapi.listener.x.max"),
         (
             "[smtpapi.listener.x]\nmulti_recipient = 'split'\n",
             "'smtpapi.listener.x.multi_recipient' = \"split\" needs",
