@@ -89,13 +89,13 @@ class PartAnalysis:
             if self._html_scan is None:
                 self._html_scan = scan_html(self.text, self.max_links)
             sites = html_sites(self._html_scan, self.text, settings)
-            beyond = self._html_scan.links_beyond
+            beyond = self._html_scan.links_beyond if settings.click_tracking else 0
         else:
             if self._text_urls is None:
                 self._text_urls = find_text_urls_bounded(self.text, self.max_links)
             sites = text_sites(self._text_urls[0], self.text, settings)
-            beyond = self._text_urls[1]
-        beyond = beyond if settings.click_tracking else 0
+            clicks_text = settings.click_tracking and settings.click_tracking_text
+            beyond = self._text_urls[1] if clicks_text else 0
         if not sites:
             return PartPlan(sites, [], None, beyond)
         spans = byte_spans(self.text, self.decoded, [(s.start, s.end) for s in sites], self.charset)
