@@ -47,6 +47,10 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies():
     assert behind(scope("10.0.0.5", "6.6.6.6, 198.51.100.7")) == "198.51.100.7"  # forged left
     assert behind(scope("203.0.113.9", "1.2.3.4")) == "203.0.113.9"  # not from a proxy
     assert behind(scope("10.0.0.5")) == "10.0.0.5"
+    # A hop that is no address ends the walk: the connecting proxy is all we know.
+    assert behind(scope("10.0.0.5", "evil.example")) == "10.0.0.5"
+    assert behind(scope("10.0.0.5", "198.51.100.7, unknown, 10.0.0.9")) == "10.0.0.5"
+    assert behind(scope("10.0.0.5", "2001:DB8::1")) == "2001:db8::1"  # in canonical form
 
 
 @pytest.mark.parametrize(

@@ -90,8 +90,15 @@ class ClientAddress:
         forwarded = _header(scope, b"x-forwarded-for").decode("latin-1")
         # Right to left: the last hop not ours is the client (earlier ones can be forged).
         for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-            if not self._trusted(hop):
-                return hop
+            try:
+                ip = ipaddress.ip_address(hop)
+            except ValueError:
+                # Not an address (a name, "unknown", a port, text made up by the client):
+                # nothing to the left of it can be believed, so the reader is the one
+                # who connected. Stored events and the flood guard only see addresses.
+                return peer
+            if not any(ip in net for net in self._networks):
+                return str(ip)
         return peer
 
 
