@@ -125,6 +125,7 @@ class TrackerApp:
         self.client_address = client_address
         self.health = health
         self.clock = clock
+        metrics.prepare()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,9 +144,6 @@ class TrackerApp:
             ok = self.health()
             body = b"ok\n" if ok else b"event store unavailable\n"
             await _respond(send, 200 if ok else 503, [_NO_STORE], body, method)
-        elif path == "/metrics":
-            body, content_type = metrics.exposition()
-            await _respond(send, 200, [(b"content-type", content_type)], body, method)
         else:
             await _not_found(send, method)
 
