@@ -22,7 +22,8 @@ from typing import Any
 TRACKER_METRICS_ENV = "SMTPAPI_TRACKER_METRICS_DIR"
 
 KINDS = ("click", "open", "initial_open")
-OUTCOMES = ("stored", "expired", "head", "invalid", "unavailable")
+# "folded": a repeat the flood guard counted instead of storing (tracker/flood.py).
+OUTCOMES = ("stored", "folded", "expired", "head", "invalid", "unavailable")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 # Label children by (kind, outcome) and by kind: the lookups are on every request's path.
@@ -36,7 +37,7 @@ def _create() -> None:
     requests = Counter(
         "smtpapi_tracker_requests",
         "Tracking requests by kind (click, open, initial_open) and outcome "
-        "(stored, expired, head, invalid, unavailable)",
+        "(stored, folded, expired, head, invalid, unavailable)",
         ["kind", "outcome"],
     )
     latency = Histogram(

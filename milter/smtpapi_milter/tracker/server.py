@@ -33,6 +33,7 @@ from ..tokens import TokenCodec
 from . import dashboard
 from .admin import AdminApp, is_loopback
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
+from .flood import FloodGuard
 from .jobs import background_jobs
 from .metrics import TRACKER_METRICS_ENV
 from .recorder import EventRecorder
@@ -105,12 +106,14 @@ def tracker_app(config: Config) -> Lifespan:
         # Serve even while the store is down: 503 until it is back, /healthz tells.
         store = LazyStore(config.event_store_url)
         recorder = EventRecorder(store).start()
+        tracker = config.engagement_tracker
         parts.update(store=store, recorder=recorder)
         return TrackerApp(
             codec=TokenCodec.from_config(config),
             recorder=recorder,
             client_address=ClientAddress(config.engagement_tracker.trusted_proxies),
             health=StoreHealth(store),
+            guard=FloodGuard(tracker.flood_window, tracker.flood_token_hourly_limit),
         )
 
     def shutdown() -> None:
@@ -185,6 +188,12 @@ def check(config: Config) -> None:
     for key in ("workers", "header_timeout"):
         if getattr(tracker, key) < 1:
             raise ConfigError(f"{config.source}: 'engagement_tracker.{key}' must be at least 1")
+    for key in ("flood_window", "flood_token_hourly_limit"):
+        if getattr(tracker, key) < 0:
+            raise ConfigError(
+                f"{config.source}: 'engagement_tracker.{key}' must not be negative "
+                f"(0 turns it off), not {getattr(tracker, key)}"
+            )
 
 
 def prepare(config: Config) -> None:
