@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.client
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import pytest
 from smtpapi_milter.config import load_config
 from smtpapi_milter.tokens import TokenCodec, TrackingData
 
-from .harness.smtpapi import RunningTracker
+from .harness.smtpapi import ROOT, RunningTracker
 from .test_tracker import BROWSER, admin, events_of
 
 WORKERS = 2  # the default
@@ -180,3 +182,20 @@ def test_metrics_are_on_the_admin_listener_only(tracker):
     conn.close()
     text = admin_text(tracker, "/metrics")
     assert 'smtpapi_tracker_requests_total{kind="click",outcome="stored"}' in text
+
+
+@pytest.mark.parametrize(("key", "value"), [("flood_window", -1), ("flood_token_hourly_limit", -5)])
+def test_a_negative_flood_setting_is_refused_naming_file_and_key(tmp_path, key, value):
+    service = RunningTracker(tmp_path, engagement_tracker={key: value})
+    result = subprocess.run(
+        [sys.executable, "-m", "smtpapi_milter.cli", "tracker", "--config"]
+        + [str(service.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT / "milter"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode != 0
+    assert f"{service.config_path}: 'engagement_tracker.{key}' must not be negative" in (
+        result.stderr + result.stdout
+    )

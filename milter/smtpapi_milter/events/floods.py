@@ -93,17 +93,26 @@ def prune(cur: Any, sql: Callable[[str], str], cutoff: float) -> int:
     return cur.rowcount
 
 
-def flooded_tokens(store: Any, *, abused_only: bool = False, limit: int = 100) -> list[dict]:
-    """The tokens with the most folded requests first, as dicts of the table's columns."""
+def flooded_tokens(
+    store: Any, *, abused_only: bool = False, campaign: str | None = None, limit: int = 100
+) -> list[dict]:
+    """The tokens with the most folded requests first, as dicts of the table's columns;
+    only those flagged as abused, or of one campaign, if asked."""
 
     def work(cur: Any) -> list[dict]:
-        where = " WHERE abused_at IS NOT NULL" if abused_only else ""
+        clauses, args = [], []
+        if abused_only:
+            clauses.append("abused_at IS NOT NULL")
+        if campaign is not None:
+            clauses.append("campaign_id = ?")
+            args.append(text_column(campaign))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
         cur.execute(
             store.sql(
                 f"SELECT {', '.join(COLUMNS)} FROM token_floods{where}"
                 " ORDER BY folded DESC, token_key LIMIT ?"
             ),
-            [int(limit)],
+            [*args, int(limit)],
         )
         return [dict(zip(COLUMNS, row, strict=True)) for row in cur.fetchall()]
 
