@@ -199,3 +199,15 @@ def test_a_negative_flood_setting_is_refused_naming_file_and_key(tmp_path, key, 
     assert f"{service.config_path}: 'engagement_tracker.{key}' must not be negative" in (
         result.stderr + result.stdout
     )
+
+
+def test_a_click_the_store_refused_is_not_folded_on_retry(tmp_path):
+    # The store is down: the click answers 503 and the reader retries. The retry must not be
+    # taken for a repeat of a stored click (a redirect without any event).
+    dead = RunningTracker(tmp_path, events={"store": "postgresql://127.0.0.1:1/events"})
+    dead.ready_on_admin = True
+    with dead:
+        path = click_path(dead, "retrying@example.org")
+        for _ in range(3):
+            status, headers = get(dead, path)
+            assert status == 503 and "location" not in headers
