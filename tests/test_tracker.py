@@ -94,8 +94,19 @@ def tracked(tracker: RunningTracker, html: str, kind: str) -> list[str]:
     return re.findall(pattern, html)
 
 
-def get(tracker: RunningTracker, path: str, method: str = "GET", agent: str = BROWSER):
-    conn = http.client.HTTPConnection("127.0.0.1", tracker.port, timeout=30)
+def get(
+    tracker: RunningTracker,
+    path: str,
+    method: str = "GET",
+    agent: str = BROWSER,
+    source: str = "127.0.0.1",
+):
+    """One request on its own connection from the loopback address ``source`` (another
+    source is another reader: the flood guard stores one event per link and reader a minute).
+    """
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", tracker.port, timeout=30, source_address=(source, 0)
+    )
     try:
         conn.request(method, path, headers={"User-Agent": agent})
         response = conn.getresponse()
@@ -174,7 +185,7 @@ def test_pixel_is_a_gif_and_each_open_is_recorded(tracker):
     status, headers, body = get(tracker, path)
     assert (status, headers["content-type"], body) == (200, "image/gif", PIXEL)
     assert len(PIXEL) == 43 and headers["cache-control"].startswith("no-store")
-    get(tracker, path)
+    get(tracker, path, source="127.0.0.2")  # an open of the mail somewhere else
     opens = events_of(tracker, rcpt, "open")
     assert len(opens) == 2 and all(e["initial_pixel"] is False for e in opens)
 
@@ -234,7 +245,7 @@ def test_machine_opens_are_flagged(tracker):
     gmail = (
         "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
     )
-    get(tracker, path, agent=gmail)
+    get(tracker, path, agent=gmail, source="127.0.0.2")  # the proxies' addresses differ
     apple, google = (e["user_agent_parsed"] for e in events_of(tracker, rcpt))
     assert apple["is_prefetched"] and apple["is_proxy"]
     assert google["is_proxy"] and not google["is_prefetched"]

@@ -42,8 +42,16 @@ MAX_TOKENS = 50_000
 
 
 def token_identity(data: TrackingData) -> tuple[str, ...]:
-    """What makes two tokens the same link of the same recipient (however it was encoded)."""
-    return (data.kind, data.transmission_id, data.message_id, data.rcpt_to, data.target_url)
+    """What makes two tokens the same link of the same recipient (however it was encoded):
+    two links to one URL under different names are two links."""
+    return (
+        data.kind,
+        data.transmission_id,
+        data.message_id,
+        data.rcpt_to,
+        data.target_url,
+        data.link_name,
+    )
 
 
 def token_key(data: TrackingData) -> str:
