@@ -10,10 +10,13 @@ for the same campaign, counted by the rules of ``events.stats``.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from smtpapi_milter.config import load_config
 from smtpapi_milter.events.store import open_store
+from smtpapi_milter.tokens import TokenCodec, TrackingData
 from smtpapi_milter.tracker.useragent import is_machine
 
 from .dashboard_data import (
@@ -320,3 +324,35 @@ def test_api_reads_ids_with_a_slash_and_the_empty_id(filled):
 def test_api_says_what_is_wrong_with_a_query(filled, path):
     status, body = api(filled, path)
     assert status == 400 and body["error"]
+
+
+def test_campaign_page_marks_a_flooded_link(tmp_path, page):
+    # One link replayed past the hourly limit: its row says so, the other link's does not.
+    with RunningTracker(tmp_path, engagement_tracker={"flood_token_hourly_limit": 5}) as tracker:
+        codec = TokenCodec.from_config(load_config(str(tracker.config_path)), create=False)
+        for url, times in (("https://shop.example/flooded", 40), ("https://shop.example/calm", 2)):
+            data = TrackingData(
+                "click", "t", "m", "a@example.org", 1, campaign_id="replayed", target_url=url
+            )
+            path = "/c/" + codec.encode(data)
+            for _ in range(times):
+                conn = http.client.HTTPConnection("127.0.0.1", tracker.port, timeout=30)
+                conn.request("GET", path)
+                assert conn.getresponse().status == 302
+                conn.close()
+        deadline = time.monotonic() + 15
+        while not flooded(tracker):  # the counter is written within a second: probe
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        page.goto(f"{tracker.admin_url}/dashboard/#/campaign/replayed")
+        rows = page.locator("#links tbody tr")
+        expect(rows.filter(has_text="flooded").locator(".flood")).to_contain_text(
+            "repeated requests not stored"
+        )
+        expect(rows.filter(has_text="calm")).to_have_count(1)
+        expect(rows.filter(has_text="calm").locator(".flood")).to_have_count(0)
+
+
+def flooded(tracker: RunningTracker) -> bool:
+    with urllib.request.urlopen(tracker.admin_url + "/api/v1/floods?abused=1") as response:
+        return bool(json.loads(response.read())["results"])

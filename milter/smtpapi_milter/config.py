@@ -117,6 +117,8 @@ class TrackerConfig:
     trusted_proxies: list[str] = field(default_factory=list)
     workers: int = 2
     header_timeout: int = 10
+    flood_window: float = 60.0
+    flood_token_hourly_limit: int = 100
 
 
 @dataclass(frozen=True)

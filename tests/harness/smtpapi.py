@@ -145,7 +145,10 @@ class RunningTracker(RunningService):
     """``smtpapi-milter tracker`` on free loopback ports, ready when both answer /healthz."""
 
     command = "tracker"
-    ready_path = "/healthz"  # /metrics for a tracker whose store is meant to be down
+    ready_path = "/healthz"
+    # For a tracker whose store is meant to be down (/healthz answers 503): the admin
+    # listener's /metrics, then the public port.
+    ready_on_admin = False
 
     def _configure(self, sections: dict[str, dict[str, Any]]) -> None:
         self.port, self.admin_port = free_port(), free_port()
@@ -165,5 +168,9 @@ class RunningTracker(RunningService):
 
     def _wait_ready(self) -> None:
         deadline = deadline_in(30)
+        if self.ready_on_admin:
+            wait_for_http(self.admin_url + "/metrics", deadline, self.process)
+            wait_for_port("127.0.0.1", self.port, deadline)
+            return
         wait_for_http(self.base_url + self.ready_path, deadline, self.process)
         wait_for_port("127.0.0.1", self.admin_port, deadline)

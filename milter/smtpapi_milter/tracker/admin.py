@@ -12,7 +12,8 @@ Routes (JSON unless said otherwise):
   the next page. ``type`` may repeat or hold a comma list; times as in ``events.query``.
 - ``DELETE /api/v1/recipients/{address}/events`` — erase one recipient's events (privacy
   requests): ``{"deleted": N}``.
-- ``GET /healthz``; ``GET /metrics`` (Prometheus text: webhook delivery counters).
+- ``GET /healthz``; ``GET /metrics`` (Prometheus text: webhook delivery counters, and the
+  public listener's tracking requests summed over its workers, see ``metrics``).
 
 The dashboard (:mod:`.dashboard`) adds its page under ``/dashboard/`` and its report routes
 (``/api/v1/campaigns...``, ``/api/v1/tags``).

@@ -33,12 +33,15 @@ from ..tokens import TokenCodec
 from . import dashboard
 from .admin import AdminApp, is_loopback
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
+from .flood import FloodGuard
 from .jobs import background_jobs
+from .metrics import TRACKER_METRICS_ENV
 from .recorder import EventRecorder
 
 log = structlog.get_logger("smtpapi_milter.tracker")
 
 HEALTH_CACHE_SECONDS = 1.0
+METRICS_PREFIX = "smtpapi-tracker-metrics-"
 
 
 class StoreHealth:
@@ -103,12 +106,14 @@ def tracker_app(config: Config) -> Lifespan:
         # Serve even while the store is down: 503 until it is back, /healthz tells.
         store = LazyStore(config.event_store_url)
         recorder = EventRecorder(store).start()
+        tracker = config.engagement_tracker
         parts.update(store=store, recorder=recorder)
         return TrackerApp(
             codec=TokenCodec.from_config(config),
             recorder=recorder,
             client_address=ClientAddress(config.engagement_tracker.trusted_proxies),
             health=StoreHealth(store),
+            guard=FloodGuard(tracker.flood_window, tracker.flood_token_hourly_limit),
         )
 
     def shutdown() -> None:
@@ -183,6 +188,12 @@ def check(config: Config) -> None:
     for key in ("workers", "header_timeout"):
         if getattr(tracker, key) < 1:
             raise ConfigError(f"{config.source}: 'engagement_tracker.{key}' must be at least 1")
+    for key in ("flood_window", "flood_token_hourly_limit"):
+        if getattr(tracker, key) < 0:
+            raise ConfigError(
+                f"{config.source}: 'engagement_tracker.{key}' must not be negative "
+                f"(0 turns it off), not {getattr(tracker, key)}"
+            )
 
 
 def prepare(config: Config) -> None:
@@ -207,9 +218,13 @@ def serve_listener(config_path: str | None, listener: str) -> int:
     host, _, port = address(config).rpartition(":")
     if config_path:  # the worker processes read it from the environment
         os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    own_metrics_dir = ""
     if listener == "public":
-        # Before Granian starts its workers: each counts into its own files here (metrics.py).
-        metrics_dir = counter_directory("smtpapi-tracker-metrics-")
+        # Before Granian starts its workers: each counts into its own files here, which the
+        # admin listener reads (metrics.py). ``serve`` names one both listeners share.
+        metrics_dir = os.environ.get(TRACKER_METRICS_ENV, "")
+        if not metrics_dir:
+            metrics_dir = own_metrics_dir = counter_directory(METRICS_PREFIX)
         os.environ[MULTIPROC_ENV] = metrics_dir
     server = Server(
         f"smtpapi_milter.tracker.server:{factory}",
@@ -232,8 +247,8 @@ def serve_listener(config_path: str | None, listener: str) -> int:
     try:
         server.serve()
     finally:
-        if listener == "public":
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if own_metrics_dir:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -252,4 +267,9 @@ def serve(config_path: str | None) -> int:
         admin_listen=config.engagement_tracker.admin_listen,
         store=redact(config.event_store_url),
     )
-    return Supervisor(children).run()
+    # The public workers' counters, summed on the admin listener's /metrics (metrics.py).
+    os.environ[TRACKER_METRICS_ENV] = metrics_dir = counter_directory(METRICS_PREFIX)
+    try:
+        return Supervisor(children).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -87,5 +87,6 @@ def install(app: AdminApp) -> AdminApp:
     app.public_paths.add("/dashboard")
     app.routes[("GET", api.CAMPAIGNS)] = api.campaigns
     app.routes[("GET", "/api/v1/tags")] = api.tags
+    app.routes[("GET", api.FLOODS)] = api.flooded_tokens
     app.prefix_routes[("GET", api.CAMPAIGNS + "/")] = api.campaign_detail
     return app
