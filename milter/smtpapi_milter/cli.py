@@ -329,10 +329,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .tracker.admin_access import describe_token
     from .tracker.server import check as check_tracker
 
     config, policies = _load(args)
-    check_tracker(config)  # listen addresses, admin token off loopback, webhooks
+    check_tracker(config)  # listen addresses, admin host names, webhooks
     codec_note = _describe_keys(config)
     print(f"# effective configuration from {config.source}")
     settings = dataclasses.asdict(config)
@@ -342,6 +343,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in policies.describe():
         print(f"#   {line}")
     print(f"# link-token keys: {codec_note}")
+    print(f"# admin token: {describe_token(config)}")
     print("# configuration OK")
     return EXIT_OK
 
