@@ -162,7 +162,7 @@ URLS = st.builds(
 )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(URLS)
 @example(ATTACK)
 @example("https://good.example\\\\@evil.example/")
@@ -182,7 +182,7 @@ def test_a_tracked_url_names_the_same_host_for_browsers_and_rfc3986(url):
         assert idna_host(host) == whatwg_host(url)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(URLS)
 @example(ATTACK)
 def test_the_redirect_of_an_accepted_target_lands_on_the_links_host(url):

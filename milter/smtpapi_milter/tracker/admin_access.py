@@ -17,12 +17,12 @@ The admin listener serves every recipient's events and erases them, so it is nev
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 from pathlib import Path
 
 from ..config import Config, ConfigError
+from ..secret_file import publish_once
 
 TOKEN_FILE_NAME = "admin-token"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "[::1]", "localhost"})
@@ -61,7 +61,7 @@ def admin_token(config: Config, create: bool = True) -> str:
         if not create:
             raise ConfigError(f"{path}: no admin token file (created on first start)") from None
     try:
-        _publish(path, secrets.token_urlsafe(32))
+        publish_once(path, secrets.token_urlsafe(32).encode() + b"\n")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot create the admin token file: {exc.strerror}") from None
     return read_token_file(path)
@@ -86,23 +86,6 @@ def read_token_file(path: Path) -> str:
     if len(token) < 16 or any(c.isspace() for c in token):
         raise ConfigError(f"{path}: admin token file must hold one token of 16+ characters")
     return token
-
-
-def _publish(path: Path, token: str) -> None:
-    # Written in full to a private file, then hard-linked into place: link fails when the
-    # name exists, so two processes starting together share the first one's token.
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as file:
-            file.write(token.encode() + b"\n")
-            file.flush()
-            os.fsync(file.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _host_name(hostport: str) -> str:
