@@ -73,6 +73,8 @@ def test_token_file_is_made_private_on_first_start(tracker):
         "127.0.0.1.evil.example:{port}",
         "localhost.evil.example",
         "10.0.0.1:{port}",
+        "127.0.0.1:{port}@evil.example",
+        "[::1]evil.example",
     ],
 )
 def test_a_host_that_is_not_ours_gets_421_even_with_the_token(tracker, host):

@@ -89,11 +89,20 @@ def read_token_file(path: Path) -> str:
 
 
 def _host_name(hostport: str) -> str:
-    """The name part of a ``Host`` header or listen address, lower-case, port dropped."""
+    """The name part of a ``Host`` header or listen address, lower-case, port dropped;
+    "" when it is no ``name[:port]`` (a port that is no number, a lone bracket)."""
     hostport = hostport.strip().lower()
     if hostport.startswith("["):
-        return hostport[: hostport.find("]") + 1] if "]" in hostport else ""
-    name = hostport.partition(":")[0]
+        end = hostport.find("]")
+        if end < 0:
+            return ""
+        name, rest = hostport[: end + 1], hostport[end + 1 :]
+    else:
+        name, colon, port = hostport.partition(":")
+        rest = colon + port
+    port = rest[1:]
+    if rest and (rest[0] != ":" or not (port == "" or (port.isascii() and port.isdigit()))):
+        return ""
     # "localhost." is the same DNS name as "localhost".
     return name[:-1] if name.endswith(".") and len(name) > 1 else name
 
