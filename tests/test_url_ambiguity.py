@@ -59,6 +59,7 @@ AMBIGUOUS = [
     "https://good.example\uff20evil.example/",  # fullwidth '@'
     "http://[1:2]/",
     "https://good.example:99999/",
+    "http\u017f://good.example/",  # long s: "https" only to Unicode case-folding
 ]
 
 

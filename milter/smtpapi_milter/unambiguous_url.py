@@ -39,7 +39,7 @@ def _pattern(label_char: str, first_char: str) -> re.Pattern[str]:
     # IPv4 rules (all-digit labels, 0x...); dotted-decimal IPv4 is matched on its own.
     name = rf"(?:{label_char}*+\.)*{first_char}{label_char}*+\.?"
     return re.compile(
-        rf"(?i:https?)://(?:{_USERINFO})?(?P<host>{_IPV4}|{_IPV6}|{name})"
+        rf"(?ai:https?)://(?:{_USERINFO})?(?P<host>{_IPV4}|{_IPV6}|{name})"
         r"(?::(?P<port>[0-9]*+))?(?:[/?#][^\x00-\x1f\x7f-\x9f]*+)?"
     )
 

@@ -27,8 +27,9 @@ _TEMPLATE_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|%%|\*\||\|\*|<%|%>|\[%|%\]|\$\
 _OUTLOOK_SYNTAX = re.compile(r"<!(?:--)?\[(?:if|endif)\b", re.IGNORECASE)
 
 # Scheme and authority. Browsers end the authority at '\' too for http(s); stopping there
-# keeps us from reading a host out of something a browser would not.
-_HTTP_AUTHORITY = re.compile(r"(?i:(https?)://)([^/?#\\]*+)")
+# keeps us from reading a host out of something a browser would not. ASCII case-folding
+# only: Unicode's would take "httpſ" (long s) for "https".
+_HTTP_AUTHORITY = re.compile(r"(?ai:(https?)://)([^/?#\\]*+)")
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
