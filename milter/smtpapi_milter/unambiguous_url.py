@@ -17,8 +17,8 @@ letters and digits in NFKC form (``bücher.example``): IDNA then only lower-case
 spells them in punycode, so the labels a browser sees are the ones written.
 
 The milter leaves any other URL untracked, and the tracker refuses to redirect to one (a
-token minted before this rule); both ask :func:`is_unambiguous`, one precompiled match for
-the usual ASCII link.
+token minted before this rule); both ask :func:`is_unambiguous`: for the usual ASCII link two
+C-coded ``str`` tests and one precompiled match of the scheme and authority.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ def _pattern(label_char: str, first_char: str) -> re.Pattern[str]:
     # A last label that does not start with a digit is never read as a number by WHATWG's
     # IPv4 rules (all-digit labels, 0x...); dotted-decimal IPv4 is matched on its own.
     name = rf"(?:{label_char}*+\.)*{first_char}{label_char}*+\.?"
+    # Scheme and authority only: the rest of the URL is checked for control characters apart.
     return re.compile(
         rf"(?ai:https?)://(?:{_USERINFO})?(?P<host>{_IPV4}|{_IPV6}|{name})"
-        r"(?::(?P<port>[0-9]*+))?(?:[/?#][^\x00-\x1f\x7f-\x9f]*+)?"
+        r"(?::(?P<port>[0-9]*+))?(?=[/?#]|\Z)"
     )
 
 
@@ -49,14 +50,19 @@ _ASCII_FIRST = rf"[A-Za-z_~{re.escape(_SUB_DELIMS)}-]"  # a label character but 
 _ASCII = _pattern(_ASCII_LABEL, _ASCII_FIRST)
 # Only tried when the ASCII form does not match (rare): hosts with non-ASCII characters.
 _UNICODE = _pattern(rf"(?:{_ASCII_LABEL}|[^\x00-\x7f])", rf"(?:{_ASCII_FIRST}|[^\x00-\x7f])")
+# Browsers drop tabs and newlines anywhere and percent-encode other controls (C1 included).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def is_unambiguous(url: str) -> bool:
     """True when ``url`` is an absolute http(s) URL whose host a browser (WHATWG) and an
     RFC 3986 parser read alike (see the module doc); False for anything else."""
-    match = _ASCII.fullmatch(url)
+    # str methods in C first: printable ASCII holds no control character.
+    if not (url.isascii() and url.isprintable()) and _CONTROL.search(url):
+        return False
+    match = _ASCII.match(url)
     if match is None:
-        match = _UNICODE.fullmatch(url)
+        match = _UNICODE.match(url)
         if match is None or not _plain_unicode(match.group("host")):
             return False
     ipv6, port = match.group("ipv6", "port")
