@@ -141,16 +141,6 @@ def test_check_lists_shipped_policies(tmp_path):
     assert "example.py: validate_mailfrom" in result.stdout.decode()
 
 
-def test_check_refuses_an_admin_listener_off_loopback_without_a_token(tmp_path):
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path}"\n[engagement_tracker]\nadmin_listen = "0.0.0.0:8081"\n'
-    )
-    result = cli("check", "--config", str(config))
-    assert result.returncode == 3
-    assert "admin_token" in result.stderr.decode() and str(config) in result.stderr.decode()
-
-
 def test_rewrite_says_on_stderr_why_each_untracked_file_stayed_so(tmp_path):
     config = tmp_path / "smtpapi-milter.toml"
     config.write_text(

@@ -47,6 +47,7 @@ from .harness.browser import chromium
 from .harness.smtpapi import ROOT, RunningTracker
 
 CAMPAIGN = "spring-sale"
+TOKEN_KEY = "smtpapi-milter-admin-token"  # where dashboard.js keeps the token (sessionStorage)
 SNEAKY = '<img src=x onerror="window.pwned=1">'  # a campaign id that is markup
 STATS = (
     "injections",
@@ -158,6 +159,10 @@ def percent(ratio: float) -> str:
 
 
 def open_dashboard(page: Page, filled: Filled, fragment: str = "") -> None:
+    # As if the token had been typed into the page once (the login test does that).
+    page.add_init_script(
+        f"sessionStorage.setItem({json.dumps(TOKEN_KEY)}, {json.dumps(filled.tracker.admin_token)})"
+    )
     page.goto(f"{filled.tracker.admin_url}/dashboard{fragment and '/' + fragment}")
 
 
@@ -286,7 +291,7 @@ def test_dashboard_files_are_small_and_self_contained(filled):
 
 
 def api(filled: Filled, path: str) -> tuple[int, dict]:
-    status, _, body = http_get(filled.tracker.admin_port, path)
+    status, _, body = http_get(filled.tracker.admin_port, path, token=filled.tracker.admin_token)
     return status, json.loads(body)
 
 

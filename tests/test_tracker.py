@@ -119,7 +119,7 @@ def get(
 def admin(tracker: RunningTracker, path: str, method: str = "GET") -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", tracker.admin_port, timeout=30)
     try:
-        conn.request(method, path)
+        conn.request(method, path, headers=tracker.admin_headers)
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -367,7 +367,7 @@ def wait_for_metric(tracker: RunningTracker, line: str, timeout: float = 20) -> 
     deadline = time.monotonic() + timeout
     while True:
         conn = http.client.HTTPConnection("127.0.0.1", tracker.admin_port, timeout=5)
-        conn.request("GET", "/metrics")
+        conn.request("GET", "/metrics", headers=tracker.admin_headers)
         text = conn.getresponse().read().decode()
         conn.close()
         if line in text:

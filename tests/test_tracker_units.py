@@ -14,7 +14,6 @@ from smtpapi_milter.events.store import LazyStore, StoreUnavailable, open_store
 from smtpapi_milter.ids import unique_event_id
 from smtpapi_milter.tokens import TrackingData
 from smtpapi_milter.tracker import flood
-from smtpapi_milter.tracker.admin import is_loopback
 from smtpapi_milter.tracker.app import ClientAddress, location
 from smtpapi_milter.tracker.flood import FloodGuard
 from smtpapi_milter.tracker.recorder import EventRecorder, RecorderStopped
@@ -123,12 +122,6 @@ def test_event_ids_are_unique_and_time_ordered():
     ids = [unique_event_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert [int(i) >> 80 for i in ids] == sorted(int(i) >> 80 for i in ids)
-
-
-def test_admin_listen_loopback_detection():
-    assert is_loopback("127.0.0.1:8081") and is_loopback("[::1]:8081")
-    assert is_loopback("localhost:8081")
-    assert not is_loopback("0.0.0.0:8081") and not is_loopback("192.0.2.1:8081")
 
 
 def event(n: int) -> dict:

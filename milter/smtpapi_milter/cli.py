@@ -366,6 +366,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .tracker.admin_access import describe_token
+
     config = load_config(args.config)
     policies = preflight.validate(config)  # what a start of the milter and tracker refuses
     codec_note = _describe_keys(config)
@@ -377,6 +379,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in policies.describe():
         print(f"#   {line}")
     print(f"# link-token keys: {codec_note}")
+    print(f"# admin token: {describe_token(config)}")
     print("# configuration OK")
     return EXIT_OK
 

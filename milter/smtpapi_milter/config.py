@@ -111,6 +111,7 @@ class TrackerConfig:
     listen: str = "127.0.0.1:8080"
     admin_listen: str = "127.0.0.1:8081"
     admin_token: str = ""
+    admin_hosts: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     key_file: str = ""
     click_tracking_include_metadata: bool = True

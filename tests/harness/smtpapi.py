@@ -166,6 +166,18 @@ class RunningTracker(RunningService):
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    @property
+    def admin_token(self) -> str:
+        """The token the admin listener requires: configured, or the one it generated."""
+        from smtpapi_milter.config import load_config
+        from smtpapi_milter.tracker.admin_access import admin_token
+
+        return admin_token(load_config(str(self.config_path)), create=False)
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
     def _wait_ready(self) -> None:
         deadline = deadline_in(30)
         if self.ready_on_admin:

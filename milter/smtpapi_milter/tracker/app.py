@@ -7,7 +7,8 @@ per request is a click the tracker cannot serve. The rules that matter:
   cannot be stored the answer is 503 and no redirect: a redirect without its event is an
   engagement the sender never learns of.
 - Only tokens we issued lead anywhere. Tampered, truncated or unknown-key tokens get a 404
-  page, never a redirect, so the tracker can never be used as an open redirect.
+  page, never a redirect, so the tracker can never be used as an open redirect. So does a
+  target whose host a browser would read differently (:mod:`..unambiguous_url`).
 - HEAD answers like GET but records nothing (link checkers and proxies use it).
 - An expired link still takes the reader to the target (the mail is theirs) but records
   nothing.
@@ -27,6 +28,7 @@ import structlog
 from ..events.model import engagement_event
 from ..ids import unique_event_id
 from ..tokens import InvalidToken, TokenCodec, TrackingData
+from ..unambiguous_url import is_unambiguous
 from . import metrics
 from .flood import FloodGuard
 from .recorder import EventRecorder
@@ -158,8 +160,15 @@ class TrackerApp:
             data = self.codec.decode(token)
         except InvalidToken:
             data = None
-        # A token only works on its own path, and only click tokens carry a target.
-        if data is None or data.kind != kind or (kind == "click") != bool(data.target_url):
+        # A token only works on its own path, and only click tokens carry a target. A target
+        # whose host a browser reads otherwise than we do (a token minted before the milter
+        # refused such links) is not followed: the 404 page, as for a bad token.
+        if (
+            data is None
+            or data.kind != kind
+            or (kind == "click") != bool(data.target_url)
+            or (kind == "click" and not is_unambiguous(data.target_url))
+        ):
             metrics.request(kind, "invalid")
             await _not_found(send, method)
             return

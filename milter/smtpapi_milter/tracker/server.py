@@ -31,7 +31,8 @@ from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
 from . import dashboard
-from .admin import AdminApp, is_loopback
+from .admin import AdminApp
+from .admin_access import AllowedHosts, admin_token, check_host_names
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
 from .flood import FloodGuard
 from .jobs import background_jobs
@@ -140,7 +141,10 @@ def admin_app(config: Config) -> Lifespan:
         parts["jobs"] = background_jobs(config, store)
         for job in parts["jobs"]:
             job.start()
-        return dashboard.install(AdminApp(store, config.engagement_tracker.admin_token))
+        # prepare() made the token file already; creating it here too covers a listener
+        # started on its own (the first to link the file wins, the other reads it).
+        app = AdminApp(store, admin_token(config), AllowedHosts.from_config(config))
+        return dashboard.install(app)
 
     def shutdown() -> None:
         for job in parts.get("jobs", []):
@@ -170,12 +174,7 @@ def check(config: Config) -> None:
         host, sep, port = getattr(tracker, key).rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"{config.source}: 'engagement_tracker.{key}' must be HOST:PORT")
-    if not is_loopback(tracker.admin_listen) and not tracker.admin_token:
-        raise ConfigError(
-            f"{config.source}: 'engagement_tracker.admin_token' is required when admin_listen "
-            f"({tracker.admin_listen}) is not a loopback address: the events API shows "
-            "recipients' addresses"
-        )
+    check_host_names(config)
     try:
         check_hooks(config.webhooks)
     except ValueError as exc:
@@ -197,8 +196,10 @@ def check(config: Config) -> None:
 
 
 def prepare(config: Config) -> None:
-    """Create the key file, and migrate the store once if it is up, before workers start."""
+    """Create the key and admin token files, and migrate the store once if it is up, before
+    workers start."""
     TokenCodec.from_config(config)
+    admin_token(config)
     try:
         open_store(config.event_store_url).close()
     except StoreUnavailable as exc:
