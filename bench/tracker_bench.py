@@ -121,7 +121,8 @@ def stored_events(tracker: RunningTracker) -> int:
 
 
 def counted_by_tracker(tracker: RunningTracker) -> int:
-    with urllib.request.urlopen(tracker.admin_url + "/metrics") as response:
+    request = urllib.request.Request(tracker.admin_url + "/metrics", headers=tracker.admin_headers)
+    with urllib.request.urlopen(request) as response:
         text = response.read().decode()
     match = re.search(r'requests_total\{kind="click",outcome="stored"\} ([\d.e+]+)', text)
     return int(float(match.group(1))) if match else 0

@@ -294,7 +294,7 @@ def test_api_pages_with_a_cursor_and_erases_a_recipient(tracker):
 def admin_metrics(tracker: RunningTracker) -> bytes:
     conn = http.client.HTTPConnection("127.0.0.1", tracker.admin_port, timeout=30)
     try:
-        conn.request("GET", "/metrics")
+        conn.request("GET", "/metrics", headers=tracker.admin_headers)
         response = conn.getresponse()
         assert response.status == 200
         return response.read()

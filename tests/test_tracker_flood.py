@@ -166,7 +166,7 @@ def test_forwarded_for_hop_that_is_no_address_is_not_believed(tracker):
 def admin_text(tracker: RunningTracker, path: str) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", tracker.admin_port, timeout=30)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=tracker.admin_headers)
         response = conn.getresponse()
         assert response.status == 200
         return response.read().decode()

@@ -147,7 +147,8 @@ class RunningTracker(RunningService):
     command = "tracker"
     ready_path = "/healthz"
     # For a tracker whose store is meant to be down (/healthz answers 503): the admin
-    # listener's /metrics, then the public port.
+    # listener's dashboard page (served without the token, which may not exist yet), then
+    # the public port.
     ready_on_admin = False
 
     def _configure(self, sections: dict[str, dict[str, Any]]) -> None:
@@ -181,7 +182,7 @@ class RunningTracker(RunningService):
     def _wait_ready(self) -> None:
         deadline = deadline_in(30)
         if self.ready_on_admin:
-            wait_for_http(self.admin_url + "/metrics", deadline, self.process)
+            wait_for_http(self.admin_url + "/dashboard/", deadline, self.process)
             wait_for_port("127.0.0.1", self.port, deadline)
             return
         wait_for_http(self.base_url + self.ready_path, deadline, self.process)
