@@ -4,8 +4,18 @@ an operator's file tried first, bad files refused with the file, rule and key na
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from smtpapi_milter.delivery.bounce_class import BounceClassifier, BounceRulesError
+from smtpapi_milter.delivery.bounce_class import (
+    BOUNCE_CLASSES,
+    BounceClassifier,
+    BounceRulesError,
+    bounce_category,
+    parse_postfix_reason,
+)
+
+from .bounce_texts import ROWS
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +73,104 @@ def test_bad_rules_files_are_refused_naming_file_rule_and_key(tmp_path, content,
 def test_missing_operator_file_is_named(tmp_path):
     with pytest.raises(BounceRulesError, match="absent.toml"):
         BounceClassifier.load(tmp_path / "absent.toml")
+
+
+def _postfix_fields(dsn: str | None, reason: str) -> tuple[str | None, int | None, str]:
+    """What the maillog follower passes: Postfix's dsn=, the remote reply code when a remote
+    server answered, and the reply text, from a reason as Postfix logs it."""
+    if reason[:3].isdigit():
+        reason = f"host mx.example.net[192.0.2.1] said: {reason} (in reply to RCPT TO command)"
+    code, enhanced, text = parse_postfix_reason(reason)
+    if dsn is None:  # Postfix's dsn= is the reply's enhanced code, else its class with .0.0
+        dsn = enhanced or (f"{code // 100}.0.0" if code else None)
+    return dsn, code, text
+
+
+@pytest.mark.parametrize(
+    "dsn, reason, expected, source", ROWS, ids=[f"{row[2]}-{row[1][:40]}" for row in ROWS]
+)
+def test_real_bounce_texts_get_their_class(classifier, dsn, reason, expected, source):
+    assert classifier.classify(*_postfix_fields(dsn, reason)) == expected, source
+
+
+def test_the_table_is_large_and_sourced():
+    assert len(ROWS) >= 60
+    assert all(source for *_, source in ROWS)
+    assert len({source for *_, source in ROWS}) >= 30
+
+
+def test_postfix_reason_is_split_into_code_enhanced_and_text():
+    reason = (
+        "host gmail-smtp-in.l.google.com[192.0.2.1] said: 550-5.7.1 [192.0.2.25] Our system "
+        "has detected that this message is 550-5.7.1 likely unsolicited mail. 550 5.7.1 "
+        "https://support.google.com/mail/?p=UnsolicitedMessage - gsmtp (in reply to end of "
+        "DATA command)"
+    )
+    code, enhanced, text = parse_postfix_reason(reason)
+    assert (code, enhanced) == (550, "5.7.1")
+    assert "this message is likely unsolicited mail." in text
+    assert not text.endswith(")") and "said:" not in text
+    own = "connect to mx.example.com[192.0.2.1]:25: Connection timed out"
+    assert parse_postfix_reason(own) == (None, None, own)
+
+
+@pytest.mark.parametrize(
+    "enhanced, code, text, expected",
+    [
+        (None, None, "550 5.1.1 <a@b.example>: User unknown", 10),  # both from the text
+        (None, 552, "Mailbox full", 22),  # enhanced follows the code's class: 5.0.0
+        (None, None, "Sorry, no mailbox here by that name. (#5.1.1)", 10),  # qmail's (#x.y.z)
+        ("5.0.0", None, "no reason given", 40),
+        ("4.0.0", None, "no reason given", 20),
+        ("not a code", 999, "nothing known", 1),
+    ],
+)
+def test_missing_codes_are_taken_from_the_text_or_the_reply_code(
+    classifier, enhanced, code, text, expected
+):
+    assert classifier.classify(enhanced, code, text) == expected
+
+
+def test_repeated_answers_come_from_the_cache_and_stay_bounded(classifier):
+    fresh = BounceClassifier.load()
+    first = fresh.classify("5.1.1", 550, "User unknown")
+    assert fresh.classify("5.1.1", 550, "User unknown") == first == 10
+    for n in range(BounceClassifier.CACHE_SIZE + 10):
+        fresh.classify("4.4.1", None, f"connect to mx{n}.example.com: Connection refused")
+    assert len(fresh._cache) <= BounceClassifier.CACHE_SIZE
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    enhanced=st.none() | st.text(max_size=20) | st.from_regex(r"\A[245]\.\d{1,4}\.\d{1,4}\Z"),
+    code=st.none() | st.integers(min_value=-(2**70), max_value=2**70),
+    text=st.text(max_size=600),
+)
+def test_classify_never_raises_and_returns_a_known_class(classifier, enhanced, code, text):
+    assert classifier.classify(enhanced, code, text) in BOUNCE_CLASSES
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=400))
+def test_parse_postfix_reason_never_raises(text):
+    code, enhanced, rest = parse_postfix_reason(text)
+    assert code is None or 200 <= code <= 599
+    assert isinstance(rest, str)
+
+
+def test_every_shipped_rule_is_used_by_the_table_or_documented():
+    # Each class a shipped rule gives is one the table exercises, except the mail-handler
+    # classes (auto-reply, challenge-response) that an SMTP reply hardly ever carries.
+    shipped = {rule.bounce_class for rule in BounceClassifier.load()._rules}
+    assert shipped - {row[2] for row in ROWS} <= {60, 100}
+
+
+def test_bounce_category_follows_sparkpost():
+    assert [bounce_category(c) for c in (10, 22, 51, 25, 1, 999)] == [
+        "hard",
+        "soft",
+        "block",
+        "admin",
+        "undetermined",
+        "undetermined",
+    ]

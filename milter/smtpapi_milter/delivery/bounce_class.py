@@ -100,10 +100,14 @@ def _wild(part: str) -> str | None:
 
 
 class BounceClassifier:
-    """Ordered rules compiled once; ``classify`` runs per log line, so it does little work."""
+    """Ordered rules compiled once; ``classify`` runs per log line, so it does little work and
+    remembers its recent answers (the same reply comes back for many recipients)."""
+
+    CACHE_SIZE = 4096
 
     def __init__(self, rules: list[_Rule]) -> None:
         self._rules = tuple(rules)
+        self._cache: dict[tuple[str | None, int | None, str], int] = {}
 
     @classmethod
     def load(cls, extra: str | Path | None = None) -> BounceClassifier:
@@ -126,15 +130,75 @@ class BounceClassifier:
 
     def classify(self, enhanced: str | None, code: int | None, text: str) -> int:
         """The SparkPost bounce class of a failure: enhanced status code (``5.1.1`` or None),
-        reply code (550 or None) and the text; 1 (undetermined) when no rule matches."""
-        parsed = _ENHANCED.fullmatch(enhanced.strip()) if enhanced else None
-        enhanced_parts = (parsed[1], str(int(parsed[2])), str(int(parsed[3]))) if parsed else None
-        code_text = str(code) if code is not None and 200 <= code <= 599 else None
-        text = text or ""
+        reply code (550 or None) and the text; 1 (undetermined) when no rule matches.
+
+        A missing enhanced code or reply code is taken from the text when it starts with one
+        (``550 5.1.1 ...``, qmail's ``(#5.1.1)``); a missing enhanced code otherwise follows
+        the reply code's class (``5.0.0``), as Postfix's own ``dsn=`` does."""
+        key = (enhanced, code, text)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._classify(enhanced, code, text)
+            if len(self._cache) >= self.CACHE_SIZE:
+                self._cache.clear()  # cheaper than LRU bookkeeping; refills with what is common
+            self._cache[key] = found
+        return found
+
+    def _classify(self, enhanced: str | None, code: int | None, text: str) -> int:
+        text = text if isinstance(text, str) else ""
+        if _CONTINUATION.search(text):
+            text = _CONTINUATION.sub(" ", text)
+        if code is None or not enhanced:
+            leading = _LEADING_REPLY.match(text)
+            if leading is not None:
+                if code is None:
+                    code = int(leading[1])
+                enhanced = enhanced or leading[2]
+        if not enhanced:
+            qmail = _QMAIL_STATUS.search(text)
+            if qmail is not None:
+                enhanced = qmail[1]
+        parsed = _ENHANCED.fullmatch(enhanced.strip()) if isinstance(enhanced, str) else None
+        code_text = str(code) if type(code) is int and 200 <= code <= 599 else None
+        if parsed is not None:
+            enhanced_parts = (parsed[1], str(int(parsed[2])), str(int(parsed[3])))
+        elif code_text is not None and code_text[0] in "45":
+            enhanced_parts = (code_text[0], "0", "0")
+        else:
+            enhanced_parts = None
         for rule in self._rules:
             if rule.matches(enhanced_parts, code_text, text):
                 return rule.bounce_class
         return UNDETERMINED
+
+
+# Inner lines of a multi-line reply as Postfix logs them ("... is 550-5.7.1 likely
+# unsolicited ..."): removed so that a phrase split across lines still matches.
+_CONTINUATION = re.compile(r"(?<=\S)\s+[245]\d\d[- ](?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?=\S)")
+_LEADING_REPLY = re.compile(r"\s*([245]\d\d)(?![\d.])(?:[- ]+#?([245]\.\d{1,3}\.\d{1,3})\b)?")
+_QMAIL_STATUS = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
+
+# Postfix's delivery agents log a remote server's refusal as
+# "host mx.example[192.0.2.1] said: 550 5.1.1 <a@b.example>: ... (in reply to RCPT TO command)".
+_POSTFIX_SAID = re.compile(
+    r"\bsaid:\s*([245]\d\d)[- ](?:([245]\.\d{1,3}\.\d{1,3})\s+)?(.*?)"
+    r"(?:\s*\(in reply to [^()]*\))?\s*$",
+    re.DOTALL,
+)
+
+
+def parse_postfix_reason(text: str) -> tuple[int | None, str | None, str]:
+    """Reply code, enhanced status code and reply text of the reason Postfix puts in
+    parentheses after ``status=``: ``host X said: 550 5.1.1 <a@b>: User unknown (in reply to
+    RCPT TO command)`` gives ``(550, "5.1.1", "<a@b>: User unknown")``. A reason of Postfix's
+    own (``connect to ...: Connection timed out``) gives ``(None, None, text)``."""
+    said = _POSTFIX_SAID.search(text)
+    if said is None:
+        return None, None, text.strip()
+    reply = said[3]
+    if _CONTINUATION.search(reply):
+        reply = _CONTINUATION.sub(" ", reply)
+    return int(said[1]), said[2], reply.strip()
 
 
 def _parse(raw: bytes, where: str) -> list[_Rule]:
