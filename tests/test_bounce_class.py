@@ -3,6 +3,8 @@ an operator's file tried first, bad files refused with the file, rule and key na
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +16,7 @@ from smtpapi_milter.delivery.bounce_class import (
     bounce_category,
     parse_postfix_reason,
 )
+from smtpapi_milter.delivery.required_text import required_literals
 
 from .bounce_texts import ROWS
 
@@ -56,7 +59,7 @@ def test_operator_rules_are_tried_first(tmp_path):
         ('[[rule]]\nclass = 7\ntext = "x"\n', "class = 7"),
         ('[[rule]]\nclass = 10\nenhanced = "5.1"\n', "enhanced = '5.1'"),
         ('[[rule]]\nclass = 10\ncode = "6xx"\n', "code = '6xx'"),
-        ('[[rule]]\nclass = 10\ntext = "("\n', "text = ['(']"),
+        ('[[rule]]\nclass = 10\ntext = "("\n', "text '(' is not a regex"),
         ("[[rule]]\nclass = 10\n", "at least one of"),
         ('[[rule]]\nclass = 10\ntxt = "a"\n', "unknown key 'txt'"),
         ("[[rule]\n", "not a TOML file"),
@@ -174,3 +177,86 @@ def test_bounce_category_follows_sparkpost():
         "undetermined",
         "undetermined",
     ]
+
+
+def _without_prechecks(classifier: BounceClassifier) -> BounceClassifier:
+    """The same rules, every regex run: what the substring pre-checks must never change."""
+    return BounceClassifier(
+        [
+            dataclasses.replace(
+                rule,
+                literals=None,
+                texts=tuple(dataclasses.replace(text, literals=None) for text in rule.texts),
+            )
+            for rule in classifier._rules
+        ]
+    )
+
+
+# Pieces of real texts, letters re.IGNORECASE folds to ASCII ones, and noise: texts close
+# enough to the rules that many of them match.
+_FRAGMENTS = [word for _, reason, *_ in ROWS for word in reason.split()] + [
+    "İ",
+    "ı",
+    "ſ",
+    "K",
+    "ß",
+    "-",
+    "550-5.7.1",
+    "(#5.1.1)",
+    "\n",
+    "é",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.lists(st.sampled_from(_FRAGMENTS) | st.text(max_size=4), max_size=25),
+    upper=st.booleans(),
+    enhanced=st.sampled_from([None, "5.1.1", "4.4.1", "5.7.1", "4.2.2", "5.0.0"]),
+    code=st.sampled_from([None, 421, 450, 550, 554]),
+)
+def test_prechecks_never_change_a_class(classifier, words, upper, enhanced, code):
+    text = " ".join(words)
+    text = text.upper() if upper else text
+    reference = _without_prechecks(classifier)
+    assert classifier._classify(enhanced, code, text) == reference._classify(enhanced, code, text)
+
+
+def test_prechecks_never_change_a_class_on_the_table(classifier):
+    reference = _without_prechecks(classifier)
+    for dsn, reason, *_ in ROWS:
+        fields = _postfix_fields(dsn, reason)
+        swapped = (fields[0], fields[1], fields[2].swapcase())
+        for args in (fields, swapped):
+            assert classifier._classify(*args) == reference._classify(*args)
+
+
+@pytest.mark.parametrize(
+    "pattern, literals",
+    [
+        ("user unknown", ("user unknown",)),
+        (r"\bvirus", ("virus",)),
+        ("spam (message|content)", ("spam ",)),
+        ("Mailbox .{0,30}FULL", ("mailbox ",)),
+        ("a|bcd", None),  # an alternative without a literal of three characters
+        (r"\d+ errors?|timeout", (" error", "timeout")),
+        ("(?x) over quota", None),  # verbose patterns are left to the regex
+    ],
+)
+def test_required_literals(pattern, literals):
+    assert required_literals(pattern) == literals
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("This message is likely unſolicited mail", 51),  # long s: re.IGNORECASE matches "s"
+        ("Access denied, banned sendıng IP", 51),  # dotless i
+        ("Mailbox FULL, İnbox over quota", 22),  # dotted capital I
+        ("Relay access denied, KEEP OUT", 54),  # Kelvin sign
+    ],
+)
+def test_letters_the_regex_folds_to_ascii_pass_the_prechecks(classifier, text, expected):
+    assert classifier.classify("5.7.1", 550, text) == expected
+    assert _without_prechecks(classifier).classify("5.7.1", 550, text) == expected
