@@ -4,6 +4,7 @@ an operator's file tried first, bad files refused with the file, rule and key na
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -260,3 +261,14 @@ def test_required_literals(pattern, literals):
 def test_letters_the_regex_folds_to_ascii_pass_the_prechecks(classifier, text, expected):
     assert classifier.classify("5.7.1", 550, text) == expected
     assert _without_prechecks(classifier).classify("5.7.1", 550, text) == expected
+
+
+def test_readme_example_rule_works(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Bounce classes", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    extra = tmp_path / "rules.toml"
+    extra.write_text(example)
+    classifier = BounceClassifier.load(extra)
+    assert classifier.classify("5.0.0", 550, "Mailbox of jane has been retired") == 10
+    assert classifier.classify("4.0.0", 450, "Mailbox of jane has been retired") != 10
