@@ -114,6 +114,12 @@ def test_postfix_reason_is_split_into_code_enhanced_and_text():
     assert (code, enhanced) == (550, "5.7.1")
     assert "this message is likely unsolicited mail." in text
     assert not text.endswith(")") and "said:" not in text
+    greeting = (
+        "host mta7.am0.yahoodns.net[192.0.2.1] refused to talk to me: 421 4.7.0 [TSS04] "
+        "Messages from 192.0.2.25 temporarily deferred due to unexpected volume or user "
+        "complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes"
+    )
+    assert parse_postfix_reason(greeting)[:2] == (421, "4.7.0")
     own = "connect to mx.example.com[192.0.2.1]:25: Connection timed out"
     assert parse_postfix_reason(own) == (None, None, own)
 

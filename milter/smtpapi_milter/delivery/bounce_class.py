@@ -16,9 +16,12 @@ Rules file format (TOML; the shipped ``bounce_rules.toml`` and an operator's fil
 
 A rule needs ``class`` and at least one of ``enhanced``, ``code``, ``text`` (each a string or a
 list of strings; a list matches when any of its patterns does). A rule matches when every
-condition it has matches; a pattern for ``enhanced`` or ``code`` never matches an absent value.
-Rules are tried in file order, the operator's file before the shipped one; the first match
-wins; when none matches the class is 1 (undetermined).
+condition it has matches; a pattern for ``enhanced`` or ``code`` never matches an absent value
+(an absent enhanced code is first taken from the text, ``550 5.1.1 ...``, or from the reply
+code's class, ``5.0.0``, as Postfix does). Texts are matched with the inner prefixes of a
+multi-line reply (``550-5.7.1``) removed. Rules are tried in file order, the operator's file
+before the shipped one; the first match wins; when none matches the class is 1 (undetermined).
+A bad file is refused with a BounceRulesError naming the file, the rule's number and the key.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from pathlib import Path
 
 from .required_text import fold, required_literals
 
-# SparkPost's bounce classes: number -> (name, category). The category is how SparkPost's own
-# reports group them: hard, soft, block, admin, undetermined.
+# SparkPost's bounce classes: number -> (name, category), as listed at
+# https://support.sparkpost.com/docs/deliverability/bounce-classification-codes. The category
+# is how SparkPost groups them: hard, soft, block, admin, undetermined.
 BOUNCE_CLASSES: dict[int, tuple[str, str]] = {
     1: ("Undetermined", "undetermined"),
     10: ("Invalid Recipient", "hard"),
@@ -209,8 +213,9 @@ _LEADING_REPLY = re.compile(r"\s*([245]\d\d)(?![\d.])(?:[- ]+#?([245]\.\d{1,3}\.
 _QMAIL_STATUS = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 
 # Postfix's delivery agents log a remote server's refusal as
-# "host mx.example[192.0.2.1] said: 550 5.1.1 <a@b.example>: ... (in reply to RCPT TO command)".
-_SAID = " said: "
+# "host mx.example[192.0.2.1] said: 550 5.1.1 <a@b.example>: ... (in reply to RCPT TO command)",
+# or, when the greeting is a refusal, "host mx.example[192.0.2.1] refused to talk to me: 554 ...".
+_SAID = (" said: ", " refused to talk to me: ")
 _REPLY_START = re.compile(r"\s*([245]\d\d)(?![\d.])[- ]?(?:([245]\.\d{1,3}\.\d{1,3})\b)?\s*")
 _IN_REPLY_TO = " (in reply to "
 
@@ -220,8 +225,12 @@ def parse_postfix_reason(text: str) -> tuple[int | None, str | None, str]:
     parentheses after ``status=``: ``host X said: 550 5.1.1 <a@b>: User unknown (in reply to
     RCPT TO command)`` gives ``(550, "5.1.1", "<a@b>: User unknown")``. A reason of Postfix's
     own (``connect to ...: Connection timed out``) gives ``(None, None, text)``."""
-    said = text.find(_SAID)
-    reply = _REPLY_START.match(text, said + len(_SAID)) if said >= 0 else None
+    reply = None
+    for marker in _SAID:
+        said = text.find(marker)
+        if said >= 0:
+            reply = _REPLY_START.match(text, said + len(marker))
+            break
     if reply is None:
         return None, None, text.strip()
     rest = text[reply.end() :].rstrip()
