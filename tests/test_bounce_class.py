@@ -150,6 +150,15 @@ def test_repeated_answers_come_from_the_cache_and_stay_bounded(classifier):
     assert len(fresh._cache) <= BounceClassifier.CACHE_SIZE
 
 
+def test_one_cache_entry_serves_every_recipient_of_the_same_reply():
+    fresh = BounceClassifier.load()
+    for name in ("jane", "john.doe+tag", "x_y"):
+        text = f"<{name}@example.com>: Recipient address rejected: User unknown in local table"
+        assert fresh.classify("5.1.1", 550, text) == 10
+        assert fresh.classify(None, 554, f"{name}@example.com is no longer valid.") == 10
+    assert len(fresh._cache) == 2
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     enhanced=st.none() | st.text(max_size=20) | st.from_regex(r"\A[245]\.\d{1,4}\.\d{1,4}\Z"),

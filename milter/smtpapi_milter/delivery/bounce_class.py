@@ -165,9 +165,14 @@ class BounceClassifier:
         """The SparkPost bounce class of a failure: enhanced status code (``5.1.1`` or None),
         reply code (550 or None) and the text; 1 (undetermined) when no rule matches.
 
+        Mail addresses in the text count as ``<address>``: rules see the reason, not the
+        recipient (SparkPost's ``reason`` leaves the address out too).
+
         A missing enhanced code or reply code is taken from the text when it starts with one
         (``550 5.1.1 ...``, qmail's ``(#5.1.1)``); a missing enhanced code otherwise follows
         the reply code's class (``5.0.0``), as Postfix's own ``dsn=`` does."""
+        if "@" in text:  # the same reply for every recipient: one cache entry, not one each
+            text = _ADDRESS.sub("<address>", text)
         key = (enhanced, code, text)
         found = self._cache.get(key)
         if found is None:
@@ -210,6 +215,7 @@ class BounceClassifier:
 # unsolicited ..."): removed so that a phrase split across lines still matches.
 _CONTINUATION = re.compile(r"(?<=\S)\s+[245]\d\d[- ](?:[245]\.\d{1,3}\.\d{1,3}\s+)?(?=\S)")
 _LEADING_REPLY = re.compile(r"\s*([245]\d\d)(?![\d.])(?:[- ]+#?([245]\.\d{1,3}\.\d{1,3})\b)?")
+_ADDRESS = re.compile(r"<?[^\s<>()\[\]{}\"',;:@]+@[\w.-]+>?")
 _QMAIL_STATUS = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 
 # Postfix's delivery agents log a remote server's refusal as
