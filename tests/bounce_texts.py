@@ -14,6 +14,10 @@ from __future__ import annotations
 # that quotes the provider's reply verbatim.
 GMAIL = "https://support.google.com/a/answer/3726730 (Gmail SMTP errors and codes)"
 GMAIL_FIELD = "https://smtpfieldmanual.com/provider/google"
+GMAIL_SISIMAI = (
+    "sisimai/p5-sisimai lib/Sisimai/Rhost/Google.pm (quotes https://support.google.com/a/answer/"
+    "3726730)"
+)
 GMAIL_UNAUTH = "https://powerdmarc.com/ja/fix-this-mail-is-unauthenticated-gmail-error"
 MS_NDR = (
     "https://learn.microsoft.com/en-us/troubleshoot/exchange/email-delivery/ndr/"
@@ -51,7 +55,6 @@ GERMAN_ISPS = (
     "typische-fehlermeldungen-bei-unzustellbarkeit.html (T-Online, GMX, web.de, AOL, Freenet)"
 )
 ORANGE = "sisimai/p5-sisimai lib/Sisimai/Rhost/FrancePTT.pm (Orange, La Poste replies)"
-ORANGE_BENTO = "https://bentonow.com/smtp-errors/orange"
 FRENCH_ISPS = (
     "https://doc.gadz.org/pages/diffpages.action?originalId=21791317&pageId=21792015 "
     "(Orange, Free, La Poste, SFR bounces)"
@@ -70,7 +73,10 @@ POSTFIX_SMTPD = "Postfix source src/smtpd/smtpd_check.c (Relay access denied, Us
 POSTFIX_LOOP = "Postfix source src/smtp/smtp_connect.c (mail for ... loops back to myself)"
 EXIM = "Exim source src/routers/dnslookup.c, src/route.c, src/retry.c"
 QMAIL = "qmail 1.03 qmail-remote.c and qmail-local.c"
-SENDMAIL = "Sendmail 8 sendmail/deliver.c and recipient.c (stat= texts)"
+SENDMAIL = (
+    "Sendmail 8 sendmail/err.c (Name server: host not found / host name lookup failure) and "
+    "public sendmail maillog lines (stat=Deferred: Connection refused by ..., stat=Host unknown)"
+)
 
 ROWS: list[tuple[str | None, str, int, str]] = [
     # --- Gmail / Google Workspace -------------------------------------------------------------
@@ -81,18 +87,34 @@ ROWS: list[tuple[str | None, str, int, str]] = [
         10,
         GMAIL_FIELD,
     ),
-    (None, "550 5.2.1 The email account that you tried to reach is disabled. - gsmtp", 10, GMAIL),
-    (None, "452 4.2.2 The email account that you tried to reach is over quota. - gsmtp", 22, GMAIL),
-    (None, "552 5.2.2 The recipient's inbox is out of storage space. - gsmtp", 22, GMAIL),
-    (None, "552 5.3.4 Your message exceeded Google's message size limits. - gsmtp", 23, GMAIL),
     (
         None,
-        "550-5.7.1 [192.0.2.25] Our system has detected that this message is 550-5.7.1 "
-        "likely unsolicited mail. To reduce the amount of spam sent to Gmail, 550-5.7.1 this "
-        "message has been blocked. 550 5.7.1 https://support.google.com/mail/?p=UnsolicitedMessage"
-        " - gsmtp",
+        "550 5.2.1 The email account that you tried to reach is disabled. - gsmtp",
+        10,
+        GMAIL_SISIMAI,
+    ),
+    (None, "452 4.2.2 The email account that you tried to reach is over quota. - gsmtp", 22, GMAIL),
+    (
+        None,
+        "452 4.2.2 The recipient's inbox is out of storage space. Please direct the recipient "
+        "to https://support.google.com/mail/?p=OverQuotaTemp - gsmtp",
+        22,
+        GMAIL_SISIMAI,
+    ),
+    (
+        None,
+        "552 5.3.4 Your message exceeded Google's message size limits. To view our message "
+        "size guidelines, go to Send attachments with your Gmail message. - gsmtp",
+        23,
+        GMAIL_SISIMAI,
+    ),
+    (
+        None,
+        "550-5.7.1 Our system has detected that this message is 550-5.7.1 likely unsolicited "
+        "mail. To reduce the amount of spam sent to Gmail, 550-5.7.1 this message has been "
+        "blocked. 550 5.7.1 https://support.google.com/mail/?p=UnsolicitedMessageError - gsmtp",
         51,
-        GMAIL,
+        GMAIL_SISIMAI,
     ),
     (
         None,
@@ -135,17 +157,47 @@ ROWS: list[tuple[str | None, str, int, str]] = [
     ),
     (
         None,
+        "552 5.7.0 Our system detected an illegal attachment on your message. Please visit "
+        "http://mail.google.com/support/bin/answer.py?answer=6590 to review our attachment "
+        "guidelines. - gsmtp",
+        53,
+        GMAIL_SISIMAI,
+    ),
+    (
+        None,
         "552 5.7.0 This message was blocked because its content presents a potential "
         "security issue. - gsmtp",
         53,
-        GMAIL,
+        GMAIL_SISIMAI,
     ),
     (
         None,
         "550 5.7.1 The user or domain that you are sending to (or from) has a policy that "
         "prohibited the mail that you sent. - gsmtp",
         50,
-        GMAIL,
+        GMAIL_SISIMAI,
+    ),
+    (
+        None,
+        "550 5.7.25 The IP address sending this message does not have a PTR record setup, or "
+        "the corresponding forward DNS entry does not point to the sending IP. As a policy, "
+        "Gmail does not accept messages from IPs with missing PTR records. - gsmtp",
+        50,
+        GMAIL_SISIMAI,
+    ),
+    (
+        None,
+        "554 5.4.6 Message exceeded 50 hops, this may indicate a mail loop. - gsmtp",
+        40,
+        GMAIL_SISIMAI,
+    ),
+    (None, "550 5.4.5 Daily user sending limit exceeded. - gsmtp", 40, GMAIL_SISIMAI),
+    (
+        None,
+        "550 5.7.1 Messages missing a valid address in the From: header, or having no From: "
+        "header, are not accepted. - gsmtp",
+        50,
+        GMAIL_SISIMAI,
     ),
     (None, "421 4.7.0 IP not in whitelist for RCPT domain, closing connection. - gsmtp", 50, GMAIL),
     (None, "421 4.7.0 TLS required for RCPT domain, closing connection. - gsmtp", 50, GMAIL),
@@ -371,22 +423,18 @@ ROWS: list[tuple[str | None, str, int, str]] = [
         10,
         ORANGE,
     ),
+    (None, "421 Too many connections, slow down. LPN105_104", 70, ORANGE),
     (
         None,
-        "421 mwinf5c77 ME Trop de connexions, veuillez verifier votre configuration. Too "
-        "many connections, slow down. OFR004_104 [104]",
+        "421 4.2.0 Service refuse. Veuillez essayer plus tard. Service refused, please try "
+        "later. OFR005_505 [505]",
         70,
-        ORANGE_BENTO,
+        ORANGE,
     ),
     (None, "550 spam detected", 52, FRENCH_ISPS),
     (None, "550 5.7.1 Message content rejected", 52, FRENCH_ISPS),
     # --- Mail.ru, nic.ru -----------------------------------------------------------------------
-    (
-        None,
-        "550 spam message rejected. Please visit https://help.mail.ru/notspam-support/id",
-        52,
-        MAILRU_SPAM,
-    ),
+    (None, "550 spam message rejected", 52, MAILRU_SPAM),
     (
         None,
         "550 5.7.1 This message was not accepted due to domain owner DMARC policy "
