@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .columns import derived_columns
+from .erasure import ERASED_TABLE
 
 
 class SchemaError(Exception):
@@ -127,6 +128,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         ],
         [_webhook_cursors("INTEGER", "REAL")],
         _engagement_columns("INTEGER"),
+        [ERASED_TABLE.format(real="REAL")],  # 4: erased recipients (events/erasure.py)
     ],
     POSTGRESQL: [
         [
@@ -147,6 +149,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         ],
         [_webhook_cursors("BIGINT", "DOUBLE PRECISION")],
         _engagement_columns("SMALLINT"),
+        [ERASED_TABLE.format(real="DOUBLE PRECISION")],  # 4: erased recipients
     ],
 }
 
