@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +26,13 @@ from smtpapi_milter.events.store import open_store
 from smtpapi_milter.events.webhook_http import Poster, batch_body
 from smtpapi_milter.events.webhooks import DeliveryTuning, WebhookDispatcher
 
-from .harness.misbehaving_http import CLOSE, COMPLETE_200, TRICKLE, MisbehavingReceiver
+from .harness.misbehaving_http import (
+    CLOSE,
+    COMPLETE_200,
+    TRICKLE,
+    MisbehavingReceiver,
+    read_request,
+)
 from .test_webhooks import FAST, ev, hook
 
 TIMEOUT = 0.5
@@ -185,3 +193,51 @@ def test_name_resolution_is_bounded_by_the_timeout():
 def test_a_name_that_does_not_resolve_fails_at_once():
     result = Poster("http://no-such-host.invalid/hook", timeout=5.0).post(BODY, HEADERS)
     assert not result.ok and "gaierror" in result.detail
+
+
+# --- TLS -----------------------------------------------------------------------------------
+
+
+def self_signed(tmp_path, name: str) -> tuple[str, str]:
+    cert, key = str(tmp_path / f"{name}.crt"), str(tmp_path / f"{name}.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"]
+        + ["-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize(("named", "ok"), [("localhost", True), ("other.example", False)])
+def test_https_checks_the_certificate_against_the_url_host(tmp_path, named, ok):
+    # The connection is made to the address resolved under the deadline; TLS must still
+    # check the certificate against the host the URL names.
+    cert, key = self_signed(tmp_path, named)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        try:
+            with server_context.wrap_socket(conn, server_side=True) as tls:
+                read_request(tls)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except (OSError, ssl.SSLError):
+            conn.close()  # the client refused our certificate
+
+    thread = threading.Thread(target=serve_one)
+    thread.start()
+    try:
+        client_context = ssl.create_default_context(cafile=cert)
+        poster = Poster(f"https://localhost:{port}/hook", 5.0, client_context)
+        result = poster.post(BODY, HEADERS)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert result.ok is ok, result.detail
+    if not ok:
+        assert "CERTIFICATE_VERIFY_FAILED" in result.detail

@@ -82,7 +82,7 @@ class MisbehavingReceiver:
         with conn:
             conn.settimeout(10)
             try:
-                request = _read_request(conn)
+                request = read_request(conn)
             except OSError:
                 return
             script = self.scripts.popleft() if self.scripts else self.default
@@ -112,7 +112,7 @@ class MisbehavingReceiver:
         self._stop.wait()  # the script ended without closing: keep the connection open
 
 
-def _read_request(conn: socket.socket) -> bytes:
+def read_request(conn: socket.socket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
