@@ -125,6 +125,8 @@ def _read_policy(dir_fd: int, directory: Path, name: str) -> PolicySource:
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as stream:
             source = stream.read(MAX_POLICY_BYTES + 1)
+        if len(source) > MAX_POLICY_BYTES:  # it grew after fstat
+            raise UntrustedPolicy(f"{path}: refused, larger than {MAX_POLICY_BYTES} bytes")
     finally:
         os.close(fd)
     return PolicySource(name, str(path), source)
