@@ -319,6 +319,8 @@ class EndpointWorker:
         batch keeps its id: a re-sent batch holds the same events or fewer, never others,
         so a receiver that de-duplicates on the id already has all of it."""
         events = self._rebuild(self._delivered, batch.flight)
+        if self._stopping.is_set():
+            return  # the rebuild may have stopped half-way: keep what is held
         if [e.get("event_id") for e in events] != [e.get("event_id") for e in batch.events]:
             batch.events = events
             batch.body = batch_body(events)
