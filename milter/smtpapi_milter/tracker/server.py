@@ -198,7 +198,7 @@ def prepare(config: Config) -> None:
 
 def serve_listener(config_path: str | None, listener: str) -> int:
     """Run one listener under Granian until SIGTERM (Granian respawns a crashed worker)."""
-    from granian.constants import Interfaces
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.server import Server
 
@@ -221,7 +221,14 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         websockets=False,
         respawn_failed_workers=True,
         respawn_interval=0.5,
-        # Slow clients (slowloris) are cut off when their headers take too long.
+        # HTTP/1 only (no browser speaks cleartext HTTP/2): in Granian's "auto" mode the
+        # connection waits, with no timer, for bytes to tell the protocol, so a client that
+        # connected and sent nothing held a slot forever; Granian serves ``backpressure``
+        # connections per worker, and a few thousand such sockets stopped the tracker.
+        http=HTTPModes.http1,
+        # hyper's HTTP/1 header timer runs from the connection's start and again after
+        # each response: a connection silent, slow (slowloris) or idle in keep-alive for
+        # header_timeout is closed.
         http1_settings=HTTP1Settings(
             header_read_timeout=config.engagement_tracker.header_timeout * 1000
         ),
