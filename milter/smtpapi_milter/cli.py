@@ -19,6 +19,7 @@ from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
 from .events.store import EventStore, StoreUnavailable, open_store
 from .events.table import format_table
 from .message_file import parse_message_file
+from .orphans import die_with_parent
 from .pipeline import MessageResult, Pipeline
 from .policy import PolicyLoadError, PolicySet
 from .replies import SmtpReplyError
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_parent()  # when one of our supervisors started this process
     args = build_parser().parse_args(argv)
     # stdout carries messages for `rewrite`: diagnostics go to stderr.
     logs.configure(stream=sys.stderr, level=logging.WARNING)

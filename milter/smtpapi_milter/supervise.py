@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
+from .orphans import child_environment
+
 log = structlog.get_logger("smtpapi_milter.supervise")
 
 STOP_TIMEOUT = 30.0
@@ -43,7 +45,9 @@ class Supervisor:
         self.stopping = False
 
     def _spawn(self, name: str) -> None:
-        self.processes[name] = subprocess.Popen(list(self.children[name]), env=self.env)
+        self.processes[name] = subprocess.Popen(
+            list(self.children[name]), env=child_environment(self.env)
+        )
         self._started[name] = time.monotonic()
         log.info("started", child=name, pid=self.processes[name].pid)
 

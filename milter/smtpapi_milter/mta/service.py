@@ -32,6 +32,7 @@ import milter as libmilter  # pymilter's C module: smfi_stop
 import structlog
 
 from ..config import ConfigError, load_config
+from ..orphans import child_environment
 from ..policy import PolicyLoadError, PolicySet
 from ..tokens import TokenCodec
 from .activation import Relay, listen_sockets
@@ -194,7 +195,7 @@ class Supervisor:
             command += ["--config", self.config_path]
         if self.worker_socket:
             command += ["--socket", f"unix:{self.worker_socket}"]
-        return subprocess.Popen(command, env=worker_environment(os.environ))
+        return subprocess.Popen(command, env=child_environment(worker_environment(os.environ)))
 
     def _relay_activated_sockets(self) -> None:
         """With sockets from systemd: worker on a private unix socket, relays in front."""

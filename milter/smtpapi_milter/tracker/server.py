@@ -28,6 +28,7 @@ from ..config import CONFIG_ENV, Config, ConfigError, load_config
 from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, redact
 from ..events.webhooks import check_hooks
 from ..multiproc import MULTIPROC_ENV, counter_directory
+from ..orphans import die_with_parent, mark_children
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
 from . import dashboard
@@ -121,6 +122,7 @@ def tracker_app(config: Config) -> Lifespan:
 
 def create_tracker_app() -> Lifespan:
     """Granian's factory for the public listener (configuration from the environment)."""
+    die_with_parent()  # runs in the Granian worker process: it ends with its listener
     logs.configure(stream=sys.stdout)
     return tracker_app(load_config(os.environ.get(CONFIG_ENV)))
 
@@ -148,6 +150,7 @@ def admin_app(config: Config) -> Lifespan:
 
 def create_admin_app() -> Lifespan:
     """Granian's factory for the admin listener (configuration from the environment)."""
+    die_with_parent()  # runs in the Granian worker process: it ends with its listener
     logs.configure(stream=sys.stdout)
     return admin_app(load_config(os.environ.get(CONFIG_ENV)))
 
@@ -236,6 +239,7 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         log_level="warning",
         log_access=False,
     )
+    mark_children()  # Granian's worker processes (forks of this one) die with it
     try:
         server.serve()
     finally:
