@@ -18,6 +18,7 @@ from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_c
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
 from .events.store import EventStore, StoreUnavailable, open_store
 from .events.table import format_table
+from .listen_check import EXIT_CANNOT_LISTEN, ListenError
 from .message_file import parse_message_file
 from .orphans import die_with_parent
 from .pipeline import MessageResult, Pipeline
@@ -156,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PolicyLoadError) as exc:
         print(f"smtpapi-milter: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except ListenError as exc:
+        print(f"smtpapi-milter: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, PolicySet]:

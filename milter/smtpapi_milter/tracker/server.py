@@ -27,6 +27,7 @@ from .. import logs
 from ..config import CONFIG_ENV, Config, ConfigError, load_config
 from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, redact
 from ..events.webhooks import check_hooks
+from ..listen_check import check_host_port, granian_failed
 from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..orphans import die_with_parent, mark_children
 from ..supervise import Supervisor
@@ -155,9 +156,9 @@ def create_admin_app() -> Lifespan:
     return admin_app(load_config(os.environ.get(CONFIG_ENV)))
 
 
-LISTENERS = {
-    "public": ("create_tracker_app", lambda c: c.engagement_tracker.listen),
-    "admin": ("create_admin_app", lambda c: c.engagement_tracker.admin_listen),
+LISTENERS = {  # name -> (Granian's factory, the [engagement_tracker] key of its address)
+    "public": ("create_tracker_app", "listen"),
+    "admin": ("create_admin_app", "admin_listen"),
 }
 
 
@@ -206,8 +207,10 @@ def serve_listener(config_path: str | None, listener: str) -> int:
     from granian.server import Server
 
     config = load_config(config_path)
-    factory, address = LISTENERS[listener]
-    host, _, port = address(config).rpartition(":")
+    factory, key = LISTENERS[listener]
+    setting, address = f"[engagement_tracker] {key}", getattr(config.engagement_tracker, key)
+    check_host_port(setting, address)  # one clear line, not Granian's backtrace
+    host, _, port = address.rpartition(":")
     if config_path:  # the worker processes read it from the environment
         os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     if listener == "public":
@@ -242,6 +245,8 @@ def serve_listener(config_path: str | None, listener: str) -> int:
     mark_children()  # Granian's worker processes (forks of this one) die with it
     try:
         server.serve()
+    except RuntimeError as exc:  # taken between our check and Granian's bind
+        raise granian_failed(setting, address, exc) or exc from None
     finally:
         if listener == "public":
             shutil.rmtree(metrics_dir, ignore_errors=True)
