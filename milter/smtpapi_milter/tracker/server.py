@@ -41,6 +41,13 @@ from .recorder import EventRecorder
 log = structlog.get_logger("smtpapi_milter.tracker")
 
 HEALTH_CACHE_SECONDS = 1.0
+# Connections one Granian worker holds at once (its "backpressure"; Granian's default is
+# backlog / workers = 512). Every open connection holds a slot until header_timeout closes
+# it, so with the default 3000 silent sockets from one client kept a real click waiting
+# 20 s (two header_timeout rounds). An idle connection costs ~10 KiB (8000 of them, half
+# with a partial head: +84 MiB over the tracker), and Granian raises the descriptor limit
+# to the hard one, so the slots are what runs out first: 4096 a worker.
+CONNECTIONS_PER_WORKER = 4096
 
 
 class StoreHealth:
@@ -232,6 +239,7 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         # connected and sent nothing held a slot forever; Granian serves ``backpressure``
         # connections per worker, and a few thousand such sockets stopped the tracker.
         http=HTTPModes.http1,
+        backpressure=CONNECTIONS_PER_WORKER,
         # hyper's HTTP/1 header timer runs from the connection's start and again after
         # each response: a connection silent, slow (slowloris) or idle in keep-alive for
         # header_timeout is closed.
