@@ -80,10 +80,8 @@ def run_cli(command: str, config: Path) -> tuple[int, str, str, float]:
     return process.returncode, out, err, time.monotonic() - started
 
 
-def assert_reported(err: str, out: str, setting: str, port: int) -> None:
-    expected = (
-        f"smtpapi-milter: cannot listen on 127.0.0.1:{port} ({setting}): address already in use"
-    )
+def assert_reported(err: str, out: str, setting: str, address: str) -> None:
+    expected = f"smtpapi-milter: cannot listen on {address} ({setting}): address already in use"
     lines = err.splitlines()
     assert lines and all(line.startswith(expected) for line in lines), err
     assert len(lines) == START_LIMIT_BURST, f"tried {len(lines)} times:\n{err}"
@@ -96,7 +94,7 @@ def test_tracker_with_its_port_taken_names_the_setting_and_gives_up(tmp_path):
     with occupy(ports["listen"]):
         code, out, err, _ = run_cli("tracker", config)
     assert code == EXIT_START_LIMIT
-    assert_reported(err, out, "[engagement_tracker] listen", ports["listen"])
+    assert_reported(err, out, "[engagement_tracker] listen", f"127.0.0.1:{ports['listen']}")
 
 
 def test_milter_with_its_port_taken_names_the_setting_and_gives_up(tmp_path):
@@ -104,7 +102,7 @@ def test_milter_with_its_port_taken_names_the_setting_and_gives_up(tmp_path):
     with occupy(ports["milter"]):
         code, out, err, _ = run_cli("milter", config)
     assert code == EXIT_START_LIMIT
-    assert_reported(err, out, "[milter] socket", ports["milter"])
+    assert_reported(err, out, "[milter] socket", f"inet:{ports['milter']}@127.0.0.1")
     assert f'"code": {EXIT_CANNOT_LISTEN}' in out  # the worker's own status, logged
 
 
@@ -114,5 +112,6 @@ def test_run_stops_everything_when_the_tracker_cannot_listen(tmp_path):
         code, out, err, _ = run_cli("run", config)
     assert code == EXIT_START_LIMIT
     # The tracker's supervisor gave up after its tries; ``run`` did not start it again.
-    assert_reported(err, out, "[engagement_tracker] admin_listen", ports["admin"])
+    admin = f"127.0.0.1:{ports['admin']}"
+    assert_reported(err, out, "[engagement_tracker] admin_listen", admin)
     assert "child gave up starting, stopping" in out

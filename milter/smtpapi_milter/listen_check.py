@@ -36,9 +36,10 @@ def describe(exc: OSError) -> str:
     return REASONS.get(exc.errno or 0, exc.strerror or str(exc)).rstrip(".")
 
 
-def check_tcp(setting: str, host: str, port: int) -> None:
-    """Raise ``ListenError`` unless ``host:port`` can be bound now."""
-    address = f"{host}:{port}"
+def check_tcp(setting: str, host: str, port: int, shown: str | None = None) -> None:
+    """Raise ``ListenError`` unless ``host:port`` can be bound now (``shown``: the address
+    as the configuration wrote it)."""
+    address = shown or f"{host}:{port}"
     try:
         infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -75,7 +76,7 @@ def check_milter_socket(setting: str, spec: str) -> None:
     found = re.fullmatch(r"(\d+)(?:@(.+))?", where)
     if kind in ("inet", "inet6") and found:
         default = "::" if kind == "inet6" else "0.0.0.0"  # libmilter's: every address
-        check_tcp(setting, found[2] or default, int(found[1]))
+        check_tcp(setting, found[2] or default, int(found[1]), shown=spec)
 
 
 def opensocket_failed(setting: str, spec: str) -> ListenError:
