@@ -115,3 +115,11 @@ def test_run_stops_everything_when_the_tracker_cannot_listen(tmp_path):
     admin = f"127.0.0.1:{ports['admin']}"
     assert_reported(err, out, "[engagement_tracker] admin_listen", admin)
     assert "child gave up starting, stopping" in out
+
+
+def test_systemd_does_not_restart_a_supervisor_that_gave_up():
+    units = sorted((ROOT / "packaging" / "systemd").glob("*.service"))
+    assert len(units) == 3
+    for unit in units:
+        lines = unit.read_text().splitlines()
+        assert f"RestartPreventExitStatus={EXIT_START_LIMIT}" in lines, unit.name
