@@ -137,3 +137,53 @@ def test_killed_socket_activated_milter_leaves_no_worker(tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+# Holds the demo's ``run`` open (as the walkthrough does between its steps) until killed.
+DEMO = """
+import sys
+from pathlib import Path
+from smtpapi_milter.demo.walkthrough import supervised, write_config
+work = Path(sys.argv[1])
+config, ports = write_config(work)
+with supervised(config, work / "run.log", ports):
+    print(" ".join(map(str, ports.values())), flush=True)
+    sys.stdin.read()  # until the test kills us
+"""
+
+
+def test_killed_demo_leaves_no_milter_or_tracker(tmp_path):
+    demo = subprocess.Popen(
+        [sys.executable, "-c", DEMO, str(tmp_path)],
+        env=ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    run = None
+    try:
+        ports = [int(port) for port in demo.stdout.readline().split()]  # once all answer
+        assert ports, "the demo's run did not start"
+        (run,) = [
+            int(p) for p in Path(f"/proc/{demo.pid}/task/{demo.pid}/children").read_text().split()
+        ]
+        demo.kill()
+        demo.wait()
+        deadline = time.monotonic() + GONE_WITHIN
+        while time.monotonic() < deadline:
+            left = session_processes(run)  # run leads a session of its own
+            busy = [port for port in ports if not port_is_free(port)]
+            if not left and not busy:
+                return
+            time.sleep(0.1)  # polling /proc
+        raise AssertionError(f"left after the demo was killed: {left}; busy: {busy}")
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        demo.stdin.close()
+        demo.stdout.close()
+        if run is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run, signal.SIGKILL)
