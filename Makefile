@@ -13,7 +13,7 @@ APT_PACKAGES := gcc libmilter-dev postfix swaks miltertest postgresql \
 BENCH_PACKAGES := wrk nginx-light
 CORPUS ?= $(abspath ../shared/corpus)
 
-.PHONY: all demo test lint unit bench fuzz deps bench-deps venv sendmail clean
+.PHONY: all demo test lint unit bench fuzz deps bench-deps venv sendmail clean install uninstall
 
 all: test
 
@@ -75,3 +75,85 @@ fuzz: venv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info milter/*.egg-info .pytest_cache .ruff_cache
+
+# --- make install / make uninstall: a mail server (README "Install on a mail server") -------
+# The program in its own venv under OPT_DIR (non-editable, from a wheel of this checkout), the
+# command on PATH as a symlink into it, the units, sysusers.d and tmpfiles.d entries in the
+# vendor directories (/usr/lib/...: `systemctl edit` overrides in /etc/systemd/system stay the
+# admin's and survive uninstall), the MTA snippets, example policies and the default config
+# under DATA_DIR, and the config in CONF_DIR unless one is there. DESTDIR stages the whole
+# tree for a package; the venv is made at DESTDIR/OPT_DIR and then relocated to OPT_DIR.
+DESTDIR ?=
+PREFIX ?= /usr
+OPT_DIR ?= /opt/smtpapi-milter
+BIN_DIR ?= $(PREFIX)/bin
+UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERS_DIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILES_DIR ?= $(PREFIX)/lib/tmpfiles.d
+DATA_DIR ?= $(PREFIX)/share/smtpapi-milter
+CONF_DIR ?= /etc/smtpapi-milter
+STATE_DIR ?= /var/lib/smtpapi-milter
+# The interpreter the installed venv is made from: the system's, never a dev .venv on PATH.
+INSTALL_PYTHON ?= /usr/bin/python3
+# To build pymilter (a C extension against libmilter); nothing of the test tooling.
+INSTALL_APT_PACKAGES := gcc libmilter-dev
+ROOTDIR := $(if $(DESTDIR),$(abspath $(DESTDIR)))
+OPT := $(ROOTDIR)$(OPT_DIR)
+PIP_INSTALL := $(OPT)/bin/python -m pip --disable-pip-version-check
+
+install:
+	$(call apt_install,$(INSTALL_APT_PACKAGES))
+	@case "$(OPT_DIR)" in /*/*) ;; *) echo "OPT_DIR=$(OPT_DIR): need an absolute path like /opt/smtpapi-milter" >&2; exit 1;; esac
+	$(INSTALL_PYTHON) -m venv $(OPT)
+	@# A wheel (non-editable: the installed copy never reads this checkout), then its
+	@# dependencies; our own package again by force, in case this version was installed before.
+	wheels=$$(mktemp -d) && trap 'rm -rf "$$wheels"' EXIT && \
+	$(PIP_INSTALL) wheel -q --no-deps -w "$$wheels" . && \
+	$(PIP_INSTALL) install -q $(if $(ROOTDIR),--no-compile) "$$wheels"/*.whl && \
+	$(PIP_INSTALL) install -q $(if $(ROOTDIR),--no-compile) --force-reinstall --no-deps "$$wheels"/*.whl
+	@# Staged under DESTDIR, scripts' #! lines and pyvenv.cfg name the staging path: point them
+	@# at OPT_DIR, and compile with the final paths in the bytecode (tracebacks show real files).
+	$(if $(ROOTDIR),grep -rlIF '$(OPT)' $(OPT)/bin $(OPT)/pyvenv.cfg | xargs -r sed -i 's|$(OPT)|$(OPT_DIR)|g')
+	$(if $(ROOTDIR),find $(OPT)/lib -name __pycache__ -prune -exec rm -rf {} +)
+	$(if $(ROOTDIR),$(OPT)/bin/python -m compileall -q -s '$(ROOTDIR)' -p / $(OPT)/lib >/dev/null)
+	install -d $(ROOTDIR)$(BIN_DIR) $(ROOTDIR)$(UNIT_DIR) $(ROOTDIR)$(SYSUSERS_DIR) $(ROOTDIR)$(TMPFILES_DIR)
+	ln -sfn $(OPT_DIR)/bin/smtpapi-milter $(ROOTDIR)$(BIN_DIR)/smtpapi-milter
+	for unit in packaging/systemd/*; do \
+	  sed 's|/usr/bin/smtpapi-milter|$(BIN_DIR)/smtpapi-milter|g' $$unit > $(ROOTDIR)$(UNIT_DIR)/$${unit##*/}; \
+	  chmod 644 $(ROOTDIR)$(UNIT_DIR)/$${unit##*/}; \
+	done
+	install -m 644 packaging/sysusers.d/smtpapi-milter.conf $(ROOTDIR)$(SYSUSERS_DIR)/smtpapi-milter.conf
+	install -m 644 packaging/tmpfiles.d/smtpapi-milter.conf $(ROOTDIR)$(TMPFILES_DIR)/smtpapi-milter.conf
+	install -d $(ROOTDIR)$(DATA_DIR)/postfix $(ROOTDIR)$(DATA_DIR)/sendmail $(ROOTDIR)$(DATA_DIR)/policies
+	install -m 644 packaging/postfix/*.snippet $(ROOTDIR)$(DATA_DIR)/postfix/
+	install -m 644 packaging/sendmail/*.mc $(ROOTDIR)$(DATA_DIR)/sendmail/
+	install -m 644 policies/*.py $(ROOTDIR)$(DATA_DIR)/policies/
+	install -m 644 packaging/smtpapi-milter.toml $(ROOTDIR)$(DATA_DIR)/smtpapi-milter.toml
+	@# The config: never over an existing one (it is the admin's). 0640: it may hold keys and
+	@# tokens; systemd-tmpfiles gives it to the smtpapi group once systemd-sysusers made it.
+	install -d -m 750 $(ROOTDIR)$(CONF_DIR)
+	@if [ -e $(ROOTDIR)$(CONF_DIR)/smtpapi-milter.toml ]; then \
+	  echo "kept $(ROOTDIR)$(CONF_DIR)/smtpapi-milter.toml; the new defaults are in $(DATA_DIR)/smtpapi-milter.toml"; \
+	else \
+	  install -m 640 packaging/smtpapi-milter.toml $(ROOTDIR)$(CONF_DIR)/smtpapi-milter.toml; \
+	fi
+	@if [ -z "$(ROOTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed: $(BIN_DIR)/smtpapi-milter -> $(OPT_DIR); next: README, Install on a mail server"
+
+uninstall:
+	@case "$(OPT_DIR)" in /*/*) ;; *) echo "OPT_DIR=$(OPT_DIR): need an absolute path like /opt/smtpapi-milter" >&2; exit 1;; esac
+	@# Running services would lose their program at their next restart: stop them first.
+	@if [ -z "$(ROOTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  for unit in smtpapi-milter.service smtpapi-milter.socket smtpapi-milter-activated.service smtpapi-tracker.service; do \
+	    if systemctl is-active --quiet $$unit; then \
+	      echo "$$unit is running: systemctl disable --now $$unit first" >&2; exit 1; \
+	    fi; \
+	  done; \
+	fi
+	rm -rf $(OPT)
+	rm -f $(ROOTDIR)$(BIN_DIR)/smtpapi-milter
+	for unit in packaging/systemd/*; do rm -f $(ROOTDIR)$(UNIT_DIR)/$${unit##*/}; done
+	rm -f $(ROOTDIR)$(SYSUSERS_DIR)/smtpapi-milter.conf $(ROOTDIR)$(TMPFILES_DIR)/smtpapi-milter.conf
+	rm -rf $(ROOTDIR)$(DATA_DIR)
+	@if [ -z "$(ROOTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "kept $(ROOTDIR)$(CONF_DIR) (configuration, policies) and $(ROOTDIR)$(STATE_DIR) (link keys, events), and the smtpapi user: remove them yourself if you mean to"

@@ -1,6 +1,9 @@
 """Messages built from ../shared/corpus, as real senders would send them.
 
-The corpus is read where it lies (never copied into the repo). HTML templates are wrapped
+The corpus is read where it lies (never copied into the repo, it is not ours to copy), so a
+clone without it runs everything else: the tests that need it are marked ``@corpus.needed``
+(or call ``corpus.require()`` where they first read it) and skip with ``SKIP_REASON``, which
+tests/conftest.py folds into one summary line. HTML templates are wrapped
 into multipart/alternative (quoted-printable or base64) and single-part 8bit messages; the
 MIME fixtures get an X-MSYS-API header that turns tracking on.
 """
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lxml.html
+import pytest
 
 CORPUS = Path(
     os.environ.get("SMTPAPI_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -23,14 +27,33 @@ TRACK_ALL = (
     b' "options": {"open_tracking": true, "click_tracking": true}}'
 )
 _PLACEHOLDER = re.compile(rb'href=(["\'])#\1')
+# The start of every corpus skip's reason: conftest.py counts the skips by it.
+SKIP_REASON = "needs the corpus (SMTPAPI_CORPUS)"
 
 
 def html_files() -> list[Path]:
+    """The corpus HTML templates; empty without the corpus (``needed`` skips their tests)."""
     return sorted(CORPUS.glob("html/*/*.html"))
 
 
 def mime_files() -> list[Path]:
+    """The corpus MIME fixtures; empty without the corpus (``needed`` skips their tests)."""
     return sorted(p for p in CORPUS.glob("mime/*/*.eml"))
+
+
+def available() -> bool:
+    return bool(html_files()) and bool(mime_files())
+
+
+# For tests parametrized over the corpus files: skipif wins over the "empty parameter set"
+# skip pytest adds by itself, so the reason is ours and the summary counts it.
+needed = pytest.mark.skipif(not available(), reason=f"{SKIP_REASON}: none at {CORPUS}")
+
+
+def require() -> None:
+    """Skip the calling test (or fixture) when the corpus is absent."""
+    if not available():
+        pytest.skip(f"{SKIP_REASON}: none at {CORPUS}")
 
 
 def realistic(html: bytes) -> bytes:

@@ -158,11 +158,13 @@ def showcase_events(recipients: int = 300, seed: int = 11) -> list[dict[str, Any
     return events
 
 
-def http_get(port: int, path: str, agent: str = BROWSER, etag: str = "") -> tuple:
+def http_get(port: int, path: str, agent: str = BROWSER, etag: str = "", token: str = "") -> tuple:
     """(status, headers with lower-case names, body) of one GET on loopback."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         headers = {"User-Agent": agent, **({"If-None-Match": etag} if etag else {})}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
         found = {name.lower(): value for name, value in response.getheaders()}
@@ -179,6 +181,7 @@ def message(campaign: str, tags: list[str]) -> bytes:
             "options": {"open_tracking": True, "click_tracking": True},
         }
     )
+    corpus.require()
     html = corpus.realistic(corpus.html_files()[0].read_bytes())
     html = html.replace(b"</body>", LINKS.encode() + b"</body>", 1)
     return corpus.wrap_html(html, "quoted-printable", b"X-MSYS-API: " + header.encode())

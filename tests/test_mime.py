@@ -39,6 +39,7 @@ PYTHON_DIFFERS = {
 }
 
 
+@corpus.needed
 @pytest.mark.parametrize("path", corpus.mime_files(), ids=lambda p: p.name)
 def test_parts_agree_with_email_package(path):
     data = path.read_bytes()

@@ -145,7 +145,7 @@ import sys
 from pathlib import Path
 from smtpapi_milter.demo.walkthrough import supervised, write_config
 work = Path(sys.argv[1])
-config, ports = write_config(work)
+config, ports = write_config(work, {})
 with supervised(config, work / "run.log", ports):
     print(" ".join(map(str, ports.values())), flush=True)
     sys.stdin.read()  # until the test kills us

@@ -14,6 +14,7 @@ import hashlib
 import re
 import signal
 import smtplib
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from .harness.digest_milter import DIGEST_HEADER
 from .harness.ports import deadline_in, free_port, wait_for_port, wait_for_smtp_banner
 from .harness.postfix import PrivatePostfix
 from .harness.smtpapi import RunningMilter
-from .oracle import TRACKED
+from .oracle import TRACKED, TRACKING_DOMAIN
 from .test_milter_postfix import HTML, html_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,3 +142,94 @@ def test_snippets_track_split_and_sign_after_the_milter(tmp_path, capture):
     # Signer before the milter: tracked, but the signature covers a body nobody receives.
     assert TRACKED.search(html_of(wrongly_signed.data))
     assert not body_digest_matches(wrongly_signed.data)
+
+
+def send_like_a_mailer(port: int, message: bytes) -> bool:
+    """Send as swaks and most application mailers do: STARTTLS whenever it is offered.
+    Returns whether it was."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo()
+        offered = client.has_extn("starttls")
+        if offered:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # self-signed
+            client.starttls(context=context)
+            client.ehlo()
+        assert client.sendmail("news@example.com", ["tls@example.org"], message) == {}
+    return offered
+
+
+# Stock master.cf has it (the private instance runs only what tests need): without it smtpd
+# has no TLS session cache and entropy, and answers 454 to STARTTLS whatever the certificate.
+TLSMGR = "\ntlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    key, cert = directory / "smtpapi.key", directory / "smtpapi.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+        + ["-subj", "/CN=mta.test", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True,
+        check=True,
+    )
+    return key, cert
+
+
+@pytest.mark.parametrize("certificate", [False, True], ids=["no-certificate", "certificate"])
+def test_injection_listener_tls_works_out_of_the_box(tmp_path, capture, certificate):
+    """As shipped, on a host without a certificate (main.cf without TLS), the listener must not
+    offer a STARTTLS it answers with 454 4.7.0; with the snippet's commented certificate lines
+    switched on, STARTTLS is offered and works."""
+    inject, wrong_order, reinject = free_port(), free_port(), free_port()
+    with RunningMilter(tmp_path) as milter:
+        listeners = master_cf(inject, wrong_order, reinject, milter.socket)
+        if certificate:
+            key, cert = self_signed(tmp_path)
+            commented = (
+                "  #-o smtpd_tls_chain_files=/etc/ssl/private/smtpapi.key,/etc/ssl/certs/"
+                "smtpapi.crt\n  #-o smtpd_tls_security_level=may"
+            )
+            assert commented in listeners, "update this test to the snippet's TLS lines"
+            # The first copy is the injection listener's (master_cf appends another).
+            listeners = listeners.replace(
+                commented,
+                f"  -o smtpd_tls_chain_files={key},{cert}\n  -o smtpd_tls_security_level=may",
+                1,
+            )
+        with PrivatePostfix(
+            relay_port=capture.port, extra_main_cf=main_cf(), extra_master_cf=listeners + TLSMGR
+        ):
+            wait_for_smtp_banner("127.0.0.1", inject, deadline_in(20))
+            offered = send_like_a_mailer(inject, corpus.wrap_html(HTML, "8bit", CAMPAIGN_ONLY))
+            capture.wait_for(1, timeout=30)
+    assert offered == certificate
+
+
+def readme_swaks_command() -> str:
+    """The test message of README's "Install on a mail server", as written there."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("swaks --server 127.0.0.1:2525")
+    lines = []
+    for line in readme[start:].splitlines():
+        lines.append(line.strip())
+        if not line.endswith("\\"):
+            return "\n".join(lines)
+    raise AssertionError("README's swaks command has no end")
+
+
+def test_readme_test_message_goes_through_the_snippet_listener_tracked(tmp_path, capture):
+    inject, wrong_order, reinject = free_port(), free_port(), free_port()
+    with RunningMilter(tmp_path, smtpapi={"tracking_domain": TRACKING_DOMAIN}) as milter:
+        listeners = master_cf(inject, wrong_order, reinject, milter.socket)
+        with PrivatePostfix(
+            relay_port=capture.port, extra_main_cf=main_cf(), extra_master_cf=listeners
+        ):
+            wait_for_smtp_banner("127.0.0.1", inject, deadline_in(20))
+            command = substitute(readme_swaks_command(), ":2525", f":{inject}")
+            sent = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, timeout=60
+            )
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            (delivered,) = capture.wait_for(1, timeout=30)
+    assert b"X-MSYS-API" not in delivered.data
+    assert TRACKED.search(html_of(delivered.data)), delivered.data

@@ -106,11 +106,15 @@ def test_sysusers_and_tmpfiles_create_user_and_directories(tmp_path):
     name, _, uid, gid, _, home, shell = entry.split(":")
     assert (name, home, shell) == ("smtpapi", "/var/lib/smtpapi-milter", "/usr/sbin/nologin")
 
+    # As `make install` leaves it (0640 root:root), before the smtpapi group existed.
+    (root / "etc/smtpapi-milter").mkdir(mode=0o750)
+    (root / "etc/smtpapi-milter/smtpapi-milter.toml").touch(mode=0o640)
     tmpfiles = PACKAGING / "tmpfiles.d" / "smtpapi-milter.conf"
     result = run(tool("systemd-tmpfiles"), f"--root={root}", "--create", tmpfiles)
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     expected = {
         "etc/smtpapi-milter": (0, int(gid), 0o750),
+        "etc/smtpapi-milter/smtpapi-milter.toml": (0, int(gid), 0o640),
         "etc/smtpapi-milter/policies": (0, 0, 0o755),
         "var/lib/smtpapi-milter": (int(uid), int(gid), 0o750),
     }

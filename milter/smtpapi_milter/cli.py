@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs
+from . import __version__, logs, preflight, state_owner
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from .events.erasure import NotAnAddress, erasable_address
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
 from .events.store import EventStore, StoreUnavailable, open_store
 from .events.table import format_table
@@ -23,7 +24,9 @@ from .message_file import parse_message_file
 from .orphans import die_with_parent
 from .pipeline import MessageResult, Pipeline
 from .policy import PolicyLoadError, PolicySet
+from .redaction import redact_settings
 from .replies import SmtpReplyError
+from .terminal import terminal_json
 from .tokens import TokenCodec
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
@@ -36,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     config_help = f"configuration file (default ${CONFIG_ENV} or {DEFAULT_CONFIG_PATH})"
+    # Also before the subcommand (`smtpapi-milter --config F check`); its own dest, because a
+    # subcommand's default would overwrite a shared one. main() merges them.
+    parser.add_argument("--config", dest="config_first", metavar="FILE", help=config_help)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -134,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep", action="store_true", help="keep everything running until Enter is pressed"
     )
+    listeners = (("milter", "milter"), ("tracker", "tracker"), ("admin", "events API, dashboard"))
+    for name, what in listeners:
+        demo.add_argument(
+            f"--{name}-port",
+            type=int,
+            metavar="N",
+            help=f"the {what} on 127.0.0.1:N (default $SMTPAPI_DEMO_{name.upper()}_PORT, "
+            "else a free port)",
+        )
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser(
@@ -150,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     die_with_parent()  # when one of our supervisors started this process
     args = build_parser().parse_args(argv)
+    if getattr(args, "config", None) is None:  # the subcommand's --config wins when both given
+        args.config = args.config_first
     # stdout carries messages for `rewrite`: diagnostics go to stderr.
     logs.configure(stream=sys.stderr, level=logging.WARNING)
     try:
@@ -169,6 +186,7 @@ def _load(args: argparse.Namespace) -> tuple[Config, PolicySet]:
 
 def cmd_rewrite(args: argparse.Namespace) -> int:
     config, policies = _load(args)
+    state_owner.refuse_root_key(config)  # a key root made would be unreadable by the service
     pipeline = Pipeline(config, policies, TokenCodec.from_config(config))
     out_dir = Path(args.out_dir) if args.out_dir else None
     if out_dir is not None:
@@ -182,7 +200,9 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
             status = max(status, EXIT_USAGE)
             continue
         try:
-            output = rewrite_bytes(pipeline, data, args.rcpt, args.mail_from, args.listener)
+            output, result = rewrite_message(
+                pipeline, data, args.rcpt, args.mail_from, args.listener
+            )
         except SmtpReplyError as exc:
             print(f"{name}: {exc.reply}", file=sys.stderr)
             status = max(status, EXIT_REJECTED)
@@ -191,6 +211,11 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
             print(f"smtpapi-milter: {name}: {exc}", file=sys.stderr)
             status = max(status, EXIT_USAGE)
             continue
+        if result.untracked is not None:  # one line per file: why it comes out unchanged
+            print(
+                f"{name}: untracked ({result.untracked.reason}): {result.untracked}",
+                file=sys.stderr,
+            )
         if out_dir is None:
             sys.stdout.buffer.write(output)
             sys.stdout.buffer.flush()
@@ -207,10 +232,21 @@ def rewrite_bytes(
     listener: str | None = None,
 ) -> bytes:
     """One message file in, the bytes the recipient would receive out (or SmtpReplyError)."""
+    return rewrite_message(pipeline, data, rcpt, mail_from, listener)[0]
+
+
+def rewrite_message(
+    pipeline: Pipeline,
+    data: bytes,
+    rcpt: str | None = None,
+    mail_from: str | None = None,
+    listener: str | None = None,
+) -> tuple[bytes, MessageResult]:
+    """:func:`rewrite_bytes`, with the pipeline's result (what was tracked, or why not)."""
     message = parse_message_file(data)
     result = run_message(pipeline, message.headers, message.body, rcpt, mail_from, listener)
     copy = result.copies[0]
-    return message.to_bytes(result.header_edits + copy.header_edits, copy.body)
+    return message.to_bytes(result.header_edits + copy.header_edits, copy.body), result
 
 
 def run_message(
@@ -246,7 +282,8 @@ def cmd_milter(args: argparse.Namespace) -> int:
     logs.configure(stream=sys.stdout, level=logging.INFO)
     if args.worker:
         return service.serve(args.config, args.socket)
-    service.validate(args.config)  # refuse to start on broken files, naming them
+    # What `check` refuses, a start refuses (before any child process).
+    preflight.validate(load_config(args.config), ["milter"], starting=True)
     return service.Supervisor(args.config).run()
 
 
@@ -256,18 +293,17 @@ def cmd_tracker(args: argparse.Namespace) -> int:
     logs.configure(stream=sys.stdout, level=logging.INFO)
     if args.listener:
         return server.serve_listener(args.config, args.listener)
+    # What `check` refuses, a start refuses (before any child process).
+    preflight.validate(load_config(args.config), ["tracker"], starting=True)
     return server.serve(args.config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .mta import service  # validates milter files the way the milter will
     from .supervise import Supervisor
-    from .tracker import server
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
-    config = load_config(args.config)
-    service.validate(args.config)  # refuse to start on broken files, naming them
-    server.check(config)
+    # What `check` refuses, a start refuses (before any child process).
+    preflight.validate(load_config(args.config), starting=True)
     base = [sys.executable, "-m", "smtpapi_milter.cli"]
     options = ["--config", str(Path(args.config).resolve())] if args.config else []
     children = {name: [*base, name, *options] for name in ("milter", "tracker")}
@@ -302,7 +338,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                 rows = rows[:remaining]
                 remaining -= len(rows)
             for _, event in rows:
-                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                sys.stdout.write(terminal_json(json.dumps(event, ensure_ascii=False)) + "\n")
             if len(rows) < query.limit:
                 break
             query = dataclasses.replace(query, after_id=rows[-1][0])
@@ -311,19 +347,29 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    try:
+        address = erasable_address(args.address)
+    except NotAnAddress as exc:
+        print(f"smtpapi-milter erase: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     store = _open_store(load_config(args.config))
     if store is None:
         return EXIT_UNAVAILABLE
     with contextlib.closing(store):
-        deleted = store.erase_recipient(args.address)
-    print(f"erased {deleted} events of {args.address}")
+        try:
+            deleted = store.erase_recipient(address)
+        except StoreUnavailable as exc:
+            print(f"smtpapi-milter erase: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    print(f"erased {deleted} events of {address}; later events of it will not be stored")
     return EXIT_OK
 
 
 def _open_store(config: Config) -> EventStore | None:
     try:
+        state_owner.enter_store(config)  # never creates a store; root acts as its owner
         return open_store(config.event_store_url)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, state_owner.NoStore) as exc:
         print(f"smtpapi-milter: {exc}", file=sys.stderr)
         return None
 
@@ -331,23 +377,25 @@ def _open_store(config: Config) -> EventStore | None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import walkthrough
 
-    return walkthrough.main(keep=args.keep)
+    ports = {"milter": args.milter_port, "tracker": args.tracker_port, "admin": args.admin_port}
+    return walkthrough.main(keep=args.keep, options=ports)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .tracker.server import check as check_tracker
+    from .tracker.admin_access import describe_token
 
-    config, policies = _load(args)
-    check_tracker(config)  # listen addresses, admin token off loopback, webhooks
+    config = load_config(args.config)
+    policies = preflight.validate(config)  # what a start of the milter and tracker refuses
     codec_note = _describe_keys(config)
     print(f"# effective configuration from {config.source}")
     settings = dataclasses.asdict(config)
     settings.pop("source")
-    print(_toml(settings))
+    print(_toml(redact_settings(settings)))  # check's output lands in tickets and chats
     print(f"# policies in {config.policy.directory}: {len(policies.policies)}")
     for line in policies.describe():
         print(f"#   {line}")
     print(f"# link-token keys: {codec_note}")
+    print(f"# admin token: {describe_token(config)}")
     print("# configuration OK")
     return EXIT_OK
 

@@ -9,6 +9,7 @@ in a mail server's configuration should never be silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -16,6 +17,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from .addresses import listen_address, milter_socket
 
 DEFAULT_CONFIG_PATH = "/etc/smtpapi-milter/smtpapi-milter.toml"
 CONFIG_ENV = "SMTPAPI_MILTER_CONFIG"
@@ -39,9 +42,14 @@ class SmtpapiConfig:
     click_tracking_text: bool = True
     skip_url_text_links: bool = False
     track_dkim_signed: bool = False
-    multi_recipient: Literal["defer", "split", "shared"] = "defer"
-    reinject_to: str = "127.0.0.1:10026"
+    multi_recipient: Literal["auto", "defer", "split", "shared"] = "auto"
+    reinject_to: str = ""  # empty: no re-injection listener (auto then shares one body)
     max_tracked_size: int = 20 * 1024 * 1024
+    # Links tracked per top part; the rest stay as they are (bounds a part of bare links).
+    max_tracked_links: int = 2000
+    # Postfix's message_size_limit: a message whose tracked form would be larger goes out
+    # untracked (Postfix would refuse it after the injection was recorded). 0: no limit.
+    mta_message_size_limit: int = 10240000
     node_id: int = 0
     listener: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -57,7 +65,15 @@ class SmtpapiConfig:
 LISTENER_KEYS = frozenset(
     f.name
     for f in dataclasses.fields(SmtpapiConfig)
-    if f.name not in {"listener", "node_id", "reinject_to", "max_tracked_size"}
+    if f.name
+    not in {
+        "listener",
+        "node_id",
+        "reinject_to",
+        "max_tracked_size",
+        "max_tracked_links",
+        "mta_message_size_limit",
+    }
 )
 
 
@@ -95,12 +111,15 @@ class TrackerConfig:
     listen: str = "127.0.0.1:8080"
     admin_listen: str = "127.0.0.1:8081"
     admin_token: str = ""
+    admin_hosts: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     key_file: str = ""
     click_tracking_include_metadata: bool = True
     trusted_proxies: list[str] = field(default_factory=list)
     workers: int = 2
     header_timeout: int = 10
+    flood_window: float = 60.0
+    flood_token_hourly_limit: int = 100
 
 
 @dataclass(frozen=True)
@@ -198,7 +217,32 @@ def parse_config(table: dict[str, Any], path: str = "(inline)") -> Config:
             raise ConfigError(f"{path}: 'webhooks[{i}].url' must be an http(s) URL")
     config = dataclasses.replace(config, webhooks=hooks, source=path)
     _check_values(config, path)
-    return config
+    return _check_addresses(config, path)
+
+
+def _check_addresses(config: Config, path: str) -> Config:
+    """Listen addresses parsed strictly (addresses.py); the milter socket in libmilter's form."""
+
+    def parsed(key: str, value: str, parse: Any) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: '{key}' {value!r} {exc}") from None
+
+    socket = str(parsed("milter.socket", config.milter.socket, milter_socket))
+    parsed("milter.metrics_listen", config.milter.metrics_listen, listen_address)
+    for key in ("listen", "admin_listen"):
+        parsed(f"engagement_tracker.{key}", getattr(config.engagement_tracker, key), listen_address)
+    for i, network in enumerate(config.engagement_tracker.trusted_proxies):
+        parsed(f"engagement_tracker.trusted_proxies[{i}]", network, _network)
+    return dataclasses.replace(config, milter=dataclasses.replace(config.milter, socket=socket))
+
+
+def _network(text: str) -> Any:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError("is not a network: write an address or CIDR, e.g. 10.0.0.0/8") from None
 
 
 def _parse_listeners(listeners: Any, path: str) -> dict[str, dict[str, Any]]:
@@ -268,14 +312,17 @@ def _type_name(hint: Any) -> str:
 
 def _check_values(config: Config, path: str) -> None:
     s = config.smtpapi
-    for key in ("tracking_link_expiry", "max_tracked_size", "node_id"):
+    for key in ("tracking_link_expiry", "max_tracked_size", "node_id", "mta_message_size_limit"):
         if getattr(s, key) < 0:
             raise ConfigError(f"{path}: 'smtpapi.{key}' must not be negative")
     for key in ("spool_memory_limit", "max_concurrent_rewrites"):
         if getattr(config.milter, key) < 1:
             raise ConfigError(f"{path}: 'milter.{key}' must be at least 1")
+    if s.max_tracked_links < 1:
+        raise ConfigError(f"{path}: 'smtpapi.max_tracked_links' must be at least 1")
     if config.milter.analysis_cache < 0:
         raise ConfigError(f"{path}: 'milter.analysis_cache' must not be negative")
+    _check_reinjection(s, path)
     if s.node_id > 1023:
         raise ConfigError(f"{path}: 'smtpapi.node_id' must be between 0 and 1023")
     if not s.tracking_domain or any(c in s.tracking_domain for c in "/?#@ \t"):
@@ -307,4 +354,16 @@ def _check_values(config: Config, path: str) -> None:
         ):
             raise ConfigError(
                 f"{path}: 'events.store' takes only ?synchronous=full or ?synchronous=normal"
+            )
+
+
+def _check_reinjection(s: SmtpapiConfig, path: str) -> None:
+    """``split`` needs the re-injection listener: say so at load, not at the first message."""
+    modes = {"smtpapi": s.multi_recipient}
+    modes |= {f"smtpapi.listener.{n}": o.get("multi_recipient") for n, o in s.listener.items()}
+    for where, mode in modes.items():
+        if mode == "split" and not s.reinject_to:
+            raise ConfigError(
+                f"{path}: '{where}.multi_recipient' = \"split\" needs 'smtpapi.reinject_to', "
+                'the MTA listener without this milter (e.g. "127.0.0.1:10026")'
             )

@@ -23,9 +23,10 @@ from pathlib import Path
 from ..config import load_config
 from ..orphans import child_environment
 from ..sandbox.capture import CaptureServer
-from ..sandbox.ports import deadline_in, free_port, wait_for_http, wait_for_port
+from ..sandbox.ports import deadline_in, free_port, port_is_free, wait_for_http, wait_for_port
 from ..sandbox.postfix import PrivatePostfix
 from ..tokens import TokenCodec
+from ..tracker.admin_access import admin_token
 
 STEPS = 6
 RECIPIENT = "jane.doe@example.org"
@@ -44,8 +45,9 @@ class Style:
 
 
 class Demo:
-    def __init__(self, keep: bool, colour: bool):
+    def __init__(self, keep: bool, colour: bool, pinned: dict[str, int] | None = None):
         self.keep = keep
+        self.pinned = pinned or {}
         self.s = Style(colour)
         self.started = time.monotonic()
         self.step_no = 0
@@ -66,7 +68,7 @@ class Demo:
         with tempfile.TemporaryDirectory(prefix="smtpapi-demo-") as tmp:
             work = Path(tmp)
             self.step("Starting smtpapi-milter run (milter + tracker) with a fresh configuration")
-            config_path, ports = write_config(work)
+            config_path, ports = write_config(work, self.pinned)
             self.note(f"workspace {work} (removed at the end)")
             with supervised(config_path, work / "run.log", ports):
                 self.note(
@@ -113,9 +115,13 @@ class Demo:
                     "clicks seconds after sending are flagged click_too_fast: at that "
                     "speed it is a link scanner, not a reader"
                 )
+                # The tracker made this token on first start; the dashboard asks for it once.
+                token = admin_token(load_config(str(config_path)), create=False)
+                self.note(f"dashboard: http://127.0.0.1:{ports['admin']}/dashboard/")
+                self.note(f"admin token (the dashboard asks for it once): {token}")
                 self.note(
-                    f"dashboard: http://127.0.0.1:{ports['admin']}/dashboard/   "
-                    f"events API: http://127.0.0.1:{ports['admin']}/api/v1/events"
+                    f'events API: curl -H "Authorization: Bearer {token}" '
+                    f"http://127.0.0.1:{ports['admin']}/api/v1/events"
                 )
                 if not self.keep:
                     self.note(
@@ -222,8 +228,13 @@ def newsletter() -> EmailMessage:
     return message
 
 
-def write_config(work: Path) -> tuple[Path, dict[str, int]]:
-    ports = {"milter": free_port(), "tracker": free_port(), "admin": free_port()}
+# The demo's listeners; each a free loopback port unless pinned (--tracker-port ...), so a
+# --keep demo's dashboard can sit on a port forwarded or bookmarked beforehand.
+LISTENERS = ("milter", "tracker", "admin")
+
+
+def write_config(work: Path, pinned: dict[str, int]) -> tuple[Path, dict[str, int]]:
+    ports = {name: pinned.get(name) or free_port() for name in LISTENERS}
     config = work / "smtpapi-milter.toml"
     config.write_text(
         f'state_dir = "{work / "state"}"\n'
@@ -277,19 +288,48 @@ def fetch(port: int, path: str, agent: str) -> tuple[int, dict[str, str], bytes]
         conn.close()
 
 
-def check_machine() -> str | None:
+def check_machine(pinned: dict[str, int]) -> str | None:
     """Why the demo cannot run here, or None."""
     if os.geteuid() != 0:
         return "the demo starts a private Postfix, which needs root (run it as root or via sudo)"
     for tool in ("postfix", "postconf"):
         if shutil.which(tool, path="/usr/sbin:/usr/bin") is None:
             return "Postfix is not installed: `make demo` installs it (apt-get install postfix)"
+    for name, port in pinned.items():
+        if not 0 < port < 65536:
+            return f"--{name}-port {port}: not a TCP port (1-65535)"
+        if not port_is_free("127.0.0.1", port):
+            return f"--{name}-port {port}: 127.0.0.1:{port} is in use"
+    if len(set(pinned.values())) < len(pinned):
+        return f"the pinned ports must differ: {pinned}"
     return None
 
 
-def main(keep: bool = False) -> int:
-    problem = check_machine()
+def pinned_ports(options: dict[str, int | None]) -> dict[str, int]:
+    """The ports pinned by option, else by $SMTPAPI_DEMO_<NAME>_PORT; 0 or unset = free."""
+    pinned = {}
+    for name in LISTENERS:
+        port = options.get(name)
+        if port is None:
+            variable = f"SMTPAPI_DEMO_{name.upper()}_PORT"
+            text = os.environ.get(variable, "").strip() or "0"
+            if not text.isdigit():
+                raise ValueError(f"{variable}={text!r}: not a port number")
+            port = int(text)
+        if port:
+            pinned[name] = port
+    return pinned
+
+
+def main(keep: bool = False, options: dict[str, int | None] | None = None) -> int:
+    """Run the walkthrough; ``options`` maps "milter"/"tracker"/"admin" to pinned ports."""
+    try:
+        pinned = pinned_ports(options or {})
+    except ValueError as exc:
+        print(f"smtpapi-milter demo: {exc}", file=sys.stderr)
+        return 1
+    problem = check_machine(pinned)
     if problem:
         print(f"smtpapi-milter demo: {problem}", file=sys.stderr)
         return 1
-    return Demo(keep, sys.stdout.isatty()).run()
+    return Demo(keep, sys.stdout.isatty(), pinned).run()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from ..terminal import visible
+
 _COLUMNS = ("time (UTC)", "type", "campaign", "recipient", "detail", "by")
 _WIDTHS = (19, 16, 20, 30, 44, 0)
 
@@ -29,7 +31,9 @@ def _by(event: dict[str, Any]) -> str:
 
 
 def _fit(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
+    # Whitespace runs (newlines, tabs) read as one space; other controls as escapes, so
+    # what a sender or a reader's client wrote cannot drive the operator's terminal.
+    text = visible(" ".join(str(text).split()))
     if not width:
         return text
     return text if len(text) <= width else text[: width - 1] + "…"

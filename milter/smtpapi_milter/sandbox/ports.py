@@ -54,6 +54,11 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` now (a port a user pinned, say)."""
+    return _bindable(host, port)
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port on ``host`` that nothing listens on now and this process has not handed out.
 
