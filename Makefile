@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # m4, libwrap0, liblockfile1, iproute2: the unpacked Sendmail of the end-to-end tests (its .cf,
 # its libraries, `ip link set lo up` in its namespace); systemd: systemd-analyze for the units;
-# chromium: the dashboard tests.
+# chromium: the dashboard tests; nftables: the tracker's per-client cap (packaging/nftables).
 APT_PACKAGES := gcc libmilter-dev postfix swaks miltertest postgresql \
-	m4 libwrap0 liblockfile1 iproute2 systemd chromium
+	m4 libwrap0 liblockfile1 iproute2 systemd chromium nftables
 BENCH_PACKAGES := wrk nginx-light
 CORPUS ?= $(abspath ../shared/corpus)
 

@@ -19,7 +19,9 @@ from .events.erasure import NotAnAddress, erasable_address
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
 from .events.store import EventStore, StoreUnavailable, open_store
 from .events.table import format_table
+from .listen_check import EXIT_CANNOT_LISTEN, ListenError
 from .message_file import parse_message_file
+from .orphans import die_with_parent
 from .pipeline import MessageResult, Pipeline
 from .policy import PolicyLoadError, PolicySet
 from .redaction import redact_settings
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_parent()  # when one of our supervisors started this process
     args = build_parser().parse_args(argv)
     if getattr(args, "config", None) is None:  # the subcommand's --config wins when both given
         args.config = args.config_first
@@ -171,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PolicyLoadError) as exc:
         print(f"smtpapi-milter: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except ListenError as exc:
+        print(f"smtpapi-milter: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, PolicySet]:

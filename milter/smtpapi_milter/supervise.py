@@ -2,7 +2,10 @@
 
 Used where one command runs several processes: ``tracker`` (public and admin listeners) and
 ``run`` (milter and tracker on one machine). A child that exits unexpectedly is restarted,
-less and less often if it keeps dying; SIGTERM/SIGINT stop every child and wait for them;
+less and less often if it keeps dying, and not at all once it keeps failing at start
+(start_limit.py): then every child is stopped and ``Supervisor.run`` returns
+``EXIT_START_LIMIT``.
+SIGTERM/SIGINT stop every child and wait for them;
 SIGHUP goes to each child (each reloads in its own way) unless a callback takes it.
 """
 
@@ -15,6 +18,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import structlog
+
+from .orphans import child_environment
+from .start_limit import EXIT_START_LIMIT, StartLimit
 
 log = structlog.get_logger("smtpapi_milter.supervise")
 
@@ -40,10 +46,14 @@ class Supervisor:
         self._delays = dict.fromkeys(self.children, restart_delay)
         self._started: dict[str, float] = {}
         self._due: dict[str, float] = {}
+        self._limits = {name: StartLimit() for name in self.children}
         self.stopping = False
+        self.status = 0
 
     def _spawn(self, name: str) -> None:
-        self.processes[name] = subprocess.Popen(list(self.children[name]), env=self.env)
+        self.processes[name] = subprocess.Popen(
+            list(self.children[name]), env=child_environment(self.env)
+        )
         self._started[name] = time.monotonic()
         log.info("started", child=name, pid=self.processes[name].pid)
 
@@ -70,7 +80,8 @@ class Supervisor:
         while not self.stopping:
             self._reap_and_restart()
             time.sleep(0.2)  # a poll interval, not a readiness wait: signals interrupt it
-        return self._stop_all()
+        self._stop_all()
+        return self.status
 
     def _reap_and_restart(self) -> None:
         now = time.monotonic()
@@ -80,8 +91,11 @@ class Supervisor:
                 continue
             due = self._due.get(name)
             if due is None:
-                # A child that ran a minute is healthy again: back to the short delay.
                 ran = now - self._started[name]
+                if self._limits[name].exhausted(code, ran):
+                    self._give_up(name, code)
+                    return
+                # A child that ran a minute is healthy again: back to the short delay.
                 delay = self.restart_delay if ran > 60 else min(self._delays[name] * 2, 30.0)
                 self._delays[name] = delay
                 self._due[name] = now + delay
@@ -90,7 +104,22 @@ class Supervisor:
                 del self._due[name]
                 self._spawn(name)
 
-    def _stop_all(self) -> int:
+    def _give_up(self, name: str, code: int) -> None:
+        failed = len(self._limits[name].failed)
+        if failed:
+            log.error(
+                "child keeps failing at start, not restarting it; stopping",
+                child=name,
+                code=code,
+                failed_starts=failed,
+            )
+        else:  # a supervisor itself, which applied the limit to its own child
+            log.error("child gave up starting, stopping", child=name, code=code)
+        self.status = EXIT_START_LIMIT
+        self.stopping = True
+        self.signal_all(signal.SIGTERM)
+
+    def _stop_all(self) -> None:
         deadline = time.monotonic() + STOP_TIMEOUT
         for name, process in self.processes.items():
             try:
@@ -100,4 +129,3 @@ class Supervisor:
                 process.kill()
                 process.wait()
         log.info("stopped", pid=os.getpid())
-        return 0

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..config import load_config
+from ..orphans import child_environment
 from ..sandbox.capture import CaptureServer
 from ..sandbox.ports import deadline_in, free_port, port_is_free, wait_for_http, wait_for_port
 from ..sandbox.postfix import PrivatePostfix
@@ -256,7 +257,8 @@ def supervised(config: Path, log: Path, ports: dict[str, int]) -> Iterator[None]
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # A demo killed outright takes milter and tracker with it (orphans.py).
+            env=child_environment({**os.environ, "PYTHONUNBUFFERED": "1"}),
         )
     try:
         deadline = deadline_in(60)

@@ -32,7 +32,10 @@ import milter as libmilter  # pymilter's C module: smfi_stop
 import structlog
 
 from ..config import ConfigError, load_config
+from ..listen_check import check_milter_socket, opensocket_failed
+from ..orphans import child_environment
 from ..policy import PolicyLoadError, PolicySet
+from ..start_limit import EXIT_START_LIMIT, StartLimit
 from ..tokens import TokenCodec
 from .activation import Relay, listen_sockets
 from .metrics import MilterMetrics
@@ -74,6 +77,8 @@ def serve(config_path: str | None, socket_override: str | None = None) -> int:
     PolicySet.load(config.policy.directory)
     TokenCodec.from_config(config)
     socket = socket_override or config.milter.socket
+    setting = "socket activation's worker socket" if socket_override else "[milter] socket"
+    check_milter_socket(setting, socket)  # one clear line, not libmilter's "cannot opensocket"
     states: list[MilterState] = []
     metrics = MilterMetrics()  # before the fork: every worker counts into its directory
 
@@ -92,7 +97,12 @@ def serve(config_path: str | None, socket_override: str | None = None) -> int:
 
     group = WorkerGroup(config.milter.workers or os.cpu_count() or 1, start)
     Milter.set_flags(ACTIONS)
-    group.run(lambda: Milter.runmilter(MILTER_NAME, socket, timeout=config.milter.timeout))
+    try:
+        group.run(lambda: Milter.runmilter(MILTER_NAME, socket, timeout=config.milter.timeout))
+    except libmilter.error as exc:
+        if "opensocket" not in str(exc):
+            raise
+        raise opensocket_failed(setting, socket) from None
     time.sleep(DRAIN_GRACE)  # the last replies are written after our callbacks return
     if group.is_leader:
         group.wait_for_followers(DRAIN_LIMIT + 5)
@@ -194,7 +204,7 @@ class Supervisor:
             command += ["--config", self.config_path]
         if self.worker_socket:
             command += ["--socket", f"unix:{self.worker_socket}"]
-        return subprocess.Popen(command, env=worker_environment(os.environ))
+        return subprocess.Popen(command, env=child_environment(worker_environment(os.environ)))
 
     def _relay_activated_sockets(self) -> None:
         """With sockets from systemd: worker on a private unix socket, relays in front."""
@@ -239,14 +249,23 @@ class Supervisor:
 
     def _supervise(self) -> int:
         delay = self.restart_delay
+        limit = StartLimit()
         while True:
             started = time.monotonic()
             self.worker = self._spawn()
             code = self.worker.wait()
             if self.stopping:
                 return 0
+            ran = time.monotonic() - started
+            if limit.exhausted(code, ran):  # it cannot start: say so, and let systemd see it
+                log.error(
+                    "milter worker keeps failing at start, not restarting it",
+                    code=code,
+                    failed_starts=len(limit.failed),
+                )
+                return EXIT_START_LIMIT
             # A worker that keeps dying is restarted less and less often.
-            delay = self.restart_delay if time.monotonic() - started > 60 else min(delay * 2, 30)
+            delay = self.restart_delay if ran > 60 else min(delay * 2, 30)
             log.error("milter worker exited, restarting", code=code, delay=delay)
             time.sleep(delay)
             if self.stopping:  # SIGTERM during the delay: there is no worker to wait for

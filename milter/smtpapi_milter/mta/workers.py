@@ -7,14 +7,13 @@ libmilter's main loop: forking between the two gives N processes accepting on th
 listening socket, and the kernel hands each new MTA connection to one of them.
 
 The first process (the leader) is the supervisor's child. It forwards the supervisor's
-signals to the others (followers), which die with it (``PR_SET_PDEATHSIG``), and it stops
+signals to the others (followers), which die with it (``orphans.die_with_parent``), and it stops
 (so the supervisor starts the whole group again) when a follower dies unexpectedly.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -25,9 +24,9 @@ from typing import Any
 import milter as libmilter  # pymilter's C module
 import structlog
 
-log = structlog.get_logger("smtpapi_milter.milter")
+from ..orphans import die_with_parent
 
-PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+log = structlog.get_logger("smtpapi_milter.milter")
 
 
 class WorkerGroup:
@@ -71,7 +70,9 @@ class WorkerGroup:
             pid = os.fork()
             if pid == 0:
                 self.index, self.followers = index, []
-                _die_with(leader)
+                # A follower must not outlive the leader: it would hold the socket a new
+                # group needs.
+                die_with_parent(leader)
                 return
             self.followers.append(pid)
 
@@ -108,13 +109,6 @@ class WorkerGroup:
             self.signal_followers(signal.SIGKILL)
             for watcher in self._watchers:
                 watcher.join(5)
-
-
-def _die_with(leader: int) -> None:
-    """A follower must not outlive the leader: it would hold the socket a new group needs."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0 or os.getppid() != leader:
-        os._exit(1)  # no parent-death signal, or the leader is already gone
 
 
 def _accept_without_blocking() -> None:

@@ -27,7 +27,9 @@ from .. import logs
 from ..config import CONFIG_ENV, Config, ConfigError, load_config
 from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, redact
 from ..events.webhooks import check_hooks
+from ..listen_check import check_host_port, granian_failed
 from ..multiproc import MULTIPROC_ENV, counter_directory
+from ..orphans import die_with_parent, mark_children
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
 from . import dashboard
@@ -43,6 +45,13 @@ log = structlog.get_logger("smtpapi_milter.tracker")
 
 HEALTH_CACHE_SECONDS = 1.0
 METRICS_PREFIX = "smtpapi-tracker-metrics-"
+# Connections one Granian worker holds at once (its "backpressure"; Granian's default is
+# backlog / workers = 512). Every open connection holds a slot until header_timeout closes
+# it, so with the default 3000 silent sockets from one client kept a real click waiting
+# 20 s (two header_timeout rounds). An idle connection costs ~10 KiB (8000 of them, half
+# with a partial head: +84 MiB over the tracker), and Granian raises the descriptor limit
+# to the hard one, so the slots are what runs out first: 4096 a worker.
+CONNECTIONS_PER_WORKER = 4096
 
 
 class StoreHealth:
@@ -127,6 +136,7 @@ def tracker_app(config: Config) -> Lifespan:
 
 def create_tracker_app() -> Lifespan:
     """Granian's factory for the public listener (configuration from the environment)."""
+    die_with_parent()  # runs in the Granian worker process: it ends with its listener
     logs.configure(stream=sys.stdout)
     return tracker_app(load_config(os.environ.get(CONFIG_ENV)))
 
@@ -157,13 +167,14 @@ def admin_app(config: Config) -> Lifespan:
 
 def create_admin_app() -> Lifespan:
     """Granian's factory for the admin listener (configuration from the environment)."""
+    die_with_parent()  # runs in the Granian worker process: it ends with its listener
     logs.configure(stream=sys.stdout)
     return admin_app(load_config(os.environ.get(CONFIG_ENV)))
 
 
-LISTENERS = {
-    "public": ("create_tracker_app", lambda c: c.engagement_tracker.listen),
-    "admin": ("create_admin_app", lambda c: c.engagement_tracker.admin_listen),
+LISTENERS = {  # name -> (Granian's factory, the [engagement_tracker] key of its address)
+    "public": ("create_tracker_app", "listen"),
+    "admin": ("create_admin_app", "admin_listen"),
 }
 
 
@@ -210,13 +221,15 @@ def prepare(config: Config) -> None:
 
 def serve_listener(config_path: str | None, listener: str) -> int:
     """Run one listener under Granian until SIGTERM (Granian respawns a crashed worker)."""
-    from granian.constants import Interfaces
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.server import Server
 
     config = load_config(config_path)
-    factory, address = LISTENERS[listener]
-    host, _, port = address(config).rpartition(":")
+    factory, key = LISTENERS[listener]
+    setting, address = f"[engagement_tracker] {key}", getattr(config.engagement_tracker, key)
+    check_host_port(setting, address)  # one clear line, not Granian's backtrace
+    host, _, port = address.rpartition(":")
     if config_path:  # the worker processes read it from the environment
         os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     own_metrics_dir = ""
@@ -237,7 +250,15 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         websockets=False,
         respawn_failed_workers=True,
         respawn_interval=0.5,
-        # Slow clients (slowloris) are cut off when their headers take too long.
+        # HTTP/1 only (no browser speaks cleartext HTTP/2): in Granian's "auto" mode the
+        # connection waits, with no timer, for bytes to tell the protocol, so a client that
+        # connected and sent nothing held a slot forever; Granian serves ``backpressure``
+        # connections per worker, and a few thousand such sockets stopped the tracker.
+        http=HTTPModes.http1,
+        backpressure=CONNECTIONS_PER_WORKER,
+        # hyper's HTTP/1 header timer runs from the connection's start and again after
+        # each response: a connection silent, slow (slowloris) or idle in keep-alive for
+        # header_timeout is closed.
         http1_settings=HTTP1Settings(
             header_read_timeout=config.engagement_tracker.header_timeout * 1000
         ),
@@ -245,8 +266,11 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         log_level="warning",
         log_access=False,
     )
+    mark_children()  # Granian's worker processes (forks of this one) die with it
     try:
         server.serve()
+    except RuntimeError as exc:  # taken between our check and Granian's bind
+        raise granian_failed(setting, address, exc) or exc from None
     finally:
         if own_metrics_dir:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
