@@ -124,9 +124,11 @@ install:
 	done
 	install -m 644 packaging/sysusers.d/smtpapi-milter.conf $(ROOTDIR)$(SYSUSERS_DIR)/smtpapi-milter.conf
 	install -m 644 packaging/tmpfiles.d/smtpapi-milter.conf $(ROOTDIR)$(TMPFILES_DIR)/smtpapi-milter.conf
-	install -d $(ROOTDIR)$(DATA_DIR)/postfix $(ROOTDIR)$(DATA_DIR)/sendmail $(ROOTDIR)$(DATA_DIR)/policies
+	install -d $(ROOTDIR)$(DATA_DIR)/postfix $(ROOTDIR)$(DATA_DIR)/sendmail $(ROOTDIR)$(DATA_DIR)/policies \
+	  $(ROOTDIR)$(DATA_DIR)/nftables
 	install -m 644 packaging/postfix/*.snippet $(ROOTDIR)$(DATA_DIR)/postfix/
 	install -m 644 packaging/sendmail/*.mc $(ROOTDIR)$(DATA_DIR)/sendmail/
+	install -m 644 packaging/nftables/*.nft $(ROOTDIR)$(DATA_DIR)/nftables/
 	install -m 644 policies/*.py $(ROOTDIR)$(DATA_DIR)/policies/
 	install -m 644 packaging/smtpapi-milter.toml $(ROOTDIR)$(DATA_DIR)/smtpapi-milter.toml
 	@# The config: never over an existing one (it is the admin's). 0640: it may hold keys and

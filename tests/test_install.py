@@ -32,6 +32,7 @@ INSTALLED = {
     "usr/share/smtpapi-milter/postfix/main.cf.snippet": 0o644,
     "usr/share/smtpapi-milter/postfix/master.cf.snippet": 0o644,
     "usr/share/smtpapi-milter/sendmail/smtpapi-milter.mc": 0o644,
+    "usr/share/smtpapi-milter/nftables/smtpapi-tracker.nft": 0o644,
     "usr/share/smtpapi-milter/policies/example.py": 0o644,
     "usr/share/smtpapi-milter/smtpapi-milter.toml": 0o644,
 }
