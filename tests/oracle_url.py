@@ -52,6 +52,8 @@ def idna_host(host: str) -> str | None:
     reads differently from its literal text does not come out equal."""
     if host.isascii():
         return host.lower()
+    if any("\udc80" <= c <= "\udcff" for c in host):
+        return None  # bytes that were not UTF-8 (surrogate-escaped): no browser reads a host
     ascii_host = ada_url.idna_to_ascii(host)
     return ascii_host.decode("ascii") if ascii_host else None
 

@@ -104,7 +104,8 @@ def test_root_runs_events_and_erase_as_the_stores_owner(tmp_path, nobody_state):
     assert result.returncode == 0, result.stderr
     assert "jane@example.org" in result.stdout.decode()
     result = cli("erase", "--config", str(config), "jane@example.org")
-    assert (result.returncode, result.stdout) == (0, b"erased 1 events of jane@example.org\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"erased 1 events of jane@example.org")
     nobody = pwd.getpwnam("nobody").pw_uid
     owners = {path.name: path.stat().st_uid for path in [nobody_state, *nobody_state.iterdir()]}
     assert set(owners.values()) == {nobody}, owners

@@ -359,5 +359,7 @@ def test_campaign_page_marks_a_flooded_link(tmp_path, page):
 
 
 def flooded(tracker: RunningTracker) -> bool:
-    with urllib.request.urlopen(tracker.admin_url + "/api/v1/floods?abused=1") as response:
+    url = tracker.admin_url + "/api/v1/floods?abused=1"
+    request = urllib.request.Request(url, headers=tracker.admin_headers)
+    with urllib.request.urlopen(request) as response:
         return bool(json.loads(response.read())["results"])

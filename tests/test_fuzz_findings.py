@@ -382,3 +382,17 @@ def test_new_transfer_encoding_field_keeps_the_blank_lines_crlf_whole():
     out = tracked(message)
     assert b"charset=us-ascii\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" in out
     judge(message.replace(TRACK, b""), out, CODEC)
+
+
+# --- the test oracle itself -------------------------------------------------------------
+
+
+def test_a_text_url_with_a_byte_that_is_not_utf8_in_its_host_is_judged_not_a_crash():
+    # The fixed-seed smoke's pipeline target crashed in the oracle (ada's IDNA step cannot
+    # encode the surrogate a non-UTF-8 byte decodes to); the milter had rightly left the
+    # link untracked. The host is no host a browser reads, so such a URL is not eligible.
+    body = b"no more?\r\nhttp://xxx.xxx.info\xb5discon/?xxx@xxx.com\r\n"
+    message = HEAD + TRACK + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
+    out = tracked(message)
+    assert b"\xb5discon" in out
+    judge(message, out, CODEC)
