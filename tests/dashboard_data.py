@@ -79,6 +79,45 @@ def injection(n: str, campaign: str, rcpt: str, at: float, tags: list[str]) -> d
     )
 
 
+# Copied from the injection a delivery outcome joins (SPEC 13), as the log follower does.
+JOINED = (
+    "transmission_id", "message_id", "campaign_id", "customer_id", "rcpt_to", "raw_rcpt_to",
+    "rcpt_tags", "rcpt_meta", "msg_from", "friendly_from", "subject", "injection_time",
+    "mta_queue_id",
+)  # fmt: skip
+REPLIES = {
+    "delivery": "250 2.0.0 Ok: queued as 4XyZ",
+    "delay": "452 4.2.2 Mailbox full",
+    "bounce": "550 5.1.1 User unknown",
+}
+
+
+def outcome(
+    n: str, kind: str, sent: dict[str, Any], at: float, bounce_class: int = 10, reply: str = ""
+) -> dict[str, Any]:
+    """A ``delivery``, ``delay`` or ``bounce`` event for the mail of injection event ``sent``,
+    with SparkPost's message_event fields (the shared field names of issue 16)."""
+    reply = reply or REPLIES[kind]
+    event = {"type": kind, "event_id": f"{kind}-{n}", "timestamp": str(int(at))}
+    event.update({key: sent.get(key, "") for key in JOINED})
+    event.update(
+        delv_method="esmtp",
+        ip_address="192.0.2.25",
+        routing_domain=sent["rcpt_to"].rpartition("@")[2],
+        queue_time=str(int((at - float(sent["timestamp"])) * 1000)),
+        num_retries="0" if kind == "delivery" else "1",
+        outbound_tls="1",
+    )
+    if kind != "delivery":
+        event.update(
+            error_code=reply[:3],
+            raw_reason=reply,
+            reason=reply,
+            bounce_class=str(bounce_class),
+        )
+    return event
+
+
 def engagement(
     n: str, kind: str, sent: dict[str, Any], at: float, agent: str, link=("", "")
 ) -> dict[str, Any]:
