@@ -2,8 +2,10 @@
 
 Runs tests/milter_load.py's scenario (a private Postfix, the milter as a real process, one
 SMTP connection per message, resident memory of the milter's process tree sampled) and
-prints the numbers and the stated ceiling: baseline + max_concurrent_rewrites x one message
-alone + clients x (spool_memory_limit + 2 MiB) + 64 MiB. Needs root (Postfix).
+prints the numbers and two ceilings, both of which must hold: the measured one, baseline +
+max_concurrent_rewrites x one message alone + clients x (spool_memory_limit + 2 MiB) + 64 MiB,
+and the one the README states (milter/smtpapi_milter/mta/memory.py), with 16 x the message
+size in place of one message alone. Needs root (Postfix).
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ def main(argv: list[str] | None = None) -> int:
             milter={"max_concurrent_rewrites": args.rewrites},
         )
     print(result.summary())
-    ok = result.peak_rss <= result.ceiling and result.delivered == args.clients
+    ok = (
+        result.peak_rss <= min(result.ceiling, result.stated_ceiling)
+        and result.delivered == args.clients
+    )
     print(f"milter memory bar (peak <= ceiling, all delivered): {'PASS' if ok else 'FAIL'}")
     bar(
         f"milter memory, {args.clients} concurrent {args.size_mb:g} MB messages",
         f"peak {result.peak_rss / MIB:.0f} MiB, {result.delivered} delivered",
-        f"<= {result.ceiling / MIB:.0f} MiB",
+        f"<= {min(result.ceiling, result.stated_ceiling) / MIB:.0f} MiB",
         ok,
     )
     return 0 if ok else 1

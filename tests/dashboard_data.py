@@ -230,11 +230,13 @@ def delivery_mix_events(recipients: int = 80) -> list[dict[str, Any]]:
     return events
 
 
-def http_get(port: int, path: str, agent: str = BROWSER, etag: str = "") -> tuple:
+def http_get(port: int, path: str, agent: str = BROWSER, etag: str = "", token: str = "") -> tuple:
     """(status, headers with lower-case names, body) of one GET on loopback."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         headers = {"User-Agent": agent, **({"If-None-Match": etag} if etag else {})}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
         found = {name.lower(): value for name, value in response.getheaders()}

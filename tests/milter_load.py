@@ -15,22 +15,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from smtpapi_milter.config import load_config
+from smtpapi_milter.mta import memory
+
 from . import corpus
 from .harness.capture import CaptureServer
-from .harness.postfix import PrivatePostfix
+from .harness.postfix import MESSAGE_SIZE_LIMIT, PrivatePostfix
 from .harness.rss import RssSampler, tree_rss
 from .harness.smtpapi import RunningMilter
 from .oracle import TRACKED
 
 MIB = 1024 * 1024
 SENDER, RCPT = "news@example.com", "jane.doe@example.org"
-
-
-# What one connection may hold besides its share of rewrites: the in-memory part of its
-# body spool (milter.spool_memory_limit; the rest is on disk) and this much for its thread,
-# pymilter objects and headers (measured: about 1.3 MiB).
-CONNECTION_OVERHEAD = 2 * MIB
-SLACK = 64 * MIB  # allocator rounding and sampling noise
 
 
 @dataclass
@@ -45,18 +41,19 @@ class LoadResult:
     tracked: int  # delivered messages that carry tracked links
     spool_memory_limit: int
     rewrite_slots: int
+    stated_ceiling: int  # mta/memory.py's ceiling for these connections and message size
 
     @property
     def ceiling(self) -> int:
         """The bound SPEC 11 asks us to state: memory must not grow with the number of
         concurrent messages beyond each connection's spool and overhead. Rewrites run at most
         ``max_concurrent_rewrites`` at once, each costing what one message costs alone."""
-        per_connection = self.spool_memory_limit + CONNECTION_OVERHEAD
+        per_connection = self.spool_memory_limit + memory.CONNECTION_OVERHEAD
         return (
             self.baseline_rss
             + self.rewrite_slots * self.single_peak
             + self.clients * per_connection
-            + SLACK
+            + memory.SLACK
         )
 
     def summary(self) -> str:
@@ -65,7 +62,8 @@ class LoadResult:
             f"milter RSS baseline {self.baseline_rss / MIB:.0f} MiB, one message alone "
             f"+{self.single_peak / MIB:.0f} MiB, peak {self.peak_rss / MIB:.0f} MiB "
             f"(+{(self.peak_rss - self.baseline_rss) / MIB:.0f} MiB), ceiling "
-            f"{self.ceiling / MIB:.0f} MiB; {self.delivered} delivered, {self.tracked} tracked"
+            f"{self.ceiling / MIB:.0f} MiB measured, {self.stated_ceiling / MIB:.0f} MiB stated; "
+            f"{self.delivered} delivered, {self.tracked} tracked"
         )
 
 
@@ -89,9 +87,11 @@ def concurrent_load(workdir: Path, clients: int, size: int, **milter: dict) -> L
     """Send ``clients`` messages of about ``size`` bytes at once; see the module docstring."""
     message = newsletter(size)
     timeouts = {"connect": "10s", "command": "900s", "content": "900s"}
+    # The milter knows the private Postfix's message_size_limit, as an operator would set it.
+    sections = {"smtpapi": {"mta_message_size_limit": MESSAGE_SIZE_LIMIT}, **milter}
     with (
         CaptureServer() as capture,
-        RunningMilter(workdir, **milter) as running,
+        RunningMilter(workdir, **sections) as running,
         PrivatePostfix(
             smtpd_milters=running.socket, relay_port=capture.port, milter_timeouts=timeouts
         ) as postfix,
@@ -106,6 +106,7 @@ def concurrent_load(workdir: Path, clients: int, size: int, **milter: dict) -> L
             delivered = _load(port, capture, [message] * clients)
         seconds = time.monotonic() - began
     settings = milter.get("milter", {})
+    config = load_config(str(running.config_path))
     return LoadResult(
         clients=clients,
         message_bytes=len(message),
@@ -117,6 +118,7 @@ def concurrent_load(workdir: Path, clients: int, size: int, **milter: dict) -> L
         tracked=sum(1 for m in delivered if TRACKED.search(m.data.decode("latin-1"))),
         spool_memory_limit=settings.get("spool_memory_limit", MIB),
         rewrite_slots=settings.get("max_concurrent_rewrites", 2),
+        stated_ceiling=memory.worker_ceiling(config, clients, baseline, len(message)),
     )
 
 

@@ -32,6 +32,7 @@ from selectolax.lexbor import LexborHTMLParser
 from smtpapi_milter.rewrite.track import INITIAL_PIXEL, PIXEL
 
 from .oracle_qp import check_qp_lines
+from .oracle_url import browser_reads_same_host
 
 TRACKING_DOMAIN = "localhost:8080"
 _TOKEN = r"[A-Za-z0-9_-]+"
@@ -100,6 +101,7 @@ def eligible(url: str) -> bool:
         and not re.search(r"(?i)<!(--)?\[(if|endif)\b", url)  # Outlook's own syntax
         and len(url.encode("utf-8", "surrogatepass")) <= 4096
         and not re.match(rf"(?i)https?://{re.escape(TRACKING_DOMAIN)}(/|$)", url)
+        and browser_reads_same_host(url)  # else our redirect could go elsewhere
     )
 
 

@@ -141,11 +141,44 @@ def test_check_lists_shipped_policies(tmp_path):
     assert "example.py: validate_mailfrom" in result.stdout.decode()
 
 
-def test_check_refuses_an_admin_listener_off_loopback_without_a_token(tmp_path):
-    config = tmp_path / "c.toml"
+def test_rewrite_says_on_stderr_why_each_untracked_file_stayed_so(tmp_path):
+    config = tmp_path / "smtpapi-milter.toml"
     config.write_text(
-        f'state_dir = "{tmp_path}"\n[engagement_tracker]\nadmin_listen = "0.0.0.0:8081"\n'
+        f'state_dir = "{tmp_path / "state"}"\n[policy]\ndirectory = "{tmp_path}"\n'
+        "[smtpapi]\nmta_message_size_limit = 20000\n"
     )
-    result = cli("check", "--config", str(config))
-    assert result.returncode == 3
-    assert "admin_token" in result.stderr.decode() and str(config) in result.stderr.decode()
+    html = b'<html><body><a href="https://example.com/x">x</a></body></html>\r\n'
+    dense = b"".join(b'<a href="https://example.com/%d">.</a>\r\n' % i for i in range(300))
+    signed = corpus.wrap_html(html, "8bit").replace(
+        b"Content-Type: text/html; charset=utf-8",
+        b'Content-Type: multipart/signed; protocol="application/pgp-signature"; boundary=b',
+    )
+    files = {
+        "tracked.eml": corpus.wrap_html(html, "8bit"),
+        "plain.eml": corpus.wrap_html(html, "8bit", b""),
+        "dkim.eml": corpus.wrap_html(
+            html, "8bit", b"DKIM-Signature: v=1; d=example.com\r\n" + corpus.TRACK_ALL
+        ),
+        "signed.eml": signed,
+        "charset.eml": corpus.wrap_html(html, "8bit").replace(b"utf-8", b"x-no-such-charset"),
+        "dense.eml": corpus.wrap_html(b"<html><body>" + dense + b"</body></html>", "8bit"),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    paths = [str(tmp_path / name) for name in files]
+    result = cli("rewrite", "--config", str(config), "--out-dir", str(tmp_path / "out"), *paths)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode().splitlines()
+    expected = {
+        "plain.eml": "no_tracking",
+        "dkim.eml": "dkim_signed",
+        "signed.eml": "signed_or_encrypted",
+        "charset.eml": "no_usable_part",
+        "dense.eml": "over_mta_limit",
+    }
+    assert [line.split(": untracked (")[0] for line in lines] == [
+        str(tmp_path / name) for name in expected
+    ]
+    for line, code in zip(lines, expected.values(), strict=True):
+        assert f": untracked ({code}): " in line, line
+    assert "unknown charset" in lines[3] and "limit 20000" in lines[4]

@@ -18,7 +18,7 @@ def test_defaults_match_momentum():
     assert (s.open_tracking_scheme, s.click_tracking_scheme) == ("http", "http")
     assert s.tracking_domain == "localhost:8080"
     assert s.tracking_link_expiry == 31536000
-    assert s.multi_recipient == "defer"
+    assert (s.multi_recipient, s.reinject_to) == ("auto", "")
     assert s.initial_open_pixel_tracking is False
     assert s.click_tracking_text is True
     assert config.engagement_tracker.listen == "127.0.0.1:8080"
@@ -89,6 +89,14 @@ def test_unknown_key_names_key_and_file(tmp_path, text, key):
     [
         ("[smtpapi]\nopen_tracking_enabled = 'yes'\n", "'smtpapi.open_tracking_enabled' must be"),
         ("[smtpapi]\nmulti_recipient = 'fan-out'\n", "'smtpapi.multi_recipient' must be one of"),
+        ("[smtpapi]\nmulti_recipient = 'split'\n", "needs 'smtpapi.reinject_to'"),
+        ("[smtpapi]\nmax_tracked_links = 0\n", "'smtpapi.max_tracked_links' must be at least 1"),
+        ("[smtpapi]\nmta_message_size_limit = -1\n", "'smtpapi.mta_message_size_limit' must not"),
+        ("[smtpapi.listener.x]\nmax_tracked_links = 5\n", "unknown key 'smtpapi.listener.x.max"),
+        (
+            "[smtpapi.listener.x]\nmulti_recipient = 'split'\n",
+            "'smtpapi.listener.x.multi_recipient' = \"split\" needs",
+        ),
         ("[smtpapi]\ntracking_link_expiry = true\n", "must be an integer"),
         ("[smtpapi]\ntracking_domain = 'http://x/'\n", "'smtpapi.tracking_domain'"),
         ("[smtpapi]\nnode_id = 5000\n", "'smtpapi.node_id'"),

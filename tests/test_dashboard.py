@@ -10,11 +10,13 @@ for the same campaign, counted by the rules of ``events.stats``.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from smtpapi_milter.config import load_config
 from smtpapi_milter.events.store import open_store
+from smtpapi_milter.tokens import TokenCodec, TrackingData
 from smtpapi_milter.tracker.useragent import is_machine
 
 from .dashboard_data import (
@@ -48,6 +51,7 @@ from .harness.browser import chromium
 from .harness.smtpapi import ROOT, RunningTracker
 
 CAMPAIGN = "spring-sale"
+TOKEN_KEY = "smtpapi-milter-admin-token"  # where dashboard.js keeps the token (sessionStorage)
 SNEAKY = '<img src=x onerror="window.pwned=1">'  # a campaign id that is markup
 CATEGORIES = ("hard", "soft", "block", "admin", "undetermined")
 STATS = (
@@ -179,6 +183,10 @@ def percent(ratio: float | None) -> str:
 
 
 def open_dashboard(page: Page, filled: Filled, fragment: str = "") -> None:
+    # As if the token had been typed into the page once (the login test does that).
+    page.add_init_script(
+        f"sessionStorage.setItem({json.dumps(TOKEN_KEY)}, {json.dumps(filled.tracker.admin_token)})"
+    )
     page.goto(f"{filled.tracker.admin_url}/dashboard{fragment and '/' + fragment}")
 
 
@@ -309,7 +317,7 @@ def test_dashboard_files_are_small_and_self_contained(filled):
 
 
 def api(filled: Filled, path: str) -> tuple[int, dict]:
-    status, _, body = http_get(filled.tracker.admin_port, path)
+    status, _, body = http_get(filled.tracker.admin_port, path, token=filled.tracker.admin_token)
     return status, json.loads(body)
 
 
@@ -398,3 +406,35 @@ def test_api_gives_the_bounce_breakdown(filled):
     assert row["delivery_rate"] == round(row["delivered"] / row["injections"], 4)
     assert row["bounced"] == sum(row[f"{c}_bounces"] for c in CATEGORIES)
     assert api(filled, "/api/v1/campaigns/bounce-mix/bounces?limit=0")[0] == 400
+
+
+def test_campaign_page_marks_a_flooded_link(tmp_path, page):
+    # One link replayed past the hourly limit: its row says so, the other link's does not.
+    with RunningTracker(tmp_path, engagement_tracker={"flood_token_hourly_limit": 5}) as tracker:
+        codec = TokenCodec.from_config(load_config(str(tracker.config_path)), create=False)
+        for url, times in (("https://shop.example/flooded", 40), ("https://shop.example/calm", 2)):
+            data = TrackingData(
+                "click", "t", "m", "a@example.org", 1, campaign_id="replayed", target_url=url
+            )
+            path = "/c/" + codec.encode(data)
+            for _ in range(times):
+                conn = http.client.HTTPConnection("127.0.0.1", tracker.port, timeout=30)
+                conn.request("GET", path)
+                assert conn.getresponse().status == 302
+                conn.close()
+        deadline = time.monotonic() + 15
+        while not flooded(tracker):  # the counter is written within a second: probe
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        page.goto(f"{tracker.admin_url}/dashboard/#/campaign/replayed")
+        rows = page.locator("#links tbody tr")
+        expect(rows.filter(has_text="flooded").locator(".flood")).to_contain_text(
+            "repeated requests not stored"
+        )
+        expect(rows.filter(has_text="calm")).to_have_count(1)
+        expect(rows.filter(has_text="calm").locator(".flood")).to_have_count(0)
+
+
+def flooded(tracker: RunningTracker) -> bool:
+    with urllib.request.urlopen(tracker.admin_url + "/api/v1/floods?abused=1") as response:
+        return bool(json.loads(response.read())["results"])

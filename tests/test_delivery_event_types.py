@@ -99,7 +99,8 @@ def test_events_command_filters_and_shows_the_new_types(tracker):
 
 def test_events_api_filters_the_new_types(tracker):
     for kind in OUTCOMES:
-        status, _, body = http_get(tracker.admin_port, f"/api/v1/events?type={kind}")
+        path = f"/api/v1/events?type={kind}"
+        status, _, body = http_get(tracker.admin_port, path, token=tracker.admin_token)
         assert status == 200
         assert [e["type"] for e in json.loads(body)["results"]] == [kind]
 
@@ -110,7 +111,8 @@ def test_erase_and_retention_cover_the_new_types(tracker):
     assert len(listed.stdout.splitlines()) == 1 + len(OUTCOMES)
     erased = cli(tracker.config_path, "erase", RCPT.upper())
     assert erased.returncode == 0 and f"erased {1 + len(OUTCOMES)} events" in erased.stdout
-    status, _, body = http_get(tracker.admin_port, f"/api/v1/events?rcpt={address}")
+    path = f"/api/v1/events?rcpt={address}"
+    status, _, body = http_get(tracker.admin_port, path, token=tracker.admin_token)
     assert json.loads(body)["results"] == []
     store = open_store(load_config(str(tracker.config_path)).event_store_url)
     try:

@@ -40,6 +40,8 @@ def test_demo_shows_a_click_event_and_cleans_up():
     kinds = {line.split()[2] for line in event_lines}
     assert {"injection", "open", "click", "link_unsubscribe"} <= kinds
     assert "X-MSYS-API header in delivered copy: False" in out
+    # The admin listener always wants a token: the demo hands the generated one out.
+    assert re.search(r"admin token \(the dashboard asks for it once\): [A-Za-z0-9_-]{40,}\n", out)
     made = re.findall(r"(?:workspace|Postfix in) (/\S+?),? ", out)
     assert len(made) == 2 and not any(Path(p).exists() for p in made), made
 

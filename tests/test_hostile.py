@@ -10,6 +10,7 @@ numbers are printed by ``bench/hostile_bench.py``.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 import time
@@ -22,8 +23,10 @@ from structlog.testing import capture_logs
 from smtpapi_milter.cli import rewrite_bytes, run_message
 from smtpapi_milter.events.store import open_store
 from smtpapi_milter.message_file import parse_message_file
+from smtpapi_milter.mta import memory
 from smtpapi_milter.replies import SmtpReplyError
 from smtpapi_milter.rewrite import mime
+from smtpapi_milter.untracked import Reason, Untracked
 
 from .oracle import TRACKED, judge
 from .test_pipeline import CODEC, HEAD, TRACK, html_out, pipeline, single, write_policy
@@ -103,6 +106,10 @@ def test_ten_thousand_header_fields():
 UNIT = b'<p>Lorem ipsum dolor sit amet <a href="https://example.com/x?id=1&amp;b=2">x</a></p>\r\n'
 
 
+# An MTA taking messages of any size, and a link budget above the tests' link counts.
+BIG_MTA_PIPELINE = pipeline(mta_message_size_limit=0, max_tracked_links=100_000)
+
+
 def html_body(size: int, unit: bytes = UNIT) -> bytes:
     """An HTML body of exactly ``size`` bytes: ``unit`` repeated, padded, closed."""
     head, tail = b"<html><body>\r\n", b"</body></html>\r\n"
@@ -127,19 +134,20 @@ def test_fifty_megabyte_body_passes_untracked_without_a_copy():
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert result.untracked_reason.startswith("message larger than max_tracked_size")
+    assert result.untracked.reason is Reason.TOO_BIG
     assert result.copies[0].body is None and not result.copies[0].header_edits
     assert peak < MIB and seconds < 1
     session = pipeline().session()
     session.mail_from("news@example.com")
     session.rcpt(RCPT)
     unloaded = session.end_of_message(parsed.headers, None, body_size=len(parsed.body))
-    assert unloaded.untracked_reason == result.untracked_reason
+    assert unloaded.untracked == result.untracked
     assert unloaded.copies[0].injection["msg_size"] == str(len(parsed.body))
 
 
 def test_body_just_under_max_tracked_size_is_tracked():
-    """Outcome: one byte under the limit, tracked like any other message (every link)."""
+    """Outcome: one byte under the limit, tracked like any other message (every link), where
+    the MTA takes messages that big and the link budget allows that many links."""
     limit = 20 * MIB
     size = limit - 1
     unit = b"<p>" + b"Lorem ipsum dolor sit amet. " * 200 + UNIT[3:]  # ~6 KB, one link
@@ -147,16 +155,17 @@ def test_body_just_under_max_tracked_size_is_tracked():
     parsed = parse_message_file(message)
     assert len(parsed.body) == size
     result, seconds = timed(
-        lambda: run_message(pipeline(), parsed.headers, parsed.body, RCPT, None)
+        lambda: run_message(BIG_MTA_PIPELINE, parsed.headers, parsed.body, RCPT, None)
     )
-    assert result.untracked_reason is None
+    assert result.untracked is None
     assert result.links_tracked == size // len(unit)
     assert result.copies[0].stats.pixel
     assert seconds < 30
 
 
 def test_ten_thousand_links_in_one_html_part_are_all_tracked():
-    """Outcome: all 10,000 tracked (distinct URLs, so each gets its own token) in seconds."""
+    """Outcome: with a link budget of 10,000, all 10,000 tracked (distinct URLs, so each gets
+    its own token) in seconds."""
     links = b"".join(
         b'<p><a href="https://example.com/item/%d?a=1&amp;b=2">item %d</a></p>\r\n' % (i, i)
         for i in range(10_000)
@@ -164,9 +173,77 @@ def test_ten_thousand_links_in_one_html_part_are_all_tracked():
     message = single("", header=TRACK).replace(
         b"\r\n\r\n", b"\r\n\r\n<html><body>\r\n" + links + b"</body></html>\r\n"
     )
-    out, seconds = timed(lambda: rewrite(message))
+    out, seconds = timed(lambda: rewrite(message, BIG_MTA_PIPELINE))
     assert judge(message, out, CODEC).html_links == 10_000
     assert seconds < 15
+
+
+# --- amplification (security review, issue 15 item 2) ------------------------------------------
+
+BARE_LINK = b'<a href="https://example.com/%07d">x</a>\r\n'
+
+
+def bare_links(size: int, unit: bytes = BARE_LINK) -> bytes:
+    body = b"<html><body>\r\n" + b"".join(unit % i for i in range(size // len(unit % 0)))
+    return body + b"</body></html>\r\n"
+
+
+def traced_run(p, message: bytes):
+    """The pipeline's result, seconds and traced peak memory for ``message``."""
+    parsed = parse_message_file(message)
+    tracemalloc.start()
+    try:
+        result, seconds = timed(lambda: run_message(p, parsed.headers, parsed.body, RCPT, None))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return parsed, result, seconds, peak
+
+
+def test_a_body_of_bare_links_is_bounded_in_links_output_time_and_memory():
+    """Attack: a 20.9 MB HTML body of nothing but links became 149 MB in 13.6 s with 1.05 GB
+    peak memory in one worker (every link its own token, site and edit). Outcome, at 3 MiB:
+    the first max_tracked_links (2000) are tracked and the rest left as they are, counted
+    and logged; the output grows by those 2000 tracked URLs at most; memory stays within
+    the stated per-rewrite ceiling (mta/memory.py)."""
+    message = single("", header=TRACK).replace(b"\r\n\r\n", b"\r\n\r\n" + bare_links(3 * MIB))
+    with capture_logs() as logs:
+        parsed, result, seconds, peak = traced_run(pipeline(), message)
+    copy = result.copies[0]
+    found = (3 * MIB) // len(BARE_LINK % 0)
+    assert (result.untracked, copy.stats.html_links) == (None, 2000)
+    assert copy.stats.links_beyond == found - 2000
+    assert any(e.get("links_beyond") == found - 2000 for e in logs)
+    assert len(copy.body) < len(parsed.body) + 2000 * 300  # a tracked URL is ~150 bytes
+    assert copy.body.count(b"https://example.com/") == found - 2000  # the rest, untouched
+    assert peak <= memory.rewrite_ceiling(len(parsed.body)), peak / MIB
+    assert seconds < 10  # under tracemalloc, which slows allocation: ~1 s without
+
+
+@pytest.mark.parametrize("shape", ["8bit-emoji", "base64", "qp-bare-cr-emoji", "text-urls"])
+def test_rewrite_memory_stays_within_the_stated_factor(shape):
+    """Outcome: the shapes that cost the most memory per byte of body (4-byte characters
+    for the whole text, base64, a quoted-printable line with a bare CR per link, a text
+    part of bare URLs) stay within REWRITE_BYTES_PER_BODY_BYTE x the body."""
+    html = "<html><body>\U0001f600".encode() + bare_links(MIB)[12:]
+    if shape == "8bit-emoji":
+        message = single("", header=TRACK).replace(b"\r\n\r\n", b"\r\n\r\n" + html)
+    elif shape == "base64":
+        message = single("", "base64", header=TRACK).replace(
+            b"\r\n\r\n", b"\r\n\r\n" + base64.encodebytes(html).replace(b"\n", b"\r\n")
+        )
+    elif shape == "qp-bare-cr-emoji":
+        encoded = binascii.b2a_qp(html, istext=True).replace(b"\n", b"\r\n")  # CR CR LF
+        message = single("", "quoted-printable", header=TRACK).replace(
+            b"\r\n\r\n", b"\r\n\r\n" + encoded
+        )
+    else:
+        text = b"".join(b"https://example.com/%07d\r\n" % i for i in range(MIB // 29))
+        message = single("", header=TRACK).replace(b"text/html", b"text/plain")
+        message = message.replace(b"\r\n\r\n", b"\r\n\r\n" + text)
+    parsed, result, _, peak = traced_run(pipeline(), message)
+    assert result.untracked is None and result.links_tracked == 2000
+    assert peak <= memory.rewrite_ceiling(len(parsed.body)), (shape, peak / len(parsed.body))
 
 
 # --- structure ----------------------------------------------------------------------------------
@@ -187,7 +264,7 @@ def test_a_thousand_levels_of_mime_nesting_pass_untouched():
     message = HEAD + TRACK + b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + body
     parsed = parse_message_file(message)
     result = run_message(pipeline(), parsed.headers, parsed.body, RCPT, None)
-    assert result.untracked_reason == mime.TOO_DEEP
+    assert result.untracked == Untracked(Reason.UNSAFE_MIME, mime.TOO_DEEP)
     assert rewrite(message) == message.replace(TRACK, b"")
 
 

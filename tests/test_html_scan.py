@@ -605,3 +605,11 @@ def test_plain_conditional_comments_are_skipped_whole() -> None:
     text = cell * 3 + '<a href="https://x.example/">x</a>'
     assert scanner._SKIP.match(text).end() == len(cell) * 3
     assert urls(text) == ["https://x.example/"]
+
+
+def test_link_budget_keeps_the_first_links_and_counts_the_rest():
+    html = "".join(f'<a href="https://x.example/{i}">x</a>' for i in range(10)) + "</body>"
+    scan = scan_html(html, max_links=3)
+    assert [link.url for link in scan.links] == [f"https://x.example/{i}" for i in range(3)]
+    assert scan.links_beyond == 7 and scan.body_end_start == html.index("</body>")
+    assert scan_html(html).links_beyond == 0 and len(scan_html(html).links) == 10

@@ -49,7 +49,10 @@ def local_mta(milter: RunningMilter, capture: CaptureServer, **kwargs) -> Privat
 
 def test_local_submission_to_several_recipients_is_shared_under_defer(tmp_path, capture):
     message = corpus.wrap_html(HTML, "quoted-printable")
-    with RunningMilter(tmp_path) as milter, local_mta(milter, capture) as postfix:
+    with (
+        RunningMilter(tmp_path, smtpapi={"multi_recipient": "defer"}) as milter,
+        local_mta(milter, capture) as postfix,
+    ):
         postfix.submit(message, "news@example.com", RCPTS)  # cannot be asked to retry
         delivered = capture.wait_for(1, timeout=30)
         assert sorted(r for m in delivered for r in m.rcpt_tos) == sorted(RCPTS)

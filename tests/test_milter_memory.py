@@ -6,7 +6,8 @@ process tree is sampled throughout. The ceiling (tests/milter_load.py, ``LoadRes
 is the baseline, plus ``max_concurrent_rewrites`` times what one such message costs when it
 runs alone, plus each connection's in-memory spool and overhead: it does not grow with the
 size of the messages waiting their turn. Before rewrites were limited, 50 x 10 MB took the
-milter to 2.5 GB.
+milter to 2.5 GB. The stated ceiling (mta/memory.py, in the README) must hold too: it puts
+REWRITE_BYTES_PER_BODY_BYTE x the body in place of the measured cost of one message.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import pytest
 
 from smtpapi_milter.config import ConfigError, parse_config
+from smtpapi_milter.mta import memory
 from smtpapi_milter.mta.service import worker_environment
 
 from .milter_load import MIB, concurrent_load
@@ -27,6 +29,9 @@ def test_concurrent_large_messages_stay_under_the_ceiling(tmp_path):
     assert (result.delivered, result.tracked) == (CLIENTS, CLIENTS)
     assert result.single_peak > 5 * MIB  # the message really was loaded and rewritten
     assert result.peak_rss <= result.ceiling, result.summary()
+    # The ceiling the README states, from the configuration alone (mta/memory.py).
+    assert result.single_peak <= memory.rewrite_ceiling(result.message_bytes), result.summary()
+    assert result.peak_rss <= result.stated_ceiling, result.summary()
 
 
 def test_worker_gets_one_malloc_arena_unless_the_operator_chose():

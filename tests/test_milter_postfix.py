@@ -146,7 +146,10 @@ def test_policy_turns_the_pixel_off_for_one_recipient(tmp_path, capture):
 
 def test_second_recipient_deferred_then_tracked_in_its_own_transaction(tmp_path, capture):
     message = corpus.wrap_html(HTML, "quoted-printable")
-    with RunningMilter(tmp_path) as milter, mta(milter, capture) as postfix:
+    with (
+        RunningMilter(tmp_path, smtpapi={"multi_recipient": "defer"}) as milter,
+        mta(milter, capture) as postfix,
+    ):
         refused = send(postfix.smtp_port, message, ["a@example.org", "b@example.org"])
         assert list(refused) == ["b@example.org"]
         code, text = refused["b@example.org"]
@@ -160,10 +163,12 @@ def test_second_recipient_deferred_then_tracked_in_its_own_transaction(tmp_path,
         assert codec.decode(token).rcpt_to == rcpt
 
 
-def test_split_delivers_one_personalised_copy_per_recipient(tmp_path, capture):
+@pytest.mark.parametrize("mode", ["split", "auto"])
+def test_split_delivers_one_personalised_copy_per_recipient(tmp_path, capture, mode):
+    # "auto" (the default) splits as soon as the operator names the re-injection listener.
     reinject_port = free_port()
     milter = RunningMilter(
-        tmp_path, smtpapi={"multi_recipient": "split", "reinject_to": f"127.0.0.1:{reinject_port}"}
+        tmp_path, smtpapi={"multi_recipient": mode, "reinject_to": f"127.0.0.1:{reinject_port}"}
     )
     # The re-injection listener is the same Postfix without the milter, as in production.
     listener = f"127.0.0.1:{reinject_port} inet n - n - - smtpd -o smtpd_milters=\n"
@@ -179,6 +184,21 @@ def test_split_delivers_one_personalised_copy_per_recipient(tmp_path, capture):
         tokens = {codec.decode(t).rcpt_to for t in TRACKED.findall(html_of(copy.data))}
         seen[rcpt] = tokens
     assert seen == {r: {r} for r in rcpts}
+
+
+def test_default_config_never_refuses_a_recipient_of_a_plain_smtplib_client(tmp_path, capture):
+    # smtplib.sendmail (like swaks and most application mailers) reports a 452 recipient as
+    # refused and never sends to it: the default must deliver to everyone in one go.
+    message = corpus.wrap_html(HTML, "quoted-printable")
+    rcpts = ["one@example.org", "two@example.org", "three@example.org"]
+    with RunningMilter(tmp_path) as milter, mta(milter, capture) as postfix:
+        assert send(postfix.smtp_port, message, rcpts) == {}
+        delivered = capture.wait_for(1, timeout=30)
+        codec = codec_of(milter)
+    assert sorted(r for m in delivered for r in m.rcpt_tos) == sorted(rcpts)
+    # Without a re-injection listener that is one shared body: its links name no recipient.
+    for copy in delivered:
+        assert {codec.decode(t).rcpt_to for t in TRACKED.findall(html_of(copy.data))} == {""}
 
 
 def test_no_header_and_default_config_passes_byte_identical(tmp_path, capture):
@@ -231,3 +251,23 @@ def test_broken_policy_on_sighup_keeps_the_old_set(tmp_path, capture):
         milter.reload()
         milter.wait_for_log("reloaded")
         assert campaign_of_next_message() == "v2"
+
+
+def test_long_policy_reply_full_of_percent_signs_reaches_the_client(tmp_path, capture):
+    # Cut at 900 characters after doubling, this text ended in a lone '%': libmilter refused
+    # the reply and the client got an anonymous error instead of the policy's verdict.
+    text = "Sorry " + "50% off " * 125
+    milter = RunningMilter(tmp_path)
+    milter.write_policy(
+        "sale.py", f"def validate_rcptto(ctx):\n    ctx.reject({text!r}, '550', '5.7.1')\n"
+    )
+    with (
+        milter,
+        mta(milter, capture) as postfix,
+        pytest.raises(smtplib.SMTPRecipientsRefused) as info,
+    ):
+        send(postfix.smtp_port, corpus.wrap_html(HTML, "8bit"))
+    ((code, reply),) = info.value.recipients.values()
+    assert code == 550, reply
+    assert reply.decode().startswith("5.7.1 Sorry 50% off 50% off"), reply
+    assert len(reply) > 800

@@ -82,10 +82,20 @@ mt.disconnect(conn)
     run_script(tmp_path, milter, script)
 
 
-def test_second_recipient_gets_a_reply_code(tmp_path, milter):
+def test_second_recipient_gets_a_reply_code_under_defer(tmp_path):
     script = """
 if mt.rcptto(conn, "<second@example.org>") ~= nil then error("rcptto") end
 if mt.getreply(conn) ~= SMFIR_REPLYCODE then error("second rcpt not deferred") end
+mt.disconnect(conn)
+"""
+    with RunningMilter(tmp_path, smtpapi={"multi_recipient": "defer"}) as milter:
+        run_script(tmp_path, milter, script)
+
+
+def test_second_recipient_is_accepted_by_default(tmp_path, milter):
+    script = """
+if mt.rcptto(conn, "<second@example.org>") ~= nil then error("rcptto") end
+if mt.getreply(conn) ~= SMFIR_CONTINUE then error("second rcpt refused") end
 mt.disconnect(conn)
 """
     run_script(tmp_path, milter, script)

@@ -26,6 +26,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from smtpapi_milter.events import schema
+from smtpapi_milter.events.floods import FloodCount, flooded_tokens
 from smtpapi_milter.events.model import injection_event
 from smtpapi_milter.events.sqlite_store import sqlite_path
 from smtpapi_milter.events.store import (
@@ -193,6 +194,24 @@ def test_delete_older_than(store):
     store.record([event(n) for n in range(10)])
     assert store.delete_older_than(T0 + 4) == 4
     assert [e["event_id"] for e in store.query()] == [f"ev-{n}" for n in range(4, 10)]
+
+
+def test_flood_counts_add_up_with_the_events_they_ride_with(store):
+    def count(key: str, n: int, at: float, abused: bool = False) -> FloodCount:
+        return FloodCount(
+            key, "click", "spring", "m1", "https://x.org/", n, at, at, at if abused else None
+        )
+
+    store.record([event(1)], [count("b", 3, T0 + 1), count("a", 1, T0 + 1)])
+    store.record([], [count("a", 2, T0 + 5, abused=True)])
+    store.record([], [count("a", 4, T0 + 3, abused=True)])  # later flag, earlier last_seen
+    rows = {row["token_key"]: row for row in flooded_tokens(store)}
+    assert [e["event_id"] for e in store.query()] == ["ev-1"]
+    assert (rows["a"]["folded"], rows["b"]["folded"]) == (7, 3)
+    assert (rows["a"]["abused_at"], rows["a"]["last_seen"]) == (T0 + 5, T0 + 5)
+    assert [row["token_key"] for row in flooded_tokens(store, abused_only=True)] == ["a"]
+    store.delete_older_than(T0 + 2)  # retention drops counters not folded since
+    assert [row["token_key"] for row in flooded_tokens(store)] == ["a"]
 
 
 # --- durability and concurrency ------------------------------------------------------------

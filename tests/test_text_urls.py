@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpapi_milter.rewrite.text import find_text_urls
+from smtpapi_milter.rewrite.text import find_text_urls, find_text_urls_bounded
 from smtpapi_milter.rewrite.urls import (
     MAX_URL_BYTES,
     has_template_syntax,
@@ -248,3 +248,11 @@ def test_realistic_url_in_prose(scheme: str, host: str, path: str, after: str) -
     # The path ends in a letter, so whatever follows is prose, not URL.
     url = f"{scheme}://{host}/{path}z"
     assert found(f"Dear customer, visit {url}{after}Thanks") == [url]
+
+
+def test_bounded_keeps_the_first_urls_and_counts_the_rest():
+    text = " ".join(f"https://x.example/{i}" for i in range(10))
+    found, beyond = find_text_urls_bounded(text, 4)
+    assert [url for _, _, url in found] == [f"https://x.example/{i}" for i in range(4)]
+    assert beyond == 6
+    assert find_text_urls_bounded(text, None) == (find_text_urls(text), 0)

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from smtpapi_milter.events.query import EventQuery, QueryError, parse_time, parse_types
 from smtpapi_milter.events.store import LazyStore, StoreUnavailable, open_store
 from smtpapi_milter.ids import unique_event_id
-from smtpapi_milter.tracker.admin import is_loopback
+from smtpapi_milter.tokens import TrackingData
+from smtpapi_milter.tracker import flood
 from smtpapi_milter.tracker.app import ClientAddress, location
+from smtpapi_milter.tracker.flood import FloodGuard
 from smtpapi_milter.tracker.recorder import EventRecorder, RecorderStopped
 from smtpapi_milter.tracker.useragent import is_machine, user_agent_parsed
 
@@ -47,6 +49,10 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies():
     assert behind(scope("10.0.0.5", "6.6.6.6, 198.51.100.7")) == "198.51.100.7"  # forged left
     assert behind(scope("203.0.113.9", "1.2.3.4")) == "203.0.113.9"  # not from a proxy
     assert behind(scope("10.0.0.5")) == "10.0.0.5"
+    # A hop that is no address ends the walk: the connecting proxy is all we know.
+    assert behind(scope("10.0.0.5", "evil.example")) == "10.0.0.5"
+    assert behind(scope("10.0.0.5", "198.51.100.7, unknown, 10.0.0.9")) == "10.0.0.5"
+    assert behind(scope("10.0.0.5", "2001:DB8::1")) == "2001:db8::1"  # in canonical form
 
 
 @pytest.mark.parametrize(
@@ -116,12 +122,6 @@ def test_event_ids_are_unique_and_time_ordered():
     ids = [unique_event_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert [int(i) >> 80 for i in ids] == sorted(int(i) >> 80 for i in ids)
-
-
-def test_admin_listen_loopback_detection():
-    assert is_loopback("127.0.0.1:8081") and is_loopback("[::1]:8081")
-    assert is_loopback("localhost:8081")
-    assert not is_loopback("0.0.0.0:8081") and not is_loopback("192.0.2.1:8081")
 
 
 def event(n: int) -> dict:
@@ -198,3 +198,49 @@ def test_sqlite_synchronous_is_full_unless_the_url_says_normal(tmp_path):
         open_store(f"sqlite://{tmp_path}/c.sqlite3?synchronous=off")
     full.close()
     normal.close()
+
+
+def flood_data(n: int = 0, target: str = "https://x.org/") -> TrackingData:
+    return TrackingData("click", "t", f"m{n}", "a@example.org", 1, target_url=target)
+
+
+def test_flood_guard_folds_repeats_per_client_and_window():
+    guard = FloodGuard(window=60, hourly_limit=0)
+    link, now = flood_data(), 7200.0
+    assert guard.check(link, "198.51.100.7", now) is None
+    folded = guard.check(link, "198.51.100.7", now + 59)
+    assert folded is not None and folded.folded == 1 and folded.abused_at is None
+    assert guard.check(link, "198.51.100.8", now + 59) is None  # another client
+    assert guard.check(flood_data(1), "198.51.100.7", now + 59) is None  # another link
+    assert guard.check(link, "198.51.100.7", now + 61) is None  # the window has passed
+    # An IPv6 client is its /64: other addresses of the same allocation are the same client.
+    assert guard.check(link, "2001:db8:1:2::1", now) is None
+    assert guard.check(link, "2001:db8:1:2:ffff::9", now + 1) is not None
+    assert guard.check(link, "2001:db8:1:3::1", now + 1) is None
+
+
+def test_flood_guard_hourly_limit_flags_and_starts_again_each_hour():
+    guard = FloodGuard(window=0, hourly_limit=3)
+    link, hour = flood_data(), 3600.0 * 10
+    stored = [guard.check(link, f"203.0.113.{n}", hour + n) is None for n in range(6)]
+    assert stored == [True, True, True, False, False, False]
+    # More requests than the limit came in this hour: every fold carries the flag.
+    assert guard.check(link, "203.0.113.99", hour + 10).abused_at == hour + 10
+    assert guard.check(link, "203.0.113.100", hour + 3600) is None  # a new clock hour
+
+
+def test_flood_guard_forgets_a_store_that_failed():
+    guard = FloodGuard(window=60, hourly_limit=1)
+    link = flood_data()
+    assert guard.check(link, "198.51.100.7", 100.0) is None
+    guard.release(link, "198.51.100.7")  # the store refused: the retry must be stored
+    assert guard.check(link, "198.51.100.7", 101.0) is None
+
+
+def test_flood_guard_memory_is_bounded(monkeypatch):
+    monkeypatch.setattr(flood, "MAX_RECENT", 10)
+    monkeypatch.setattr(flood, "MAX_TOKENS", 10)
+    guard = FloodGuard(window=60, hourly_limit=5)
+    for n in range(100):
+        assert guard.check(flood_data(n), "198.51.100.7", 100.0 + n / 100) is None
+    assert len(guard._recent) <= 10 and len(guard._tokens) <= 10

@@ -193,7 +193,9 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
             status = max(status, EXIT_USAGE)
             continue
         try:
-            output = rewrite_bytes(pipeline, data, args.rcpt, args.mail_from, args.listener)
+            output, result = rewrite_message(
+                pipeline, data, args.rcpt, args.mail_from, args.listener
+            )
         except SmtpReplyError as exc:
             print(f"{name}: {exc.reply}", file=sys.stderr)
             status = max(status, EXIT_REJECTED)
@@ -202,6 +204,11 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
             print(f"smtpapi-milter: {name}: {exc}", file=sys.stderr)
             status = max(status, EXIT_USAGE)
             continue
+        if result.untracked is not None:  # one line per file: why it comes out unchanged
+            print(
+                f"{name}: untracked ({result.untracked.reason}): {result.untracked}",
+                file=sys.stderr,
+            )
         if out_dir is None:
             sys.stdout.buffer.write(output)
             sys.stdout.buffer.flush()
@@ -218,10 +225,21 @@ def rewrite_bytes(
     listener: str | None = None,
 ) -> bytes:
     """One message file in, the bytes the recipient would receive out (or SmtpReplyError)."""
+    return rewrite_message(pipeline, data, rcpt, mail_from, listener)[0]
+
+
+def rewrite_message(
+    pipeline: Pipeline,
+    data: bytes,
+    rcpt: str | None = None,
+    mail_from: str | None = None,
+    listener: str | None = None,
+) -> tuple[bytes, MessageResult]:
+    """:func:`rewrite_bytes`, with the pipeline's result (what was tracked, or why not)."""
     message = parse_message_file(data)
     result = run_message(pipeline, message.headers, message.body, rcpt, mail_from, listener)
     copy = result.copies[0]
-    return message.to_bytes(result.header_edits + copy.header_edits, copy.body)
+    return message.to_bytes(result.header_edits + copy.header_edits, copy.body), result
 
 
 def run_message(
@@ -348,6 +366,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .tracker.admin_access import describe_token
+
     config = load_config(args.config)
     policies = preflight.validate(config)  # what a start of the milter and tracker refuses
     codec_note = _describe_keys(config)
@@ -359,6 +379,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in policies.describe():
         print(f"#   {line}")
     print(f"# link-token keys: {codec_note}")
+    print(f"# admin token: {describe_token(config)}")
     print("# configuration OK")
     return EXIT_OK
 

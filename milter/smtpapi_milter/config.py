@@ -42,9 +42,14 @@ class SmtpapiConfig:
     click_tracking_text: bool = True
     skip_url_text_links: bool = False
     track_dkim_signed: bool = False
-    multi_recipient: Literal["defer", "split", "shared"] = "defer"
-    reinject_to: str = "127.0.0.1:10026"
+    multi_recipient: Literal["auto", "defer", "split", "shared"] = "auto"
+    reinject_to: str = ""  # empty: no re-injection listener (auto then shares one body)
     max_tracked_size: int = 20 * 1024 * 1024
+    # Links tracked per top part; the rest stay as they are (bounds a part of bare links).
+    max_tracked_links: int = 2000
+    # Postfix's message_size_limit: a message whose tracked form would be larger goes out
+    # untracked (Postfix would refuse it after the injection was recorded). 0: no limit.
+    mta_message_size_limit: int = 10240000
     node_id: int = 0
     listener: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -60,7 +65,15 @@ class SmtpapiConfig:
 LISTENER_KEYS = frozenset(
     f.name
     for f in dataclasses.fields(SmtpapiConfig)
-    if f.name not in {"listener", "node_id", "reinject_to", "max_tracked_size"}
+    if f.name
+    not in {
+        "listener",
+        "node_id",
+        "reinject_to",
+        "max_tracked_size",
+        "max_tracked_links",
+        "mta_message_size_limit",
+    }
 )
 
 
@@ -98,12 +111,15 @@ class TrackerConfig:
     listen: str = "127.0.0.1:8080"
     admin_listen: str = "127.0.0.1:8081"
     admin_token: str = ""
+    admin_hosts: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     key_file: str = ""
     click_tracking_include_metadata: bool = True
     trusted_proxies: list[str] = field(default_factory=list)
     workers: int = 2
     header_timeout: int = 10
+    flood_window: float = 60.0
+    flood_token_hourly_limit: int = 100
 
 
 @dataclass(frozen=True)
@@ -296,14 +312,17 @@ def _type_name(hint: Any) -> str:
 
 def _check_values(config: Config, path: str) -> None:
     s = config.smtpapi
-    for key in ("tracking_link_expiry", "max_tracked_size", "node_id"):
+    for key in ("tracking_link_expiry", "max_tracked_size", "node_id", "mta_message_size_limit"):
         if getattr(s, key) < 0:
             raise ConfigError(f"{path}: 'smtpapi.{key}' must not be negative")
     for key in ("spool_memory_limit", "max_concurrent_rewrites"):
         if getattr(config.milter, key) < 1:
             raise ConfigError(f"{path}: 'milter.{key}' must be at least 1")
+    if s.max_tracked_links < 1:
+        raise ConfigError(f"{path}: 'smtpapi.max_tracked_links' must be at least 1")
     if config.milter.analysis_cache < 0:
         raise ConfigError(f"{path}: 'milter.analysis_cache' must not be negative")
+    _check_reinjection(s, path)
     if s.node_id > 1023:
         raise ConfigError(f"{path}: 'smtpapi.node_id' must be between 0 and 1023")
     if not s.tracking_domain or any(c in s.tracking_domain for c in "/?#@ \t"):
@@ -335,4 +354,16 @@ def _check_values(config: Config, path: str) -> None:
         ):
             raise ConfigError(
                 f"{path}: 'events.store' takes only ?synchronous=full or ?synchronous=normal"
+            )
+
+
+def _check_reinjection(s: SmtpapiConfig, path: str) -> None:
+    """``split`` needs the re-injection listener: say so at load, not at the first message."""
+    modes = {"smtpapi": s.multi_recipient}
+    modes |= {f"smtpapi.listener.{n}": o.get("multi_recipient") for n, o in s.listener.items()}
+    for where, mode in modes.items():
+        if mode == "split" and not s.reinject_to:
+            raise ConfigError(
+                f"{path}: '{where}.multi_recipient' = \"split\" needs 'smtpapi.reinject_to', "
+                'the MTA listener without this milter (e.g. "127.0.0.1:10026")'
             )

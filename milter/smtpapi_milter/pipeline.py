@@ -9,7 +9,6 @@ Nothing here knows about libmilter.
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 import structlog
 
 from . import context as cv
-from . import xmsysapi
+from . import multi_recipient, xmsysapi
 from .config import Config
 from .envelope import Envelope, HeaderEdit
 from .events.model import injection_event
@@ -27,18 +26,18 @@ from .ids import IdGenerator, IdUnavailable, message_id
 from .memo import remember_short
 from .policy import PolicyContext, PolicySet
 from .replies import TRANSMISSION_ID_UNAVAILABLE, SmtpReplyError, invalid
-from .rewrite import mime, qp
-from .rewrite.analysis import AnalysisCache, BodyAnalysis, PartAnalysis
+from .rewrite import mime, qp, size_limit
+from .rewrite.analysis import AnalysisCache, BodyAnalysis, PartAnalysis, PartPlan
 from .rewrite.edits import apply as apply_edits
 from .rewrite.edits import encode_at
 from .rewrite.edits import to_bytes as edits_in_bytes
 from .rewrite.track import TrackStats, count, fill
 from .settings import TagRegistry, TrackingSettings, resolve
 from .tokens import TokenCodec, TrackingData
+from .tracked_links import TrackedLinks
+from .untracked import Reason, Untracked
 
 log = structlog.get_logger("smtpapi_milter.pipeline")
-
-LINK_NAME_LIMIT = 63
 
 
 @dataclass
@@ -52,6 +51,7 @@ class RecipientCopy:
     message_id: str = ""
     stats: TrackStats = field(default_factory=TrackStats)
     injection: dict[str, Any] | None = None
+    untracked: Untracked | None = None  # why this copy goes out as it came, if it does
 
 
 @dataclass
@@ -59,8 +59,12 @@ class MessageResult:
     transmission_id: str
     header_edits: list[HeaderEdit]
     copies: list[RecipientCopy]
-    untracked_reason: str | None = None
     analysis: str | None = None  # the body's analysis: "new", "reused" (cached) or not needed
+
+    @property
+    def untracked(self) -> Untracked | None:
+        """Why the (first) copy goes out untracked; None when it is tracked."""
+        return self.copies[0].untracked
 
     @property
     def links_tracked(self) -> int:
@@ -86,7 +90,9 @@ class Pipeline:
         self.tag_registry = tag_registry or TagRegistry()
         self.clock = clock
         # One newsletter arrives as one transaction per recipient: its body is analysed once.
-        self.analyses = AnalysisCache(config.milter.analysis_cache)
+        self.analyses = AnalysisCache(
+            config.milter.analysis_cache, max_links=config.smtpapi.max_tracked_links
+        )
 
     def session(self) -> Session:
         return Session(self)
@@ -154,20 +160,19 @@ class Session:
         return self.pipeline.config.smtpapi.for_listener(self.envelope.listener).multi_recipient
 
     def defers_extra_recipients(self) -> bool:
-        """Whether a second RCPT must get 452 4.5.3 (SPEC 5, ``multi_recipient = defer``).
-
-        Never for non-SMTP mail: nobody would retry, and Postfix keeps such mail queued as
-        a configuration error when a non_smtpd_milters milter refuses a recipient.
-        """
-        return self._multi_recipient() == "defer" and not self.envelope.non_smtp
+        """Whether a second RCPT must get 452 4.5.3 (``multi_recipient = defer``)."""
+        return multi_recipient.defers_extra_recipients(
+            self._multi_recipient(), self.envelope.non_smtp
+        )
 
     def shares_body(self) -> bool:
-        """Whether all recipients get one body whose links name no recipient (``shared``;
-        also non-SMTP mail for several recipients under ``defer``)."""
-        mode = self._multi_recipient()
-        if mode == "defer" and self.envelope.non_smtp:
-            return len(self.envelope.recipients) > 1
-        return mode == "shared"
+        """Whether all recipients get one body whose links name no recipient."""
+        return multi_recipient.shares_body(
+            self._multi_recipient(),
+            self.pipeline.config.smtpapi.reinject_to,
+            self.envelope.non_smtp,
+            len(self.envelope.recipients),
+        )
 
     def reset(self) -> None:
         self.envelope.reset_transaction()
@@ -203,9 +208,7 @@ class Session:
                 copies.append(builder.build(recipient, variables, index))
             self.transmission_id = builder.transmission_id
         edits = [HeaderEdit(xmsysapi.HEADER_NAME, 1, None)] if header is not None else []
-        return MessageResult(
-            builder.transmission_id, edits, copies, builder.untracked_reason, builder.analysed
-        )
+        return MessageResult(builder.transmission_id, edits, copies, builder.analysed)
 
 
 def _parse_header(envelope: Envelope) -> xmsysapi.XMsysApi | None:
@@ -237,36 +240,51 @@ class _CopyBuilder:
         # analysis stays None if it must go out untouched, and the reason is logged.
         self.analysis: BodyAnalysis | None = None
         self.analysed: str | None = None  # "new" or "reused" (from the cache), once done
-        self.untracked_reason = self._untracked_reason()
+        self.mta_limit = size_limit.MtaSizeLimit(
+            self.config.mta_message_size_limit,
+            self.envelope.headers,
+            self.body_size,
+            len(self.envelope.recipients),
+        )
+        self.untracked = self._untracked()
 
     def _analyse(self) -> BodyAnalysis | None:
-        if self.analysed is None and self.untracked_reason is None:
+        if self.analysed is None and self.untracked is None:
             analysis, reused = self.pipeline.analyses.get(self.envelope.headers, self.body)
             self.analysed = "reused" if reused else "new"
-            self.untracked_reason = analysis.untracked_reason
-            if self.untracked_reason is None:
+            self.untracked = analysis.untracked
+            if self.untracked is None:
                 self.analysis = analysis
         return self.analysis
 
-    def _untracked_reason(self) -> str | None:
+    def _untracked(self) -> Untracked | None:
         if self.body_size > self.config.max_tracked_size:
-            return f"message larger than max_tracked_size ({self.config.max_tracked_size})"
+            limit = self.config.max_tracked_size
+            return Untracked(Reason.TOO_BIG, f"{self.body_size} > {limit} bytes")
+        if over := self.mta_limit.already_over():
+            return over
         if self.envelope.raw_headers("DKIM-Signature") and not self.config.track_dkim_signed:
-            return "message is already DKIM-signed"
+            return Untracked(Reason.DKIM_SIGNED)
         return None
 
     def build(self, recipient: str | None, variables: cv.Variables, index: int) -> RecipientCopy:
         settings = resolve(self.config, self.header, variables, self.pipeline.tag_registry)
         copy = RecipientCopy(recipient, settings)
         if not settings.tracks_anything:
+            copy.untracked = Untracked(Reason.NO_TRACKING)
             return copy
         try:
             if not self.transmission_id:
                 self.transmission_id = self.pipeline.ids.transmission_id()
             copy.message_id = message_id(self.transmission_id, index)
             if self._analyse() is not None:
-                links = _Links(self.pipeline, settings, self._tracking_data(copy, settings))
+                data = self._tracking_data(copy, settings)
+                pipeline = self.pipeline
+                links = TrackedLinks(pipeline.config, pipeline.codec, settings, data)
                 self._rewrite(copy, settings, links)
+            copy.untracked = copy.untracked or self.untracked
+            if copy.untracked is not None and copy.untracked.reason is Reason.OVER_MTA_LIMIT:
+                return copy  # delivered as it came: no injection claims a tracked message
             copy.injection = self._injection(copy, settings, index)  # takes an event id too
         except IdUnavailable:
             raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None
@@ -287,22 +305,35 @@ class _CopyBuilder:
             customer_id=settings.customer_id,
         )
 
-    def _rewrite(self, copy: RecipientCopy, settings: TrackingSettings, links: _Links) -> None:
+    def _rewrite(
+        self, copy: RecipientCopy, settings: TrackingSettings, links: TrackedLinks
+    ) -> None:
         assert self.analysis is not None
-        for problem, fields in self.analysis.part_problems:
+        problems = self.analysis.part_problems
+        for problem, fields in problems:
             log.info(problem, **fields)
-        changes = []
-        for part in (self.analysis.html, self.analysis.text):
-            if part is not None:
-                change = _track_part(part, settings, links, copy.stats)
-                if change is not None:
-                    changes.append(change)
-        if not changes:
+        parts = [(p, p.plan(settings)) for p in (self.analysis.html, self.analysis.text) if p]
+        plans = [(plan, part.part.cte) for part, plan in parts]
+        copy.untracked = self.mta_limit.clearly_over(plans, links.shortest_click_length)
+        if copy.untracked is not None:
             return
-        copy.body, root_cte = mime.apply_changes(self.body, changes)
+        changes = []
+        for part, plan in parts:
+            change = _track_part(part, plan, links, copy.stats)
+            if change is not None:
+                changes.append(change)
+        if not changes:
+            why = Reason.NO_USABLE_PART if problems else Reason.NOTHING_TO_TRACK
+            copy.untracked = Untracked(why, "; ".join(text for text, _ in problems))
+            return
+        body, root_cte = mime.apply_changes(self.body, changes)
+        copy.untracked = self.mta_limit.over_with(len(body))
+        if copy.untracked is not None:
+            copy.stats = TrackStats()
+            return
+        copy.body = body
         if root_cte is not None:
-            edit = _cte_edit(self.envelope.headers, root_cte)
-            copy.header_edits.append(edit)
+            copy.header_edits.append(_cte_edit(self.envelope.headers, root_cte))
 
     def _injection(
         self, copy: RecipientCopy, settings: TrackingSettings, index: int
@@ -334,10 +365,16 @@ def _cte_edit(headers: list[tuple[str, bytes]], cte: str) -> HeaderEdit:
 
 
 def _track_part(
-    part: PartAnalysis, settings: TrackingSettings, links: _Links, stats: TrackStats
+    part: PartAnalysis, plan: PartPlan, links: TrackedLinks, stats: TrackStats
 ) -> mime.PartChange | None:
     """One top part of one copy, tracked: its new body, or None if nothing changes."""
-    plan = part.plan(settings)
+    if plan.links_beyond:
+        stats.links_beyond += plan.links_beyond
+        log.warning(  # a newsletter has tens or hundreds: this one is odd, or an attack
+            "part has more links than max_tracked_links: the rest left as they are",
+            part="html" if part.is_html else "text",
+            links_beyond=plan.links_beyond,
+        )
     if not plan.sites:
         return None
     edits = fill(plan.sites, links)
@@ -364,45 +401,7 @@ def _track_part(
     return mime.PartChange(part.part, new_body, new_cte)
 
 
-class _Links:
-    """Tracked URLs for one recipient's copy; the same link gets the same URL."""
-
-    def __init__(self, pipeline: Pipeline, settings: TrackingSettings, base: TrackingData):
-        self._codec = pipeline.codec
-        domain = settings.tracking_domain
-        self._click_prefix = f"{settings.click_scheme}://{domain}/c/"
-        self._open_prefix = f"{settings.open_scheme}://{domain}/"
-        self._base = base
-        include = pipeline.config.engagement_tracker.click_tracking_include_metadata
-        click_base = base if include else dataclasses.replace(base, metadata=None)
-        self._clicks = self._codec.click_tokens(click_base)
-        self._cache: dict[tuple[str, str | None, bool], str] = {}
-
-    def click(self, url: str, name: str | None, unsubscribe: bool) -> str:
-        key = (url, name, unsubscribe)
-        tracked = self._cache.get(key)
-        if tracked is None:
-            link_name = _truncate_utf8(name, LINK_NAME_LIMIT) if name else ""
-            token = self._clicks.encode(url, link_name, unsubscribe)
-            tracked = self._cache[key] = self._click_prefix + token
-        return tracked
-
-    def open(self) -> str:
-        return self._open_prefix + "o/" + self._codec.encode(self._base)
-
-    def initial_open(self) -> str:
-        data = dataclasses.replace(self._base, kind="initial_open")
-        return self._open_prefix + "i/" + self._codec.encode(data)
-
-
 @remember_short(998)  # a campaign's From is the same in every message
 def _friendly_from(from_header: str) -> str:
     """The address in a From value (the whole value if none parses out of it)."""
     return email.utils.parseaddr(from_header)[1] or from_header
-
-
-def _truncate_utf8(text: str, limit: int) -> str:
-    raw = text.encode("utf-8", "surrogatepass")
-    if len(raw) <= limit:
-        return text
-    return raw[:limit].decode("utf-8", "ignore")

@@ -59,3 +59,20 @@ TRANSMISSION_ID_UNAVAILABLE = SmtpReply(
 EXTRA_RECIPIENT_DEFERRED = SmtpReply(
     "452", "4.5.3", "Too many recipients for one tracked message, send the rest separately"
 )
+
+# libmilter takes at most ~980 characters of reply text; we stay well below.
+MILTER_TEXT_LIMIT = 900
+_CONTROLS = dict.fromkeys([*range(32), 127], " ")
+
+
+def milter_text(text: str, limit: int = MILTER_TEXT_LIMIT) -> str:
+    """``text`` as libmilter's smfi_setreply takes it: one line of printable ASCII with
+    every ``%`` doubled, at most ``limit`` characters.
+
+    pymilter refuses a NUL (the verdict became an anonymous 451), and libmilter refuses a
+    text with a lone ``%``: the cut after doubling must never split a ``%%`` pair.
+    """
+    text = text.encode("ascii", "replace").decode("ascii").translate(_CONTROLS)
+    escaped = text.replace("%", "%%")[:limit]
+    trailing = len(escaped) - len(escaped.rstrip("%"))
+    return escaped[:-1] if trailing % 2 else escaped

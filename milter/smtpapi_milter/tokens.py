@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from .config import Config, ConfigError
+from .secret_file import publish_once
 
 KEY_FILE_NAME = "link-keys"
 KEY_SIZE = 32
@@ -388,29 +388,9 @@ def _default_keys(path: Path, create: bool) -> list[tuple[str, bytes]]:
 def _create_key_file(path: Path) -> list[tuple[str, bytes]]:
     """Publish a new key file at ``path`` unless one appears first; return the keys in it.
 
-    The key is written in full to a private temporary file and then hard-linked into place:
-    link, unlike rename, fails when the name exists, so when the milter and the tracker start
-    together the loser reads the winner's key instead of replacing it.
+    When the milter and the tracker start together the loser reads the winner's key instead
+    of replacing it (a key lost or replaced would break every link already sent).
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     content = f"# smtpapi-milter link-token keys: ID:BASE64URL, the first signs\n{generate_key()}\n"
-    try:
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
-            file.write(content.encode())
-            file.flush()
-            os.fsync(file.fileno())
-        with contextlib.suppress(FileExistsError):  # another process won: share its key
-            os.link(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)  # a key lost in a crash would break every link already sent
+    publish_once(path, content.encode())
     return _read_key_file(path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

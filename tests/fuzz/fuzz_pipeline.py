@@ -96,7 +96,7 @@ def test_one_input(data: bytes) -> None:
     if copy.body is None and not copy.header_edits:
         assert out == without_header(message), "untracked message changed"
     else:
-        assert result.untracked_reason is None, result.untracked_reason
+        assert result.untracked is None, result.untracked
         settings = copy.settings
         clicks, opens = settings.click_tracking, settings.open_tracking
         judge(as_delivered(message), as_delivered(out), CODEC, clicks=clicks, opens=opens)

@@ -145,7 +145,11 @@ class RunningTracker(RunningService):
     """``smtpapi-milter tracker`` on free loopback ports, ready when both answer /healthz."""
 
     command = "tracker"
-    ready_path = "/healthz"  # /metrics for a tracker whose store is meant to be down
+    ready_path = "/healthz"
+    # For a tracker whose store is meant to be down (/healthz answers 503): the admin
+    # listener's dashboard page (served without the token, which may not exist yet), then
+    # the public port.
+    ready_on_admin = False
 
     def _configure(self, sections: dict[str, dict[str, Any]]) -> None:
         self.port, self.admin_port = free_port(), free_port()
@@ -163,7 +167,23 @@ class RunningTracker(RunningService):
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    @property
+    def admin_token(self) -> str:
+        """The token the admin listener requires: configured, or the one it generated."""
+        from smtpapi_milter.config import load_config
+        from smtpapi_milter.tracker.admin_access import admin_token
+
+        return admin_token(load_config(str(self.config_path)), create=False)
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
     def _wait_ready(self) -> None:
         deadline = deadline_in(30)
+        if self.ready_on_admin:
+            wait_for_http(self.admin_url + "/dashboard/", deadline, self.process)
+            wait_for_port("127.0.0.1", self.port, deadline)
+            return
         wait_for_http(self.base_url + self.ready_path, deadline, self.process)
         wait_for_port("127.0.0.1", self.admin_port, deadline)

@@ -25,6 +25,7 @@ from ..sandbox.capture import CaptureServer
 from ..sandbox.ports import deadline_in, free_port, port_is_free, wait_for_http, wait_for_port
 from ..sandbox.postfix import PrivatePostfix
 from ..tokens import TokenCodec
+from ..tracker.admin_access import admin_token
 
 STEPS = 6
 RECIPIENT = "jane.doe@example.org"
@@ -113,9 +114,13 @@ class Demo:
                     "clicks seconds after sending are flagged click_too_fast: at that "
                     "speed it is a link scanner, not a reader"
                 )
+                # The tracker made this token on first start; the dashboard asks for it once.
+                token = admin_token(load_config(str(config_path)), create=False)
+                self.note(f"dashboard: http://127.0.0.1:{ports['admin']}/dashboard/")
+                self.note(f"admin token (the dashboard asks for it once): {token}")
                 self.note(
-                    f"dashboard: http://127.0.0.1:{ports['admin']}/dashboard/   "
-                    f"events API: http://127.0.0.1:{ports['admin']}/api/v1/events"
+                    f'events API: curl -H "Authorization: Bearer {token}" '
+                    f"http://127.0.0.1:{ports['admin']}/api/v1/events"
                 )
                 if not self.keep:
                     self.note(

@@ -107,6 +107,24 @@ def _webhook_cursors(integer: str, real: str) -> str:
     )
 
 
+def _token_floods(integer: str, real: str) -> list[Step]:
+    # Migration 4: requests the tracker's flood guard folded, one row per token
+    # (events/floods.py); abused_at is set once the token is flagged as abused.
+    return [
+        "CREATE TABLE token_floods ("
+        " token_key TEXT PRIMARY KEY,"
+        " kind TEXT NOT NULL,"
+        " campaign_id TEXT NOT NULL DEFAULT '',"
+        " message_id TEXT NOT NULL DEFAULT '',"
+        " target_link_url TEXT NOT NULL DEFAULT '',"
+        f" folded {integer} NOT NULL DEFAULT 0,"
+        f" first_seen {real} NOT NULL,"
+        f" last_seen {real} NOT NULL,"
+        f" abused_at {real})",
+        "CREATE INDEX token_floods_last_seen ON token_floods (last_seen)",
+    ]
+
+
 MIGRATIONS: dict[str, list[list[Step]]] = {
     SQLITE: [
         [
@@ -127,6 +145,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         ],
         [_webhook_cursors("INTEGER", "REAL")],
         _engagement_columns("INTEGER"),
+        _token_floods("INTEGER", "REAL"),
     ],
     POSTGRESQL: [
         [
@@ -147,6 +166,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         ],
         [_webhook_cursors("BIGINT", "DOUBLE PRECISION")],
         _engagement_columns("SMALLINT"),
+        _token_floods("BIGINT", "DOUBLE PRECISION"),
     ],
 }
 

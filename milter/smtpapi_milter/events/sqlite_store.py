@@ -9,11 +9,11 @@ import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import schema
+from . import floods, schema
 from .store import EVENT_COLUMNS, ON_CONFLICT, Cursor, EventStore, StoreUnavailable, T
 from .writer_lock import WriterLock
 
@@ -103,20 +103,23 @@ class SqliteStore(EventStore):
                     raise StoreUnavailable(f"event store {self.path}: {exc}") from exc
                 raise
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(
+        self, rows: list[tuple[Any, ...]], flood_counts: Sequence[floods.FloodCount] = ()
+    ) -> None:
         # Python's sqlite3 lets go of the GIL for every statement it steps, and getting it
         # back costs a wait on the request-serving thread (up to the 5 ms switch interval
         # when that thread is busy): executemany's one step per row made a 100-event group
         # commit take milliseconds. Multi-row INSERTs step once per few hundred rows, and a
         # group that fits one statement needs no BEGIN/COMMIT steps (a statement is atomic).
         per = self._rows_per_statement
-        if len(rows) <= per:
+        if len(rows) <= per and rows and not flood_counts:
             self._connected(lambda conn: _insert_rows(conn, rows), write=True)
             return
 
         def work(cur: Cursor) -> None:
             for start in range(0, len(rows), per):
                 _insert_rows(cur, rows[start : start + per])
+            floods.add_counts(cur, self._sql, flood_counts)
 
         self._transaction(work, write=True)
 

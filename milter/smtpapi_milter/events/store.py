@@ -28,7 +28,7 @@ import structlog
 
 from ..redaction import redact  # one helper for every secret; others import it from here
 from ..settings import SYSTEM_TAG_LIMIT
-from . import schema, stats
+from . import floods, schema, stats
 from .columns import derived_columns
 from .columns import text_column as _text
 from .schema import SchemaError
@@ -103,10 +103,11 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class _Batch:
-    __slots__ = ("done", "error", "rows")
+    __slots__ = ("done", "error", "floods", "rows")
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
+        self.floods: list[floods.FloodCount] = []
         self.done = False
         self.error: BaseException | None = None
 
@@ -119,16 +120,19 @@ class _GroupCommit:
     rows included) on behalf of everyone waiting.
     """
 
-    def __init__(self, commit: Callable[[list[tuple[Any, ...]]], None]):
+    def __init__(self, commit: Callable[[list[tuple[Any, ...]], list[floods.FloodCount]], None]):
         self._commit = commit
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self._batch = _Batch()
 
-    def submit(self, rows: list[tuple[Any, ...]]) -> None:
+    def submit(
+        self, rows: list[tuple[Any, ...]], flood_counts: Sequence[floods.FloodCount] = ()
+    ) -> None:
         with self._queue_lock:
             batch = self._batch
             batch.rows.extend(rows)
+            batch.floods.extend(flood_counts)
         with self._commit_lock:
             if not batch.done:
                 self._flush()
@@ -139,7 +143,7 @@ class _GroupCommit:
         with self._queue_lock:
             batch, self._batch = self._batch, _Batch()
         try:
-            self._commit(batch.rows)
+            self._commit(batch.rows, batch.floods)
         except BaseException as exc:
             # Every waiter on this batch must fail too, whatever went wrong.
             batch.error = exc
@@ -191,21 +195,31 @@ class EventStore(stats.CampaignReports):
     def _sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
-    def record(self, events: Sequence[dict[str, Any]]) -> None:
+    def record(
+        self,
+        events: Sequence[dict[str, Any]],
+        flood_counts: Sequence[floods.FloodCount] = (),
+    ) -> None:
         """Durably store events (committed and flushed) before returning.
 
         Idempotent on ``event_id``: a repeat of a stored event_id is ignored, the first copy
         stays. Raises StoreUnavailable on any connection or I/O failure, ValueError (before
         anything is written) on an event without event_id, type or timestamp.
+        ``flood_counts`` (the tracker's folded requests, :mod:`.floods`) are added to their
+        counters in the same transaction.
         """
         rows = [event_row(event) for event in events]
-        if rows:
-            self._group.submit(rows)
+        if rows or flood_counts:
+            self._group.submit(rows, flood_counts)
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(
+        self, rows: list[tuple[Any, ...]], flood_counts: Sequence[floods.FloodCount] = ()
+    ) -> None:
         def work(cur: Cursor) -> None:
             self._lock(cur, "cursor", shared=True)
-            cur.executemany(self._sql(_INSERT), rows)
+            if rows:
+                cur.executemany(self._sql(_INSERT), rows)
+            floods.add_counts(cur, self._sql, flood_counts)
 
         self._transaction(work, write=True)
 
@@ -302,7 +316,9 @@ class EventStore(stats.CampaignReports):
         return self._delete("rcpt_to = ?", _text(rcpt).lower())
 
     def delete_older_than(self, cutoff: float) -> int:
-        """Delete events with a timestamp before ``cutoff`` (retention); returns how many."""
+        """Delete events with a timestamp before ``cutoff`` (retention); returns how many.
+        Flood counters of tokens not folded since then go too."""
+        self._transaction(lambda cur: floods.prune(cur, self._sql, cutoff), write=True)
         return self._delete("timestamp < ?", float(cutoff))
 
     def _delete(self, condition: str, value: Any) -> int:

@@ -20,8 +20,9 @@ from ..events.store import StoreUnavailable
 from ..pipeline import MessageResult, Pipeline
 from ..policy import PolicyFailure
 from ..rejections import is_policy_refusal, rejection_events
-from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError
+from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError, milter_text
 from ..xmsysapi import HEADER_NAME
+from . import memory
 from .reinject import ReinjectError, Reinjector
 from .state import STORE_DOWN, MilterState
 
@@ -32,18 +33,11 @@ REPLACE_CHUNK = 64 * 1024
 ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT
 INTERNAL = SmtpReply("451", "4.3.0", "smtpapi internal error, try again later")
 STOPPING = SmtpReply("451", "4.3.2", "smtpapi-milter is restarting, try again later")
-_CONTROLS = dict.fromkeys([*range(32), 127], " ")
 
 
 def _address(value: str) -> str:
     value = value.strip()
     return value[1:-1] if value.startswith("<") and value.endswith(">") else value
-
-
-def _reply_text(reply: SmtpReply) -> str:
-    # One line of printable ASCII (RFC 5321 textstring): pymilter refuses a NUL (the
-    # verdict became an anonymous 451), and libmilter drops a reply with a lone '%'.
-    return reply.text.encode("ascii", "replace").decode("ascii").translate(_CONTROLS)
 
 
 def _is_non_smtp(hostaddr: Any) -> bool:
@@ -85,7 +79,7 @@ class SmtpapiMilter(Milter.Base):
         return found
 
     def _reply(self, reply: SmtpReply) -> int:
-        self.setreply(reply.code, reply.status, _reply_text(reply).replace("%", "%%")[:900])
+        self.setreply(reply.code, reply.status, milter_text(reply.text))
         return Milter.REJECT if reply.is_permanent else Milter.TEMPFAIL
 
     def _refuse(self, stage: str, error: SmtpReplyError, recipient: str | None = None) -> int:
@@ -99,7 +93,9 @@ class SmtpapiMilter(Milter.Base):
         # Nothing here may change the verdict: a refused message loses no mail, so an event
         # that cannot be built or stored is logged and the refusal goes out regardless.
         try:
-            line = " ".join(p for p in (reply.code, reply.status, _reply_text(reply)) if p)
+            # The reply as the client reads it (libmilter turns each %% back into %).
+            text = milter_text(reply.text).replace("%%", "%")
+            line = " ".join(p for p in (reply.code, reply.status, text) if p)
             events = rejection_events(self.session, stage, line, recipient, time.time())
             if events:
                 self.state.record_rejections(events)
@@ -291,8 +287,10 @@ class SmtpapiMilter(Milter.Base):
         if self.spool is None:
             return b"", 0
         size = self.spool.tell()
-        if size > self.pipeline.config.smtpapi.max_tracked_size:
-            return None, size  # never loaded: the bound on memory per connection
+        if size > memory.largest_rewritten_body(self.pipeline.config):
+            # Never loaded (over max_tracked_size or the MTA's size limit: it would go out
+            # untracked anyway): the bound on memory per connection.
+            return None, size
         self.spool.seek(0)
         return self.spool.read(), size
 
@@ -350,7 +348,8 @@ class SmtpapiMilter(Milter.Base):
     def _log_result(self, result: MessageResult) -> None:
         envelope = self.session.envelope
         copy = result.copies[0]
-        tracked = bool(copy.settings and copy.settings.tracks_anything)
+        untracked = result.untracked
+        tracked = untracked is None
         seconds = time.monotonic() - self.started
         if self.state.metrics is not None:
             verdict = "tracked" if tracked else "untracked"
@@ -362,10 +361,12 @@ class SmtpapiMilter(Milter.Base):
             transmission_id=result.transmission_id or None,
             recipients=len(envelope.recipients),
             tracked=tracked,
-            untracked_reason=result.untracked_reason,
+            untracked=None if untracked is None else untracked.reason.value,
+            untracked_reason=None if untracked is None else str(untracked),
             links=result.links_tracked,
             analysis=result.analysis,
             pixel=copy.stats.pixel,
+            links_beyond_limit=copy.stats.links_beyond or None,
             worker=self.state.worker,
             ms=round(seconds * 1000, 1),
         )

@@ -1,11 +1,11 @@
 """What tracking needs to know of a message body, worked out once per distinct body.
 
-A newsletter reaches the milter as one transaction per recipient (``multi_recipient =
-defer`` asks the client for exactly that), so a worker sees the same body again and again,
-and only the recipient, and with it the tokens, changes. Everything that depends on the body
-alone is therefore kept: the MIME tree, the top parts decoded, the links and pixel places
-found in them, where those lie in the part's bytes and which encoded lines they touch. Each
-copy then only makes its tokens and encodes the lines they go into.
+A newsletter reaches the milter as one transaction per recipient (most bulk mailers send
+that way, and ``multi_recipient = defer`` asks the client for it), so a worker sees the same
+body again and again, and only the recipient, and with it the tokens, changes. Everything
+that depends on the body alone is therefore kept: the MIME tree, the top parts decoded, the
+links and pixel places found in them, where those lie in the part's bytes and which encoded
+lines they touch. Each copy then only makes its tokens and encodes the lines they go into.
 
 A :class:`BodyAnalysis` is immutable once built, apart from the plans it memoises per
 tracking-settings shape (a dict filled under the GIL: two threads may both build a plan,
@@ -21,12 +21,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from ..settings import TrackingSettings
+from ..untracked import Reason, Untracked
 from ..xmsysapi import is_text_charset
 from . import mime, qp
 from .edits import byte_spans
 from .html import HtmlScan, scan_html
-from .text import find_text_urls
-from .track import Site, html_sites, site_settings, text_sites
+from .text import find_text_urls_bounded
+from .track import CLICK, Site, html_sites, site_settings, text_sites
 
 # Codecs whose surrogateescape decoding always encodes back to the same bytes (PEP 383):
 # checking it would only cost an encode of the whole part.
@@ -42,11 +43,17 @@ class PartPlan:
 
     ``spans``: the sites' places in the part's decoded bytes (None: the charset keeps
     state, and each copy works them out with its own replacements); ``regions``: for a
-    quoted-printable part, the encoded lines those places touch."""
+    quoted-printable part, the encoded lines those places touch; ``links_beyond``: links
+    past the part's link budget, left as they are; ``clicks`` and ``click_bytes``: the
+    tracked links and the decoded bytes they replace (None without ``spans``), for the
+    size estimate (rewrite/size_limit.py)."""
 
     sites: list[Site]
     spans: list[tuple[int, int]] | None
     regions: list[qp.Region] | None
+    links_beyond: int = 0
+    clicks: int = 0
+    click_bytes: int | None = 0
 
 
 @dataclass
@@ -61,8 +68,9 @@ class PartAnalysis:
     eol: bytes
     is_html: bool
     bare_cr: bool
+    max_links: int | None = None  # the link budget: links kept by the scan (None: all)
     _html_scan: HtmlScan | None = None
-    _text_urls: list[tuple[int, int, str]] | None = None
+    _text_urls: tuple[list[tuple[int, int, str]], int] | None = None
     _plans: dict[tuple, PartPlan] = field(default_factory=dict)
 
     def plan(self, settings: TrackingSettings) -> PartPlan:
@@ -79,19 +87,24 @@ class PartAnalysis:
         # The scan does not depend on the settings: one for every plan of the part.
         if self.is_html:
             if self._html_scan is None:
-                self._html_scan = scan_html(self.text)
+                self._html_scan = scan_html(self.text, self.max_links)
             sites = html_sites(self._html_scan, self.text, settings)
+            beyond = self._html_scan.links_beyond if settings.click_tracking else 0
         else:
             if self._text_urls is None:
-                self._text_urls = find_text_urls(self.text)
-            sites = text_sites(self._text_urls, self.text, settings)
+                self._text_urls = find_text_urls_bounded(self.text, self.max_links)
+            sites = text_sites(self._text_urls[0], self.text, settings)
+            clicks_text = settings.click_tracking and settings.click_tracking_text
+            beyond = self._text_urls[1] if clicks_text else 0
         if not sites:
-            return PartPlan(sites, [], None)
+            return PartPlan(sites, [], None, beyond)
         spans = byte_spans(self.text, self.decoded, [(s.start, s.end) for s in sites], self.charset)
         regions = None
         if spans is not None and self.part.cte == "quoted-printable":
             regions = qp.regions(self.raw, spans, self.bare_cr)
-        return PartPlan(sites, spans, regions)
+        clicks = [i for i, site in enumerate(sites) if site.kind == CLICK]
+        click_bytes = None if spans is None else sum(spans[i][1] - spans[i][0] for i in clicks)
+        return PartPlan(sites, spans, regions, beyond, len(clicks), click_bytes)
 
 
 @dataclass
@@ -99,26 +112,34 @@ class BodyAnalysis:
     """A body's MIME tree and its top parts, or why it must go out untouched."""
 
     root: mime.MimePart
-    untracked_reason: str | None
+    untracked: Untracked | None
     html: PartAnalysis | None = None
     text: PartAnalysis | None = None
     # Why a top part cannot be changed (logged per message by the caller), by kind.
     part_problems: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
-def _analyse(fields: tuple[str, str, str, bool], body: bytes) -> BodyAnalysis:
+def _analyse(
+    fields: tuple[str, str, str, bool], body: bytes, max_links: int | None
+) -> BodyAnalysis:
     root = mime.parse_body(fields, body)
     bare_cr = mime.has_bare_cr(body)  # looked for once, for every part
     reason = mime.untouchable_reason(root, body, bare_cr)
-    analysis = BodyAnalysis(root, reason)
     if reason is not None:
-        return analysis
+        return BodyAnalysis(root, _untouchable(reason))
+    analysis = BodyAnalysis(root, None)
     html, text = mime.top_parts(root)
+    problems = analysis.part_problems
     if html is not None:
-        analysis.html = _part(body, html, True, bare_cr, analysis.part_problems)
+        analysis.html = _part(body, html, True, bare_cr, problems, max_links)
     if text is not None:
-        analysis.text = _part(body, text, False, bare_cr, analysis.part_problems)
+        analysis.text = _part(body, text, False, bare_cr, problems, max_links)
     return analysis
+
+
+def _untouchable(reason: str) -> Untracked:
+    signed = reason.startswith(mime.SIGNED) or reason == mime.INLINE_PGP
+    return Untracked(Reason.SIGNED_OR_ENCRYPTED if signed else Reason.UNSAFE_MIME, reason)
 
 
 def _part(
@@ -127,6 +148,7 @@ def _part(
     is_html: bool,
     bare_cr: bool,
     problems: list[tuple[str, dict[str, str]]],
+    max_links: int | None,
 ) -> PartAnalysis | None:
     """The part decoded to text, if we can change it; else None and the reason noted."""
     if part.headers_only:
@@ -149,7 +171,7 @@ def _part(
         )
         return None
     eol = mime.line_ending(body, part.body_start, part.end)
-    return PartAnalysis(part, raw, decoded, charset, text, eol, is_html, bare_cr)
+    return PartAnalysis(part, raw, decoded, charset, text, eol, is_html, bare_cr, max_links)
 
 
 def _codec(charset: str) -> str | None:
@@ -180,9 +202,10 @@ class AnalysisCache:
     cache holds at most about ``entries`` x ``max_body`` x 4 bytes (raw, decoded, text).
     """
 
-    def __init__(self, entries: int = 8, max_body: int = 1024 * 1024):
+    def __init__(self, entries: int = 8, max_body: int = 1024 * 1024, max_links: int | None = None):
         self.entries = entries
         self.max_body = max_body
+        self.max_links = max_links  # per top part: the link budget
         self._lock = threading.Lock()
         self._kept: OrderedDict[tuple, BodyAnalysis] = OrderedDict()
         self.hits = self.misses = 0
@@ -191,7 +214,7 @@ class AnalysisCache:
         """The analysis of ``body``, and whether it is the one kept from an earlier message."""
         fields = mime.structure_fields(headers)
         if self.entries <= 0 or len(body) > self.max_body:
-            return _analyse(fields, body), False
+            return _analyse(fields, body, self.max_links), False
         key = (fields, body)
         hash(key)  # hashes the body (kept in the bytes object) outside the lock
         with self._lock:
@@ -201,7 +224,9 @@ class AnalysisCache:
                 self.hits += 1
                 return found, True
             self.misses += 1
-        analysis = _analyse(fields, body)  # outside the lock: other threads go on meanwhile
+        analysis = _analyse(
+            fields, body, self.max_links
+        )  # outside the lock: other threads go on meanwhile
         with self._lock:
             self._kept[key] = analysis
             while len(self._kept) > self.entries:

@@ -69,6 +69,8 @@ class HtmlScan:
     # failing that after </head>, <html ...> or the doctype (text before a doctype puts
     # browsers in quirks mode); None when the document has none of them.
     content_start: int | None = None
+    # Links found after ``max_links`` were kept (scan_html): counted, not kept.
+    links_beyond: int = 0
 
 
 # Attributes after the tag name, up to and including the closing '>' (HTML5 "before attribute
@@ -166,12 +168,14 @@ _ASCII_WHITESPACE = "\t\n\f\r "
 _TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
 
 
-def scan_html(text: str) -> HtmlScan:
+def scan_html(text: str, max_links: int | None = None) -> HtmlScan:
     """Tokenise ``text`` (decoded HTML) and report its links and structural offsets.
 
-    Never raises: malformed markup is read the way an HTML5 parser would read it.
+    At most ``max_links`` links are kept (the first, in document order): a part of nothing
+    but links must not cost memory in proportion to its size. Never raises: malformed
+    markup is read the way an HTML5 parser would read it.
     """
-    scanner = _Scanner(text)
+    scanner = _Scanner(text, max_links)
     scanner.scan(0, len(text), in_conditional=False)
     return HtmlScan(
         links=scanner.links,
@@ -181,6 +185,7 @@ def scan_html(text: str) -> HtmlScan:
         content_start=scanner.content_start(),
         base_href=scanner.base_href,
         tail_start=scanner.tail_start,
+        links_beyond=scanner.links_beyond,
     )
 
 
@@ -238,9 +243,11 @@ class _NextMatch:
 class _Scanner:
     """Tokeniser state for one document; ``scan`` walks a region of it."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_links: int | None = None) -> None:
         self.text = text
         self.links: list[HtmlLink] = []
+        self.max_links = len(text) if max_links is None else max_links
+        self.links_beyond = 0
         self.body_start_end: int | None = None
         self.body_end_start: int | None = None
         self.html_end_start: int | None = None
@@ -407,6 +414,9 @@ class _Scanner:
         attributes = self._attributes(tag)
         href = attributes.get("href")
         if href is None:
+            return
+        if len(self.links) >= self.max_links:
+            self.links_beyond += 1
             return
         linkname = attributes.get("data-msys-linkname")
         self.links.append(

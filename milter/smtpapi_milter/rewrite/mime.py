@@ -22,6 +22,8 @@ MALFORMED_HEADER = "a header block has a malformed line"
 TOO_DEEP = f"multiparts nested deeper than {MAX_DEPTH} levels"
 MAX_BOUNDARY = 200  # RFC 2046 allows 70
 LONG_BOUNDARY = f"a multipart boundary is longer than {MAX_BOUNDARY} characters"
+SIGNED = "message is signed or encrypted"
+INLINE_PGP = "message carries inline PGP"
 QP_LINE_LIMIT = 998
 BASE64_LINE = 76  # characters per base64 line at most (RFC 2045 6.8)
 # What str.strip() removes from ASCII text. Not the 8-bit NBSP or NEL a header's latin-1
@@ -336,7 +338,7 @@ def untouchable_reason(root: MimePart, body: bytes, bare_cr: bool | None = None)
     ``bare_cr``: what ``has_bare_cr(body)`` says, when the caller knows already."""
     for part in root.walk():
         if part.content_type in SIGNED_OR_ENCRYPTED:
-            return f"message is signed or encrypted ({part.content_type})"
+            return f"{SIGNED} ({part.content_type})"
         if part.problem:
             # Which part is the top text/html one, and where its body starts, depends on the
             # reader: a change could land where some recipients' clients see other text.
@@ -347,7 +349,7 @@ def untouchable_reason(root: MimePart, body: bytes, bare_cr: bool | None = None)
         if part is None or body.find(b"-----BEGIN PGP ", part.body_start, part.end) < 0:
             continue  # the plain find is C-fast; the regex below checks it begins a line
         if _PGP.search(body, part.body_start, part.end):
-            return "message carries inline PGP"
+            return INLINE_PGP
     return None
 
 

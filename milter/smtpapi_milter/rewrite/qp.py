@@ -112,7 +112,13 @@ class _Walk:
         """Regions for the unfit lines that start before raw offset ``pos``."""
         while self._next_unfit is not None and self._next_unfit[0] < pos:
             start, end = self._next_unfit
-            if start >= self.x:  # not inside a region already
+            last = self.regions[-1] if self.regions else None
+            if last is not None and start == last.end and not _open_ended(self.raw, last):
+                # Right after the last region: one region for the run, not an object and an
+                # encoding per line (a part of nothing but bare-CR lines).
+                last.end, last.dend = end, last.dend + _decoded_len(self.raw, start, end)
+                self.x, self.dx = last.end, last.dend
+            elif start >= self.x:  # not inside a region already
                 dstart = self.dx + _decoded_len(self.raw, self.x, start)
                 region = Region(start, end, dstart, dstart + _decoded_len(self.raw, start, end))
                 self.regions.append(region)

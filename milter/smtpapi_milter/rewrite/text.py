@@ -14,7 +14,7 @@ import re
 
 from .urls import split_http_url
 
-__all__ = ["find_text_urls"]
+__all__ = ["find_text_urls", "find_text_urls_bounded"]
 
 # The scheme must not continue a word ("xhttp://" is not an http URL). C1 controls count as
 # controls; Python's \s covers NBSP and the other Unicode spaces clients break URLs at.
@@ -31,15 +31,26 @@ def find_text_urls(text: str) -> list[tuple[int, int, str]]:
     ``text[start:end] == url``. Template syntax is not filtered here (the caller decides);
     candidates without a host (``http:///x``, ``http://``) are skipped. Never raises.
     """
-    found = []
-    for candidate in _CANDIDATE.finditer(text):
+    return find_text_urls_bounded(text, None)[0]
+
+
+def find_text_urls_bounded(
+    text: str, max_urls: int | None
+) -> tuple[list[tuple[int, int, str]], int]:
+    """The first ``max_urls`` of :func:`find_text_urls` (all for None), and how many
+    URL-like candidates come after them (counted, not kept: memory stays bounded)."""
+    found: list[tuple[int, int, str]] = []
+    candidates = _CANDIDATE.finditer(text)
+    for candidate in candidates:
+        if max_urls is not None and len(found) >= max_urls:
+            return found, 1 + sum(1 for _ in candidates)
         start, end = candidate.span()
         if not _angle_bracketed(text, start, end):
             end = start + len(_trim_trailing(candidate.group()))
         url = text[start:end]
         if split_http_url(url) is not None:
             found.append((start, end, url))
-    return found
+    return found, 0
 
 
 def _angle_bracketed(text: str, start: int, end: int) -> bool:

@@ -57,6 +57,7 @@ class TrackStats:
     text_links: int = 0
     pixel: bool = False
     initial_pixel: bool = False
+    links_beyond: int = 0  # links past the part's link budget (max_tracked_links), untouched
 
     @property
     def changed(self) -> bool:

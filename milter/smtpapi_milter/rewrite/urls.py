@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import re
 
+from ..unambiguous_url import is_unambiguous
+
 MAX_URL_BYTES = 4096
 _MAX_BYTES_PER_CHAR = 4  # UTF-8, lone surrogates (3) included
 
@@ -25,8 +27,9 @@ _TEMPLATE_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|%%|\*\||\|\*|<%|%>|\[%|%\]|\$\
 _OUTLOOK_SYNTAX = re.compile(r"<!(?:--)?\[(?:if|endif)\b", re.IGNORECASE)
 
 # Scheme and authority. Browsers end the authority at '\' too for http(s); stopping there
-# keeps us from reading a host out of something a browser would not.
-_HTTP_AUTHORITY = re.compile(r"(?i:(https?)://)([^/?#\\]*+)")
+# keeps us from reading a host out of something a browser would not. ASCII case-folding
+# only: Unicode's would take "httpſ" (long s) for "https".
+_HTTP_AUTHORITY = re.compile(r"(?ai:(https?)://)([^/?#\\]*+)")
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
@@ -109,8 +112,9 @@ def is_trackable_url(url: str, tracking_domain: str) -> bool:
 
     ``url`` is already entity-decoded and stripped of surrounding whitespace. It is trackable
     when it is an absolute http/https URL with a host, at most ``MAX_URL_BYTES`` bytes in
-    UTF-8, free of template syntax and of Outlook's conditional-comment syntax, and not
-    already pointing at ``tracking_domain``
+    UTF-8, free of template syntax and of Outlook's conditional-comment syntax, read alike
+    by browsers and RFC 3986 (:mod:`smtpapi_milter.unambiguous_url`), and not already
+    pointing at ``tracking_domain``
     (host[:port], case-insensitive, default ports ignored, userinfo ignored).
     """
     parts = split_http_url(url)
@@ -120,5 +124,9 @@ def is_trackable_url(url: str, tracking_domain: str) -> bool:
     if too_long and len(url.encode("utf-8", "surrogatepass")) > MAX_URL_BYTES:
         return False
     if has_template_syntax(url) or _OUTLOOK_SYNTAX.search(url):
+        return False
+    # A host a browser reads differently from us (a backslash, a second '@', a tab...) would
+    # make our redirect go somewhere the link did not say.
+    if not is_unambiguous(url):
         return False
     return not _is_tracking_domain(*parts, tracking_domain)

@@ -36,6 +36,8 @@ from types import TracebackType
 from .ports import LOOPBACK, deadline_in, free_port, wait_for_smtp_banner
 
 POSTFIX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# SPEC 11's memory bar sends 10 MB messages; Postfix's default limit is 10240000.
+MESSAGE_SIZE_LIMIT = 64 * 1024 * 1024
 MILTER_TIMEOUTS = {"connect": "5s", "command": "15s", "content": "60s"}
 MAIL_OWNER = "postfix"
 CONFIG_AGE = 60.0  # seconds to backdate written config files by (see _write_config)
@@ -191,8 +193,7 @@ class PrivatePostfix:
             "maximal_backoff_time": "2s",
             # Throughput should measure the milter, not Postfix's inflow throttle.
             "in_flow_delay": "0",
-            # SPEC 11's memory bar sends 10 MB messages; Postfix's default limit is 10240000.
-            "message_size_limit": str(64 * 1024 * 1024),
+            "message_size_limit": str(MESSAGE_SIZE_LIMIT),
             "milter_protocol": "6",
             "milter_default_action": self.milter_default_action,
             "milter_connect_timeout": self.milter_timeouts["connect"],

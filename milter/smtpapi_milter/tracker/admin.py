@@ -2,8 +2,9 @@
 
 Served on ``[engagement_tracker] admin_listen`` (default 127.0.0.1:8081), apart from the
 public tracker: events carry recipients' addresses, so this listener is for the operator's
-network only. Off loopback a bearer token (``admin_token``) is required; with a token set it
-is required on loopback too.
+network only. Every request must name this listener in ``Host`` (else 421) and, but for
+``/healthz`` and the dashboard's own files, carry the bearer token (else 401); see
+:mod:`.admin_access` for both rules and where the token comes from.
 
 Routes (JSON unless said otherwise):
 
@@ -12,7 +13,8 @@ Routes (JSON unless said otherwise):
   the next page. ``type`` may repeat or hold a comma list; times as in ``events.query``.
 - ``DELETE /api/v1/recipients/{address}/events`` — erase one recipient's events (privacy
   requests): ``{"deleted": N}``.
-- ``GET /healthz``; ``GET /metrics`` (Prometheus text: webhook delivery counters).
+- ``GET /healthz``; ``GET /metrics`` (Prometheus text: webhook delivery counters, and the
+  public listener's tracking requests summed over its workers, see ``metrics``).
 
 The dashboard (:mod:`.dashboard`) adds its page under ``/dashboard/`` and its report routes
 (``/api/v1/campaigns...``, ``/api/v1/tags``).
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs, unquote
 from ..events.query import EventQuery, QueryError
 from ..events.store import EventStore, LazyStore, StoreUnavailable
 from . import metrics
+from .admin_access import AllowedHosts
 from .app import Receive, Scope, Send
 
 Handler = Callable[["Request"], Awaitable[tuple[int, Any]]]
@@ -63,23 +65,15 @@ class Request:
         return await asyncio.to_thread(work)
 
 
-def is_loopback(listen: str) -> bool:
-    """Whether a ``host:port`` listen address is loopback only."""
-    host = listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class AdminApp:
     """ASGI app for the admin listener. Further routes (the dashboard) register themselves."""
 
-    def __init__(self, store: EventStore | LazyStore, token: str = ""):
+    def __init__(self, store: EventStore | LazyStore, token: str, allowed_hosts: AllowedHosts):
+        if not token:
+            raise ValueError("the admin listener needs a token")
         self.store = store
         self._token = token.encode()
+        self._allowed_hosts = allowed_hosts
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/api/v1/events"): events_page,
             ("GET", "/healthz"): healthz,
@@ -96,8 +90,6 @@ class AdminApp:
         self.public_paths: set[str] = {"/healthz"}
 
     def _authorized(self, scope: Scope) -> bool:
-        if not self._token:
-            return True
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, given = value.partition(b" ")
@@ -108,6 +100,9 @@ class AdminApp:
         if scope["type"] != "http":
             return
         path = scope["path"]
+        if not self._allowed_hosts(scope["headers"]):
+            await send_json(send, 421, {"error": "this listener does not answer to that Host"})
+            return
         if path not in self.public_paths and not self._authorized(scope):
             await send_json(send, 401, {"error": "bearer token required"}, auth=True)
             return

@@ -7,10 +7,12 @@ per request is a click the tracker cannot serve. The rules that matter:
   cannot be stored the answer is 503 and no redirect: a redirect without its event is an
   engagement the sender never learns of.
 - Only tokens we issued lead anywhere. Tampered, truncated or unknown-key tokens get a 404
-  page, never a redirect, so the tracker can never be used as an open redirect.
+  page, never a redirect, so the tracker can never be used as an open redirect. So does a
+  target whose host a browser would read differently (:mod:`..unambiguous_url`).
 - HEAD answers like GET but records nothing (link checkers and proxies use it).
 - An expired link still takes the reader to the target (the mail is theirs) but records
   nothing.
+- A repeat the flood guard folds (flood.py) is answered at once, counted but not stored.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import structlog
 from ..events.model import engagement_event
 from ..ids import unique_event_id
 from ..tokens import InvalidToken, TokenCodec, TrackingData
+from ..unambiguous_url import is_unambiguous
 from . import metrics
+from .flood import FloodGuard
 from .recorder import EventRecorder
 from .useragent import user_agent_parsed
 
@@ -90,8 +94,15 @@ class ClientAddress:
         forwarded = _header(scope, b"x-forwarded-for").decode("latin-1")
         # Right to left: the last hop not ours is the client (earlier ones can be forged).
         for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-            if not self._trusted(hop):
-                return hop
+            try:
+                ip = ipaddress.ip_address(hop)
+            except ValueError:
+                # Not an address (a name, "unknown", a port, text made up by the client):
+                # nothing to the left of it can be believed, so the reader is the one
+                # who connected. Stored events and the flood guard only see addresses.
+                return peer
+            if not any(ip in net for net in self._networks):
+                return str(ip)
         return peer
 
 
@@ -112,12 +123,15 @@ class TrackerApp:
         client_address: ClientAddress,
         health: Callable[[], bool],
         clock: Callable[[], float] = time.time,
+        guard: FloodGuard | None = None,
     ):
         self.codec = codec
         self.recorder = recorder
         self.client_address = client_address
         self.health = health
         self.clock = clock
+        self.guard = guard or FloodGuard(window=0, hourly_limit=0)
+        metrics.prepare()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,9 +150,6 @@ class TrackerApp:
             ok = self.health()
             body = b"ok\n" if ok else b"event store unavailable\n"
             await _respond(send, 200 if ok else 503, [_NO_STORE], body, method)
-        elif path == "/metrics":
-            body, content_type = metrics.exposition()
-            await _respond(send, 200, [(b"content-type", content_type)], body, method)
         else:
             await _not_found(send, method)
 
@@ -149,17 +160,29 @@ class TrackerApp:
             data = self.codec.decode(token)
         except InvalidToken:
             data = None
-        # A token only works on its own path, and only click tokens carry a target.
-        if data is None or data.kind != kind or (kind == "click") != bool(data.target_url):
+        # A token only works on its own path, and only click tokens carry a target. A target
+        # whose host a browser reads otherwise than we do (a token minted before the milter
+        # refused such links) is not followed: the 404 page, as for a bad token.
+        if (
+            data is None
+            or data.kind != kind
+            or (kind == "click") != bool(data.target_url)
+            or (kind == "click" and not is_unambiguous(data.target_url))
+        ):
             metrics.request(kind, "invalid")
             await _not_found(send, method)
             return
         now = self.clock()
         outcome = "head" if method == "HEAD" else "expired" if data.is_expired(now) else "stored"
+        address = self.client_address(scope) if outcome == "stored" else ""
+        if outcome == "stored" and (folded := self.guard.check(data, address, now)):
+            self.recorder.fold(folded)
+            outcome = "folded"
         if outcome == "stored":
             try:
-                await self.recorder.record(self._events(scope, kind, data, now))
+                await self.recorder.record(self._events(scope, kind, data, now, address))
             except Exception:
+                self.guard.release(data, address)
                 metrics.request(kind, "unavailable")
                 await _respond(
                     send,
@@ -182,11 +205,10 @@ class TrackerApp:
             await _respond(send, 200, _PIXEL_HEADERS, PIXEL, method, length_set=True)
 
     def _events(
-        self, scope: Scope, kind: str, data: TrackingData, now: float
+        self, scope: Scope, kind: str, data: TrackingData, now: float, address: str
     ) -> list[dict[str, Any]]:
         """The request's events: a click on an unsubscribe link is also a link_unsubscribe."""
         agent = _header(scope, b"user-agent").decode("utf-8", "replace")
-        address = self.client_address(scope)
         parsed = user_agent_parsed(agent, kind, data.injection_time, now)
         kinds = [kind, "link_unsubscribe"] if kind == "click" and data.unsubscribe else [kind]
         return [

@@ -1,13 +1,15 @@
-"""Prometheus metrics of the tracker (``/metrics``).
+"""Prometheus metrics of the tracker, served on the admin listener's ``/metrics``.
 
 The public listener may run several worker processes (``[engagement_tracker] workers``), and
-its counts must stay exact whichever worker answers a scrape (the benchmark and the fault
-tests compare them with the events stored). So, as the milter does (``mta/metrics.py``), the
-listener hands its workers a private directory in ``PROMETHEUS_MULTIPROC_DIR`` and every
-worker counts into its own files there; a scrape sums them. prometheus_client picks where
-values live when it is first imported, which is why nothing here imports it at module level.
-Without the variable (the admin listener, tests that build the app in-process) counts live
-in the process as usual.
+its counts must stay exact whichever worker counted them (the benchmark and the fault tests
+compare them with the events stored). So, as the milter does (``mta/metrics.py``), every
+public worker counts into its own files in a directory named by ``PROMETHEUS_MULTIPROC_DIR``.
+The public listener serves no ``/metrics`` (readers reach it; counts of clicks are nobody's
+business there): the admin listener, a process of its own, is told the same directory in
+``SMTPAPI_TRACKER_METRICS_DIR`` and adds the sum of the workers' files to its own metrics
+(webhook delivery). prometheus_client picks where values live when it is first imported,
+which is why nothing here imports it at module level. Without the variables (tests that
+build the apps in-process) counts live in the process as usual.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from ..multiproc import MULTIPROC_ENV
+# Where the public workers' counter files are, for the admin listener to read.
+TRACKER_METRICS_ENV = "SMTPAPI_TRACKER_METRICS_DIR"
 
 KINDS = ("click", "open", "initial_open")
-OUTCOMES = ("stored", "expired", "head", "invalid", "unavailable")
+# "folded": a repeat the flood guard counted instead of storing (tracker/flood.py).
+OUTCOMES = ("stored", "folded", "expired", "head", "invalid", "unavailable")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 # Label children by (kind, outcome) and by kind: the lookups are on every request's path.
@@ -33,7 +37,7 @@ def _create() -> None:
     requests = Counter(
         "smtpapi_tracker_requests",
         "Tracking requests by kind (click, open, initial_open) and outcome "
-        "(stored, expired, head, invalid, unavailable)",
+        "(stored, folded, expired, head, invalid, unavailable)",
         ["kind", "outcome"],
     )
     latency = Histogram(
@@ -50,6 +54,12 @@ def _create() -> None:
             _counters[kind, outcome] = requests.labels(kind, outcome)
 
 
+def prepare() -> None:
+    """Create every series at 0 now, so a scrape shows them before the first request."""
+    if not _counters:
+        _create()
+
+
 def request(kind: str, outcome: str, seconds: float | None = None) -> None:
     """Count one tracking request (and its latency)."""
     if not _counters:
@@ -60,20 +70,21 @@ def request(kind: str, outcome: str, seconds: float | None = None) -> None:
 
 
 def exposition() -> tuple[bytes, bytes]:
-    """The metrics page and its content type (the sum over the workers, if several)."""
+    """The admin listener's metrics page and its content type: this process's metrics, plus
+    the public workers' request counts summed over their files when the directory is known."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-    if not _counters:
-        _create()
-    directory = os.environ.get(MULTIPROC_ENV)
-    if not directory:
-        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST.encode("ascii")
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
+    page = generate_latest(REGISTRY)
+    directory = os.environ.get(TRACKER_METRICS_ENV)
+    if directory and os.path.isdir(directory):
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)
-    return generate_latest(registry), CONTENT_TYPE_LATEST.encode("ascii")
+        workers = CollectorRegistry()
+        MultiProcessCollector(workers, path=directory)
+        # Distinct metric families, so the two texts join into one valid page.
+        page += generate_latest(workers)
+    return page, CONTENT_TYPE_LATEST.encode("ascii")
 
 
 class _WebhookCollector:

@@ -5,6 +5,12 @@ tracker at the disk's flush rate. So handlers hand their event to one writer thr
 await a future; the writer takes everything queued since its last commit and stores it in
 one transaction (one flush for the whole group), then resolves every waiting future at once.
 Under load the groups grow by themselves, which is what keeps throughput up.
+
+Requests the flood guard folded (flood.py) do not wait for anything: their counts are merged
+here per token and written in the same transaction as the next group of events, or alone at
+most ``FOLD_FLUSH_SECONDS`` after the first of them when no event comes (a flood of repeats
+then costs one small commit a second, not one per request). A crash can lose the counts of
+that last second; the events themselves keep the durable-before-response contract.
 """
 
 from __future__ import annotations
@@ -12,16 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import deque
 from typing import Any
 
 import structlog
 
+from ..events.floods import FloodCount
 from ..events.store import EventStore
 
 log = structlog.get_logger("smtpapi_milter.tracker")
 
 _Waiter = tuple[list[dict[str, Any]], asyncio.Future[None]]
+FOLD_FLUSH_SECONDS = 1.0
 
 
 class RecorderStopped(Exception):
@@ -39,6 +48,8 @@ class EventRecorder:
         self.store = store
         self.max_group = max_group
         self._pending: deque[_Waiter] = deque()
+        self._folds: dict[str, FloodCount] = {}  # token key -> counts not yet written
+        self._folds_due = 0.0  # monotonic time by which they are written
         self._wakeup = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
@@ -59,6 +70,18 @@ class EventRecorder:
             self._wakeup.notify()
         await future
 
+    def fold(self, count: FloodCount) -> None:
+        """Add a folded request to its token's counter (written with the next commit)."""
+        with self._wakeup:
+            pending = self._folds.get(count.token_key)
+            if pending is not None:
+                pending.merge(count)
+                return
+            if not self._folds:  # the first since the last write: the writer sets its timer
+                self._folds_due = time.monotonic() + FOLD_FLUSH_SECONDS
+                self._wakeup.notify()
+            self._folds[count.token_key] = count
+
     def stop(self, timeout: float = 10.0) -> None:
         """Store what is queued, then end the writer thread."""
         with self._wakeup:
@@ -67,29 +90,57 @@ class EventRecorder:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def _take(self) -> list[_Waiter] | None:
+    def _take(self) -> tuple[list[_Waiter], list[FloodCount]] | None:
         with self._wakeup:
             while not self._pending:
                 if self._stopping:
-                    return None
-                self._wakeup.wait()
+                    return ([], self._take_folds()) if self._folds else None
+                if not self._folds:
+                    self._wakeup.wait()
+                    continue
+                wait = self._folds_due - time.monotonic()
+                if wait <= 0:
+                    return [], self._take_folds()
+                self._wakeup.wait(wait)
             group = []
             while self._pending and len(group) < self.max_group:
                 group.append(self._pending.popleft())
-            return group
+            return group, self._take_folds()
+
+    def _take_folds(self) -> list[FloodCount]:
+        folds, self._folds = list(self._folds.values()), {}
+        return folds
 
     def _run(self) -> None:
-        while (group := self._take()) is not None:
+        while (taken := self._take()) is not None:
+            group, folds = taken
             error: BaseException | None = None
             events = [event for request_events, _ in group for event in request_events]
             try:
-                self.store.record(events)
+                self.store.record(events, folds)
                 self.groups += 1
                 self.stored += len(events)
             except Exception as exc:  # every waiter learns it; the handlers answer 503
                 error = exc
                 log.warning("events not stored", error=str(exc), events=len(events))
+                self._keep_folds(folds)
             _resolve(group, error)
+
+    def _keep_folds(self, folds: list[FloodCount]) -> None:
+        """Counts that could not be written go with the next commit (unless stopping)."""
+        with self._wakeup:
+            if self._stopping:
+                if folds:
+                    log.warning("folded request counts lost", tokens=len(folds))
+                return
+            if folds and not self._folds:
+                self._folds_due = time.monotonic() + FOLD_FLUSH_SECONDS
+            for count in folds:
+                pending = self._folds.get(count.token_key)
+                if pending is None:
+                    self._folds[count.token_key] = count
+                else:
+                    pending.merge(count)
 
 
 def _resolve(group: list[_Waiter], error: BaseException | None) -> None:

@@ -31,14 +31,18 @@ from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
 from . import dashboard
-from .admin import AdminApp, is_loopback
+from .admin import AdminApp
+from .admin_access import AllowedHosts, admin_token, check_host_names
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
+from .flood import FloodGuard
 from .jobs import background_jobs
+from .metrics import TRACKER_METRICS_ENV
 from .recorder import EventRecorder
 
 log = structlog.get_logger("smtpapi_milter.tracker")
 
 HEALTH_CACHE_SECONDS = 1.0
+METRICS_PREFIX = "smtpapi-tracker-metrics-"
 
 
 class StoreHealth:
@@ -103,12 +107,14 @@ def tracker_app(config: Config) -> Lifespan:
         # Serve even while the store is down: 503 until it is back, /healthz tells.
         store = LazyStore(config.event_store_url)
         recorder = EventRecorder(store).start()
+        tracker = config.engagement_tracker
         parts.update(store=store, recorder=recorder)
         return TrackerApp(
             codec=TokenCodec.from_config(config),
             recorder=recorder,
             client_address=ClientAddress(config.engagement_tracker.trusted_proxies),
             health=StoreHealth(store),
+            guard=FloodGuard(tracker.flood_window, tracker.flood_token_hourly_limit),
         )
 
     def shutdown() -> None:
@@ -135,7 +141,10 @@ def admin_app(config: Config) -> Lifespan:
         parts["jobs"] = background_jobs(config, store)
         for job in parts["jobs"]:
             job.start()
-        return dashboard.install(AdminApp(store, config.engagement_tracker.admin_token))
+        # prepare() made the token file already; creating it here too covers a listener
+        # started on its own (the first to link the file wins, the other reads it).
+        app = AdminApp(store, admin_token(config), AllowedHosts.from_config(config))
+        return dashboard.install(app)
 
     def shutdown() -> None:
         for job in parts.get("jobs", []):
@@ -165,12 +174,7 @@ def check(config: Config) -> None:
         host, sep, port = getattr(tracker, key).rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"{config.source}: 'engagement_tracker.{key}' must be HOST:PORT")
-    if not is_loopback(tracker.admin_listen) and not tracker.admin_token:
-        raise ConfigError(
-            f"{config.source}: 'engagement_tracker.admin_token' is required when admin_listen "
-            f"({tracker.admin_listen}) is not a loopback address: the events API shows "
-            "recipients' addresses"
-        )
+    check_host_names(config)
     try:
         check_hooks(config.webhooks)
     except ValueError as exc:
@@ -183,11 +187,19 @@ def check(config: Config) -> None:
     for key in ("workers", "header_timeout"):
         if getattr(tracker, key) < 1:
             raise ConfigError(f"{config.source}: 'engagement_tracker.{key}' must be at least 1")
+    for key in ("flood_window", "flood_token_hourly_limit"):
+        if getattr(tracker, key) < 0:
+            raise ConfigError(
+                f"{config.source}: 'engagement_tracker.{key}' must not be negative "
+                f"(0 turns it off), not {getattr(tracker, key)}"
+            )
 
 
 def prepare(config: Config) -> None:
-    """Create the key file, and migrate the store once if it is up, before workers start."""
+    """Create the key and admin token files, and migrate the store once if it is up, before
+    workers start."""
     TokenCodec.from_config(config)
+    admin_token(config)
     try:
         open_store(config.event_store_url).close()
     except StoreUnavailable as exc:
@@ -207,9 +219,13 @@ def serve_listener(config_path: str | None, listener: str) -> int:
     host, _, port = address(config).rpartition(":")
     if config_path:  # the worker processes read it from the environment
         os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    own_metrics_dir = ""
     if listener == "public":
-        # Before Granian starts its workers: each counts into its own files here (metrics.py).
-        metrics_dir = counter_directory("smtpapi-tracker-metrics-")
+        # Before Granian starts its workers: each counts into its own files here, which the
+        # admin listener reads (metrics.py). ``serve`` names one both listeners share.
+        metrics_dir = os.environ.get(TRACKER_METRICS_ENV, "")
+        if not metrics_dir:
+            metrics_dir = own_metrics_dir = counter_directory(METRICS_PREFIX)
         os.environ[MULTIPROC_ENV] = metrics_dir
     server = Server(
         f"smtpapi_milter.tracker.server:{factory}",
@@ -232,8 +248,8 @@ def serve_listener(config_path: str | None, listener: str) -> int:
     try:
         server.serve()
     finally:
-        if listener == "public":
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if own_metrics_dir:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -252,4 +268,9 @@ def serve(config_path: str | None) -> int:
         admin_listen=config.engagement_tracker.admin_listen,
         store=redact(config.event_store_url),
     )
-    return Supervisor(children).run()
+    # The public workers' counters, summed on the admin listener's /metrics (metrics.py).
+    os.environ[TRACKER_METRICS_ENV] = metrics_dir = counter_directory(METRICS_PREFIX)
+    try:
+        return Supervisor(children).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -3,8 +3,9 @@
 Everything it needs ships in this package (``static/``): no CDN, no web fonts, nothing from
 the internet, since mail servers often have no way out. Charts are plain SVG drawn by
 ``static/charts.js``. The page is at ``/dashboard/`` and reads the JSON routes of
-:mod:`.api`; with an ``admin_token`` set it asks for the token once and sends it as a bearer
-token, so the files themselves are served without it (they hold code, no data).
+:mod:`.api`; it asks for the admin token once (the listener always has one, see
+:mod:`..admin_access`) and sends it as a bearer token, so the files themselves are served
+without it (they hold code, no data).
 """
 
 from __future__ import annotations
@@ -87,5 +88,6 @@ def install(app: AdminApp) -> AdminApp:
     app.public_paths.add("/dashboard")
     app.routes[("GET", api.CAMPAIGNS)] = api.campaigns
     app.routes[("GET", "/api/v1/tags")] = api.tags
+    app.routes[("GET", api.FLOODS)] = api.flooded_tokens
     app.prefix_routes[("GET", api.CAMPAIGNS + "/")] = api.campaign_detail
     return app

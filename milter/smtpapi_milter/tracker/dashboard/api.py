@@ -22,6 +22,11 @@ Summaries carry injections, engagement, and delivery outcomes (delivered, delaye
 by category, policy rejections, delivery_rate and the open / click rates over delivered;
 definitions in ``events.delivery_stats``).
 - ``GET /api/v1/tags`` — the registered tags, for the tag filter.
+- ``GET /api/v1/floods?abused=1&campaign=&limit=`` — tokens whose repeated requests the tracker's
+  flood guard folded instead of storing, most folded first: ``{"results": [{"token_key",
+  "kind", "campaign_id", "message_id", "target_link_url", "folded", "first_seen",
+  "last_seen", "abused_at"}, ...]}``; ``abused=1`` keeps the ones flagged as abused. The
+  campaign page marks its flooded links with it.
 
 Times as everywhere (unix seconds, ISO 8601, or an age such as ``7d``).
 """
@@ -31,13 +36,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from ...events import stats
+from ...events import floods, stats
 from ...events.query import QueryError, parse_time
 from ..admin import Request
 
 CAMPAIGNS = "/api/v1/campaigns"
 DEFAULT_PER_PAGE = 50
 MAX_LINKS = 500
+MAX_FLOODS = 1000
+FLOODS = "/api/v1/floods"
 _DETAIL_VIEWS = ("timeseries", "links", "bounces")
 
 
@@ -138,3 +145,17 @@ async def _timeseries(request: Request, scope: stats.Scope) -> dict[str, Any]:
 async def tags(request: Request) -> tuple[int, Any]:
     """``GET /api/v1/tags``."""
     return 200, {"results": await request.in_thread(lambda: request.store.tags())}
+
+
+async def flooded_tokens(request: Request) -> tuple[int, Any]:
+    limit = _int(request, "limit", 100, 1, MAX_FLOODS)
+    abused_only = request.param("abused") in ("1", "true", "yes")
+    campaign = request.param("campaign")
+
+    def work() -> list[dict]:
+        return floods.flooded_tokens(
+            request.store, abused_only=abused_only, campaign=campaign, limit=limit
+        )
+
+    rows = await request.in_thread(work)
+    return 200, {"results": rows}

@@ -232,9 +232,10 @@
           text: "No events of this campaign in the selected time range and tag." })));
       return;
     }
-    const [series, links, bounces] = await Promise.all([
+    const [series, links, floods, bounces] = await Promise.all([
       api(base + "/timeseries", Object.assign({ tz_offset: tzOffset }, scope)),
       api(base + "/links", Object.assign({ limit: 20 }, scope)),
+      api("floods", { campaign: state.campaign, limit: 1000 }),
       api(base + "/bounces", Object.assign({ limit: 20 }, scope)),
     ]);
     if (ticket !== current) return;
@@ -244,7 +245,8 @@
       el("h2", { id: "campaign-name", class: s.campaign_id === "" ? "unnamed" : null,
         text: campaignName(s.campaign_id) }),
       el("p", { class: "note", text: `Events from ${when(s.first_event)} to ${when(s.last_event)}` }),
-      cards(s), outcomeBar(s), timeCharts(series), bouncePanels(bounces), linkTable(links.results));
+      cards(s), outcomeBar(s), timeCharts(series), bouncePanels(bounces),
+      linkTable(links.results, floods.results));
   }
 
   // What became of the injected mail: delivered, bounced by category, still open.
@@ -330,7 +332,28 @@
       el("span", { class: "key machine", text: "Machines" }));
   }
 
-  function linkTable(links) {
+  // Repeats the tracker's flood guard counted instead of storing, per target URL.
+  function floodsByUrl(floods) {
+    const byUrl = new Map();
+    for (const f of floods) {
+      const seen = byUrl.get(f.target_link_url) || { folded: 0, abused: false };
+      seen.folded += f.folded;
+      seen.abused = seen.abused || f.abused_at !== null;
+      byUrl.set(f.target_link_url, seen);
+    }
+    return byUrl;
+  }
+
+  function floodMark(flood) {
+    if (!flood || !flood.abused) return null;
+    return el("div", { class: "flood", "data-folded": flood.folded,
+      title: "More requests than the tracker's hourly limit: repeats were redirected but " +
+        "counted, not stored as clicks",
+      text: `Flooded: ${count(flood.folded)} repeated requests not stored` });
+  }
+
+  function linkTable(links, floods) {
+    const flooded = floodsByUrl(floods || []);
     if (!links.length) {
       return el("section", { class: "panel", id: "links" }, el("h3", { text: "Links" }),
         el("p", { class: "note", text: "No clicks in this range." }));
@@ -340,7 +363,8 @@
       el("th", { scope: "row" },
         el("div", { class: "link-name", text: l.target_link_name || "(no name)" }),
         el("a", { class: "link-url", href: l.target_link_url, rel: "noreferrer noopener",
-          target: "_blank", text: l.target_link_url })),
+          target: "_blank", text: l.target_link_url }),
+        floodMark(flooded.get(l.target_link_url))),
       el("td", { class: "meter-cell" }, Charts.meter(l.clicks, l.machine_clicks, max)),
       el("td", { "data-stat": "clicks", text: count(l.clicks) }),
       el("td", { "data-stat": "unique_clicks", text: count(l.unique_clicks) }),

@@ -1,0 +1,265 @@
+"""Links whose host a browser reads otherwise than we do (security review, issue 15 item 4).
+
+``https://good.example\\@evil.example/path`` names good.example to a browser (WHATWG ends
+the host at the backslash) and evil.example to RFC 3986; it was tracked, and the tracker's
+302 (backslash percent-encoded) sent the reader to evil.example. Such links now stay as
+they are, and the tracker never redirects to one (tokens minted before the fix).
+
+The oracle is ada, the WHATWG parser Node.js uses (``tests/oracle_url.py``), not ours.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+import uuid
+from email import message_from_bytes
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from smtpapi_milter.config import load_config
+from smtpapi_milter.rewrite.urls import is_trackable_url, split_http_url
+from smtpapi_milter.tokens import TokenCodec, TrackingData
+from smtpapi_milter.tracker.app import location
+from smtpapi_milter.unambiguous_url import is_unambiguous
+
+from .harness.smtpapi import ROOT, RunningTracker
+from .oracle_url import browser_reads_same_host, idna_host, whatwg_host
+
+ATTACK = "https://good.example\\@evil.example/path"
+TRACKING_DOMAIN = "track.example.com"
+
+AMBIGUOUS = [
+    ATTACK,
+    "https://good.example\\evil.example/",
+    "https://good.example\\\\@evil.example/",
+    "https://a@good.example\\@evil.example/",
+    "https://good.example@evil.example@other.example/",
+    "https://good.exa\tmple/",
+    "https://good.example\n.evil.example/",
+    "https://good.example/\tpath",
+    "https://good.example\x00/",
+    "https://good.example\x85/",
+    "https://good%2eexample/",
+    "https://evil.example%40good.example/",
+    "https://good.example%5C@evil.example/",
+    "http://0x7f.1/",
+    "http://2130706433/",
+    "http://127.0.0.01/",
+    "https://good\u3002example/",  # ideographic full stop: a dot to IDNA
+    "https://good\uff0eexample/",  # fullwidth full stop
+    "https://ev\u00adil.example/",  # soft hyphen: IDNA drops it
+    "https://ev\u200dil.example/",  # zero-width joiner
+    "https://\uff47ood.example/",  # fullwidth letter
+    "https://good.example\uff20evil.example/",  # fullwidth '@'
+    "http://[1:2]/",
+    "https://good.example:99999/",
+    "http\u017f://good.example/",  # long s: "https" only to Unicode case-folding
+]
+
+
+@pytest.mark.parametrize("url", AMBIGUOUS)
+def test_ambiguous_links_are_not_tracked(url):
+    assert not is_trackable_url(url, TRACKING_DOMAIN)
+    assert not is_unambiguous(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://good.example/path?q=1#f",
+        "https://user:pw@good.example:8443/",
+        "https://good.example./",
+        "http://192.0.2.10/x",
+        "http://[2001:db8::1]:8080/",
+        "https://bücher.example/😀",
+        "https://1.2.3.4x.example/",
+        "https://good.example/a@b/c%20d",
+    ],
+)
+def test_plain_links_still_are(url):
+    assert is_trackable_url(url, TRACKING_DOMAIN)
+    assert browser_reads_same_host(url)
+
+
+# Pieces from which the property tests build URLs: parser-confusing characters among
+# ordinary host, user-info and path material.
+PIECES = st.sampled_from(
+    [
+        "good.example",
+        "evil.example",
+        "a",
+        "0",
+        "1",
+        "0x7f",
+        "255",
+        "256",
+        "010",
+        "xn--bcher-kva",
+        "bücher",
+        "日本",
+        "א",
+        "ß",
+        "é",
+        ".",
+        "..",
+        "@",
+        "\\",
+        "/",
+        "//",
+        "?",
+        "#",
+        ":",
+        ":80",
+        ":65536",
+        "[",
+        "]",
+        "[::1]",
+        "[1:2]",
+        "%",
+        "%2e",
+        "%40",
+        "%5c",
+        "\t",
+        "\n",
+        "\r",
+        " ",
+        "\x00",
+        "\x7f",
+        "\x85",
+        "\u00ad",
+        "\u200d",
+        "\u3002",
+        "\uff0e",
+        "\uff20",
+        "\uff0f",
+        "\uff21",
+        "\u2488",
+        "Ⅸ",
+        "ﬀ",
+        "-",
+        "_",
+        "~",
+        "!",
+        "'",
+        "=",
+        "&",
+        "^",
+        "|",
+        '"',
+        "{",
+        "`",
+    ]
+)
+URLS = st.builds(
+    lambda scheme, pieces: scheme + "".join(pieces),
+    st.sampled_from(["http://", "https://", "HTTPS://", "http:\\\\", "http:/\\", "https:///"]),
+    st.lists(PIECES, min_size=1, max_size=8),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(URLS)
+@example(ATTACK)
+@example("https://good.example\\\\@evil.example/")
+def test_a_tracked_url_names_the_same_host_for_browsers_and_rfc3986(url):
+    if not is_trackable_url(url, TRACKING_DOMAIN):
+        return
+    if whatwg_host(url) is None and not url.isascii():
+        # IDNA refuses the host (an "xn--" label holding Unicode, a label mixing scripts
+        # against the bidi rule...): the link leads nowhere, and our redirect, read by the
+        # same browser, leads nowhere either. No other host is reachable through it.
+        assert whatwg_host(location(url).decode()) is None, url
+        return
+    assert browser_reads_same_host(url), (url, whatwg_host(url))
+    # The host we compare with the tracking domain is the one the browser uses.
+    host = split_http_url(url)[1]
+    if not host.startswith("["):  # IPv6: compared as addresses above
+        assert idna_host(host) == whatwg_host(url)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(URLS)
+@example(ATTACK)
+def test_the_redirect_of_an_accepted_target_lands_on_the_links_host(url):
+    # What the tracker sends (Location, percent-encoded) is read by the same browser.
+    if is_unambiguous(url):
+        assert whatwg_host(location(url).decode()) == whatwg_host(url), url
+        # Only IDNA's own refusals (see above) leave a browser without a host.
+        assert whatwg_host(url) is not None or not url.isascii(), url
+
+
+def rewrite_config(tmp_path):
+    config = tmp_path / "smtpapi-milter.toml"
+    (tmp_path / "policies").mkdir()
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[policy]\ndirectory = "{tmp_path / "policies"}"\n'
+        f'[smtpapi]\nclick_tracking_enabled = true\ntracking_domain = "{TRACKING_DOMAIN}"\n'
+    )
+    return config
+
+
+def test_rewrite_leaves_the_attack_link_as_it_is(tmp_path):
+    text = f"Read {ATTACK} or https://good.example/ok today.\n"
+    html = (
+        f'<html><body><a href="{ATTACK}">good.example</a> '
+        '<a href="https://good.example&#92;@evil.example/entity">entity</a> '
+        '<a href="https://good.example/ok">ok</a></body></html>\n'
+    )
+    message = (
+        "From: a@example.com\nTo: b@example.org\nSubject: s\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/alternative; boundary="b"\n\n'
+        f"--b\nContent-Type: text/plain; charset=utf-8\n\n{text}"
+        f"--b\nContent-Type: text/html; charset=utf-8\n\n{html}--b--\n"
+    ).encode()
+    result = subprocess.run(
+        [sys.executable, "-m", "smtpapi_milter.cli", "rewrite"]
+        + ["--config", str(rewrite_config(tmp_path)), "-"],
+        input=message,
+        capture_output=True,
+        env={"PYTHONPATH": str(ROOT / "milter"), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    _, plain, rich = (p.get_payload(decode=True) for p in message_from_bytes(result.stdout).walk())
+    plain, rich = plain.decode(), rich.decode()
+    assert f"Read {ATTACK} or http://{TRACKING_DOMAIN}/c/" in plain
+    assert f'<a href="{ATTACK}">' in rich
+    assert '<a href="https://good.example&#92;@evil.example/entity">' in rich
+    assert rich.count(f"http://{TRACKING_DOMAIN}/c/") == 1  # the plain link still is
+
+
+def test_tracker_refuses_to_redirect_to_an_ambiguous_target(tmp_path):
+    # A token minted for the attack link, as a milter before the fix did.
+    rcpt = f"reader-{uuid.uuid4().hex[:8]}@example.org"
+    with RunningTracker(tmp_path) as tracker:
+        codec = TokenCodec.from_config(load_config(str(tracker.config_path)), create=False)
+        now = int(time.time()) - 3600
+
+        def click(target: str, method: str = "GET") -> tuple[int, dict[str, str]]:
+            token = codec.encode(TrackingData("click", "1", "m", rcpt, now, target_url=target))
+            conn = http.client.HTTPConnection("127.0.0.1", tracker.port, timeout=30)
+            try:
+                conn.request(method, "/c/" + token)
+                response = conn.getresponse()
+                response.read()
+                return response.status, {k.lower(): v for k, v in response.getheaders()}
+            finally:
+                conn.close()
+
+        for target in (ATTACK, "https://good.example\\\\@evil.example/", "http://0x7f.1/"):
+            for method in ("GET", "HEAD"):
+                status, headers = click(target, method)
+                assert status == 404 and "location" not in headers, (target, method, headers)
+        status, headers = click("https://good.example/path")
+        assert (status, headers["location"]) == (302, "https://good.example/path")
+        conn = http.client.HTTPConnection("127.0.0.1", tracker.admin_port, timeout=30)
+        conn.request("GET", f"/api/v1/events?rcpt={rcpt}", headers=tracker.admin_headers)
+        events = json.loads(conn.getresponse().read())["results"]
+        conn.close()
+        assert [e["target_link_url"] for e in events] == ["https://good.example/path"]
