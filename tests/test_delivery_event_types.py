@@ -16,6 +16,16 @@ import pytest
 from smtpapi_milter.config import load_config
 from smtpapi_milter.events.model import EVENT_CLASSES, envelope, policy_rejection_event
 from smtpapi_milter.events.store import open_store
+from smtpapi_milter.mta.state import STORE_DOWN
+from smtpapi_milter.policy import PolicyFailure, PolicyVerdict
+from smtpapi_milter.rejections import is_policy_refusal
+from smtpapi_milter.replies import (
+    EXTRA_RECIPIENT_DEFERRED,
+    TRANSMISSION_ID_UNAVAILABLE,
+    SmtpReply,
+    SmtpReplyError,
+    invalid,
+)
 
 from .dashboard_data import http_get, injection, outcome
 from .harness.smtpapi import ROOT, RunningTracker
@@ -137,3 +147,19 @@ def test_webhooks_deliver_the_new_types_as_message_events(
         (["message_event"], "bounce"),
         (["message_event"], "policy_rejection"),
     ]
+
+
+@pytest.mark.parametrize(
+    "error, recorded",
+    [
+        (invalid("X-MSYS-API is not valid JSON"), True),
+        (SmtpReplyError(EXTRA_RECIPIENT_DEFERRED), True),
+        (PolicyVerdict(SmtpReply("550", "5.7.1", "blocked")), True),
+        (PolicyVerdict(SmtpReply("451", "4.3.0", "a policy may say anything")), True),
+        (SmtpReplyError(STORE_DOWN), False),  # our trouble: the client retries the same mail
+        (SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE), False),
+        (PolicyFailure(SmtpReply("451", "4.3.0", "policy raised")), False),
+    ],
+)
+def test_only_verdicts_on_the_mail_are_policy_rejections(error, recorded):
+    assert is_policy_refusal(error) is recorded
