@@ -15,6 +15,7 @@ from typing import Any
 
 from . import __version__, logs, preflight, state_owner
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from .events.erasure import NotAnAddress, erasable_address
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
 from .events.store import EventStore, StoreUnavailable, open_store
 from .events.table import format_table
@@ -340,12 +341,21 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    try:
+        address = erasable_address(args.address)
+    except NotAnAddress as exc:
+        print(f"smtpapi-milter erase: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     store = _open_store(load_config(args.config))
     if store is None:
         return EXIT_UNAVAILABLE
     with contextlib.closing(store):
-        deleted = store.erase_recipient(args.address)
-    print(f"erased {deleted} events of {args.address}")
+        try:
+            deleted = store.erase_recipient(address)
+        except StoreUnavailable as exc:
+            print(f"smtpapi-milter erase: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+    print(f"erased {deleted} events of {address}; later events of it will not be stored")
     return EXIT_OK
 
 

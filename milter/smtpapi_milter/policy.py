@@ -3,15 +3,15 @@
 A policy is a ``*.py`` file in the policy directory defining any of the hooks in
 :data:`PHASES`; each is called with one :class:`PolicyContext`. Files load in name order,
 so ``10-auth.py`` runs before ``50-campaigns.py``. A whole directory loads or nothing does,
-which lets the milter reload on SIGHUP and keep the old set when a new file is broken.
+which lets the milter reload on SIGHUP and keep the old set when a new file is broken. Only
+files that root or the milter's own user alone can change are run, from the bytes that were
+checked (:mod:`.policy_files`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import queue
-import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -24,6 +24,7 @@ import structlog
 
 from .context import Variables
 from .envelope import Envelope
+from .policy_files import PolicySource, UntrustedPolicy, read_policy_directory
 from .replies import SmtpReply, SmtpReplyError
 
 PHASES = (
@@ -158,12 +159,13 @@ class PolicySet:
         A missing directory is an empty policy set (the default location need not exist).
         """
         root = Path(directory)
-        if not root.is_dir():
-            if root.exists():
-                raise PolicyLoadError(f"{root}: not a directory")
+        try:
+            sources = read_policy_directory(root)
+        except (UntrustedPolicy, OSError) as exc:
+            raise PolicyLoadError(str(exc)) from exc
+        if sources is None:
             return cls([], str(root))
-        policies = [_load_file(path) for path in sorted(root.glob("*.py"))]
-        return cls(policies, str(root))
+        return cls([load_source(source) for source in sources], str(root))
 
     def has_hook(self, phase: str) -> bool:
         """Whether any policy hooks ``phase`` (if none does, its context need not be made)."""
@@ -265,24 +267,29 @@ class _HookRunner:
 _RUNNER = _HookRunner()
 
 
-def _load_file(path: Path) -> Policy:
-    _check_permissions(path)
+def load_source(source: PolicySource) -> Policy:
+    """Run one policy's checked bytes as a fresh module and collect its hooks.
+
+    The code comes from ``source.source`` only (never re-read by path), so swapping the file
+    after it was checked changes nothing that runs."""
     global _load_generation
     with _load_lock:
         _load_generation += 1
         # A fresh module name per load: a reload never mutates modules the old set uses.
-        module_name = f"smtpapi_policy_{_load_generation}_{path.stem.replace('-', '_')}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise PolicyLoadError(f"{path}: cannot be loaded as a Python module")
-    module = importlib.util.module_from_spec(spec)
+        stem = Path(source.name).stem.replace("-", "_")
+        module_name = f"smtpapi_policy_{_load_generation}_{stem}"
+    module = ModuleType(module_name)
+    module.__file__ = source.path
     try:
-        spec.loader.exec_module(module)
+        code = compile(source.source, source.path, "exec", dont_inherit=True)
+        # In sys.modules while it runs, as an import would be (dataclasses look it up).
+        sys.modules[module_name] = module
+        exec(code, module.__dict__)
     except Exception as exc:
-        raise PolicyLoadError(f"{path}: {type(exc).__name__}: {exc}") from exc
+        raise PolicyLoadError(f"{source.path}: {type(exc).__name__}: {exc}") from exc
     finally:
         sys.modules.pop(module_name, None)
-    return Policy(path.name, str(path), _hooks(module, path))
+    return Policy(source.name, source.path, _hooks(module, Path(source.path)))
 
 
 def _hooks(module: ModuleType, path: Path) -> dict[str, Callable[[PolicyContext], Any]]:
@@ -295,12 +302,3 @@ def _hooks(module: ModuleType, path: Path) -> dict[str, Callable[[PolicyContext]
             raise PolicyLoadError(f"{path}: {phase} is not a function")
         hooks[phase] = hook
     return hooks
-
-
-def _check_permissions(path: Path) -> None:
-    """Refuse code that someone other than its owner (or root) could have changed."""
-    st = path.stat()
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise PolicyLoadError(f"{path}: refused, writable by group or others (chmod go-w {path})")
-    if st.st_uid not in (0, os.geteuid()):
-        raise PolicyLoadError(f"{path}: refused, owned by uid {st.st_uid}, not root or us")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .columns import derived_columns
+from .erasure import ERASED_TABLE
 
 
 class SchemaError(Exception):
@@ -146,6 +147,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         [_webhook_cursors("INTEGER", "REAL")],
         _engagement_columns("INTEGER"),
         _token_floods("INTEGER", "REAL"),
+        [ERASED_TABLE.format(real="REAL")],  # 5: erased recipients (events/erasure.py)
     ],
     POSTGRESQL: [
         [
@@ -167,6 +169,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         [_webhook_cursors("BIGINT", "DOUBLE PRECISION")],
         _engagement_columns("SMALLINT"),
         _token_floods("BIGINT", "DOUBLE PRECISION"),
+        [ERASED_TABLE.format(real="DOUBLE PRECISION")],  # 5: erased recipients
     ],
 }
 

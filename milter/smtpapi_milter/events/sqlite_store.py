@@ -13,8 +13,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import floods, schema
-from .store import EVENT_COLUMNS, ON_CONFLICT, Cursor, EventStore, StoreUnavailable, T
+from . import erasure, floods, schema
+from .store import (
+    EVENT_COLUMNS,
+    ON_CONFLICT,
+    RCPT_COLUMN,
+    Cursor,
+    EventStore,
+    StoreUnavailable,
+    T,
+)
 from .writer_lock import WriterLock
 
 # SQLite: events per INSERT statement (fewer if the library allows fewer parameters), and
@@ -70,6 +78,8 @@ class SqliteStore(EventStore):
             cached_statements=statements,
         )
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        # Deleted events (erase, retention) are overwritten with zeros, not left in free space.
+        conn.execute("PRAGMA secure_delete=ON")
         return conn
 
     def _transaction(self, work: Callable[[Cursor], T], *, write: bool) -> T:
@@ -113,15 +123,35 @@ class SqliteStore(EventStore):
         # group that fits one statement needs no BEGIN/COMMIT steps (a statement is atomic).
         per = self._rows_per_statement
         if len(rows) <= per and rows and not flood_counts:
-            self._connected(lambda conn: _insert_rows(conn, rows), write=True)
+            # Under the writer lock: no erase can come between the check and the insert.
+            self._connected(lambda conn: _insert_rows(conn, _unerased(conn, rows)), write=True)
             return
 
         def work(cur: Cursor) -> None:
-            for start in range(0, len(rows), per):
-                _insert_rows(cur, rows[start : start + per])
+            kept = _unerased(cur, rows)
+            for start in range(0, len(kept), per):
+                _insert_rows(cur, kept[start : start + per])
             floods.add_counts(cur, self._sql, flood_counts)
 
         self._transaction(work, write=True)
+
+    def erase_recipient(self, rcpt: str) -> int:
+        deleted = super().erase_recipient(rcpt)
+        self.checkpoint()
+        return deleted
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it to nothing: deleted rows must
+        not stay readable in old WAL frames. StoreUnavailable if a reader held it up."""
+
+        def truncate(conn: sqlite3.Connection) -> None:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                raise sqlite3.OperationalError(
+                    "WAL checkpoint held up by a reader; run erase again to finish it"
+                )
+
+        self._connected(truncate, write=True)
 
     def close(self) -> None:
         with self._locks[True], self._locks[False]:
@@ -132,7 +162,14 @@ class SqliteStore(EventStore):
                 self._writer_lock.close()
 
 
+def _unerased(conn: sqlite3.Connection | sqlite3.Cursor, rows: list) -> list:
+    cur = conn.cursor() if isinstance(conn, sqlite3.Connection) else conn
+    return list(erasure.without_erased(cur, str, rows, RCPT_COLUMN))
+
+
 def _insert_rows(conn: sqlite3.Connection | sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
     conn.execute(_multirow_insert(len(rows)), [value for row in rows for value in row])
 
 

@@ -28,7 +28,7 @@ import structlog
 
 from ..redaction import redact  # one helper for every secret; others import it from here
 from ..settings import SYSTEM_TAG_LIMIT
-from . import floods, schema, stats
+from . import erasure, floods, schema, stats
 from .columns import derived_columns
 from .columns import text_column as _text
 from .schema import SchemaError
@@ -62,6 +62,7 @@ EVENT_COLUMNS = (
     "tags",
 )
 ON_CONFLICT = " ON CONFLICT (event_id) DO NOTHING"
+RCPT_COLUMN = EVENT_COLUMNS.index("rcpt_to")
 _INSERT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))})" + ON_CONFLICT
@@ -217,8 +218,9 @@ class EventStore(stats.CampaignReports):
     ) -> None:
         def work(cur: Cursor) -> None:
             self._lock(cur, "cursor", shared=True)
-            if rows:
-                cur.executemany(self._sql(_INSERT), rows)
+            kept = erasure.without_erased(cur, self._sql, rows, RCPT_COLUMN)
+            if kept:
+                cur.executemany(self._sql(_INSERT), kept)
             floods.add_counts(cur, self._sql, flood_counts)
 
         self._transaction(work, write=True)
@@ -312,8 +314,16 @@ class EventStore(stats.CampaignReports):
         return self._transaction(work, write=False)
 
     def erase_recipient(self, rcpt: str) -> int:
-        """Delete every event of one recipient (privacy requests); returns how many."""
-        return self._delete("rcpt_to = ?", _text(rcpt).lower())
+        """Delete every event of one recipient and keep later ones out (privacy requests,
+        :mod:`.erasure`); returns how many were deleted. NotAnAddress (a ValueError) for an
+        empty, blank or malformed address, before anything is touched."""
+        address = erasure.erasable_address(rcpt)
+
+        def work(cur: Cursor) -> int:
+            self._lock(cur, "cursor")  # inserts in flight finish first; later ones see it
+            return erasure.erase(cur, self._sql, address)
+
+        return self._transaction(work, write=True)
 
     def delete_older_than(self, cutoff: float) -> int:
         """Delete events with a timestamp before ``cutoff`` (retention); returns how many.

@@ -5,7 +5,9 @@ One ``webhook_cursors`` row per endpoint (schema migration 2). Every event with 
 A batch in flight is written down *before* it is first posted — its batch id, the last event
 id it covers and the event types it was built for — so whoever delivers the endpoint next
 (this process after a restart, or another node) re-sends exactly that batch under the same
-``X-MessageSystems-Batch-ID`` before going on.
+``X-MessageSystems-Batch-ID`` before going on. Every attempt reads the batch's events from the
+store again, so one is the batch as first built less any events erased since (privacy,
+retention): never an event that was not in it, so the batch id stays a true de-duplication key.
 
 Several tracker nodes may share one PostgreSQL store; a lease in the same row lets one of
 them deliver an endpoint at a time. The lease is only about liveness: every write is fenced

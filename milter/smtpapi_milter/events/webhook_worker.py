@@ -292,12 +292,15 @@ class EndpointWorker:
     def _attempt(self) -> float:
         batch = self._batch
         assert batch is not None
-        if not batch.events:  # everything in it was erased before it could be re-sent
-            self._finish(batch)
-            return 0.0
         mono = time.monotonic()
         if mono < batch.next_attempt:
             return batch.next_attempt - mono
+        self._refresh(batch)
+        if self._stopping.is_set():
+            return 0.0
+        if not batch.events:  # everything in it was erased before it could be (re-)sent
+            self._finish(batch)
+            return 0.0
         headers = request_headers(self.hook, batch.flight.batch_id, batch.body)
         result = self._poster.post(batch.body, headers)
         batch.attempts += 1
@@ -307,6 +310,20 @@ class EndpointWorker:
         if self._stopping.is_set():
             return 0.0  # cut by stop(): not the receiver's failure; re-sent next time
         return self._failed(batch, result)
+
+    def _refresh(self, batch: _Batch) -> None:
+        """Read the batch's events again right before each POST.
+
+        An erase (by this process or by ``smtpapi-milter erase`` in another) may have
+        deleted some since the batch was built, and a retry must not send them again. The
+        batch keeps its id: a re-sent batch holds the same events or fewer, never others,
+        so a receiver that de-duplicates on the id already has all of it."""
+        events = self._rebuild(self._delivered, batch.flight)
+        if self._stopping.is_set():
+            return  # the rebuild may have stopped half-way: keep what is held
+        if [e.get("event_id") for e in events] != [e.get("event_id") for e in batch.events]:
+            batch.events = events
+            batch.body = batch_body(events)
 
     def _delivered_ok(self, batch: _Batch, result: PostResult) -> None:
         self._finish(batch)

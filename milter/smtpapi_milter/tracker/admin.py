@@ -11,8 +11,9 @@ Routes (JSON unless said otherwise):
 - ``GET /api/v1/events?type=&campaign=&rcpt=&since=&until=&after=&limit=`` — flat events,
   oldest first, ``{"results": [...], "next_after": ID|null}``; pass ``after=next_after`` for
   the next page. ``type`` may repeat or hold a comma list; times as in ``events.query``.
-- ``DELETE /api/v1/recipients/{address}/events`` — erase one recipient's events (privacy
-  requests): ``{"deleted": N}``.
+- ``DELETE /api/v1/recipients/{address}/events`` — erase one recipient's events and keep
+  later ones out (privacy requests, events/erasure.py): ``{"deleted": N}``; 400 for an
+  empty or malformed address.
 - ``GET /healthz``; ``GET /metrics`` (Prometheus text: webhook delivery counters, and the
   public listener's tracking requests summed over its workers, see ``metrics``).
 
@@ -29,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from ..events.erasure import NotAnAddress, erasable_address
 from ..events.query import EventQuery, QueryError
 from ..events.store import EventStore, LazyStore, StoreUnavailable
 from . import metrics
@@ -181,5 +183,9 @@ async def erase_recipient(request: Request) -> tuple[int, Any]:
     address, _, tail = rest.rpartition("/")
     if tail != "events" or not address:
         return 404, {"error": "use DELETE /api/v1/recipients/{address}/events"}
-    deleted = await request.in_thread(lambda: request.store.erase_recipient(unquote(address)))
+    try:
+        erased = erasable_address(unquote(address))
+    except NotAnAddress as exc:
+        return 400, {"error": str(exc)}
+    deleted = await request.in_thread(lambda: request.store.erase_recipient(erased))
     return 200, {"deleted": deleted}
