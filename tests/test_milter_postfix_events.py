@@ -173,3 +173,21 @@ def test_a_store_that_is_down_never_turns_a_refusal_into_an_accept(tmp_path, cap
         milter.wait_for_log("policy_rejection not recorded: event store unavailable")
     assert reply_line(error).startswith("550 5.6.0 X-MSYS-API is not valid JSON")
     assert capture.messages == []
+
+
+def test_a_refused_message_records_one_rejection_per_recipient(tmp_path, capture):
+    reinject_port = free_port()
+    milter = RunningMilter(
+        tmp_path, smtpapi={"multi_recipient": "split", "reinject_to": f"127.0.0.1:{reinject_port}"}
+    )
+    listener = f"127.0.0.1:{reinject_port} inet n - n - - smtpd -o smtpd_milters=\n"
+    message = corpus.wrap_html(HTML, "8bit", b"X-MSYS-API: {}\r\nX-MSYS-API: {}")
+    rcpts = ["one@example.org", "Two@Example.org"]
+    with milter, mta(milter, capture, extra_master_cf=listener) as postfix:
+        with pytest.raises(smtplib.SMTPDataError) as info:
+            send(postfix.smtp_port, message, rcpts)
+        found = events(milter, "policy_rejection")
+    reply = reply_line((info.value.smtp_code, info.value.smtp_error))
+    assert reply == "550 5.6.0 message has more than one X-MSYS-API header"
+    assert [(e["raw_rcpt_to"], e["raw_reason"]) for e in found] == [(r, reply) for r in rcpts]
+    assert len({e["event_id"] for e in found}) == 2 and capture.messages == []
