@@ -272,6 +272,9 @@ def test_showcase_charts_span_the_week(filled, page, tmp_path):
     bars = page.locator("#opens-chart svg rect.human")
     expect(bars.first).to_be_visible()
     assert bars.count() > 20  # a week of activity, many buckets with people's opens
+    # No delivery outcomes known for it: no outcome bar, no bounce panels, nothing in their place.
+    expect(page.locator("#outcomes, #bounce-classes")).to_have_count(0)
+    assert "null" not in page.locator("#view").inner_text()
     page.screenshot(path=tmp_path / f"showcase-{filled.backend}.png", full_page=True)
 
 

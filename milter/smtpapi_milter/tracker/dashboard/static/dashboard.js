@@ -245,8 +245,8 @@
       el("h2", { id: "campaign-name", class: s.campaign_id === "" ? "unnamed" : null,
         text: campaignName(s.campaign_id) }),
       el("p", { class: "note", text: `Events from ${when(s.first_event)} to ${when(s.last_event)}` }),
-      cards(s), outcomeBar(s), timeCharts(series), bouncePanels(bounces),
-      linkTable(links.results, floods.results));
+      ...[cards(s), outcomeBar(s), timeCharts(series), bouncePanels(bounces),
+        linkTable(links.results, floods.results)].filter(Boolean)); // no panel: nothing shown
   }
 
   // What became of the injected mail: delivered, bounced by category, still open.
