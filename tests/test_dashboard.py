@@ -238,6 +238,7 @@ def test_thousands_of_campaigns_page_search_sort_and_filter(filled, page, tmp_pa
     expect(info).to_have_text(f"1–50 of {total:,} · page 1 of {-(-total // 50)}")
     rows = page.locator("#campaigns tbody tr")
     expect(rows).to_have_count(50)
+    page.screenshot(path=tmp_path / f"list-{filled.backend}.png")
     first = rows.first.locator("th").inner_text()
     page.get_by_role("button", name="Next").click()
     expect(info).to_have_text(re.compile(r"^51–100 of"))

@@ -11,7 +11,8 @@ this table does not know counts as undetermined.
   the category of their ``bounce_class``.
 - ``delivery_rate``: delivered / injections; ``delivered_open_rate`` and
   ``delivered_click_rate``: unique opens / clicks per delivered message. None without the
-  denominator (no deliveries are known until the MTA's log is followed).
+  denominator (no deliveries are known until the MTA's log is followed). In totals over
+  several campaigns, only campaigns with deliveries count towards these two.
 
 The class is read from the stored payload (the compact JSON the store writes, where the field
 is spelled ``"bounce_class":"N"``) by a substring test that runs alike on SQLite and
@@ -77,6 +78,13 @@ RATES = {
     "delivery_rate": ("delivered", "injections"),
     "delivered_open_rate": ("unique_opens", "delivered"),
     "delivered_click_rate": ("unique_clicks", "delivered"),
+}
+
+# Over several campaigns, the rates over delivered count only campaigns whose deliveries are
+# known (the log may be followed for some of them only): rate -> numerator, per campaign row.
+TOTAL_RATES = {
+    "delivered_open_rate": "CASE WHEN delivered > 0 THEN unique_opens ELSE 0 END",
+    "delivered_click_rate": "CASE WHEN delivered > 0 THEN unique_clicks ELSE 0 END",
 }
 
 

@@ -171,7 +171,8 @@ def campaigns_sql(
     if expression == "campaign_id":
         expression = f"campaign_id {dialect.binary}"
     columns = ", ".join(("campaign_id", *COUNT_NAMES, "first_event", "last_event"))
-    windows = ", ".join(f"sum({name}) OVER ()" for name in COUNT_NAMES)
+    summed = (*COUNT_NAMES, *outcomes.TOTAL_RATES.values())
+    windows = ", ".join(f"sum({name}) OVER ()" for name in summed)
     sql = (
         f"SELECT {columns}, count(*) OVER (), {windows} FROM ({grouped}) AS c"
         f" ORDER BY {expression} {direction} NULLS LAST, campaign_id {dialect.binary}"
@@ -190,16 +191,21 @@ def totals_sql(scope: Scope, dialect: Dialect) -> tuple[str, list[Any]]:
     """How many campaigns match, and their counts added up (uniques per campaign); for a
     page past the end, which has no row to carry them."""
     grouped, params = _grouped(scope, dialect)
-    sums = ", ".join(f"coalesce(sum({name}), 0)" for name in COUNT_NAMES)
+    summed = (*COUNT_NAMES, *outcomes.TOTAL_RATES.values())
+    sums = ", ".join(f"coalesce(sum({name}), 0)" for name in summed)
     return f"SELECT count(*), {sums} FROM ({grouped}) AS c", params
 
 
 def totals(row: tuple[Any, ...]) -> dict[str, Any]:
     """The totals object from :func:`totals_sql`'s row."""
     count, *sums = row
+    counts, parts = sums[: len(COUNT_NAMES)], sums[len(COUNT_NAMES) :]
     result: dict[str, Any] = {"campaigns": int(count)}
-    result.update(zip(COUNT_NAMES, (int(n) for n in sums), strict=True))
+    result.update(zip(COUNT_NAMES, (int(n) for n in counts), strict=True))
     _add_rates(result)
+    delivered = result["delivered"]
+    for rate, part in zip(outcomes.TOTAL_RATES, parts, strict=True):
+        result[rate] = round(int(part) / delivered, 4) if delivered else None
     return result
 
 
