@@ -79,6 +79,45 @@ def injection(n: str, campaign: str, rcpt: str, at: float, tags: list[str]) -> d
     )
 
 
+# Copied from the injection a delivery outcome joins (SPEC 13), as the log follower does.
+JOINED = (
+    "transmission_id", "message_id", "campaign_id", "customer_id", "rcpt_to", "raw_rcpt_to",
+    "rcpt_tags", "rcpt_meta", "msg_from", "friendly_from", "subject", "injection_time",
+    "mta_queue_id",
+)  # fmt: skip
+REPLIES = {
+    "delivery": "250 2.0.0 Ok: queued as 4XyZ",
+    "delay": "452 4.2.2 Mailbox full",
+    "bounce": "550 5.1.1 User unknown",
+}
+
+
+def outcome(
+    n: str, kind: str, sent: dict[str, Any], at: float, bounce_class: int = 10, reply: str = ""
+) -> dict[str, Any]:
+    """A ``delivery``, ``delay`` or ``bounce`` event for the mail of injection event ``sent``,
+    with SparkPost's message_event fields (the shared field names of issue 16)."""
+    reply = reply or REPLIES[kind]
+    event = {"type": kind, "event_id": f"{kind}-{n}", "timestamp": str(int(at))}
+    event.update({key: sent.get(key, "") for key in JOINED})
+    event.update(
+        delv_method="esmtp",
+        ip_address="192.0.2.25",
+        routing_domain=sent["rcpt_to"].rpartition("@")[2],
+        queue_time=str(int((at - float(sent["timestamp"])) * 1000)),
+        num_retries="0" if kind == "delivery" else "1",
+        outbound_tls="1",
+    )
+    if kind != "delivery":
+        event.update(
+            error_code=reply[:3],
+            raw_reason=reply,
+            reason=reply,
+            bounce_class=str(bounce_class),
+        )
+    return event
+
+
 def engagement(
     n: str, kind: str, sent: dict[str, Any], at: float, agent: str, link=("", "")
 ) -> dict[str, Any]:
@@ -155,6 +194,39 @@ def showcase_events(recipients: int = 300, seed: int = 11) -> list[dict[str, Any
                     events.append(
                         engagement(f"show-{r}-{k}-c", "click", mail, clicked, agent, link)
                     )
+    return events
+
+
+MIX_DOMAINS = ("gmail.example", "yahoo.example", "corp.example", "tiny.example")
+MIX_BOUNCES = (10, 10, 22, 51, 54, 21, 1, 25, 30, 52, 10, 50)
+
+
+def delivery_mix_events(recipients: int = 80) -> list[dict[str, Any]]:
+    """``bounce-mix``, three days ago: deliveries, delays, bounces of every category across
+    four recipient domains, and people reading what was delivered."""
+    now, events = time.time(), []
+    sent_at = now - 3 * DAY
+    bounces = iter(MIX_BOUNCES * recipients)
+    for r in range(recipients):
+        rcpt = f"user{r}@{MIX_DOMAINS[r % 7 % len(MIX_DOMAINS)]}"
+        mail = injection(f"mix-{r}", "bounce-mix", rcpt, sent_at + r, ["mix"])
+        events.append(mail)
+        if r % 4 == 1:
+            events.append(outcome(f"mix-{r}", "delay", mail, sent_at + 600, 22))
+        if r % 5 == 2:
+            events.append(outcome(f"mix-{r}", "bounce", mail, sent_at + 900, next(bounces)))
+            continue
+        if r % 11 == 3:
+            continue  # still queued: no outcome yet
+        events.append(outcome(f"mix-{r}", "delivery", mail, sent_at + 900))
+        if r % 3 == 0:
+            opened = sent_at + 3600 + r
+            events.append(engagement(f"mix-{r}", "open", mail, opened, PEOPLE[r % 2]))
+            if r % 2 == 0:
+                link = SHOWCASE_LINKS[r % len(SHOWCASE_LINKS)]
+                events.append(
+                    engagement(f"mix-{r}", "click", mail, opened + 30, PEOPLE[r % 2], link)
+                )
     return events
 
 
@@ -245,12 +317,35 @@ def odd_ids() -> list[dict]:
     return events
 
 
+# SparkPost's bounce categories (support.sparkpost.com/docs/deliverability/
+# bounce-classification-codes); any other class is undetermined.
+CATEGORY_CLASSES = {
+    "hard": {10, 30, 90},
+    "soft": {20, 21, 22, 23, 24, 40, 60, 70, 100},
+    "block": {50, 51, 52, 53, 54},
+    "admin": {25, 80},
+}
+
+
+def bounce_category(event: dict[str, Any]) -> str:
+    number = int(event["bounce_class"])
+    return next((c for c, found in CATEGORY_CLASSES.items() if number in found), "undetermined")
+
+
 def campaign_counts(events: list[dict[str, Any]]) -> dict[str, int]:
     """A campaign's report numbers, by their definitions, counted plainly over its events:
     the oracle the SQL reports (events.stats) and the dashboard are held to."""
     people = [e for e in events if not is_machine(e.get("user_agent_parsed"))]
     machines = [e for e in events if is_machine(e.get("user_agent_parsed"))]
-    return {
+    bounces = [bounce_category(e) for e in events if e["type"] == "bounce"]
+    outcomes = {
+        "delivered": sum(e["type"] == "delivery" for e in events),
+        "delayed": sum(e["type"] == "delay" for e in events),
+        "bounced": len(bounces),
+        **{f"{c}_bounces": bounces.count(c) for c in (*CATEGORY_CLASSES, "undetermined")},
+        "policy_rejections": sum(e["type"] == "policy_rejection" for e in events),
+    }
+    return outcomes | {
         "injections": sum(e["type"] == "injection" for e in events),
         "opens": sum(e["type"] == "open" for e in people),
         "unique_opens": len(
@@ -261,3 +356,42 @@ def campaign_counts(events: list[dict[str, Any]]) -> dict[str, int]:
         "machine_opens": sum(e["type"] == "open" for e in machines),
         "machine_clicks": sum(e["type"] == "click" for e in machines),
     }
+
+
+# rate -> (numerator, denominator)
+RATES = {
+    "open_rate": ("unique_opens", "injections"),
+    "click_rate": ("unique_clicks", "injections"),
+    "delivery_rate": ("delivered", "injections"),
+    "delivered_open_rate": ("unique_opens", "delivered"),
+    "delivered_click_rate": ("unique_clicks", "delivered"),
+}
+
+
+def campaign_rates(counts: dict[str, int]) -> dict[str, float | None]:
+    """The rates of :func:`campaign_counts`, rounded as the reports give them."""
+    return {
+        rate: round(counts[part] / counts[whole], 4) if counts[whole] else None
+        for rate, (part, whole) in RATES.items()
+    }
+
+
+def bounce_breakdown(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bounces by class and by recipient domain (each domain split by category), counted
+    plainly: the oracle of the ``/bounces`` report. Order: most first, then class / domain."""
+    bounces = [e for e in events if e["type"] == "bounce"]
+    classes: dict[int, int] = {}
+    domains: dict[str, dict[str, int]] = {}
+    for event in bounces:
+        number = int(event["bounce_class"])
+        known = any(number in found for found in CATEGORY_CLASSES.values())
+        number = number if known or number == 1 else 1
+        classes[number] = classes.get(number, 0) + 1
+        domain = event["rcpt_to"].lower().rpartition("@")[2]
+        split = domains.setdefault(domain, {"bounces": 0})
+        split["bounces"] += 1
+        key = f"{bounce_category(event)}_bounces"
+        split[key] = split.get(key, 0) + 1
+    by_class = sorted(classes.items(), key=lambda item: (-item[1], item[0]))
+    by_domain = sorted(domains.items(), key=lambda item: (-item[1]["bounces"], item[0]))
+    return {"by_class": by_class, "by_domain": by_domain}

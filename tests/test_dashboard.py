@@ -35,11 +35,15 @@ from .dashboard_data import (
     BULK_CAMPAIGNS,
     GMAIL,
     SCANNER,
+    bounce_breakdown,
     bulk_events,
     campaign_counts,
+    campaign_rates,
+    delivery_mix_events,
     engage,
     http_get,
     odd_ids,
+    outcome,
     send,
     showcase_events,
 )
@@ -49,11 +53,17 @@ from .harness.smtpapi import ROOT, RunningTracker
 CAMPAIGN = "spring-sale"
 TOKEN_KEY = "smtpapi-milter-admin-token"  # where dashboard.js keeps the token (sessionStorage)
 SNEAKY = '<img src=x onerror="window.pwned=1">'  # a campaign id that is markup
+CATEGORIES = ("hard", "soft", "block", "admin", "undetermined")
 STATS = (
     "injections",
+    "delivered",
+    "delivery_rate",
+    "bounced",
     "unique_opens",
+    "delivered_open_rate",
     "open_rate",
     "unique_clicks",
+    "delivered_click_rate",
     "click_rate",
     "opens",
     "clicks",
@@ -102,12 +112,25 @@ def filled(request, tmp_path_factory) -> Iterator[Filled]:
                     (3, "https://shop.example.com/plain", SCANNER),
                 ],
             )
+            store.record(outcomes_of(store.query(campaign=CAMPAIGN, types=["injection"])))
             sneaky = send(tracker, store, SNEAKY, ["autumn"], ["someone@example.net"])
             engage(tracker, sneaky, [(0, "o", BROWSER)])
-            store.record(bulk_events() + showcase_events() + odd_ids())
+            store.record(bulk_events() + showcase_events() + odd_ids() + delivery_mix_events())
         finally:
             store.close()
         yield Filled(tracker, url, request.param)
+
+
+def outcomes_of(injections: list[dict]) -> list[dict]:
+    """What the MTA's log says about the five readers: three delivered, one delayed then
+    bounced (invalid recipient: hard), one blocked as spam."""
+    by_rcpt = {event["rcpt_to"][:7]: event for event in injections}
+    later = time.time() - 3000
+    found = [outcome(f"sale-{n}", "delivery", by_rcpt[f"reader{n}"], later) for n in range(3)]
+    found.append(outcome("sale-3", "delay", by_rcpt["reader3"], later, 22))
+    found.append(outcome("sale-3", "bounce", by_rcpt["reader3"], later + 60, 10))
+    found.append(outcome("sale-4", "bounce", by_rcpt["reader4"], later, 51))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +163,7 @@ def expected_counts(tracker: RunningTracker, campaign: str) -> dict[str, str]:
     events = [json.loads(line) for line in out.splitlines()]
     counts = campaign_counts(events)
     shown = {key: f"{value:,}" for key, value in counts.items()}
-    for rate, unique in (("open_rate", "unique_opens"), ("click_rate", "unique_clicks")):
-        shown[rate] = percent(counts[unique] / counts["injections"])
+    shown.update({rate: percent(value) for rate, value in campaign_rates(counts).items()})
     shown["main_offer_clicks"] = str(
         sum(
             e["type"] == "click"
@@ -153,8 +175,10 @@ def expected_counts(tracker: RunningTracker, campaign: str) -> dict[str, str]:
     return shown
 
 
-def percent(ratio: float) -> str:
+def percent(ratio: float | None) -> str:
     """As the page writes a rate (en-US, at most one decimal)."""
+    if ratio is None:
+        return "—"
     return f"{round(ratio * 100, 1):.1f}".removesuffix(".0") + "%"
 
 
@@ -180,7 +204,9 @@ def test_campaign_shows_what_the_events_cli_reports(filled, page, tmp_path):
     expect(page.locator("#campaign-name")).to_have_text(CAMPAIGN)
     for key in ("injections", "unique_opens", "unique_clicks", "opens", "clicks"):
         expect(page.locator(f'.card [data-stat="{key}"]')).to_have_text(expected[key])
-    for key in ("machine_opens", "machine_clicks"):
+    for key in ("machine_opens", "machine_clicks", "delivered", "delayed", "bounced"):
+        expect(page.locator(f'.card [data-stat="{key}"]')).to_have_text(expected[key])
+    for key in ("hard_bounces", "block_bounces", "delivery_rate", "delivered_open_rate"):
         expect(page.locator(f'.card [data-stat="{key}"]')).to_have_text(expected[key])
     for chart in ("#opens-chart", "#clicks-chart"):
         # Both people's and machines' columns are plotted, with a tooltip each.
@@ -206,12 +232,13 @@ def test_campaign_ids_are_shown_as_text_never_run_as_markup(filled, page):
 
 
 def test_thousands_of_campaigns_page_search_sort_and_filter(filled, page, tmp_path):
-    total = BULK_CAMPAIGNS + 5  # bulk, showcase, spring-sale, the sneaky one, odd ids
+    total = BULK_CAMPAIGNS + 6  # bulk, showcase, spring-sale, the sneaky one, odd ids, mix
     open_dashboard(page, filled)
     info = page.locator("#page-info")
     expect(info).to_have_text(f"1–50 of {total:,} · page 1 of {-(-total // 50)}")
     rows = page.locator("#campaigns tbody tr")
     expect(rows).to_have_count(50)
+    page.screenshot(path=tmp_path / f"list-{filled.backend}.png")
     first = rows.first.locator("th").inner_text()
     page.get_by_role("button", name="Next").click()
     expect(info).to_have_text(re.compile(r"^51–100 of"))
@@ -246,6 +273,9 @@ def test_showcase_charts_span_the_week(filled, page, tmp_path):
     bars = page.locator("#opens-chart svg rect.human")
     expect(bars.first).to_be_visible()
     assert bars.count() > 20  # a week of activity, many buckets with people's opens
+    # No delivery outcomes known for it: no outcome bar, no bounce panels, nothing in their place.
+    expect(page.locator("#outcomes, #bounce-classes")).to_have_count(0)
+    assert "null" not in page.locator("#view").inner_text()
     page.screenshot(path=tmp_path / f"showcase-{filled.backend}.png", full_page=True)
 
 
@@ -329,6 +359,57 @@ def test_api_reads_ids_with_a_slash_and_the_empty_id(filled):
 def test_api_says_what_is_wrong_with_a_query(filled, path):
     status, body = api(filled, path)
     assert status == 400 and body["error"]
+
+
+def test_campaign_page_breaks_bounces_down_by_class_and_domain(filled, page, tmp_path):
+    argv = [sys.executable, "-m", "smtpapi_milter.cli", "events", "--config"]
+    argv += [str(filled.tracker.config_path), "--campaign", "bounce-mix", "--format", "json"]
+    env = {"PYTHONPATH": str(ROOT / "milter"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(argv, capture_output=True, check=True, text=True, env=env).stdout
+    events = [json.loads(line) for line in out.splitlines()]
+    expected = bounce_breakdown(events)
+    counts = campaign_counts(events)
+    open_dashboard(page, filled, "#/campaign/bounce-mix?range=all")
+    expect(page.locator("#campaign-name")).to_have_text("bounce-mix")
+    for key in ("delivered", "bounced", "hard_bounces", "soft_bounces", "block_bounces"):
+        expect(page.locator(f'.card [data-stat="{key}"]')).to_have_text(f"{counts[key]:,}")
+    classes = page.locator("#bounce-classes tbody tr")
+    expect(classes).to_have_count(len(expected["by_class"]))
+    for row, (number, bounces) in zip(classes.all(), expected["by_class"], strict=True):
+        assert row.get_attribute("data-class") == str(number)
+        expect(row.locator('td[data-stat="bounces"]')).to_have_text(str(bounces))
+    domains = page.locator("#bounce-domains tbody tr")
+    expect(domains).to_have_count(len(expected["by_domain"]))
+    for row, (domain, split) in zip(domains.all(), expected["by_domain"], strict=True):
+        expect(row.locator("th")).to_have_text(domain)
+        for key in ("bounces", "hard_bounces", "soft_bounces", "block_bounces"):
+            cell = row.locator(f'td[data-stat="{key}"]')
+            expect(cell).to_have_text(str(split.get(key, 0)))
+    # The outcome bar: delivered and each bounce category drawn, with tooltips.
+    for part in ("delivered", "hard", "soft", "block", "admin", "undetermined", "pending"):
+        expect(page.locator(f"#outcomes svg rect.{part}")).to_have_count(1)
+    shot = tmp_path / f"bounces-{filled.backend}.png"
+    page.screenshot(path=shot, full_page=True)
+    assert shot.stat().st_size > 20_000
+
+
+def test_api_gives_the_bounce_breakdown(filled):
+    status, body = api(filled, "/api/v1/campaigns/bounce-mix/bounces?limit=2")
+    assert status == 200 and len(body["by_domain"]) == 2
+    assert {c["category"] for c in body["by_class"]} == {
+        "hard",
+        "soft",
+        "block",
+        "admin",
+        "undetermined",
+    }
+    invalid = next(c for c in body["by_class"] if c["bounce_class"] == 10)
+    assert (invalid["name"], invalid["category"]) == ("Invalid Recipient", "hard")
+    status, body = api(filled, "/api/v1/campaigns?sort=delivery_rate&search=bounce-mix")
+    (row,) = body["results"]
+    assert row["delivery_rate"] == round(row["delivered"] / row["injections"], 4)
+    assert row["bounced"] == sum(row[f"{c}_bounces"] for c in CATEGORIES)
+    assert api(filled, "/api/v1/campaigns/bounce-mix/bounces?limit=0")[0] == 400
 
 
 def test_campaign_page_marks_a_flooded_link(tmp_path, page):

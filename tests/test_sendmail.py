@@ -12,6 +12,7 @@ import json
 import re
 
 from smtpapi_milter.config import load_config
+from smtpapi_milter.events.store import open_store
 from smtpapi_milter.tokens import TokenCodec
 
 from . import corpus
@@ -85,3 +86,28 @@ def test_rejections_reach_the_client_verbatim(tmp_path):
         b'X-MSYS-API: {"campaign_id": "ok"}\r\n', b""
     )
     assert without_received(delivered_untouched) == untouched
+
+
+def test_events_name_sendmails_queue_id_and_its_refusals(tmp_path):
+    tracked = b'X-MSYS-API: {"campaign_id": "ids", "options": {"open_tracking": true}}'
+    messages = [Outgoing(corpus.wrap_html(HTML, "8bit", tracked))]
+    messages.append(Outgoing(corpus.wrap_html(HTML, "8bit", REJECTIONS[0][0])))
+    run = run_in_namespace(tmp_path, messages)
+    accepted, rejected = run.outcomes
+    store = open_store(load_config(str(run.milter_config)).event_store_url)
+    try:
+        (injection,) = store.query(types=["injection"])
+        (rejection,) = store.query(types=["policy_rejection"])
+    finally:
+        store.close()
+    # Sendmail's macro i at end of message: the id it answered with and wrote in Received.
+    queue_id = ACCEPTED_ID.match(accepted.text).group(1)
+    (delivered,) = run.delivered
+    assert (
+        injection["mta_queue_id"]
+        == queue_id
+        == RECEIVED_ID.match(delivered["data"]).group(1).decode()
+    )
+    assert rejection["raw_reason"] == f"{rejected.code} {rejected.text}"
+    assert rejection["raw_reason"].startswith("550 " + REJECTIONS[0][1])
+    assert rejection["mta_queue_id"] and rejection["rcpt_to"] == injection["rcpt_to"]

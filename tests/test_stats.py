@@ -7,6 +7,7 @@ other. Also: the migration that adds the report columns back-fills rows written 
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from collections.abc import Iterator
@@ -15,12 +16,21 @@ from typing import Any
 import pytest
 
 from smtpapi_milter.events import schema
+from smtpapi_milter.events.model import policy_rejection_event
 from smtpapi_milter.events.sqlite_store import sqlite_path
 from smtpapi_milter.events.stats import SORTS, Scope
 from smtpapi_milter.events.store import EventStore, open_store
 from smtpapi_milter.tracker.useragent import is_machine
 
-from .dashboard_data import campaign_counts, engagement, injection
+from .dashboard_data import (
+    RATES,
+    bounce_breakdown,
+    campaign_counts,
+    campaign_rates,
+    engagement,
+    injection,
+    outcome,
+)
 from .harness.old_store import write_version_1
 
 T0 = 1_700_000_000
@@ -33,6 +43,9 @@ AGENTS = (
     "",  # no agent at all: a machine
 )
 LINKS = (("https://e.example/a", "A"), ("https://e.example/b", "B"), ("https://e.example/c", ""))
+# Every SparkPost class, an unknown one (99: undetermined), and "1" before "10" in the payload.
+CLASSES = (1, 10, 20, 21, 22, 23, 24, 25, 30, 40, 50, 51, 52, 53, 54, 60, 70, 80, 90, 100, 99)
+DOMAINS = ("Example.org", "mail.example.net", "ÿ.example", "")
 SCOPES = [
     Scope(),
     Scope(since=T0 + 3 * 86400),
@@ -50,13 +63,17 @@ SCOPES = [
 def made_up_events(seed: int = 5) -> list[dict[str, Any]]:
     """Every kind of event and agent across campaigns, recipients, tags and ten days."""
     rng, events = random.Random(seed), []
+    classes = itertools.cycle(CLASSES)  # every class comes up
     for c, campaign in enumerate(CAMPAIGNS):
         for r in range(rng.randint(1, 12)):
             tags = rng.sample(["red", "blue", "green"], rng.randint(0, 2))
-            rcpt = f"P{r}@Example.org" if r % 3 else f"p{r}@example.org"
+            domain = DOMAINS[r % len(DOMAINS)]
+            rcpt = f"P{r}@{domain}" if r % 3 else f"p{r}@{domain.lower()}"
             sent = T0 + rng.random() * 8 * 86400
             mail = injection(f"{c}-{r}", campaign, rcpt, sent, tags)
             events.append(mail)
+            if campaign != "zeta":  # its outcomes unknown: sent before the log was followed
+                events += made_up_outcomes(rng, f"{c}-{r}", mail, classes)
             for k in range(rng.randint(0, 5)):
                 at = sent + 10 + rng.random() * 86400
                 agent = rng.choice(AGENTS)
@@ -66,6 +83,33 @@ def made_up_events(seed: int = 5) -> list[dict[str, Any]]:
                 if kind == "click" and rng.random() < 0.2:
                     events.append(engagement(f"{c}-{r}-{k}u", "link_unsubscribe", mail, at, agent))
     return events
+
+
+def made_up_outcomes(
+    rng: random.Random, n: str, mail: dict[str, Any], classes: Iterator[int]
+) -> list[dict[str, Any]]:
+    """What the MTA's log and the milter's refusals might say about one injection."""
+    sent, found = float(mail["timestamp"]), []
+    for k in range(rng.choice((0, 0, 1, 2))):
+        found.append(outcome(f"{n}-{k}", "delay", mail, sent + 60 * (k + 1), 22))
+    fate = rng.random()
+    if fate < 0.45:
+        found.append(outcome(n, "delivery", mail, sent + 300))
+    elif fate < 0.9:
+        found.append(outcome(n, "bounce", mail, sent + 300, next(classes)))
+    else:
+        found.append(
+            policy_rejection_event(
+                event_id=f"rej-{n}",
+                now=sent + 1,
+                raw_reason="550 5.7.1 refused by site policy",
+                rcpt_to=mail["raw_rcpt_to"],
+                msg_from=mail["msg_from"],
+                campaign_id=mail["campaign_id"],
+                tags=mail["rcpt_tags"],
+            )
+        )
+    return found
 
 
 EVENTS = made_up_events()
@@ -96,8 +140,7 @@ def oracle(scope: Scope) -> dict[str, dict[str, Any]]:
             "first_event": min(float(e["timestamp"]) for e in events),
             "last_event": max(float(e["timestamp"]) for e in events),
         }
-        for rate, unique in (("open_rate", "unique_opens"), ("click_rate", "unique_clicks")):
-            row[rate] = round(row[unique] / row["injections"], 4) if row["injections"] else None
+        row.update(campaign_rates(row))
         report[campaign] = row
     return report
 
@@ -106,11 +149,9 @@ def oracle_order(rows: list[dict[str, Any]], sort: str, descending: bool) -> lis
     """Campaign ids in the order the store must give: by ``sort``, unknown rates last, then
     by id byte-wise (UTF-8 bytes sort as code points)."""
     key = {"recent": "last_event", "campaign": "campaign_id"}.get(sort, sort)
-    if sort in ("open_rate", "click_rate"):  # exact ratios, as the database compares them
-        unique = "unique_opens" if sort == "open_rate" else "unique_clicks"
-        value = {
-            r["campaign_id"]: r[unique] / r["injections"] if r["injections"] else None for r in rows
-        }
+    if sort in RATES:  # exact ratios, as the database compares them
+        part, whole = RATES[sort]
+        value = {r["campaign_id"]: r[part] / r[whole] if r[whole] else None for r in rows}
     else:
         value = {r["campaign_id"]: r[key] for r in rows}
     known = [r["campaign_id"] for r in rows if value[r["campaign_id"]] is not None]
@@ -140,8 +181,16 @@ def test_report_counts_follow_the_definitions(store, scope):
     assert {row["campaign_id"]: row for row in report["campaigns"]} == expected
     totals = report["totals"]
     assert totals["campaigns"] == len(expected)
-    for key in ("injections", "opens", "unique_opens", "clicks", "machine_clicks"):
+    for key in ("injections", "opens", "unique_opens", "clicks", "machine_clicks", "bounced"):
         assert totals[key] == sum(row[key] for row in expected.values())
+    # Over delivered: only campaigns whose deliveries are known count.
+    known = [row for row in expected.values() if row["delivered"]]
+    for rate, unique in (
+        ("delivered_open_rate", "unique_opens"),
+        ("delivered_click_rate", "unique_clicks"),
+    ):
+        part, whole = sum(r[unique] for r in known), sum(r["delivered"] for r in known)
+        assert totals[rate] == (round(part / whole, 4) if whole else None)
     assert report["any_events"] is True
     past_the_end = store.campaign_report(scope, offset=1000, limit=5)
     assert past_the_end["campaigns"] == [] and past_the_end["totals"] == totals
@@ -155,6 +204,22 @@ def test_the_data_has_every_case(store):
     assert any(row["unique_opens"] < row["opens"] for row in everything.values())
     assert any(e["type"] == "link_unsubscribe" for e in EVENTS)
     assert any(e["type"] == "initial_open" for e in EVENTS)
+    for key in ("delivered", "delayed", "policy_rejections", "undetermined_bounces"):
+        assert sum(row[key] for row in everything.values()) > 1, key
+    for category in ("hard", "soft", "block", "admin"):
+        assert sum(row[f"{category}_bounces"] for row in everything.values()) > 1, category
+    assert {int(e["bounce_class"]) for e in EVENTS if e["type"] == "bounce"} == set(CLASSES)
+
+
+@pytest.mark.parametrize("scope", SCOPES, ids=repr)
+def test_bounce_breakdown_by_class_and_domain_follows_the_definitions(store, scope):
+    expected = bounce_breakdown([e for e in EVENTS if in_scope(e, scope)])
+    found = store.campaign_bounces(scope, limit=100)
+    assert [(c["bounce_class"], c["bounces"]) for c in found["by_class"]] == expected["by_class"]
+    assert all(c["name"] and c["category"] for c in found["by_class"])
+    domains = [(d.pop("domain"), {k: v for k, v in d.items() if v}) for d in found["by_domain"]]
+    assert domains == expected["by_domain"]
+    assert len(store.campaign_bounces(scope, limit=2)["by_domain"]) == min(2, len(domains))
 
 
 @pytest.mark.parametrize("sort", SORTS)

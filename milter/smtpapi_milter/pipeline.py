@@ -106,6 +106,9 @@ class Session:
         self.envelope = Envelope()
         self.connection_vars = cv.Variables()
         self.message_vars = self.connection_vars.child()
+        # What end_of_message learnt before it refused a message (for policy_rejection events).
+        self.header: xmsysapi.XMsysApi | None = None
+        self.transmission_id = ""
 
     def _run(
         self,
@@ -174,6 +177,7 @@ class Session:
     def reset(self) -> None:
         self.envelope.reset_transaction()
         self.message_vars = self.connection_vars.child()
+        self.header, self.transmission_id = None, ""
 
     def end_of_message(
         self,
@@ -189,7 +193,7 @@ class Session:
         Raises SmtpReplyError with the reply the client must get.
         """
         self.envelope.headers = headers
-        header = _parse_header(self.envelope)
+        self.header = header = _parse_header(self.envelope)
         self._run("validate_data_spool", self.message_vars, header=header)
         builder = _CopyBuilder(self, header, body, body_size)
         recipients = list(self.envelope.recipients) or [None]
@@ -202,6 +206,7 @@ class Session:
                     copies.append(builder.build(None, self.message_vars, 0))
             else:
                 copies.append(builder.build(recipient, variables, index))
+            self.transmission_id = builder.transmission_id
         edits = [HeaderEdit(xmsysapi.HEADER_NAME, 1, None)] if header is not None else []
         return MessageResult(builder.transmission_id, edits, copies, builder.analysed)
 
@@ -280,7 +285,7 @@ class _CopyBuilder:
             copy.untracked = copy.untracked or self.untracked
             if copy.untracked is not None and copy.untracked.reason is Reason.OVER_MTA_LIMIT:
                 return copy  # delivered as it came: no injection claims a tracked message
-            copy.injection = self._injection(copy, settings)  # takes an event id too
+            copy.injection = self._injection(copy, settings, index)  # takes an event id too
         except IdUnavailable:
             raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None
         return copy
@@ -330,7 +335,9 @@ class _CopyBuilder:
         if root_cte is not None:
             copy.header_edits.append(_cte_edit(self.envelope.headers, root_cte))
 
-    def _injection(self, copy: RecipientCopy, settings: TrackingSettings) -> dict[str, Any]:
+    def _injection(
+        self, copy: RecipientCopy, settings: TrackingSettings, index: int
+    ) -> dict[str, Any]:
         from_header = self.envelope.header("From") or ""
         return injection_event(
             event_id=self.pipeline.ids.event_id(),
@@ -346,6 +353,9 @@ class _CopyBuilder:
             subject=self.envelope.header("Subject") or "",
             injection_time=self.injected_at,
             msg_size=len(copy.body) if copy.body is not None else self.body_size,
+            # The first copy stays in the MTA's transaction; split mode's others get the
+            # queue id of their re-injection (mta.reinject).
+            mta_queue_id=self.envelope.queue_id if index == 0 else "",
         )
 
 

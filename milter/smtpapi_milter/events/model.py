@@ -1,7 +1,8 @@
-"""Events in SparkPost's shape, so existing webhook consumers work unchanged (SPEC 7).
+"""Events in SparkPost's shape, so existing webhook consumers work unchanged (SPEC 7, 13).
 
-Injection events come from the milter (``msys.message_event``); open, click and
-link_unsubscribe events from the tracker (``msys.track_event``, ``msys.unsubscribe_event``).
+Injection and policy_rejection events come from the milter, delivery, delay and bounce
+events from the MTA's log (all ``msys.message_event``); open, click and link_unsubscribe
+events from the tracker (``msys.track_event``, ``msys.unsubscribe_event``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import Any
 
 EVENT_CLASSES = {
     "injection": "message_event",
+    "delivery": "message_event",
+    "delay": "message_event",
+    "bounce": "message_event",
+    "policy_rejection": "message_event",
     "open": "track_event",
     "initial_open": "track_event",
     "click": "track_event",
@@ -42,8 +47,15 @@ def injection_event(
     subject: str,
     injection_time: float | None = None,
     msg_size: int = 0,
+    mta_queue_id: str = "",
 ) -> dict[str, Any]:
-    """One ``injection`` event (flat form; :func:`envelope` wraps it for webhooks)."""
+    """One ``injection`` event (flat form; :func:`envelope` wraps it for webhooks).
+
+    ``mta_queue_id`` is the MTA's queue id for this copy ('' when unknown): what joins the
+    MTA's log lines (delivery, delay, bounce) to it. ``raw_rcpt_to`` keeps the recipient as
+    the envelope gave it, which is how the MTA logs it (``to=``, or ``orig_to=`` after an
+    alias rewrote it).
+    """
     injected = time.time() if injection_time is None else injection_time
     return {
         "type": "injection",
@@ -63,6 +75,7 @@ def injection_event(
         "msg_size": str(msg_size),
         "injection_time": iso_time(injected),
         "delv_method": "esmtp",
+        "mta_queue_id": mta_queue_id,
     }
 
 
@@ -105,6 +118,61 @@ def engagement_event(
     else:
         event["initial_pixel"] = kind == "initial_open"
     return event
+
+
+# SparkPost's class for mail its own policies failed (support.sparkpost.com/docs/
+# deliverability/bounce-classification-codes: 25 "Admin Failure"); suppressed recipients
+# get it too.
+ADMIN_FAILURE = "25"
+
+
+def policy_rejection_event(
+    *,
+    event_id: str,
+    now: float,
+    raw_reason: str,
+    rcpt_to: str | None,
+    msg_from: str,
+    campaign_id: str = "",
+    customer_id: str = "",
+    tags: tuple[str, ...] | list[str] = (),
+    metadata: dict[str, Any] | None = None,
+    transmission_id: str = "",
+    mta_queue_id: str = "",
+    subject: str = "",
+    friendly_from: str = "",
+) -> dict[str, Any]:
+    """One ``policy_rejection`` event: the milter refused a message or one recipient.
+
+    ``raw_reason`` is the whole reply the client got ("550 5.6.0 ..."); ``reason`` is the
+    same without the recipient's address, so rejections group by their cause.
+    """
+    rcpt = rcpt_to or ""
+    reason = raw_reason
+    if rcpt:
+        reason = reason.replace(f"<{rcpt}>", "").replace(rcpt, "")
+        reason = " ".join(reason.split())
+    return {
+        "type": "policy_rejection",
+        "event_id": event_id,
+        "timestamp": str(int(now)),
+        "transmission_id": transmission_id,
+        "campaign_id": campaign_id,
+        "customer_id": customer_id,
+        "rcpt_to": rcpt.lower(),
+        "raw_rcpt_to": rcpt,
+        "rcpt_tags": list(tags),
+        "rcpt_meta": metadata or {},
+        "msg_from": msg_from,
+        "friendly_from": friendly_from,
+        "subject": subject,
+        "error_code": raw_reason[:3],
+        "raw_reason": raw_reason,
+        "reason": reason,
+        "bounce_class": ADMIN_FAILURE,
+        "mta_queue_id": mta_queue_id,
+        "delv_method": "esmtp",
+    }
 
 
 def envelope(event: dict[str, Any]) -> dict[str, Any]:

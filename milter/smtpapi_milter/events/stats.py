@@ -12,6 +12,8 @@ The definitions, in one place (SparkPost's where it has one):
   link scanners, clicks faster than a person) count only in ``machine_opens`` and
   ``machine_clicks``, never in the numbers above. A Gmail image-proxy open is a person.
 - ``open_rate`` / ``click_rate``: unique opens / clicks per injection; None without injections.
+- Delivery outcomes (delivered, delayed, bounces by category, policy rejections, and the rates
+  over delivered mail) and the bounce breakdown: :mod:`.delivery_stats`.
 
 Every query here runs unchanged on SQLite and PostgreSQL but for the few spellings in
 :class:`Dialect`, and orders ties by campaign id byte-wise, so both give the same pages. The
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import delivery_stats as outcomes
 from .columns import tag_needle, text_column
 
 MAX_PER_PAGE = 500
@@ -49,17 +52,23 @@ _COUNTS = (
     ),
     ("machine_opens", f"count(CASE WHEN type = 'open' AND machine = {MACHINE} THEN 1 END)"),
     ("machine_clicks", f"count(CASE WHEN type = 'click' AND machine = {MACHINE} THEN 1 END)"),
+    *outcomes.COUNTS,
 )
 COUNT_NAMES = tuple(name for name, _ in _COUNTS)
 _RATES = {"open_rate": "unique_opens", "click_rate": "unique_clicks"}
+# rate -> (numerator, denominator)
+RATE_PARTS = {
+    **{rate: (unique, "injections") for rate, unique in _RATES.items()},
+    **outcomes.RATES,
+}
 # sort key -> (SQL over the grouped columns, descending by default)
 SORTS = {
     "recent": ("last_event", True),
     "campaign": ("campaign_id", False),
     **{name: (name, True) for name in COUNT_NAMES},
     **{
-        rate: (f"CAST({unique} AS DOUBLE PRECISION) / NULLIF(injections, 0)", True)
-        for rate, unique in _RATES.items()
+        rate: (f"CAST({part} AS DOUBLE PRECISION) / NULLIF({whole}, 0)", True)
+        for rate, (part, whole) in RATE_PARTS.items()
     },
 }
 
@@ -71,6 +80,7 @@ class Dialect:
     contains: str  # format with haystack, needle
     binary: str
     bucket: str  # bucket number of `timestamp` for (offset, width) parameters
+    position: str  # format with haystack, needle: 1-based index, 0 if absent
 
 
 DIALECTS = {
@@ -78,11 +88,13 @@ DIALECTS = {
         contains="instr({}, {}) > 0",
         binary="COLLATE BINARY",
         bucket="CAST((timestamp + ?) / ? AS INTEGER)",  # timestamps are positive: truncation
+        position="instr({}, {})",
     ),
     "postgresql": Dialect(
         contains="strpos({}, {}) > 0",
         binary='COLLATE "C"',  # the database's collation may sort by language rules
         bucket="CAST(floor((timestamp + ?) / ?) AS BIGINT)",
+        position="strpos({}, {})",
     ),
 }
 
@@ -123,9 +135,14 @@ class Scope:
 def _grouped(scope: Scope, dialect: Dialect) -> tuple[str, list[Any]]:
     where, params = scope.where(dialect)
     counts = ", ".join(f"{sql} AS {name}" for name, sql in _COUNTS)
+    # The bounce class is worked out once per row, and only for bounces.
+    rows = (
+        "SELECT campaign_id, type, machine, rcpt_to, timestamp,"
+        f" {outcomes.bounce_class_sql(dialect.contains)} AS bounce_class FROM events{where}"
+    )
     sql = (
         f"SELECT campaign_id, {counts}, min(timestamp) AS first_event,"
-        f" max(timestamp) AS last_event FROM events{where} GROUP BY campaign_id"
+        f" max(timestamp) AS last_event FROM ({rows}) AS e GROUP BY campaign_id"
     )
     return sql, params
 
@@ -135,9 +152,7 @@ def summary(row: tuple[Any, ...]) -> dict[str, Any]:
     campaign, *counts, first, last = row
     result: dict[str, Any] = {"campaign_id": campaign}
     result.update(zip(COUNT_NAMES, (int(n) for n in counts), strict=True))
-    for rate, unique in _RATES.items():
-        injections = result["injections"]
-        result[rate] = round(result[unique] / injections, 4) if injections else None
+    _add_rates(result)
     result["first_event"], result["last_event"] = float(first), float(last)
     return result
 
@@ -156,7 +171,8 @@ def campaigns_sql(
     if expression == "campaign_id":
         expression = f"campaign_id {dialect.binary}"
     columns = ", ".join(("campaign_id", *COUNT_NAMES, "first_event", "last_event"))
-    windows = ", ".join(f"sum({name}) OVER ()" for name in COUNT_NAMES)
+    summed = (*COUNT_NAMES, *outcomes.TOTAL_RATES.values())
+    windows = ", ".join(f"sum({name}) OVER ()" for name in summed)
     sql = (
         f"SELECT {columns}, count(*) OVER (), {windows} FROM ({grouped}) AS c"
         f" ORDER BY {expression} {direction} NULLS LAST, campaign_id {dialect.binary}"
@@ -175,19 +191,28 @@ def totals_sql(scope: Scope, dialect: Dialect) -> tuple[str, list[Any]]:
     """How many campaigns match, and their counts added up (uniques per campaign); for a
     page past the end, which has no row to carry them."""
     grouped, params = _grouped(scope, dialect)
-    sums = ", ".join(f"coalesce(sum({name}), 0)" for name in COUNT_NAMES)
+    summed = (*COUNT_NAMES, *outcomes.TOTAL_RATES.values())
+    sums = ", ".join(f"coalesce(sum({name}), 0)" for name in summed)
     return f"SELECT count(*), {sums} FROM ({grouped}) AS c", params
 
 
 def totals(row: tuple[Any, ...]) -> dict[str, Any]:
     """The totals object from :func:`totals_sql`'s row."""
     count, *sums = row
+    counts, parts = sums[: len(COUNT_NAMES)], sums[len(COUNT_NAMES) :]
     result: dict[str, Any] = {"campaigns": int(count)}
-    result.update(zip(COUNT_NAMES, (int(n) for n in sums), strict=True))
-    for rate, unique in _RATES.items():
-        injections = result["injections"]
-        result[rate] = round(result[unique] / injections, 4) if injections else None
+    result.update(zip(COUNT_NAMES, (int(n) for n in counts), strict=True))
+    _add_rates(result)
+    delivered = result["delivered"]
+    for rate, part in zip(outcomes.TOTAL_RATES, parts, strict=True):
+        result[rate] = round(int(part) / delivered, 4) if delivered else None
     return result
+
+
+def _add_rates(result: dict[str, Any]) -> None:
+    for rate, (part, whole) in RATE_PARTS.items():
+        base = result[whole]
+        result[rate] = round(result[part] / base, 4) if base else None
 
 
 def choose_bucket(first: float, last: float) -> int:
@@ -335,6 +360,24 @@ class CampaignReports:
             cur.execute(self._sql(sql), args)
             series = timeseries(cur.fetchall(), first, last, width, tz_offset)
             return {"bucket": width, "series": series}
+
+        return self._transaction(work, write=False)
+
+    def campaign_bounces(self, scope: Scope, limit: int = 20) -> dict[str, Any]:
+        """Bounces in ``scope`` by class and by recipient domain (the ``limit`` with most)."""
+        dialect = DIALECTS[self.dialect]
+        where, params = scope.where(dialect)
+        by_class = outcomes.by_class_sql(where, dialect.contains)
+        by_domain = outcomes.by_domain_sql(
+            where, dialect.contains, dialect.position, dialect.binary
+        )
+
+        def work(cur: Any) -> dict[str, Any]:
+            cur.execute(self._sql(by_class), params)
+            classes = [outcomes.class_row(row) for row in cur.fetchall()]
+            cur.execute(self._sql(by_domain), [*params, int(limit)])
+            domains = [outcomes.domain_row(row) for row in cur.fetchall()]
+            return {"by_class": classes, "by_domain": domains}
 
         return self._transaction(work, write=False)
 

@@ -9,6 +9,7 @@ from ..terminal import visible
 
 _COLUMNS = ("time (UTC)", "type", "campaign", "recipient", "detail", "by")
 _WIDTHS = (19, 16, 20, 30, 44, 0)
+_OUTCOMES = ("delivery", "delay", "bounce", "policy_rejection")  # no person or machine made
 
 
 def _detail(event: dict[str, Any]) -> str:
@@ -19,13 +20,15 @@ def _detail(event: dict[str, Any]) -> str:
         return f"{name}: {url}" if name else url
     if kind == "injection":
         return event.get("subject") or ""
+    if kind in _OUTCOMES:  # the MTA's or the milter's reply says what happened
+        return event.get("reason") or event.get("raw_reason") or event.get("ip_address") or ""
     return event.get("ip_address") or ""
 
 
 def _by(event: dict[str, Any]) -> str:
     """Who made the event: a person, or which kind of machine."""
     parsed = event.get("user_agent_parsed") or {}
-    if event.get("type") == "injection":
+    if event.get("type") == "injection" or event.get("type") in _OUTCOMES:
         return ""
     return parsed.get("machine_reason") or "person"
 

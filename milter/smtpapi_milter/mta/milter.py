@@ -19,6 +19,7 @@ import structlog
 from ..events.store import StoreUnavailable
 from ..pipeline import MessageResult, Pipeline
 from ..policy import PolicyFailure
+from ..rejections import is_policy_refusal, rejection_events
 from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError, milter_text
 from ..xmsysapi import HEADER_NAME
 from . import memory
@@ -81,7 +82,31 @@ class SmtpapiMilter(Milter.Base):
         self.setreply(reply.code, reply.status, milter_text(reply.text))
         return Milter.REJECT if reply.is_permanent else Milter.TEMPFAIL
 
-    def _guard(self, stage: str, action: Callable[[], Any]) -> int:
+    def _refuse(self, stage: str, error: SmtpReplyError, recipient: str | None = None) -> int:
+        """Refuse with a verdict on the mail: log it, record policy_rejection events, reply."""
+        self._log_verdict(stage, error.reply)
+        if is_policy_refusal(error):
+            self._record_rejection(stage, error.reply, recipient)
+        return self._reply(error.reply)
+
+    def _record_rejection(self, stage: str, reply: SmtpReply, recipient: str | None) -> None:
+        # Nothing here may change the verdict: a refused message loses no mail, so an event
+        # that cannot be built or stored is logged and the refusal goes out regardless.
+        try:
+            # The reply as the client reads it (libmilter turns each %% back into %).
+            text = milter_text(reply.text).replace("%%", "%")
+            line = " ".join(p for p in (reply.code, reply.status, text) if p)
+            events = rejection_events(self.session, stage, line, recipient, time.time())
+            if events:
+                self.state.record_rejections(events)
+        except Exception:
+            log.exception(
+                "policy_rejection not recorded",
+                stage=stage,
+                queue_id=self.session.envelope.queue_id,
+            )
+
+    def _guard(self, stage: str, action: Callable[[], Any], recipient: str | None = None) -> int:
         """Run one stage; turn pipeline replies and failures into milter replies."""
         if self.failed_message:
             return Milter.CONTINUE  # failing open: nothing more to decide for this message
@@ -90,8 +115,7 @@ class SmtpapiMilter(Milter.Base):
         except PolicyFailure as exc:  # logged with its traceback by the policy engine
             return self._failure(stage, exc.reply)
         except SmtpReplyError as exc:
-            self._log_verdict(stage, exc.reply)
-            return self._reply(exc.reply)
+            return self._refuse(stage, exc, recipient)
         except StoreUnavailable as exc:
             # Not an error to fail open on: the client retries and nothing is lost.
             log.warning("event store unavailable", stage=stage, error=str(exc))
@@ -171,10 +195,12 @@ class SmtpapiMilter(Milter.Base):
         return verdict
 
     def envrcpt(self, to: str, *params: str) -> int:
+        address = _address(to)
         if self.session.envelope.recipients and self.session.defers_extra_recipients():
             # One body per recipient: ask the client for a new transaction (RFC 5321 4.5.3.1.10).
+            self._record_rejection("rcpt", EXTRA_RECIPIENT_DEFERRED, address)
             return self._reply(EXTRA_RECIPIENT_DEFERRED)
-        return self._guard("rcpt", lambda: self.session.rcpt(_address(to)))
+        return self._guard("rcpt", lambda: self.session.rcpt(address), address)
 
     @Milter.noreply
     @Milter.decode("bytes")
@@ -225,12 +251,16 @@ class SmtpapiMilter(Milter.Base):
         if self.failed_message:
             return self._accept_untracked()
         try:
-            self._deliver(result[0])
+            self._reinject(result[0])
         except ReinjectError as exc:
             log.warning(
                 "split re-injection failed", error=str(exc), queue_id=self.session.envelope.queue_id
             )
             return self._reply(SmtpReply("451", "4.3.0", "could not queue personalised copies"))
+        verdict = self._guard("eom", lambda: self._record(result[0]))
+        if verdict != Milter.CONTINUE:
+            return verdict
+        self._apply(result[0])
         return Milter.ACCEPT
 
     def _accept_untracked(self) -> int:
@@ -272,24 +302,39 @@ class SmtpapiMilter(Milter.Base):
 
     def _end_of_message(self) -> MessageResult:
         body, size = self._body()
-        result = self.session.end_of_message(
+        return self.session.end_of_message(
             self.headers, body, shared=self.session.shares_body(), body_size=size
         )
+
+    def _reinject(self, result: MessageResult) -> None:
+        """Split mode: hand the other recipients' copies to ``reinject_to`` before replying;
+        each copy's injection event gets the queue id the listener gave it.
+
+        Before the events are stored, so they carry those ids (the MTA's log joins on them):
+        if the store then fails, the client is tempfailed and its retry sends these copies
+        again (a duplicate, never a loss), as after any later re-injection failure.
+        """
+        others = result.copies[1:]
+        if not others:
+            return
+        queue_ids = Reinjector(self.pipeline.config.smtpapi.reinject_to).send(
+            self.session.envelope.mail_from, self.headers, self._whole_body(), result, others
+        )
+        for copy, queue_id in zip(others, queue_ids, strict=True):
+            if copy.injection is not None:
+                copy.injection["mta_queue_id"] = queue_id
+
+    def _record(self, result: MessageResult) -> None:
         injections = [c.injection for c in result.copies if c.injection is not None]
         if injections:
             self.state.record(injections)  # raises SmtpReplyError(451) when the store is down
         self._log_result(result)
-        return result
 
-    def _deliver(self, result: MessageResult) -> None:
-        """Apply the first copy here; re-inject the others (split mode) before replying."""
+    def _apply(self, result: MessageResult) -> None:
+        """The first copy is this transaction's; the re-injected recipients leave it."""
         first, others = result.copies[0], result.copies[1:]
-        if others:
-            Reinjector(self.pipeline.config.smtpapi.reinject_to).send(
-                self.session.envelope.mail_from, self.headers, self._whole_body(), result, others
-            )
-            for copy in others:
-                self.delrcpt(f"<{copy.recipient}>")
+        for copy in others:
+            self.delrcpt(f"<{copy.recipient}>")
         for edit in result.header_edits + first.header_edits:
             if edit.index == 0:
                 self.addheader(edit.name, edit.value.decode("latin-1"))

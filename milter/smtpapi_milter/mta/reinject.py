@@ -8,10 +8,26 @@ tempfail the whole message and nothing is lost.
 
 from __future__ import annotations
 
+import re
 import smtplib
 
 from ..message_file import HeaderField, MessageFile
 from ..pipeline import MessageResult, RecipientCopy
+
+# The queue id in the listener's reply to the end of DATA: Postfix "2.0.0 Ok: queued as ID",
+# Sendmail "2.0.0 ID Message accepted for delivery", Exim "OK id=ID".
+_QUEUED_AS = re.compile(
+    rb"queued as ([A-Za-z0-9]+)|^(?:\d\.\d{1,3}\.\d{1,3} )?([A-Za-z0-9]+) Message accepted"
+    rb"|\bid=([A-Za-z0-9-]+)"
+)
+
+
+def queue_id_of(reply: bytes) -> str:
+    """The MTA's queue id in a 250 reply to DATA ('' if the reply does not say one)."""
+    match = _QUEUED_AS.search(reply)
+    if match is None:
+        return ""
+    return next(group for group in match.groups() if group).decode("ascii")
 
 
 class ReinjectError(Exception):
@@ -32,17 +48,37 @@ class Reinjector:
         body: bytes,
         result: MessageResult,
         copies: list[RecipientCopy],
-    ) -> None:
+    ) -> list[str]:
+        """Hand every copy over; the listener's queue id of each, in order ('' if unsaid)."""
         message = _message(headers, body)
+        queue_ids = []
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
                 for copy in copies:
                     data = message.to_bytes(result.header_edits + copy.header_edits, copy.body)
-                    refused = smtp.sendmail(mail_from, [copy.recipient], data)
-                    if refused:
-                        raise ReinjectError(f"{copy.recipient} refused: {refused}")
+                    queue_ids.append(_send(smtp, mail_from, copy.recipient or "", data))
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise ReinjectError(f"re-injection to {self.host}:{self.port} failed: {exc}") from exc
+        return queue_ids
+
+
+def _send(smtp: smtplib.SMTP, mail_from: str, recipient: str, data: bytes) -> str:
+    """One transaction, as ``SMTP.sendmail`` does it, but keeping the reply to DATA (which
+    names the queue id the MTA's log will use for this copy)."""
+    smtp.ehlo_or_helo_if_needed()
+    code, reply = smtp.mail(mail_from)
+    if code != 250:
+        smtp.rset()
+        raise smtplib.SMTPSenderRefused(code, reply, mail_from)
+    code, reply = smtp.rcpt(recipient)
+    if code not in (250, 251):
+        smtp.rset()
+        raise ReinjectError(f"{recipient} refused: {code} {reply.decode('latin-1')}")
+    code, reply = smtp.data(data)
+    if code != 250:
+        smtp.rset()
+        raise smtplib.SMTPDataError(code, reply)
+    return queue_id_of(reply)
 
 
 def _message(headers: list[tuple[str, bytes]], body: bytes) -> MessageFile:

@@ -102,6 +102,15 @@ class MilterState:
             log.warning("event store unavailable", store=redact(self._store.url), error=str(exc))
             raise SmtpReplyError(STORE_DOWN) from None
 
+    def record_rejections(self, events: list[dict]) -> None:
+        """Store policy_rejection events if the store can take them now; never raises for a
+        store that cannot (the refusal they describe goes out either way)."""
+        assert self._store is not None
+        try:
+            self._store.record(events)
+        except StoreUnavailable as exc:
+            log.warning("policy_rejection not recorded: event store unavailable", error=str(exc))
+
     def transaction_started(self) -> bool:
         """Count a new transaction; False (not counted) once the worker is draining."""
         with self._idle:

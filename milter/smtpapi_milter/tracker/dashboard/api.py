@@ -13,6 +13,14 @@ Routes (on the admin listener, behind its token; counting rules in ``events.stat
   "machine_opens", "machine_clicks"}, ...]}``; ``bucket`` in seconds (default: chosen from
   the span), buckets aligned to midnight at ``tz_offset`` seconds east of UTC.
 - ``GET /api/v1/campaigns/{id}/links?since=&until=&tag=&limit=`` — most clicked links.
+- ``GET /api/v1/campaigns/{id}/bounces?since=&until=&tag=&limit=`` — ``{"by_class":
+  [{"bounce_class", "name", "category", "bounces"}, ...], "by_domain": [{"domain",
+  "bounces", "hard_bounces", "soft_bounces", "block_bounces", "admin_bounces",
+  "undetermined_bounces"}, ...]}``, most first (``limit`` domains).
+
+Summaries carry injections, engagement, and delivery outcomes (delivered, delayed, bounced
+by category, policy rejections, delivery_rate and the open / click rates over delivered;
+definitions in ``events.delivery_stats``).
 - ``GET /api/v1/tags`` — the registered tags, for the tag filter.
 - ``GET /api/v1/floods?abused=1&campaign=&limit=`` — tokens whose repeated requests the tracker's
   flood guard folded instead of storing, most folded first: ``{"results": [{"token_key",
@@ -37,7 +45,7 @@ DEFAULT_PER_PAGE = 50
 MAX_LINKS = 500
 MAX_FLOODS = 1000
 FLOODS = "/api/v1/floods"
-_DETAIL_VIEWS = ("timeseries", "links")
+_DETAIL_VIEWS = ("timeseries", "links", "bounces")
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -96,7 +104,7 @@ async def campaigns(request: Request) -> tuple[int, Any]:
 
 
 async def campaign_detail(request: Request) -> tuple[int, Any]:
-    """``GET /api/v1/campaigns/{id}`` and its ``/timeseries`` and ``/links``."""
+    """``GET /api/v1/campaigns/{id}`` and its ``/timeseries``, ``/links`` and ``/bounces``."""
     rest = request.raw_path[len(CAMPAIGNS) + 1 :]
     head, slash, view = rest.rpartition("/")
     # Only a real "/" starts a view: one inside a campaign id arrives encoded as %2F.
@@ -108,6 +116,10 @@ async def campaign_detail(request: Request) -> tuple[int, Any]:
         limit = _int(request, "limit", 20, 1, MAX_LINKS)
         links = await request.in_thread(lambda: request.store.campaign_links(scope, limit))
         return 200, {"results": links}
+    if view == "bounces":
+        limit = _int(request, "limit", 20, 1, MAX_LINKS)
+        found = await request.in_thread(lambda: request.store.campaign_bounces(scope, limit))
+        return 200, found
     report = await request.in_thread(lambda: request.store.campaign_report(scope, limit=1))
     if not report["campaigns"]:
         return 404, {"error": f"no events of campaign {scope.campaign!r} in this range"}

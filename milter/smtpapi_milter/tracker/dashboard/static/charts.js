@@ -109,5 +109,25 @@
     return chart;
   }
 
-  window.Charts = { columns, meter, ticks };
+  /* One horizontal bar split into parts [{cls, label, value}], out of max (a table cell's
+     or a panel's width). */
+  function stack(parts, max) {
+    const width = 600, height = 14;
+    const unit = max > 0 ? width / max : 0;
+    const chart = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`, class: "stack", role: "img", preserveAspectRatio: "none",
+      "aria-label": parts.filter((p) => p.value > 0).map((p) => `${p.label}: ${p.value}`).join(", "),
+    });
+    chart.append(svg("rect", { x: 0, y: 0, width, height, class: "track" }));
+    let x = 0;
+    for (const part of parts) {
+      if (part.value <= 0) continue;
+      chart.append(svg("rect", { x, y: 0, width: part.value * unit, height, class: part.cls },
+        [title(`${part.label}: ${part.value.toLocaleString()}`)]));
+      x += part.value * unit;
+    }
+    return chart;
+  }
+
+  window.Charts = { columns, meter, stack, ticks };
 })();

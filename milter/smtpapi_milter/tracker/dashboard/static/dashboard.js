@@ -13,12 +13,25 @@
   const PER_PAGE = 50;
   const numbers = new Intl.NumberFormat();
   const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
-  const COLUMNS = [
-    ["campaign", "Campaign"], ["injections", "Injections"], ["unique_opens", "Unique opens"],
-    ["open_rate", "Open rate"], ["unique_clicks", "Unique clicks"], ["click_rate", "Click rate"],
-    ["opens", "Opens"], ["clicks", "Clicks"], ["machine_opens", "Machine opens"],
-    ["machine_clicks", "Machine clicks"], ["recent", "Last event"],
+  // [sort key and data-stat, heading, what it counts (the heading's tooltip)]
+  const STATS = [
+    ["injections", "Injections", "recipient copies the milter let through"],
+    ["delivered", "Delivered", "accepted by the receiving server (from the MTA's log)"],
+    ["delivery_rate", "Delivery rate", "delivered ÷ injections"],
+    ["bounced", "Bounced", "refused for good by the receiving server"],
+    ["unique_opens", "Unique opens", "people who opened"],
+    ["delivered_open_rate", "Open rate", "unique opens ÷ delivered"],
+    ["unique_clicks", "Unique clicks", "people who clicked"],
+    ["delivered_click_rate", "Click rate", "unique clicks ÷ delivered"],
+    ["open_rate", "Opens ÷ injected", "unique opens ÷ injections"],
+    ["click_rate", "Clicks ÷ injected", "unique clicks ÷ injections"],
+    ["opens", "Opens", "every open by people"],
+    ["clicks", "Clicks", "every click by people"],
+    ["machine_opens", "Machine opens", "prefetches and bots"],
+    ["machine_clicks", "Machine clicks", "link scanners and bots"],
   ];
+  const COLUMNS = [["campaign", "Campaign"], ...STATS, ["recent", "Last event"]];
+  const CATEGORIES = ["hard", "soft", "block", "admin", "undetermined"];
   let current = 0; // the newest render; older answers are dropped
   let tagsLoaded = false;
 
@@ -94,19 +107,35 @@
   const rate = (r) => (r === null ? "—" : percent.format(r));
   const when = (t) => new Date(t * 1000).toLocaleString();
   const campaignName = (id) => (id === "" ? "(no campaign id)" : id);
+  const shown = (key, value) => (key.endsWith("_rate") ? rate(value) : count(value));
 
   function card(stat, label, value, note) {
     return el("div", { class: "card" }, el("div", { class: "label", text: label }),
       el("div", { class: "value", "data-stat": stat, text: value }),
-      note ? el("div", { class: "sub", text: note }) : null);
+      note ? el("div", { class: "sub" }, note) : null);
+  }
+
+  // "12.5% of delivered · 10% of injected": each figure in its own data-stat span.
+  function notes(t, parts) {
+    const spans = parts.map(([key, after]) =>
+      [el("span", { "data-stat": key, text: rate(t[key]) }), ` ${after}`]);
+    return el("span", {}, ...spans.flatMap((s, i) => (i ? [" · ", ...s] : s)));
   }
 
   function cards(t) {
+    const split = el("span", {}, ...["hard", "soft", "block"].flatMap((c, i) => [
+      i ? " · " : "", `${c} `, el("span", { "data-stat": `${c}_bounces`,
+        text: count(t[`${c}_bounces`]) })]));
     return el("section", { class: "cards", "aria-label": "Totals" },
       card("injections", "Injections", count(t.injections)),
-      card("unique_opens", "Unique opens", count(t.unique_opens), `open rate ${rate(t.open_rate)}`),
-      card("unique_clicks", "Unique clicks", count(t.unique_clicks),
-        `click rate ${rate(t.click_rate)}`),
+      card("delivered", "Delivered", count(t.delivered),
+        notes(t, [["delivery_rate", "of injected"]])),
+      card("delayed", "Delayed", count(t.delayed), "temporary failures"),
+      card("bounced", "Bounced", count(t.bounced), split),
+      card("unique_opens", "Unique opens", count(t.unique_opens), notes(t,
+        [["delivered_open_rate", "of delivered"], ["open_rate", "of injected"]])),
+      card("unique_clicks", "Unique clicks", count(t.unique_clicks), notes(t,
+        [["delivered_click_rate", "of delivered"], ["click_rate", "of injected"]])),
       card("opens", "Opens", count(t.opens)),
       card("clicks", "Clicks", count(t.clicks)),
       card("machine_opens", "Machine opens", count(t.machine_opens), "prefetches, bots"),
@@ -148,11 +177,11 @@
   }
 
   function campaignTable(rows, state) {
-    const head = el("tr", {}, ...COLUMNS.map(([key, label]) => {
+    const head = el("tr", {}, ...COLUMNS.map(([key, label, about]) => {
       const active = state.sort === key;
       const descending = active ? state.order !== "asc" && (state.order === "desc" ||
         key !== "campaign") : null;
-      const button = el("button", { type: "button", text: label });
+      const button = el("button", { type: "button", text: label, title: about });
       button.addEventListener("click", () => {
         const flip = active ? (descending ? "asc" : "desc") : "";
         go({ sort: key, order: flip, page: 1 });
@@ -165,10 +194,7 @@
         href: hashFor(Object.assign(readState(), { campaign: row.campaign_id, page: 1 })),
         class: row.campaign_id === "" ? "unnamed" : null, text: campaignName(row.campaign_id),
       })),
-      ...["injections", "unique_opens", "open_rate", "unique_clicks", "click_rate", "opens",
-        "clicks", "machine_opens", "machine_clicks"].map((key) => el("td", {
-        "data-stat": key, text: key.endsWith("_rate") ? rate(row[key]) : count(row[key]),
-      })),
+      ...STATS.map(([key]) => el("td", { "data-stat": key, text: shown(key, row[key]) })),
       el("td", { "data-stat": "last_event", text: when(row.last_event) }))));
     return el("div", { class: "scroll" }, el("table", { id: "campaigns" },
       el("thead", {}, head), body));
@@ -206,10 +232,11 @@
           text: "No events of this campaign in the selected time range and tag." })));
       return;
     }
-    const [series, links, floods] = await Promise.all([
+    const [series, links, floods, bounces] = await Promise.all([
       api(base + "/timeseries", Object.assign({ tz_offset: tzOffset }, scope)),
       api(base + "/links", Object.assign({ limit: 20 }, scope)),
       api("floods", { campaign: state.campaign, limit: 1000 }),
+      api(base + "/bounces", Object.assign({ limit: 20 }, scope)),
     ]);
     if (ticket !== current) return;
     const s = summary.results;
@@ -218,7 +245,50 @@
       el("h2", { id: "campaign-name", class: s.campaign_id === "" ? "unnamed" : null,
         text: campaignName(s.campaign_id) }),
       el("p", { class: "note", text: `Events from ${when(s.first_event)} to ${when(s.last_event)}` }),
-      cards(s), timeCharts(series), linkTable(links.results, floods.results));
+      ...[cards(s), outcomeBar(s), timeCharts(series), bouncePanels(bounces),
+        linkTable(links.results, floods.results)].filter(Boolean)); // no panel: nothing shown
+  }
+
+  // What became of the injected mail: delivered, bounced by category, still open.
+  function outcomeBar(s) {
+    const parts = [{ cls: "delivered", label: "Delivered", value: s.delivered }]
+      .concat(CATEGORIES.map((c) => ({ cls: c, label: `${c} bounces`, value: s[`${c}_bounces`] })));
+    if (!s.delivered && !s.bounced) return null;
+    const known = parts.reduce((sum, p) => sum + p.value, 0);
+    const total = Math.max(s.injections, known);
+    parts.push({ cls: "pending", label: "No outcome yet", value: total - known });
+    return el("figure", { class: "panel outcome", id: "outcomes" },
+      el("figcaption", {}, el("span", { text: "Outcomes of injected mail" }),
+        el("span", { class: "legend" }, ...parts.filter((p) => p.value > 0).map((p) =>
+          el("span", { class: `key ${p.cls}`, text: `${p.label} ${count(p.value)}` })))),
+      Charts.stack(parts, total));
+  }
+
+  function bouncePanels(b) {
+    if (!b.by_class.length) return null;
+    const most = b.by_class[0].bounces;
+    const classes = b.by_class.map((c) => el("tr", { "data-class": c.bounce_class },
+      el("th", { scope: "row" }, el("span", { class: `key ${c.category}` }),
+        `${c.bounce_class} ${c.name}`),
+      el("td", { class: "category", text: c.category }),
+      el("td", { class: "meter-cell" }, Charts.stack([{ cls: c.category, label: c.name,
+        value: c.bounces }], most)),
+      el("td", { "data-stat": "bounces", text: count(c.bounces) })));
+    const domains = b.by_domain.map((d) => el("tr", {},
+      el("th", { scope: "row", text: d.domain || "(none)" }),
+      el("td", { class: "meter-cell" }, Charts.stack(CATEGORIES.map((c) => ({ cls: c,
+        label: `${c} bounces`, value: d[`${c}_bounces`] })), b.by_domain[0].bounces)),
+      el("td", { "data-stat": "bounces", text: count(d.bounces) }),
+      ...["hard", "soft", "block"].map((c) => el("td", { "data-stat": `${c}_bounces`,
+        text: count(d[`${c}_bounces`]) }))));
+    const table = (id, heading, columns, rows) => el("section", { class: "panel", id },
+      el("h3", { text: heading }), el("div", { class: "scroll" }, el("table", {},
+        el("thead", {}, el("tr", {}, ...columns.map((h) => el("th", { scope: "col", text: h })))),
+        el("tbody", {}, ...rows))));
+    return el("section", { class: "charts" },
+      table("bounce-classes", "Bounces by class", ["Class", "Category", "", "Bounces"], classes),
+      table("bounce-domains", "Bounces by recipient domain",
+        ["Domain", "", "Bounces", "Hard", "Soft", "Block"], domains));
   }
 
   function back(state) {

@@ -1,0 +1,141 @@
+"""Delivery outcomes in the campaign reports: what the counts mean, and the bounce breakdown.
+
+SparkPost's bounce classes and the category each belongs to, from its table
+(https://support.sparkpost.com/docs/deliverability/bounce-classification-codes): hard 10,
+30, 90; soft 20-24, 40, 60, 70, 100; block 50-54; admin 25, 80; undetermined 1. A class
+this table does not know counts as undetermined.
+
+- ``delivered``, ``delayed``, ``bounced``, ``policy_rejections``: ``delivery``, ``delay``,
+  ``bounce`` and ``policy_rejection`` events (a message delayed twice is two delays, as in
+  SparkPost's ``count_delayed``). ``hard_bounces`` ... ``undetermined_bounces``: bounces by
+  the category of their ``bounce_class``.
+- ``delivery_rate``: delivered / injections; ``delivered_open_rate`` and
+  ``delivered_click_rate``: unique opens / clicks per delivered message. None without the
+  denominator (no deliveries are known until the MTA's log is followed). In totals over
+  several campaigns, only campaigns with deliveries count towards these two.
+
+The class is read from the stored payload (the compact JSON the store writes, where the field
+is spelled ``"bounce_class":"N"``) by a substring test that runs alike on SQLite and
+PostgreSQL; classes are tried in ascending order and the first found wins, so a bounce is
+counted in exactly one class even if the sender's metadata happens to hold that text too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BOUNCE_CLASSES: dict[int, tuple[str, str]] = {
+    1: ("Undetermined", "undetermined"),
+    10: ("Invalid Recipient", "hard"),
+    20: ("Soft Bounce", "soft"),
+    21: ("DNS Failure", "soft"),
+    22: ("Mailbox Full", "soft"),
+    23: ("Too Large", "soft"),
+    24: ("Timeout", "soft"),
+    25: ("Admin Failure", "admin"),
+    30: ("Generic Bounce: No RCPT", "hard"),
+    40: ("Generic Bounce", "soft"),
+    50: ("Mail Block", "block"),
+    51: ("Spam Block", "block"),
+    52: ("Spam Content", "block"),
+    53: ("Prohibited Attachment", "block"),
+    54: ("Relaying Denied", "block"),
+    60: ("Auto-Reply", "soft"),
+    70: ("Transient Failure", "soft"),
+    80: ("Subscribe", "admin"),
+    90: ("Unsubscribe", "hard"),
+    100: ("Challenge-Response", "soft"),
+}
+CATEGORIES = ("hard", "soft", "block", "admin", "undetermined")
+UNDETERMINED = 1
+
+
+def classes_of(category: str) -> tuple[int, ...]:
+    return tuple(n for n, (_, cat) in BOUNCE_CLASSES.items() if cat == category)
+
+
+def category_of(bounce_class: int) -> str:
+    return BOUNCE_CLASSES.get(bounce_class, BOUNCE_CLASSES[UNDETERMINED])[1]
+
+
+def _in(category: str) -> str:
+    return ", ".join(str(n) for n in classes_of(category))
+
+
+# Over rows that carry a ``bounce_class`` column (see bounce_class_sql): NULL unless a bounce.
+COUNTS = (
+    ("delivered", "count(CASE WHEN type = 'delivery' THEN 1 END)"),
+    ("delayed", "count(CASE WHEN type = 'delay' THEN 1 END)"),
+    ("bounced", "count(CASE WHEN type = 'bounce' THEN 1 END)"),
+    *(
+        (f"{category}_bounces", f"count(CASE WHEN bounce_class IN ({_in(category)}) THEN 1 END)")
+        for category in CATEGORIES
+    ),
+    ("policy_rejections", "count(CASE WHEN type = 'policy_rejection' THEN 1 END)"),
+)
+# rate -> (numerator, denominator), both count names
+RATES = {
+    "delivery_rate": ("delivered", "injections"),
+    "delivered_open_rate": ("unique_opens", "delivered"),
+    "delivered_click_rate": ("unique_clicks", "delivered"),
+}
+
+# Over several campaigns, the rates over delivered count only campaigns whose deliveries are
+# known (the log may be followed for some of them only): rate -> numerator, per campaign row.
+TOTAL_RATES = {
+    "delivered_open_rate": "CASE WHEN delivered > 0 THEN unique_opens ELSE 0 END",
+    "delivered_click_rate": "CASE WHEN delivered > 0 THEN unique_clicks ELSE 0 END",
+}
+
+
+def _needle(bounce_class: int) -> str:
+    """The SQL literal '"bounce_class":"N"' (a constant: no user text reaches the SQL)."""
+    return "'" + '"bounce_class":"' + str(bounce_class) + '"' + "'"
+
+
+def bounce_class_sql(contains: str) -> str:
+    """The bounce class of a row as an integer (NULL for other types); ``contains`` is the
+    dialect's substring test, formatted with haystack and needle."""
+    tests = " ".join(
+        f"WHEN {contains.format('payload', _needle(n))} THEN {n}"
+        for n in BOUNCE_CLASSES
+        if n != UNDETERMINED
+    )
+    return f"CASE WHEN type = 'bounce' THEN CASE {tests} ELSE {UNDETERMINED} END END"
+
+
+def by_class_sql(where: str, contains: str) -> str:
+    """Bounces per class in a scope (``where`` from Scope.where), most first."""
+    where = (where + " AND" if where else " WHERE") + " type = 'bounce'"
+    return (
+        f"SELECT bounce_class, count(*) AS n FROM (SELECT {bounce_class_sql(contains)}"
+        f" AS bounce_class FROM events{where}) AS b GROUP BY bounce_class"
+        " ORDER BY n DESC, bounce_class"
+    )
+
+
+def by_domain_sql(where: str, contains: str, position: str, binary: str) -> str:
+    """Bounces per recipient domain in a scope, split by category, most first (LIMIT ?)."""
+    where = (where + " AND" if where else " WHERE") + " type = 'bounce'"
+    at = position.format("rcpt_to", "'@'")
+    splits = ", ".join(
+        f"count(CASE WHEN bounce_class IN ({_in(category)}) THEN 1 END)" for category in CATEGORIES
+    )
+    return (
+        f"SELECT domain, count(*) AS n, {splits} FROM (SELECT substr(rcpt_to, {at} + 1)"
+        f" AS domain, {bounce_class_sql(contains)} AS bounce_class FROM events{where}) AS b"
+        f" GROUP BY domain ORDER BY n DESC, domain {binary} LIMIT ?"
+    )
+
+
+def class_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    number, count = int(row[0]), int(row[1])
+    name, category = BOUNCE_CLASSES.get(number, BOUNCE_CLASSES[UNDETERMINED])
+    return {"bounce_class": number, "name": name, "category": category, "bounces": count}
+
+
+def domain_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    domain, count, *splits = row
+    found: dict[str, Any] = {"domain": domain, "bounces": int(count)}
+    found.update({f"{c}_bounces": int(n) for c, n in zip(CATEGORIES, splits, strict=True)})
+    return found
