@@ -239,7 +239,7 @@ def test_migration_back_fills_rows_written_before_it(backend, tmp_path, request,
         write_version_1(url, EVENTS)
     upgraded = open_store(url)
     try:
-        assert upgraded.migrate() == schema.LATEST == 3
+        assert upgraded.migrate() == schema.LATEST
         for scope in (Scope(), Scope(tag="red"), Scope(campaign="gamma/δ")):
             report = upgraded.campaign_report(scope, limit=100)["campaigns"]
             assert {row["campaign_id"]: row for row in report} == oracle(scope)

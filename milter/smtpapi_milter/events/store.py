@@ -60,6 +60,7 @@ EVENT_COLUMNS = (
     "target_link_url",
     "target_link_name",
     "tags",
+    "mta_queue_id",
 )
 ON_CONFLICT = " ON CONFLICT (event_id) DO NOTHING"
 _INSERT = (
@@ -99,6 +100,7 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         _text(event.get("rcpt_to")).lower(),
         _encode_payload(event),
         *derived_columns(event),
+        _text(event.get("mta_queue_id")),
     )
 
 
@@ -205,9 +207,21 @@ class EventStore(stats.CampaignReports):
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         def work(cur: Cursor) -> None:
             self._lock(cur, "cursor", shared=True)
-            cur.executemany(self._sql(_INSERT), rows)
+            self._insert_rows(cur, rows)
 
         self._transaction(work, write=True)
+
+    def insert_events(self, cur: Cursor, events: Sequence[dict[str, Any]]) -> None:
+        """Insert events inside a write :meth:`transaction`, so they commit (durably, with
+        the rest of it) or vanish together with that transaction's other rows: the log
+        follower stores its position in the log this way. Idempotent on ``event_id``."""
+        rows = [event_row(event) for event in events]
+        if rows:
+            self._lock(cur, "cursor", shared=True)
+            self._insert_rows(cur, rows)
+
+    def _insert_rows(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+        cur.executemany(self._sql(_INSERT), rows)
 
     def query(self, **filters: Any) -> list[dict[str, Any]]:
         """Events as recorded, in insertion order; filters as for :meth:`query_with_ids`."""
