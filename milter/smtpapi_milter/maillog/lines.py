@@ -58,7 +58,7 @@ def _classic_time(match: re.Match[str], now: float | None) -> float:
     now = time.time() if now is None else now
     year = time.localtime(now).tm_year
     fields = (int(match["day"]), int(match["h"]), int(match["m"]), int(match["s"]))
-    month = MONTHS[match["mon"]] if match["mon"] in MONTHS else 1
+    month = MONTHS.get(match["mon"], 1)
     stamp = _local(year, month, *fields)
     if stamp > now + 86400:
         stamp = _local(year - 1, month, *fields)

@@ -36,8 +36,8 @@ _DELIVERY = re.compile(
     r"(?: \((?P<reason>.*)\))?"
 )
 _EXPIRED = re.compile(r"(?P<qid>[0-9A-Za-z]+): from=<(?P<sender>[^>]*)>, status=expired")
-_NOTICE = re.compile(r"[0-9A-Za-z]+: (?:sender|postmaster) [a-z ]*notification: (?P<new>\w+)$")
-_TLS = re.compile(r"(?:Trusted|Verified|Anonymous|Untrusted) TLS connection established to (\S+?):")
+_NOTICE = re.compile(r"[0-9A-Za-z]+: (?:sender|postmaster) [a-z -]*notification: (?P<new>\w+)$")
+_TLS = re.compile(r"(?:Trusted|Verified|Anonymous|Untrusted) TLS connection established to (\S+): ")
 _RELAY = re.compile(r"(?P<host>[^\[]*)\[(?P<ip>[^\]]*)\]")
 _SAID = re.compile(r"host \S+ said: (?P<reply>.*?)(?: \(in reply to [^)]*\))?$")
 _CODE = re.compile(r"([245]\d\d)[ -]")
