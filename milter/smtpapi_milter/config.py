@@ -263,7 +263,8 @@ def _build(cls: type, table: Any, path: str, prefix: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: '{prefix[:-1]}' must be a table")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    # Config.source is where the file was read from, not a key ([maillog] source is).
+    fields = {f.name: f for f in dataclasses.fields(cls) if (cls, f.name) != (Config, "source")}
     values = {}
     for key, value in table.items():
         if key not in fields:

@@ -124,6 +124,15 @@ class FileSource:
         """Up to ``limit`` complete lines (without their newline) and the position after
         them, to be stored with what they produced; ([], None) when nothing is new."""
         lines: list[bytes] = []
+        current = self._current
+        # Truncated and written again since the last batch (copytruncate): the bytes before
+        # our offset changed, and reading on from it would start mid-file.
+        if (
+            not self._queue
+            and current is not None
+            and not _tail_at(current.stream, current.offset, current.tail)
+        ):
+            self._truncated(current)
         while len(lines) < limit:
             reading = self._reading()
             if reading is None:
