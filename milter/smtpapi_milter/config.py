@@ -124,6 +124,7 @@ class MaillogConfig:
     format: Literal["postfix", "sendmail"] = "postfix"
     record_unknown: bool = False
     bounce_rules: str = ""
+    journal_directory: str = ""  # journald: "" = the system journal
     batch_lines: int = 5000
     poll_interval: float = 0.5
 

@@ -36,7 +36,8 @@ def make_source(settings: MaillogConfig, store: Any) -> Any:
     if settings.source == JOURNALD:
         from .journal_source import JournalSource
 
-        return JournalSource(stored if isinstance(stored, str) else None)
+        cursor = stored if isinstance(stored, str) else None
+        return JournalSource(cursor, settings.journal_directory)
     return FileSource(settings.source, stored if not isinstance(stored, str) else None)
 
 
