@@ -117,9 +117,7 @@ class Follower:
         """The events a batch of lines produces (reads the store, writes nothing)."""
         found: list[Outcome | MessageExpired] = []
         for line in lines:
-            item = self.parser.feed(line)
-            if item is not None:
-                found.append(item)
+            found += self.parser.feed_all(line)
         if not found:
             return []
         expired = [item.queue_id for item in found if isinstance(item, MessageExpired)]

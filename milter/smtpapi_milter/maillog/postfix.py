@@ -51,6 +51,11 @@ class PostfixParser:
         self._tls_by_relay: OrderedDict[str, bool] = OrderedDict()
         self._notices: OrderedDict[str, None] = OrderedDict()
 
+    def feed_all(self, line: LogLine) -> list[Outcome | MessageExpired]:
+        """What ``line`` tells, as a list (the follower's interface to every parser)."""
+        found = self.feed(line)
+        return [] if found is None else [found]
+
     def feed(self, line: LogLine) -> Outcome | MessageExpired | None:
         text = line.text
         if ": to=<" in text:
@@ -60,7 +65,7 @@ class PostfixParser:
         elif "notification: " in text:
             match = _NOTICE.match(text)
             if match is not None:
-                _remember(self._notices, match["new"], None)
+                remember(self._notices, match["new"], None)
         elif "status=expired" in text:
             match = _EXPIRED.match(text)
             if match is not None:
@@ -70,8 +75,8 @@ class PostfixParser:
     def _tls(self, line: LogLine) -> None:
         match = _TLS.search(line.text)
         if match is not None:
-            _remember(self._tls_by_process, line.pid, match[1])
-            _remember(self._tls_by_relay, match[1], True)
+            remember(self._tls_by_process, line.pid, match[1])
+            remember(self._tls_by_relay, match[1], True)
 
     def _delivery(self, line: LogLine) -> Outcome | None:
         match = _DELIVERY.match(line.text)
@@ -89,7 +94,7 @@ class PostfixParser:
             if match["reuse"]:  # a cached connection, opened (and logged) by another process
                 tls = tls or self._tls_by_relay.get(relay, False)
             else:
-                _remember(self._tls_by_relay, relay, tls)
+                remember(self._tls_by_relay, relay, tls)
         reason = match["reason"] or ""
         said = _SAID.match(reason)
         reply = said["reply"] if said is not None else reason
@@ -113,7 +118,8 @@ class PostfixParser:
         )
 
 
-def _remember(table: OrderedDict, key: str, value: object) -> None:
+def remember(table: OrderedDict, key: str, value: object) -> None:
+    """Keep ``key`` in a bounded table (the oldest entry goes when it is full)."""
     table[key] = value
     table.move_to_end(key)
     if len(table) > REMEMBERED:
