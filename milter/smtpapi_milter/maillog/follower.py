@@ -9,6 +9,8 @@ was committed is exactly what was read. A store that is down is waited for, the 
 
 from __future__ import annotations
 
+import collections
+import re
 import signal
 import threading
 import time
@@ -53,6 +55,7 @@ class Follower:
         self.poll_interval = poll_interval
         self.stopping = threading.Event()
         self.stored = 0
+        self._wanted = re.compile(b"|".join(re.escape(m) for m in parser.MARKERS))
 
     def run(self) -> None:
         """Follow until :meth:`stop`; each batch is committed before the next is read."""
@@ -84,7 +87,10 @@ class Follower:
             return self.source.read_entries(self.batch_lines)
         raw, where = self.source.read_lines(self.batch_lines)
         now = time.time()
-        parsed = [parse_syslog(line.decode("utf-8", "replace"), now) for line in raw]
+        wanted = self._wanted.search
+        parsed = [
+            parse_syslog(line.decode("utf-8", "replace"), now) for line in raw if wanted(line)
+        ]
         return [line for line in parsed if line is not None], where
 
     def _commit_retrying(self, lines: list[LogLine], where: Any) -> None:
@@ -105,13 +111,9 @@ class Follower:
             position.save(self.store, cur, self.source.name, where)
 
         self.store.transaction(work, write=True)
-        for event in events:
-            log.info(
-                event["type"],
-                queue_id=event.get("mta_queue_id"),
-                campaign_id=event.get("campaign_id"),
-                bounce_class=event.get("bounce_class"),
-            )
+        if events:  # one line per batch: a busy log would flood the journal otherwise
+            kinds = collections.Counter(event["type"] for event in events)
+            log.info("stored", **kinds)
 
     def events_for(self, lines: list[LogLine]) -> list[dict[str, Any]]:
         """The events a batch of lines produces (reads the store, writes nothing)."""

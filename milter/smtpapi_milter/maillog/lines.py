@@ -8,6 +8,7 @@ fields. Parsers only ever see :class:`LogLine`.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -57,15 +58,18 @@ def parse_syslog(raw: str, now: float | None = None) -> LogLine | None:
 def _classic_time(match: re.Match[str], now: float | None) -> float:
     now = time.time() if now is None else now
     year = time.localtime(now).tm_year
-    fields = (int(match["day"]), int(match["h"]), int(match["m"]), int(match["s"]))
-    month = MONTHS.get(match["mon"], 1)
-    stamp = _local(year, month, *fields)
+    stamp = _local(year, match["mon"], match["day"], match["h"], match["m"], match["s"])
     if stamp > now + 86400:
-        stamp = _local(year - 1, month, *fields)
+        stamp = _local(year - 1, match["mon"], match["day"], match["h"], match["m"], match["s"])
     return stamp
 
 
-def _local(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
+@functools.lru_cache(maxsize=4096)  # a busy log repeats each second's stamp many times
+def _local(year: int, mon: str, day: str, hour: str, minute: str, second: str) -> float:
+    return _mktime(year, MONTHS.get(mon, 1), int(day), int(hour), int(minute), int(second))
+
+
+def _mktime(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
     # Syslog writes local time; mktime reads it as such (the machine's zone, as syslog's).
     try:
         return time.mktime((year, month, day, hour, minute, second, 0, 0, -1))

@@ -143,7 +143,17 @@ def _injected_at(injection: dict[str, Any]) -> float:
 
 
 def without_addresses(text: str, addresses: tuple[str, ...]) -> str:
-    """``text`` with each address (and the angle brackets around it) taken out."""
-    for address in {a for a in addresses if a}:
-        text = re.sub(r"<?" + re.escape(address) + r">?", "", text, flags=re.IGNORECASE)
-    return re.sub(r"\s{2,}", " ", text).strip()
+    """``text`` with each address (and the angle brackets around it) taken out, in any case."""
+    for address in {a.lower() for a in addresses if a}:
+        lower = text.lower()
+        if len(lower) != len(text):  # lowercasing changed lengths: let re handle the case
+            text = re.sub(r"<?" + re.escape(address) + ">?", "", text, flags=re.IGNORECASE)
+            continue
+        start = lower.find(address)
+        while start >= 0:
+            end = start + len(address)
+            if text[start - 1 : start] == "<" and text[end : end + 1] == ">":
+                start, end = start - 1, end + 1
+            text, lower = text[:start] + text[end:], lower[:start] + lower[end:]
+            start = lower.find(address, start)
+    return " ".join(text.split())

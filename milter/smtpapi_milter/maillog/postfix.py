@@ -46,6 +46,10 @@ _CODE = re.compile(r"([245]\d\d)[ -]")
 class PostfixParser:
     """Feed it every line in order; it keeps what spans lines (TLS sessions, notices)."""
 
+    # A line without any of these tells the parser nothing: the follower skips it unread
+    # (most lines of a busy log: smtpd, cleanup, qmgr's queue lines).
+    MARKERS = (b": to=<", b"TLS connection established to ", b"notification: ", b"status=expired")
+
     def __init__(self) -> None:
         self._tls_by_process: OrderedDict[str, str] = OrderedDict()
         self._tls_by_relay: OrderedDict[str, bool] = OrderedDict()

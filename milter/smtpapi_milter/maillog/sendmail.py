@@ -42,6 +42,9 @@ _CODE = re.compile(r"([245]\d\d)[ -]")
 class SendmailParser:
     """Feed it every line in order; it keeps what spans lines (TLS sessions, notices)."""
 
+    # A line without any of these tells the parser nothing (see PostfixParser.MARKERS).
+    MARKERS = (b": to=", b"STARTTLS=client", b": DSN: ", b"return to sender: ", b"notify: ")
+
     def __init__(self) -> None:
         self._tls_by_process: OrderedDict[str, str] = OrderedDict()
         self._notices: OrderedDict[str, None] = OrderedDict()
