@@ -127,3 +127,28 @@ def test_a_delay_warning_to_the_sender_is_not_an_expiry():
         "Mar  1 10:00:00 mx sm-mta[2001]: r39G922P001173: r3A1B2C3001175: DSN: Warning: "
         "could not send message for past 4 hours"
     )
+
+
+# Logged by the real Sendmail 8.17.1.9 of tests/test_maillog_sendmail_e2e.py (relay mailer,
+# a test MX answering 452 4.2.2 and 550 5.1.1): reply= carries the remote's reply.
+OURS_DEFERRED = (
+    "Dec  4 16:01:12 mta.test sendmail[36]: 6B4G1CPL000034: to=<full@example.org>, "
+    "delay=00:00:00, xdelay=00:00:00, mailer=relay, pri=30302, relay=[127.0.0.1] [127.0.0.1], "
+    "dsn=4.3.1, reply=452 4.2.2 <full@example.org>: Mailbox full, stat=Deferred: 452 4.2.2 "
+    "<full@example.org>: Mailbox full"
+)
+OURS_BOUNCED = (
+    "Dec  4 16:01:12 mta.test sendmail[39]: 6B4G1CeI000037: to=<unknown@example.org>, "
+    "delay=00:00:00, xdelay=00:00:00, mailer=relay, pri=30308, relay=[127.0.0.1] [127.0.0.1], "
+    "dsn=5.1.1, reply=550 5.1.1 <unknown@example.org>: Recipient address rejected: User "
+    "unknown, stat=User unknown"
+)
+
+
+def test_sendmail_817_reply_field_gives_the_remote_reply_and_code():
+    delay, bounce = parse(OURS_DEFERRED, OURS_BOUNCED)
+    assert (delay.kind, delay.code, delay.enhanced) == ("delay", "452", "4.2.2")
+    assert delay.reply == "452 4.2.2 <full@example.org>: Mailbox full"
+    assert (delay.relay_ip, delay.delv_method) == ("127.0.0.1", "esmtp")
+    assert (bounce.kind, bounce.code, bounce.enhanced) == ("bounce", "550", "5.1.1")
+    assert bounce.reply.endswith("Recipient address rejected: User unknown")

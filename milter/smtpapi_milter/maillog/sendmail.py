@@ -6,12 +6,15 @@ A delivery attempt is one line per mailer and relay, naming one or more recipien
       mailer=esmtp, pri=120345, relay=mx.example.com. [192.0.2.1], dsn=4.2.2,
       stat=Deferred: 452 4.2.2 <a@b>... Mailbox full
 
-``dsn=2.x.x`` (``stat=Sent (reply)``) is a delivery, ``4.x.x`` (``stat=Deferred: reply``,
-``stat=Operating system error``) a delay, ``5.x.x`` (``stat=User unknown``, ``stat=Service
-unavailable``) a bounce. ``QUEUEID: NEWID: DSN: text`` is a notice to the sender, a new
-message whose deliveries are not outcomes; ``DSN: Cannot send message for 5 days`` is
-also the original message given up on. ``STARTTLS=client, relay=HOST., version=...`` from
-the same process before its delivery line is how ``outbound_tls`` is known.
+Sendmail 8.17 adds the remote server's reply (``reply=452 4.2.2 ..., stat=Deferred: ...``)
+between ``dsn=`` and ``stat=``. ``dsn=2.x.x`` (``stat=Sent (reply)``) is a delivery,
+``4.x.x`` (``stat=Deferred: reply``, ``stat=Operating system error``) a delay, ``5.x.x``
+(``stat=User unknown``, ``stat=Service unavailable``) a bounce.
+
+``QUEUEID: NEWID: DSN: text`` is a notice to the sender, a new message whose deliveries are
+not outcomes; ``DSN: Cannot send message for 5 days`` is also the original message given
+up on. ``STARTTLS=client, relay=HOST., version=...`` from the same process before its
+delivery line is how ``outbound_tls`` is known.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ METHODS = {"esmtp": "esmtp", "smtp": "esmtp", "relay": "esmtp"}
 _DELIVERY = re.compile(
     r"(?P<qid>\w+): to=(?P<to>.*?), (?:ctladdr=.*?, )?delay=(?P<delay>[\d+:]+), "
     r"(?:xdelay=[\d+:]+, )?mailer=(?P<mailer>[^,]+), (?:pri=\d+, )?"
-    r"(?:relay=(?P<relay>[^,]*), )?(?:dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), ?)?stat=(?P<stat>.*)$"
+    r"(?:relay=(?P<relay>[^,]*), )?(?:dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), ?)?"
+    r"(?:reply=(?P<reply>.*?), )?stat=(?P<stat>.*)$"
 )
+_ENHANCED = re.compile(r"[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b")
 _RELAY = re.compile(r"(?P<host>\S*?)\.? \[(?P<ip>[^\]]*)\]")
 _NOTICE = re.compile(
     r"(?P<qid>\w+): (?P<new>\w+): (?:DSN|return to sender|postmaster notify): (?P<text>.*)$"
@@ -76,8 +81,13 @@ class SendmailParser:
         kind = KINDS.get(dsn[:1]) or (DELIVERED if stat.startswith("Sent") else None)
         if kind is None:
             kind = DEFERRED if stat.startswith("Deferred") else BOUNCED
-        reply = _reply(stat)
+        # Sendmail 8.17 logs the remote's own reply too; its dsn= is Sendmail's reading of
+        # it (4.3.1 for a "452 4.2.2 Mailbox full"), so the reply's code is the better one.
+        reply = match["reply"] or _reply(stat)
         code = _CODE.match(reply)
+        remote = _ENHANCED.match(reply)
+        if remote is not None:
+            dsn = remote[1]
         host, ip, tls = "", "", None
         where = _RELAY.match(match["relay"] or "")
         if where is not None:
