@@ -104,3 +104,49 @@ def test_unknown_messages_and_notices_to_the_sender(store, tmp_path):
         "",
         "10",
     )
+
+
+def test_a_store_outage_keeps_the_batch_and_stores_it_once_when_back(postgres_running, tmp_path):
+    import threading
+    import time
+
+    server = postgres_running
+    store = open_store(server.create_database(f"m_{uuid.uuid4().hex[:12]}"), connect_timeout=2)
+    log = tmp_path / "maillog"
+    log.write_text("")
+    store.record([injection(0), injection(1)])
+    follower = Follower(
+        store, FileSource(log, None), PostfixParser(), BounceClassifier.load(), poll_interval=0.05
+    )
+    thread = threading.Thread(target=follower.run)
+    try:
+        server.stop()
+        thread.start()
+        log.write_text(
+            pf.sent(START, qid(0), "r0@example.org")
+            + "\n"
+            + pf.bounced(START, qid(1), "r1@example.org")
+            + "\n"
+        )
+        deadline = time.monotonic() + 30
+        while follower.store_failures == 0:  # it read the lines and met the outage
+            assert time.monotonic() < deadline, "the follower never tried the store"
+            time.sleep(0.05)
+        assert follower.stored == 0
+        server.start()
+        deadline = time.monotonic() + 30
+        while follower.stored < 2:
+            assert time.monotonic() < deadline, "nothing stored after the store came back"
+            time.sleep(0.05)
+    finally:
+        follower.stop()
+        thread.join(10)
+        follower.source.close()
+        if not server.running:
+            server.start()
+    assert sorted(e["type"] for e in store.query(types=["delivery", "bounce"])) == [
+        "bounce",
+        "delivery",
+    ]
+    assert position.load(store, str(log)).offset == log.stat().st_size
+    store.close()

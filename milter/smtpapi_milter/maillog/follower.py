@@ -54,7 +54,8 @@ class Follower:
         self.batch_lines = batch_lines
         self.poll_interval = poll_interval
         self.stopping = threading.Event()
-        self.stored = 0
+        self.stored = 0  # events committed so far
+        self.store_failures = 0  # batches the store could not take (each retried)
         self._wanted = re.compile(b"|".join(re.escape(m) for m in parser.MARKERS))
 
     def run(self) -> None:
@@ -94,13 +95,15 @@ class Follower:
         return [line for line in parsed if line is not None], where
 
     def _commit_retrying(self, lines: list[LogLine], where: Any) -> None:
+        found = self.parse(lines)  # once: the parser keeps state across lines
         while True:
             try:
-                events = self.events_for(lines)
+                events = self.events_for(found)
                 self._commit(events, where)
                 self.stored += len(events)
                 return
             except StoreUnavailable as exc:
+                self.store_failures += 1
                 log.error("event store unavailable, batch kept", error=str(exc))
                 if self.stopping.wait(STORE_RETRY):
                     return  # stopping: the batch is read again at the next start
@@ -115,11 +118,15 @@ class Follower:
             kinds = collections.Counter(event["type"] for event in events)
             log.info("stored", **kinds)
 
-    def events_for(self, lines: list[LogLine]) -> list[dict[str, Any]]:
-        """The events a batch of lines produces (reads the store, writes nothing)."""
+    def parse(self, lines: list[LogLine]) -> list[Outcome | MessageExpired]:
+        """What a batch of lines tells, in order."""
         found: list[Outcome | MessageExpired] = []
         for line in lines:
             found += self.parser.feed_all(line)
+        return found
+
+    def events_for(self, found: list[Outcome | MessageExpired]) -> list[dict[str, Any]]:
+        """The events a batch's outcomes produce (reads the store, writes nothing)."""
         if not found:
             return []
         expired = [item.queue_id for item in found if isinstance(item, MessageExpired)]
