@@ -92,7 +92,8 @@ class FileSource:
         for newer in rotated[rotated.index(path) + 1 :]:
             stream = _open_log(newer)
             if stream is not None:
-                self._queue.append(_Open(stream, 0, 0, b"", True))
+                # A gzipped copy has an inode of its own; the tail is what finds it again.
+                self._queue.append(_Open(stream, os.stat(newer).st_ino, 0, b"", True))
 
     def _rotated_files(self) -> list[Path]:
         """Rotated copies of the log beside it, oldest first."""
