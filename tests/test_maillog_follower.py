@@ -5,6 +5,7 @@ must be stored exactly once."""
 from __future__ import annotations
 
 import collections
+import gzip
 import os
 import shutil
 import time
@@ -188,3 +189,22 @@ def test_delay_then_delivery_counts_retries_and_copies_the_injection(setup):
     (bounce,) = store.query(types=["bounce"])
     assert (bounce["bounce_class"], bounce["error_code"]) == ("10", "550")
     assert bounce["routing_domain"] == "example.org" and bounce["ip_address"] == "192.0.2.25"
+
+
+def test_two_rotations_while_down_one_gzipped(setup):
+    follower, store, log = setup
+    write(log, 0, 20)
+    follower.start()
+    assert wait_for(store, expected(20)) == expected(20)
+    follower.kill()
+    write(log, 20, 30)  # unread, then rotated away and compressed
+    log.rename(log.with_name("maillog.1"))
+    write(log, 30, 40)
+    older, packed_name = log.with_name("maillog.1"), log.with_name("maillog.2.gz")
+    with older.open("rb") as plain, gzip.open(packed_name, "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    log.with_name("maillog.1").unlink()
+    log.rename(log.with_name("maillog.1"))
+    write(log, 40, 50)
+    follower.start()
+    assert wait_for(store, expected(50)) == expected(50)

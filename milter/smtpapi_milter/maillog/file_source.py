@@ -20,7 +20,9 @@ current file is read from its start, and a warning says lines may have been miss
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ import structlog
 
 log = structlog.get_logger("smtpapi_milter.maillog.file_source")
 
+# How rotated copies may be compressed (logrotate's compresscmd, maillog_file_compressor).
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 TAIL_BYTES = 64
 READ_SIZE = 256 * 1024
 LONGEST_LINE = 64 * 1024  # a longer "line" is cut: no writer of mail logs writes one
@@ -106,7 +110,7 @@ class FileSource:
             ]
         except OSError:
             return []
-        return sorted(names, key=lambda p: (_mtime(p), p.name))
+        return sorted(names, key=lambda p: _age_order(p.name[len(base) + 1 :]))
 
     def _find_rotated(self, stored: FilePosition) -> tuple[_Open, Path] | None:
         """The rotated file holding ``stored.tail`` right before ``stored.offset``."""
@@ -232,17 +236,24 @@ def _stat(path: Path) -> os.stat_result | None:
         return None
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+def _age_order(suffix: str) -> tuple[int, str]:
+    """Sort key of a rotated file's suffix, oldest first. Not by mtime: a compressor may give
+    the older file the newer time. ``.1`` is newer than ``.2`` (logrotate's numbers);
+    dates (``-20261204``, ``.20261204-153909``, as ``postfix logrotate`` names them) sort
+    as written."""
+    stem = suffix
+    for extension in COMPRESSED:
+        stem = stem.removesuffix(extension)
+    if stem.isdigit() and len(stem) <= 4:
+        return -int(stem), ""
+    return 0, stem
 
 
 def _open_log(path: Path) -> BinaryIO | None:
     try:
-        if path.suffix == ".gz":
-            return gzip.open(path, "rb")  # type: ignore[return-value]
+        opener = COMPRESSED.get(path.suffix)
+        if opener is not None:
+            return opener(path, "rb")  # type: ignore[no-any-return]
         return path.open("rb")
     except OSError:
         return None
@@ -257,5 +268,5 @@ def _tail_at(stream: BinaryIO, offset: int, tail: bytes) -> bool:
         if stream.read(len(tail)) != tail:
             return False
         return stream.tell() == offset
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, lzma.LZMAError):  # BadGzipFile is an OSError
         return False
