@@ -7,10 +7,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # m4, libwrap0, liblockfile1, iproute2: the unpacked Sendmail of the end-to-end tests (its .cf,
 # its libraries, `ip link set lo up` in its namespace); systemd: systemd-analyze for the units;
-# chromium: the dashboard tests; nftables: the tracker's per-client cap (packaging/nftables).
+# chromium: the dashboard tests; nftables: the tracker's per-client cap (packaging/nftables);
+# libsystemd-dev, pkg-config: to build systemd-python (the maillog follower's journald
+# source); systemd-journal-remote: real journal files for its test.
 APT_PACKAGES := gcc libmilter-dev postfix swaks miltertest postgresql \
-	m4 libwrap0 liblockfile1 iproute2 systemd chromium nftables
-BENCH_PACKAGES := wrk nginx-light
+	m4 libwrap0 liblockfile1 iproute2 systemd chromium nftables \
+	libsystemd-dev pkg-config systemd-journal-remote
+# pflogsumm: the Postfix log summariser the maillog follower is measured against.
+BENCH_PACKAGES := wrk nginx-light pflogsumm
 CORPUS ?= $(abspath ../shared/corpus)
 
 .PHONY: all demo test lint unit bench fuzz deps bench-deps venv sendmail clean install uninstall
@@ -95,8 +99,9 @@ CONF_DIR ?= /etc/smtpapi-milter
 STATE_DIR ?= /var/lib/smtpapi-milter
 # The interpreter the installed venv is made from: the system's, never a dev .venv on PATH.
 INSTALL_PYTHON ?= /usr/bin/python3
-# To build pymilter (a C extension against libmilter); nothing of the test tooling.
-INSTALL_APT_PACKAGES := gcc libmilter-dev
+# To build pymilter (a C extension against libmilter) and systemd-python (against libsystemd,
+# found by pkg-config); nothing of the test tooling.
+INSTALL_APT_PACKAGES := gcc libmilter-dev libsystemd-dev pkg-config
 ROOTDIR := $(if $(DESTDIR),$(abspath $(DESTDIR)))
 OPT := $(ROOTDIR)$(OPT_DIR)
 PIP_INSTALL := $(OPT)/bin/python -m pip --disable-pip-version-check

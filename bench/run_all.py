@@ -19,6 +19,7 @@ BENCHMARKS = [
     "tracker_bench.py",
     "hostile_bench.py",
     "memory_bench.py",
+    "maillog_bench.py",
 ]
 
 

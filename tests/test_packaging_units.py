@@ -58,6 +58,7 @@ def installed_units(tmp_path_factory) -> list[Path]:
 
 def test_the_expected_units_are_shipped():
     assert [u.name for u in UNITS] == [
+        "smtpapi-maillog.service",
         "smtpapi-milter-activated.service",
         "smtpapi-milter.service",
         "smtpapi-milter.socket",

@@ -94,10 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         parents=[common],
         help="run milter and tracker together, supervised (the single-machine default)",
-        description="Start 'milter' and 'tracker' as child processes and keep them running: a "
-        "child that dies is restarted; SIGTERM stops both; SIGHUP makes both reload.",
+        description="Start 'milter' and 'tracker' (and 'maillog' when [maillog] source is "
+        "set) as child processes and keep them running: a child that dies is restarted; "
+        "SIGTERM stops them all; SIGHUP makes them reload.",
     )
     run.set_defaults(func=cmd_run)
+
+    maillog = sub.add_parser(
+        "maillog",
+        parents=[common],
+        help="follow the MTA's log: delivery, delay and bounce events ([maillog] source)",
+        description="Read Postfix's or Sendmail's log ([maillog] source: a file, followed "
+        "across rotation, or journald) and store one delivery, delay or bounce event per "
+        "recipient outcome, joined to the milter's injection. Resumes where it stopped; "
+        "SIGTERM stops after committing.",
+    )
+    maillog.set_defaults(func=cmd_maillog)
 
     events = sub.add_parser(
         "events",
@@ -303,11 +315,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
     # What `check` refuses, a start refuses (before any child process).
-    preflight.validate(load_config(args.config), starting=True)
+    config = load_config(args.config)
+    preflight.validate(config, starting=True)
     base = [sys.executable, "-m", "smtpapi_milter.cli"]
     options = ["--config", str(Path(args.config).resolve())] if args.config else []
-    children = {name: [*base, name, *options] for name in ("milter", "tracker")}
+    names = ("milter", "tracker", "maillog") if config.maillog.source else ("milter", "tracker")
+    children = {name: [*base, name, *options] for name in names}
     return Supervisor(children).run()
+
+
+def cmd_maillog(args: argparse.Namespace) -> int:
+    from .maillog import service
+
+    logs.configure(stream=sys.stdout, level=logging.INFO)
+    config = load_config(args.config)
+    if not config.maillog.source:
+        print(
+            f"smtpapi-milter maillog: [maillog] source is not set in {config.source}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    preflight.validate(config, ["maillog"], starting=True)
+    return service.serve(config)
 
 
 def cmd_events(args: argparse.Namespace) -> int:

@@ -133,6 +133,19 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class MaillogConfig:
+    """``[maillog]``: the MTA log follower (delivery outcomes, SPEC 13); off by default."""
+
+    source: str = ""  # "", "journald" or the absolute path of a log file
+    format: Literal["postfix", "sendmail"] = "postfix"
+    record_unknown: bool = False
+    bounce_rules: str = ""
+    journal_directory: str = ""  # journald: "" = the system journal
+    batch_lines: int = 5000
+    poll_interval: float = 0.5
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     """One ``[[webhooks]]`` endpoint.
 
@@ -161,6 +174,7 @@ class Config:
     engagement_tracker: TrackerConfig = field(default_factory=TrackerConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     webhooks: list[WebhookConfig] = field(default_factory=list)
+    maillog: MaillogConfig = field(default_factory=MaillogConfig)
     source: str = "(defaults)"
 
     @property
@@ -266,7 +280,8 @@ def _build(cls: type, table: Any, path: str, prefix: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: '{prefix[:-1]}' must be a table")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    # Config.source is where the file was read from, not a key ([maillog] source is).
+    fields = {f.name: f for f in dataclasses.fields(cls) if (cls, f.name) != (Config, "source")}
     values = {}
     for key, value in table.items():
         if key not in fields:
@@ -343,6 +358,7 @@ def _check_values(config: Config, path: str) -> None:
         raise ConfigError(f"{path}: 'milter.workers' must be between 0 (one per core) and 256")
     if config.policy.timeout < 0:
         raise ConfigError(f"{path}: 'policy.timeout' must not be negative (0: no limit)")
+    _check_maillog(config.maillog, path)
     store = config.events.store
     if store and not store.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(f"{path}: 'events.store' must be sqlite:///PATH or postgresql://...")
@@ -367,3 +383,19 @@ def _check_reinjection(s: SmtpapiConfig, path: str) -> None:
                 f"{path}: '{where}.multi_recipient' = \"split\" needs 'smtpapi.reinject_to', "
                 'the MTA listener without this milter (e.g. "127.0.0.1:10026")'
             )
+
+
+def _check_maillog(maillog: MaillogConfig, path: str) -> None:
+    if maillog.source not in ("", "journald") and not maillog.source.startswith("/"):
+        raise ConfigError(
+            f"{path}: 'maillog.source' {maillog.source!r} must be \"journald\", the absolute "
+            'path of the MTA\'s log file, or "" (off)'
+        )
+    if maillog.bounce_rules and not maillog.bounce_rules.startswith("/"):
+        raise ConfigError(
+            f"{path}: 'maillog.bounce_rules' {maillog.bounce_rules!r} must be an absolute path"
+        )
+    if maillog.batch_lines < 1 or maillog.poll_interval <= 0:
+        raise ConfigError(
+            f"{path}: 'maillog.batch_lines' and 'maillog.poll_interval' must be positive"
+        )

@@ -31,7 +31,7 @@ from .config import Config, ConfigError
 from .policy import PolicySet
 from .tokens import KEY_FILE_NAME, TokenCodec
 
-SERVICES = ("milter", "tracker")
+SERVICES = ("milter", "tracker", "maillog")
 # Files SQLite and our writer lock keep beside the database (sqlite_store.py).
 SQLITE_COMPANIONS = ("", "-wal", "-shm", ".writer-lock")
 
@@ -54,6 +54,10 @@ def validate(
         from .tracker.server import check as check_tracker  # the tracker's own rules
 
         check_tracker(config)
+    if "maillog" in services:
+        from .maillog.checks import check as check_maillog  # [maillog], when it is on
+
+        check_maillog(config, user)
     _check_keys(config, user)
     _check_sqlite_store(config, user)
     return policies

@@ -187,3 +187,27 @@ class RunningTracker(RunningService):
             return
         wait_for_http(self.base_url + self.ready_path, deadline, self.process)
         wait_for_port("127.0.0.1", self.admin_port, deadline)
+
+
+class RunningMaillog(RunningService):
+    """``smtpapi-milter maillog``, ready once it logs that it is following its source."""
+
+    command = "maillog"
+
+    def _configure(self, sections: dict[str, dict[str, Any]]) -> None:
+        sections.setdefault("maillog", {}).setdefault("poll_interval", 0.05)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 20
+        while not any(line.get("event") == "following" for line in self.log_lines()):
+            assert self.process is not None
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("maillog did not start")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: nothing gets to clean up."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None

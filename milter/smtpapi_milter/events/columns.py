@@ -18,6 +18,8 @@ TAG_SEPARATOR = "\x1f"
 def text_column(value: Any) -> str:
     """``value`` as a TEXT column: NUL and lone surrogates removed (PostgreSQL refuses NUL,
     neither driver encodes lone surrogates); the payload keeps the exact value."""
+    if type(value) is str and value.isascii():  # the common case: nothing to encode
+        return value.replace("\x00", "") if "\x00" in value else value
     text = "" if value is None else str(value)
     return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 

@@ -126,6 +126,25 @@ def _token_floods(integer: str, real: str) -> list[Step]:
     ]
 
 
+def _delivery_outcomes(integer: str, real: str) -> list[Step]:
+    """Migration 6 (SPEC 13): the MTA's queue id on events, so the log follower finds the
+    injections a log line is about, and the follower's place in each log it reads (committed
+    with the events the lines before it produced: a restart neither skips nor repeats one).
+    A file source keeps inode, offset and the bytes just before the offset (to tell a file
+    truncated or replaced since); journald keeps its cursor."""
+    return [
+        "ALTER TABLE events ADD COLUMN mta_queue_id TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX events_mta_queue_id ON events (mta_queue_id)",
+        "CREATE TABLE maillog_positions ("
+        " source TEXT PRIMARY KEY,"
+        f" inode {integer} NOT NULL DEFAULT 0,"
+        f" file_offset {integer} NOT NULL DEFAULT 0,"
+        " tail TEXT NOT NULL DEFAULT '',"
+        " journal_cursor TEXT NOT NULL DEFAULT '',"
+        f" updated_at {real} NOT NULL DEFAULT 0)",
+    ]
+
+
 MIGRATIONS: dict[str, list[list[Step]]] = {
     SQLITE: [
         [
@@ -148,6 +167,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         _engagement_columns("INTEGER"),
         _token_floods("INTEGER", "REAL"),
         [ERASED_TABLE.format(real="REAL")],  # 5: erased recipients (events/erasure.py)
+        _delivery_outcomes("INTEGER", "REAL"),
     ],
     POSTGRESQL: [
         [
@@ -170,6 +190,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         _engagement_columns("SMALLINT"),
         _token_floods("BIGINT", "DOUBLE PRECISION"),
         [ERASED_TABLE.format(real="DOUBLE PRECISION")],  # 5: erased recipients
+        _delivery_outcomes("BIGINT", "DOUBLE PRECISION"),
     ],
 }
 

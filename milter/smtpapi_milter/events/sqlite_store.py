@@ -153,6 +153,11 @@ class SqliteStore(EventStore):
 
         self._connected(truncate, write=True)
 
+    def _insert_rows(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+        per = self._rows_per_statement
+        for start in range(0, len(rows), per):
+            _insert_rows(cur, rows[start : start + per])
+
     def close(self) -> None:
         with self._locks[True], self._locks[False]:
             if not self._closed:

@@ -60,6 +60,7 @@ EVENT_COLUMNS = (
     "target_link_url",
     "target_link_name",
     "tags",
+    "mta_queue_id",
 )
 ON_CONFLICT = " ON CONFLICT (event_id) DO NOTHING"
 RCPT_COLUMN = EVENT_COLUMNS.index("rcpt_to")
@@ -100,6 +101,7 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         _text(event.get("rcpt_to")).lower(),
         _encode_payload(event),
         *derived_columns(event),
+        _text(event.get("mta_queue_id")),
     )
 
 
@@ -220,10 +222,24 @@ class EventStore(stats.CampaignReports):
             self._lock(cur, "cursor", shared=True)
             kept = erasure.without_erased(cur, self._sql, rows, RCPT_COLUMN)
             if kept:
-                cur.executemany(self._sql(_INSERT), kept)
+                self._insert_rows(cur, list(kept))
             floods.add_counts(cur, self._sql, flood_counts)
 
         self._transaction(work, write=True)
+
+    def insert_events(self, cur: Cursor, events: Sequence[dict[str, Any]]) -> None:
+        """Insert events inside a write :meth:`transaction`, so they commit (durably, with
+        the rest of it) or vanish together with that transaction's other rows: the log
+        follower stores its position in the log this way. Idempotent on ``event_id``."""
+        rows = [event_row(event) for event in events]
+        if rows:
+            self._lock(cur, "cursor", shared=True)
+            kept = erasure.without_erased(cur, self._sql, rows, RCPT_COLUMN)
+            if kept:
+                self._insert_rows(cur, list(kept))
+
+    def _insert_rows(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+        cur.executemany(self._sql(_INSERT), rows)
 
     def query(self, **filters: Any) -> list[dict[str, Any]]:
         """Events as recorded, in insertion order; filters as for :meth:`query_with_ids`."""

@@ -1,0 +1,190 @@
+"""The follower's loop: read a batch of lines, turn them into events, commit the events and
+the position after the batch in one transaction, repeat (SPEC 13).
+
+A batch is up to ``[maillog] batch_lines`` lines, or what is there when the log is idle, so
+a busy log costs one durable commit per few thousand lines and a quiet one shows each
+outcome within ``poll_interval``. SIGTERM (or SIGINT) ends the loop between batches: what
+was committed is exactly what was read. A store that is down is waited for, the batch kept.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ..delivery.bounce_class import BounceClassifier
+from ..events.store import StoreUnavailable
+from . import join, position
+from .file_source import FileSource
+from .lines import LogLine, parse_syslog
+from .outcome import DEFERRED, MessageExpired, Outcome
+from .outcome_events import expired_outcome, outcome_event
+
+log = structlog.get_logger("smtpapi_milter.maillog")
+
+STORE_RETRY = 2.0  # seconds between attempts while the store is down
+
+
+class Follower:
+    """Follows one source with one parser into one store; see :func:`run_follower`."""
+
+    def __init__(
+        self,
+        store: Any,
+        source: Any,
+        parser: Any,
+        classifier: BounceClassifier,
+        *,
+        record_unknown: bool = False,
+        batch_lines: int = 5000,
+        poll_interval: float = 0.5,
+    ):
+        self.store = store
+        self.source = source
+        self.parser = parser
+        self.classifier = classifier
+        self.record_unknown = record_unknown
+        self.batch_lines = batch_lines
+        self.poll_interval = poll_interval
+        self.stopping = threading.Event()
+        self.stored = 0  # events committed so far
+        self.store_failures = 0  # batches the store could not take (each retried)
+        self._wanted = re.compile(b"|".join(re.escape(m) for m in parser.MARKERS))
+
+    def run(self) -> None:
+        """Follow until :meth:`stop`; each batch is committed before the next is read."""
+        while not self.stopping.is_set():
+            lines, where = self._read()
+            if where is None:
+                self.stopping.wait(self.poll_interval)
+                continue
+            self._commit_retrying(lines, where)
+
+    def run_once(self) -> int:
+        """Handle everything the source has now (tests, benchmarks); returns lines read."""
+        total = 0
+        while True:
+            lines, where = self._read()
+            if where is None:
+                return total
+            self._commit_retrying(lines, where)
+            total += len(lines)
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+
+    def _read(self) -> tuple[list[LogLine], Any]:
+        """The next batch and the position after it; (..., None) when nothing is new.
+
+        Lines of other shapes count as read: the position moves past them."""
+        if not isinstance(self.source, FileSource):
+            return self.source.read_entries(self.batch_lines)
+        raw, where = self.source.read_lines(self.batch_lines)
+        now = time.time()
+        wanted = self._wanted.search
+        parsed = [
+            parse_syslog(line.decode("utf-8", "replace"), now) for line in raw if wanted(line)
+        ]
+        return [line for line in parsed if line is not None], where
+
+    def _commit_retrying(self, lines: list[LogLine], where: Any) -> None:
+        found = self.parse(lines)  # once: the parser keeps state across lines
+        while True:
+            try:
+                events = self.events_for(found)
+                self._commit(events, where)
+                self.stored += len(events)
+                return
+            except StoreUnavailable as exc:
+                self.store_failures += 1
+                log.error("event store unavailable, batch kept", error=str(exc))
+                if self.stopping.wait(STORE_RETRY):
+                    return  # stopping: the batch is read again at the next start
+
+    def _commit(self, events: list[dict[str, Any]], where: Any) -> None:
+        def work(cur: Any) -> None:
+            self.store.insert_events(cur, events)
+            position.save(self.store, cur, self.source.name, where)
+
+        self.store.transaction(work, write=True)
+        if events:  # one line per batch: a busy log would flood the journal otherwise
+            kinds = collections.Counter(event["type"] for event in events)
+            log.info("stored", **kinds)
+
+    def parse(self, lines: list[LogLine]) -> list[Outcome | MessageExpired]:
+        """What a batch of lines tells, in order."""
+        found: list[Outcome | MessageExpired] = []
+        for line in lines:
+            found += self.parser.feed_all(line)
+        return found
+
+    def events_for(self, found: list[Outcome | MessageExpired]) -> list[dict[str, Any]]:
+        """The events a batch's outcomes produce (reads the store, writes nothing)."""
+        if not found:
+            return []
+        expired = [item.queue_id for item in found if isinstance(item, MessageExpired)]
+        known = join.lookup(self.store, (item.queue_id for item in found), expired)
+        batch_delays = join.counter()
+        events: list[dict[str, Any]] = []
+        for item in found:
+            if isinstance(item, MessageExpired):
+                events += self._expired(item, known, events)
+                continue
+            event = self._event(item, known, batch_delays)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _event(
+        self, outcome: Outcome, known: join.Known, batch_delays: dict[tuple[str, str], int]
+    ) -> dict[str, Any] | None:
+        injections = known.injections.get(outcome.queue_id, [])
+        injection = join.injection_for(injections, outcome) if injections else None
+        if injection is None and not self.record_unknown:
+            return None
+        bounce_class = None if outcome.kind == "delivery" else self._classify(outcome)
+        event = outcome_event(outcome, injection, 0, bounce_class)
+        key = (outcome.queue_id, event["rcpt_to"])
+        retries = known.delays.get(key, 0) + batch_delays[key]
+        event["num_retries"] = str(retries)
+        if outcome.kind == DEFERRED:
+            batch_delays[key] += 1
+        return event
+
+    def _expired(
+        self, expired: MessageExpired, known: join.Known, so_far: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Bounces for the recipients of an expired message that have no final outcome."""
+        history = known.outcomes.get(expired.queue_id, []) + [
+            e for e in so_far if e.get("mta_queue_id") == expired.queue_id
+        ]
+        events = []
+        for injection in known.injections.get(expired.queue_id, []):
+            rcpt = injection.get("rcpt_to", "")
+            mine = [e for e in history if e.get("rcpt_to") == rcpt]
+            if any(e["type"] in ("delivery", "bounce") for e in mine):
+                continue
+            delays = [e for e in mine if e["type"] == DEFERRED]
+            outcome = expired_outcome(expired, injection, delays[-1] if delays else None)
+            event = outcome_event(outcome, injection, len(delays), self._classify(outcome))
+            events.append(event)
+        return events
+
+    def _classify(self, outcome: Outcome) -> int:
+        code = int(outcome.code) if outcome.code else None
+        return self.classifier.classify(outcome.enhanced or None, code, outcome.reply)
+
+
+def install_signal_handlers(stop: Callable[..., None]) -> None:
+    """SIGTERM and SIGINT end the loop after the batch in hand is committed. SIGHUP (which
+    ``run`` passes to every child) is ignored: ``[maillog]`` changes take a restart."""
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)

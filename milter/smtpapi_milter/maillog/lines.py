@@ -1,0 +1,77 @@
+"""One log line, whichever source it came from: when, which program, which process, what.
+
+Files hold syslog lines (``Dec 04 15:39:09 host postfix/smtp[10655]: text``, or with an RFC
+3339 time stamp as rsyslog's high-precision format writes); journald gives the same parts as
+fields. Parsers only ever see :class:`LogLine`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
+
+_CLASSIC = re.compile(
+    r"(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d) "
+    r"\S+ (?P<tag>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<text>.*)"
+)
+_RFC3339 = re.compile(
+    r"(?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)) "
+    r"\S+ (?P<tag>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<text>.*)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """``tag`` is the syslog identifier (``postfix/smtp``, ``sm-mta``), ``time`` unix seconds."""
+
+    time: float
+    tag: str
+    pid: str
+    text: str
+
+
+def parse_syslog(raw: str, now: float | None = None) -> LogLine | None:
+    """The parts of one syslog line, or None for a line of another shape.
+
+    The classic time stamp has no year: it is this year's, or last year's when that would
+    put it more than a day in the future (a December line read in January).
+    """
+    match = _CLASSIC.match(raw)
+    if match is not None:
+        return LogLine(_classic_time(match, now), match["tag"], match["pid"] or "", match["text"])
+    match = _RFC3339.match(raw)
+    if match is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(match["stamp"].replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return LogLine(stamp, match["tag"], match["pid"] or "", match["text"])
+
+
+def _classic_time(match: re.Match[str], now: float | None) -> float:
+    now = time.time() if now is None else now
+    year = time.localtime(now).tm_year
+    stamp = _local(year, match["mon"], match["day"], match["h"], match["m"], match["s"])
+    if stamp > now + 86400:
+        stamp = _local(year - 1, match["mon"], match["day"], match["h"], match["m"], match["s"])
+    return stamp
+
+
+@functools.lru_cache(maxsize=4096)  # a busy log repeats each second's stamp many times
+def _local(year: int, mon: str, day: str, hour: str, minute: str, second: str) -> float:
+    return _mktime(year, MONTHS.get(mon, 1), int(day), int(hour), int(minute), int(second))
+
+
+def _mktime(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
+    # Syslog writes local time; mktime reads it as such (the machine's zone, as syslog's).
+    try:
+        return time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
+    except (OverflowError, ValueError):
+        return 0.0
