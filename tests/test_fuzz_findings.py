@@ -407,3 +407,13 @@ def test_a_text_url_whose_host_holds_a_symbol_beyond_ascii_is_left_untracked():
     out = tracked(message)
     assert url.encode() in out
     judge(message, out, CODEC)
+
+
+def test_a_link_with_a_c1_control_in_it_is_left_untracked_and_judged_so():
+    # Fixed-seed fuzz smoke: an href holding U+0096 (a C1 control; the milter rightly leaves
+    # such links alone) was called eligible by the oracle, which knew only C0 and DEL.
+    body = b'<html><body><a href="http://www.example.com/go/e13\xc2\x96x.htm">x</a></body></html>'
+    message = html_message(body)
+    out = tracked(message)
+    assert b"/go/e13\xc2\x96x.htm" in out
+    judge(message, out, CODEC)
