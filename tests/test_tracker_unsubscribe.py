@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import email
 import http.client
+import os
 import re
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -186,3 +188,47 @@ def test_link_unsubscribe_click_suppresses_in_the_same_commit(tracker):
         "link_unsubscribe",
     ]
     assert suppressed(tracker, rcpt) == "link_unsubscribe"
+
+
+def stored(tracker: RunningTracker, rcpt: str) -> tuple[list[str], list[str]]:
+    """(event types, suppression sources) of ``rcpt`` read from the store itself."""
+    store = open_store(load_config(str(tracker.config_path)).event_store_url)
+    try:
+        kinds = [e["type"] for e in store.query(rcpt=rcpt)]
+        return kinds, [entry.source for entry in list_entries(store, recipient=rcpt)]
+    finally:
+        store.close()
+
+
+def test_acknowledged_unsubscribe_survives_sigkill(tmp_path):
+    """Durable before the 200: killed the moment it answered, both are on disk."""
+    rcpt = recipient("killed")
+    with RunningTracker(tmp_path, smtpapi={"list_unsubscribe": True}) as tracker:
+        path = unsubscribe_path(tracker, rcpt)
+        assert request(tracker, "POST", path, ONE_CLICK)[0] == 200
+        os.killpg(tracker.process.pid, signal.SIGKILL)  # the whole tree, no goodbyes
+        tracker.process.wait()
+        tracker.process = None
+    assert stored(tracker, rcpt) == (["list_unsubscribe"], ["list_unsubscribe"])
+
+
+def test_store_down_answers_503_and_the_retry_counts(postgres_running, tmp_path):
+    rcpt = recipient("retried")
+    database = postgres_running.create_database(f"u_{uuid.uuid4().hex[:12]}")
+    tracker = RunningTracker(
+        tmp_path, smtpapi={"list_unsubscribe": True}, events={"store": database}
+    )
+    with tracker:
+        path = unsubscribe_path(tracker, rcpt)
+        postgres_running.stop()
+        try:
+            status, headers, _ = request(tracker, "POST", path, ONE_CLICK)
+            assert status == 503 and headers["retry-after"] == "5"
+        finally:
+            postgres_running.start()
+        assert stored(tracker, rcpt) == ([], [])
+        deadline = time.monotonic() + 30
+        while (status := request(tracker, "POST", path, ONE_CLICK)[0]) != 200:
+            assert status == 503 and time.monotonic() < deadline  # reconnecting
+            time.sleep(0.2)  # the provider's retry, paced
+        assert stored(tracker, rcpt) == (["list_unsubscribe"], ["list_unsubscribe"])
