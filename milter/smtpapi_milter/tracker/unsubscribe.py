@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from ..events.model import engagement_event
-from ..events.store import Cursor
+from ..events.store import Cursor, EventStore, LazyStore
 from ..ids import unique_event_id
 from ..suppression.store import SuppressionError, suppress
 from ..tokens import InvalidToken, TokenCodec, TrackingData
@@ -98,7 +98,7 @@ class Unsubscriber:
     whatever else the store raises reach the caller, which answers 503.
     """
 
-    def __init__(self, store: Any):
+    def __init__(self, store: EventStore | LazyStore):
         self._store = store
 
     async def store(self, events: list[dict[str, Any]], recipient: str, source: str) -> None:
@@ -106,7 +106,8 @@ class Unsubscriber:
         await asyncio.to_thread(self._write, events, recipient, source)
 
     def _write(self, events: list[dict[str, Any]], recipient: str, source: str) -> None:
-        store = self._store.get() if hasattr(self._store, "get") else self._store
+        # The open store itself: suppress() runs SQL on it inside the transaction.
+        store = self._store.get() if isinstance(self._store, LazyStore) else self._store
 
         def work(cur: Cursor) -> None:
             store.insert_events(cur, events)
