@@ -25,6 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 
 from bars import bar  # noqa: E402
 from smtpapi_milter import logs  # noqa: E402
+from smtpapi_milter.config import MaillogConfig  # noqa: E402
 from smtpapi_milter.delivery.bounce_class import BounceClassifier  # noqa: E402
 from smtpapi_milter.events.store import open_store  # noqa: E402
 from smtpapi_milter.maillog.file_source import FileSource  # noqa: E402
@@ -108,7 +109,13 @@ def ours(log: Path, url: str) -> tuple[float, float, int]:
     """Wall and CPU seconds of the follower over the whole log, and the events it stored."""
     store = open_store(url)
     started, cpu = time.perf_counter(), time.process_time()
-    follower = Follower(store, FileSource(log, None), PostfixParser(), BounceClassifier.load())
+    follower = Follower(
+        store,
+        FileSource(log, None),
+        PostfixParser(),
+        BounceClassifier.load(),
+        batch_lines=MaillogConfig().batch_lines,  # as shipped
+    )
     follower.run_once()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     store.close()
