@@ -25,6 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 
 from bars import bar  # noqa: E402
 from smtpapi_milter import logs  # noqa: E402
+from smtpapi_milter.config import MaillogConfig  # noqa: E402
 from smtpapi_milter.delivery.bounce_class import BounceClassifier  # noqa: E402
 from smtpapi_milter.events.store import open_store  # noqa: E402
 from smtpapi_milter.maillog.file_source import FileSource  # noqa: E402
@@ -65,7 +66,10 @@ def injection(i: int, start: float) -> dict:
     return {
         "type": "injection",
         "event_id": str(1_000_000 + i),
-        "timestamp": str(int(start)),
+        # Recorded when the milter saw the message, as its log lines say (message() above),
+        # not one time for all: a final outcome's event id starts with its injection's time,
+        # and with a single time every insert into the event_id index was a random one.
+        "timestamp": str(int(start + i * 0.05)),
         "transmission_id": str(7_000_000 + i),
         "message_id": f"{i:020x}",
         "campaign_id": f"campaign-{i % 50}",
@@ -105,7 +109,13 @@ def ours(log: Path, url: str) -> tuple[float, float, int]:
     """Wall and CPU seconds of the follower over the whole log, and the events it stored."""
     store = open_store(url)
     started, cpu = time.perf_counter(), time.process_time()
-    follower = Follower(store, FileSource(log, None), PostfixParser(), BounceClassifier.load())
+    follower = Follower(
+        store,
+        FileSource(log, None),
+        PostfixParser(),
+        BounceClassifier.load(),
+        batch_lines=MaillogConfig().batch_lines,  # as shipped
+    )
     follower.run_once()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     store.close()

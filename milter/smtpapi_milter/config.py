@@ -143,7 +143,7 @@ class MaillogConfig:
     record_unknown: bool = False
     bounce_rules: str = ""
     journal_directory: str = ""  # journald: "" = the system journal
-    batch_lines: int = 5000
+    batch_lines: int = 20_000
     poll_interval: float = 0.5
 
 

@@ -1,6 +1,9 @@
 """Runs inside ``unshare -u -n -p``: our milter, a test MX answering per recipient and a real
 Sendmail whose syslog() goes to a file (``syslog_to_file.c``, preloaded), then one message
-per recipient; it returns once Sendmail has logged each first outcome.
+per recipient; it returns once Sendmail has logged each first outcome. With
+``rotate_after=N`` the log is rotated as logrotate does it (renamed to ``NAME.1``) once the
+first N messages' outcomes are in it: the shim opens the path for every line, as a syslog
+daemon reopens it on logrotate's SIGHUP, so later lines go to a new file.
 
 ``python -m tests.harness.sendmail_maillog_driver SPEC RESULT``; :func:`run` does the unshare.
 The follower itself runs outside: it needs only the log file and the event store.
@@ -42,10 +45,15 @@ def build_shim(directory: Path) -> Path:
     return shim
 
 
-def run(workdir: Path, log: Path, store: str, messages: list[dict]) -> list[dict]:
+def run(
+    workdir: Path, log: Path, store: str, messages: list[dict], rotate_after: int | None = None
+) -> list[dict]:
     """Send ``messages`` (data, rcpts, from) through Sendmail in a private namespace; the
-    replies the client got, once each recipient's first outcome is in ``log``."""
+    replies the client got, once each recipient's first outcome is in ``log`` (or in
+    ``log``.1, rotated after ``rotate_after`` messages)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     spec = {
+        "rotate_after": rotate_after,
         "tree": str(ensure_unpacked()),
         "workdir": str(workdir),
         "log": str(log),
@@ -101,23 +109,35 @@ def main(spec_path: str, result_path: str) -> int:
         os.environ["SMTPAPI_SYSLOG_FILE"] = str(log)
         stack.enter_context(RunningSendmail(tree, cf, smtp_port))
         del os.environ["LD_PRELOAD"]
-        replies = []
-        for message in spec["messages"]:
+        replies: list[dict] = []
+        for number, message in enumerate(spec["messages"]):
+            if number == spec.get("rotate_after"):
+                _wait_logged(log, replies)
+                log.rename(rotated(log))
             reply = send(smtp_port, message)
             # "2.0.0 0B4G0abc001234 Message accepted for delivery": the queue id
             reply["queue_id"] = reply["text"].split()[1] if reply["accepted"] else ""
             replies.append(reply)
-        deadline = time.monotonic() + LOGGED_TIMEOUT
-        while not all(_logged(log, reply["queue_id"]) for reply in replies if reply["accepted"]):
-            if time.monotonic() > deadline:
-                raise SendmailError(f"outcomes not logged in {log}:\n{_read(log)}")
-            time.sleep(0.05)
+        _wait_logged(log, replies)
     Path(result_path).write_text(json.dumps(replies))
     return 0
 
 
+def rotated(log: Path) -> Path:
+    return log.with_name(log.name + ".1")
+
+
+def _wait_logged(log: Path, replies: list[dict]) -> None:
+    deadline = time.monotonic() + LOGGED_TIMEOUT
+    while not all(_logged(log, reply["queue_id"]) for reply in replies if reply["accepted"]):
+        if time.monotonic() > deadline:
+            raise SendmailError(f"outcomes not logged in {log}:\n{_read(log)}")
+        time.sleep(0.05)
+
+
 def _read(log: Path) -> str:
-    return log.read_text(errors="replace") if log.exists() else ""
+    """The log and its rotated copy, if any."""
+    return "".join(p.read_text(errors="replace") for p in (rotated(log), log) if p.exists())
 
 
 def _logged(log: Path, queue_id: str) -> bool:

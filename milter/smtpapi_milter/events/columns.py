@@ -20,7 +20,9 @@ def text_column(value: Any) -> str:
     neither driver encodes lone surrogates); the payload keeps the exact value."""
     if type(value) is str and value.isascii():  # the common case: nothing to encode
         return value.replace("\x00", "") if "\x00" in value else value
-    text = "" if value is None else str(value)
+    if value is None:  # as common: a field this type of event lacks
+        return ""
+    text = str(value)
     return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 

@@ -2,7 +2,7 @@
 the position after the batch in one transaction, repeat (SPEC 13).
 
 A batch is up to ``[maillog] batch_lines`` lines, or what is there when the log is idle, so
-a busy log costs one durable commit per few thousand lines and a quiet one shows each
+a busy log costs one durable commit per many thousand lines and a quiet one shows each
 outcome within ``poll_interval``. SIGTERM (or SIGINT) ends the loop between batches: what
 was committed is exactly what was read. A store that is down is waited for, the batch kept.
 """
@@ -43,7 +43,7 @@ class Follower:
         classifier: BounceClassifier,
         *,
         record_unknown: bool = False,
-        batch_lines: int = 5000,
+        batch_lines: int = 20_000,
         poll_interval: float = 0.5,
     ):
         self.store = store

@@ -11,8 +11,8 @@ import calendar
 import functools
 import re
 import time
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
 
@@ -26,8 +26,7 @@ _RFC3339 = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class LogLine:
+class LogLine(NamedTuple):  # a named tuple: one is made per line kept (see outcome.py)
     """``tag`` is the syslog identifier (``postfix/smtp``, ``sm-mta``), ``time`` unix seconds."""
 
     time: float
@@ -44,7 +43,8 @@ def parse_syslog(raw: str, now: float | None = None) -> LogLine | None:
     """
     match = _CLASSIC.match(raw)
     if match is not None:
-        return LogLine(_classic_time(match, now), match["tag"], match["pid"] or "", match["text"])
+        tag, pid, text = match.group("tag", "pid", "text")
+        return LogLine(_classic_time(match, now), tag, pid or "", text)
     match = _RFC3339.match(raw)
     if match is None:
         return None
@@ -57,11 +57,16 @@ def parse_syslog(raw: str, now: float | None = None) -> LogLine | None:
 
 def _classic_time(match: re.Match[str], now: float | None) -> float:
     now = time.time() if now is None else now
-    year = time.localtime(now).tm_year
-    stamp = _local(year, match["mon"], match["day"], match["h"], match["m"], match["s"])
+    year = _year(now)
+    stamp = _local(year, *match.group("mon", "day", "h", "m", "s"))
     if stamp > now + 86400:
-        stamp = _local(year - 1, match["mon"], match["day"], match["h"], match["m"], match["s"])
+        stamp = _local(year - 1, *match.group("mon", "day", "h", "m", "s"))
     return stamp
+
+
+@functools.lru_cache(maxsize=1)  # the follower passes one ``now`` for a whole batch
+def _year(now: float) -> int:
+    return time.localtime(now).tm_year
 
 
 @functools.lru_cache(maxsize=4096)  # a busy log repeats each second's stamp many times

@@ -3,13 +3,14 @@ given up on as a whole (Postfix's qmgr ``status=expired, returned to sender``)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 DELIVERED, DEFERRED, BOUNCED = "delivery", "delay", "bounce"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+# Named tuples, not frozen dataclasses: the follower makes one per log line it keeps, and a
+# frozen dataclass's __init__ sets each field through object.__setattr__ (several times the cost).
+class Outcome(NamedTuple):
     """One recipient's attempt: ``kind`` is the event type it becomes.
 
     ``recipient`` is the address the MTA delivered to, ``original`` the one it was given
@@ -39,8 +40,7 @@ class Outcome:
         return self.recipient.rpartition("@")[2].lower()
 
 
-@dataclass(frozen=True, slots=True)
-class MessageExpired:
+class MessageExpired(NamedTuple):
     """Every recipient of ``queue_id`` still undelivered is bounced (the queue's lifetime
     ended); the recipients come from the injections and the reason from the last delay."""
 
