@@ -20,6 +20,7 @@ BENCHMARKS = [
     "hostile_bench.py",
     "memory_bench.py",
     "maillog_bench.py",
+    "suppression_bench.py",
 ]
 
 

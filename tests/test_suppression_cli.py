@@ -130,3 +130,41 @@ def test_entries_made_by_the_cli_are_the_stores(config: Path, store_url: str) ->
     assert suppression(config, "add", "z@example.org").returncode == 0
     with contextlib.closing(open_store(store_url)) as store:
         assert [e.recipient for e in list_entries(store)] == ["z@example.org"]
+
+
+def erase(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "smtpapi_milter.cli", "erase", *args, "--config", str(config)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_erase_keeps_the_suppression_unless_asked(config: Path) -> None:
+    for kind in ("transactional", "non_transactional"):
+        assert suppression(config, "add", "gone@example.org", "--type", kind).returncode == 0
+    kept = erase(config, "Gone@example.org")
+    assert kept.returncode == 0, kept.stderr
+    assert "suppression list entries (non_transactional, transactional) are kept" in kept.stdout
+    assert suppression(config, "list").stdout.count("gone@example.org") == 2
+    removed = erase(config, "gone@example.org", "--include-suppression")
+    assert removed.returncode == 0, removed.stderr
+    assert "suppression list entries were removed too" in removed.stdout
+    assert suppression(config, "list").stdout.strip() == "no entries"
+    assert "has no suppression list entry" in erase(config, "gone@example.org").stdout
+
+
+def test_erase_help_says_entries_are_kept() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "smtpapi_milter.cli", "erase", "--help"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    text = " ".join(result.stdout.split())
+    assert "suppression list entries are kept" in text and "--include-suppression" in text

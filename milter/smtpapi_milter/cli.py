@@ -138,9 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         "erase",
         parents=[common],
         help="erase every stored event of one recipient (privacy requests)",
-        description="Delete every event whose recipient is ADDR (any case) from the event store.",
+        description="Delete every event whose recipient is ADDR (any case) from the event store. "
+        "ADDR's suppression list entries are kept, so it still gets no mail it opted out of "
+        "(what the law asks), unless --include-suppression.",
     )
     erase.add_argument("address", metavar="ADDR")
+    erase.add_argument(
+        "--include-suppression",
+        action="store_true",
+        help="also remove ADDR from the suppression list (by default its entries are kept)",
+    )
     erase.set_defaults(func=cmd_erase)
     suppression_command.register(sub, common)
 
@@ -388,11 +395,12 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     with contextlib.closing(store):
         try:
-            deleted = store.erase_recipient(address)
+            deleted = store.erase_recipient(address, include_suppression=args.include_suppression)
+            kept = suppression_command.kept_after_erase(store, address, args.include_suppression)
         except StoreUnavailable as exc:
             print(f"smtpapi-milter erase: {exc}", file=sys.stderr)
             return EXIT_UNAVAILABLE
-    print(f"erased {deleted} events of {address}; later events of it will not be stored")
+    print(f"erased {deleted} events of {address}; later events of it will not be stored; {kept}")
     return EXIT_OK
 
 

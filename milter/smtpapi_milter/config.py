@@ -148,6 +148,15 @@ class MaillogConfig:
 
 
 @dataclass(frozen=True)
+class SuppressionConfig:
+    """``[suppression]``: the suppression list (SPEC 14). ``bounce_classes``: the bounce
+    classes whose bounces (from the maillog follower) suppress the recipient; SparkPost's hard
+    bounces, 10 (Invalid Recipient) and 30 (Generic Bounce: No RCPT), by default."""
+
+    bounce_classes: list[int] = field(default_factory=lambda: [10, 30])
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     """One ``[[webhooks]]`` endpoint.
 
@@ -177,6 +186,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     webhooks: list[WebhookConfig] = field(default_factory=list)
     maillog: MaillogConfig = field(default_factory=MaillogConfig)
+    suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
     source: str = "(defaults)"
 
     @property
@@ -361,6 +371,7 @@ def _check_values(config: Config, path: str) -> None:
     if config.policy.timeout < 0:
         raise ConfigError(f"{path}: 'policy.timeout' must not be negative (0: no limit)")
     _check_maillog(config.maillog, path)
+    _check_bounce_classes(config.suppression.bounce_classes, path)
     store = config.events.store
     if store and not store.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError(f"{path}: 'events.store' must be sqlite:///PATH or postgresql://...")
@@ -384,6 +395,17 @@ def _check_reinjection(s: SmtpapiConfig, path: str) -> None:
             raise ConfigError(
                 f"{path}: '{where}.multi_recipient' = \"split\" needs 'smtpapi.reinject_to', "
                 'the MTA listener without this milter (e.g. "127.0.0.1:10026")'
+            )
+
+
+def _check_bounce_classes(classes: list[int], path: str) -> None:
+    from .delivery.bounce_class import BOUNCE_CLASSES
+
+    for i, number in enumerate(classes):
+        if number not in BOUNCE_CLASSES:
+            raise ConfigError(
+                f"{path}: 'suppression.bounce_classes[{i}]' {number!r} is not a bounce class "
+                f"(one of {', '.join(map(str, BOUNCE_CLASSES))})"
             )
 
 

@@ -135,8 +135,8 @@ class SqliteStore(EventStore):
 
         self._transaction(work, write=True)
 
-    def erase_recipient(self, rcpt: str) -> int:
-        deleted = super().erase_recipient(rcpt)
+    def erase_recipient(self, rcpt: str, *, include_suppression: bool = False) -> int:
+        deleted = super().erase_recipient(rcpt, include_suppression=include_suppression)
         self.checkpoint()
         return deleted
 

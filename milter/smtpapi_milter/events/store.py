@@ -329,14 +329,20 @@ class EventStore(stats.CampaignReports):
 
         return self._transaction(work, write=False)
 
-    def erase_recipient(self, rcpt: str) -> int:
+    def erase_recipient(self, rcpt: str, *, include_suppression: bool = False) -> int:
         """Delete every event of one recipient and keep later ones out (privacy requests,
         :mod:`.erasure`); returns how many were deleted. NotAnAddress (a ValueError) for an
-        empty, blank or malformed address, before anything is touched."""
+        empty, blank or malformed address, before anything is touched. The recipient's
+        suppression list entries stay (they are what keeps mail from them) unless
+        ``include_suppression``: then they go in the same transaction."""
         address = erasure.erasable_address(rcpt)
 
         def work(cur: Cursor) -> int:
             self._lock(cur, "cursor")  # inserts in flight finish first; later ones see it
+            if include_suppression:
+                from ..suppression.store import unsuppress
+
+                unsuppress(self, address, cur=cur)
             return erasure.erase(cur, self._sql, address)
 
         return self._transaction(work, write=True)

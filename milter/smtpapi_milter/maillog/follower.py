@@ -21,6 +21,7 @@ import structlog
 
 from ..delivery.bounce_class import BounceClassifier
 from ..events.store import StoreUnavailable
+from ..suppression.bounces import DEFAULT_CLASSES, suppress_bounces
 from . import join, position
 from .file_source import FileSource
 from .lines import LogLine, parse_syslog
@@ -34,6 +35,8 @@ STORE_RETRY = 2.0  # seconds between attempts while the store is down
 
 class Follower:
     """Follows one source with one parser into one store; see :func:`run_follower`."""
+
+    bounce_classes: frozenset[int] = DEFAULT_CLASSES  # [suppression] bounce_classes
 
     def __init__(
         self,
@@ -111,6 +114,7 @@ class Follower:
     def _commit(self, events: list[dict[str, Any]], where: Any) -> None:
         def work(cur: Any) -> None:
             self.store.insert_events(cur, events)
+            suppress_bounces(self.store, cur, events, self.bounce_classes)  # same commit
             position.save(self.store, cur, self.source.name, where)
 
         self.store.transaction(work, write=True)

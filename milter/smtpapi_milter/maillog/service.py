@@ -61,6 +61,7 @@ def serve(config: Config) -> int:
         poll_interval=settings.poll_interval,
     )
     follower.stopping = stopping
+    follower.bounce_classes = frozenset(config.suppression.bounce_classes)
     log.info("following", source=settings.source, format=settings.format)
     try:
         follower.run()

@@ -136,6 +136,19 @@ def _table(entries: list) -> str:
     )
 
 
+def kept_after_erase(store: EventStore, address: str, removed: bool) -> str:
+    """What ``erase`` says about the recipient's suppression entries."""
+    if removed:
+        return "its suppression list entries were removed too"
+    kinds = [entry.type for entry in list_entries(store, recipient=address, limit=None)]
+    if not kinds:
+        return "it has no suppression list entry"
+    return (
+        f"its suppression list entries ({', '.join(kinds)}) are kept, so it gets no mail it "
+        "opted out of (--include-suppression removes them)"
+    )
+
+
 def _fail(message: str, code: int) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
     return code
