@@ -145,6 +145,22 @@ def _delivery_outcomes(integer: str, real: str) -> list[Step]:
     ]
 
 
+def _suppressions(real: str) -> list[Step]:
+    """Migration 7 (SPEC 14): the suppression list (suppression/store.py), SparkPost's shape:
+    one entry per lower-cased recipient and type; listed by source and recipient."""
+    return [
+        "CREATE TABLE suppressions ("
+        " recipient TEXT NOT NULL,"
+        " type TEXT NOT NULL CHECK (type IN ('transactional', 'non_transactional')),"
+        " source TEXT NOT NULL,"
+        " description TEXT NOT NULL DEFAULT '',"
+        f" created {real} NOT NULL,"
+        f" updated {real} NOT NULL,"
+        " PRIMARY KEY (recipient, type))",
+        "CREATE INDEX suppressions_source ON suppressions (source, recipient)",
+    ]
+
+
 MIGRATIONS: dict[str, list[list[Step]]] = {
     SQLITE: [
         [
@@ -168,6 +184,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         _token_floods("INTEGER", "REAL"),
         [ERASED_TABLE.format(real="REAL")],  # 5: erased recipients (events/erasure.py)
         _delivery_outcomes("INTEGER", "REAL"),
+        _suppressions("REAL"),
     ],
     POSTGRESQL: [
         [
@@ -191,6 +208,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         _token_floods("BIGINT", "DOUBLE PRECISION"),
         [ERASED_TABLE.format(real="DOUBLE PRECISION")],  # 5: erased recipients
         _delivery_outcomes("BIGINT", "DOUBLE PRECISION"),
+        _suppressions("DOUBLE PRECISION"),
     ],
 }
 

@@ -1,0 +1,1 @@
+"""The suppression list: recipients mail is not sent to (SPEC 14)."""
