@@ -146,6 +146,15 @@ class MaillogConfig:
 
 
 @dataclass(frozen=True)
+class SuppressionConfig:
+    """``[suppression]``: the suppression list (SPEC 14)."""
+
+    # How long a worker trusts what it last read about a recipient: the bound on how late an
+    # unsubscribe (or a removal) takes effect in the milter.
+    cache_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     """One ``[[webhooks]]`` endpoint.
 
@@ -175,6 +184,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     webhooks: list[WebhookConfig] = field(default_factory=list)
     maillog: MaillogConfig = field(default_factory=MaillogConfig)
+    suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
     source: str = "(defaults)"
 
     @property
@@ -337,6 +347,8 @@ def _check_values(config: Config, path: str) -> None:
         raise ConfigError(f"{path}: 'smtpapi.max_tracked_links' must be at least 1")
     if config.milter.analysis_cache < 0:
         raise ConfigError(f"{path}: 'milter.analysis_cache' must not be negative")
+    if not 0 <= config.suppression.cache_seconds <= 86400:
+        raise ConfigError(f"{path}: 'suppression.cache_seconds' must be between 0 and 86400")
     _check_reinjection(s, path)
     if s.node_id > 1023:
         raise ConfigError(f"{path}: 'smtpapi.node_id' must be between 0 and 1023")
