@@ -26,6 +26,7 @@ from .pipeline import MessageResult, Pipeline
 from .policy import PolicyLoadError, PolicySet
 from .redaction import redact_settings
 from .replies import SmtpReplyError
+from .suppression import command as suppression_command
 from .terminal import terminal_json
 from .tokens import TokenCodec
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     erase.add_argument("address", metavar="ADDR")
     erase.set_defaults(func=cmd_erase)
+    suppression_command.register(sub, common)
 
     demo = sub.add_parser(
         "demo",

@@ -43,8 +43,9 @@ Handler = Callable[["Request"], Awaitable[tuple[int, Any]]]
 class Request:
     """What a handler needs of one request: method, path, query parameters, the store."""
 
-    def __init__(self, scope: Scope, store: EventStore | LazyStore):
+    def __init__(self, scope: Scope, store: EventStore | LazyStore, receive: Receive | None = None):
         self.method: str = scope["method"]
+        self.receive = receive  # for the routes that read a request body
         self.path: str = scope["path"]
         # Still percent-encoded: a value in the path may itself contain an encoded "/".
         self.raw_path: str = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
@@ -117,7 +118,7 @@ class AdminApp:
             await send_json(send, 404, {"error": f"no such endpoint: {scope['method']} {path}"})
             return
         try:
-            status, body = await handler(Request(scope, self.store))
+            status, body = await handler(Request(scope, self.store, receive))
         except QueryError as exc:
             status, body = 400, {"error": str(exc)}
         except StoreUnavailable as exc:

@@ -32,7 +32,7 @@ from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..orphans import die_with_parent, mark_children
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
-from . import dashboard
+from . import dashboard, suppression_api
 from .admin import AdminApp
 from .admin_access import AllowedHosts, admin_token, check_host_names
 from .app import ClientAddress, Receive, Scope, Send, TrackerApp
@@ -154,7 +154,7 @@ def admin_app(config: Config) -> Lifespan:
         # prepare() made the token file already; creating it here too covers a listener
         # started on its own (the first to link the file wins, the other reads it).
         app = AdminApp(store, admin_token(config), AllowedHosts.from_config(config))
-        return dashboard.install(app)
+        return suppression_api.install(dashboard.install(app))
 
     def shutdown() -> None:
         for job in parts.get("jobs", []):
