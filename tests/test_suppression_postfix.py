@@ -157,3 +157,24 @@ def test_a_list_that_cannot_be_read_tempfails_even_untracked_mail(tmp_path, capt
         "451 4.3.0 event store unavailable, try again later"
     )
     assert capture.messages == []
+
+
+def test_failing_open_after_an_error_still_leaves_suppressed_recipients_out(tmp_path, capture):
+    # on_error = "accept": a broken policy sends the message out as it came, but not to
+    # someone on the list (checked as non-transactional mail: its settings were never read).
+    milter = RunningMilter(
+        tmp_path, suppression={"cache_seconds": 0}, milter={"on_error": "accept"}
+    )
+    newsletter = corpus.wrap_html(HTML, "8bit", NEWSLETTER)
+    with milter, mta(milter, capture) as postfix:
+        first_mail(postfix, capture)
+        suppression(milter, "add", GONE)
+        milter.write_policy("broken.py", "def validate_data_spool(ctx):\n    1 / 0\n")
+        milter.reload()
+        milter.wait_for_log("reloaded")
+        assert send(postfix.smtp_port, newsletter, [GONE, STAYS]) == {}
+        assert delivered_to(capture, 1) == [[STAYS]]
+        (rejected,) = events(milter, "policy_rejection")
+        error = refused(postfix.smtp_port, newsletter, GONE)
+    assert rejected["raw_rcpt_to"] == GONE
+    assert reply_line(error) == "550 5.7.1 recipient is on the suppression list (manual)"

@@ -184,6 +184,15 @@ class Session:
         self.message_vars = self.connection_vars.child()
         self.header, self.transmission_id = None, ""
 
+    def suppressed_failing_open(self) -> list[Suppressed]:
+        """The suppressed recipients of a message going out as it came (``on_error =
+        "accept"`` after an error): its settings were never read, so it is checked as the
+        mail most lists are about, non-transactional. SmtpReplyError if nobody remains."""
+        check, recipients = self.pipeline.suppression, self.envelope.recipients
+        if check is None or not recipients:
+            return []
+        return suppressed_recipients(check, [(r, None) for r in recipients])
+
     def end_of_message(
         self,
         headers: list[tuple[str, bytes]],

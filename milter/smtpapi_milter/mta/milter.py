@@ -267,7 +267,20 @@ class SmtpapiMilter(Milter.Base):
         return Milter.ACCEPT
 
     def _accept_untracked(self) -> int:
-        """Fail open: the message as it came, less the X-MSYS-API header (never delivered)."""
+        """Fail open: the message as it came, less the X-MSYS-API header (never delivered)
+        and less its suppressed recipients (an error is no reason to mail them)."""
+        try:
+            gone = self.session.suppressed_failing_open()
+            events = [e for g in gone for e in self._rejection_events("eom", g.reply, g.recipient)]
+            if events:
+                self.state.record(events)  # SmtpReplyError(451) when the store is down
+        except SmtpReplyError as exc:
+            return self._refuse("eom", exc)
+        except StoreUnavailable:
+            self._log_verdict("eom", STORE_DOWN)
+            return self._reply(STORE_DOWN)
+        for suppressed in gone:
+            self.delrcpt(f"<{suppressed.recipient}>")
         count = sum(1 for name, _ in self.headers if name.lower() == HEADER_NAME.lower())
         for index in range(count, 0, -1):  # from the last, so the indexes stay valid
             self.chgheader(HEADER_NAME, index, None)
