@@ -23,6 +23,9 @@ whole connection (connect, ehlo) or message (mailfrom, rcptto, data_spool).
   smtpapi_campaign_id            at most 64 bytes
   smtpapi_tags                   '["a", "b"]' (JSON array; the first 10 count)
   smtpapi_metadata               '{"k": "v"}' (JSON object, at most 200 bytes)
+  smtpapi_list_unsubscribe       "1" "0" "true" "false": RFC 8058 List-Unsubscribe headers
+  smtpapi_transactional          "1" "0" "true" "false": no List-Unsubscribe, no
+                                 non-transactional suppression (as options.transactional)
   mo_customer_id                 set from SMTP AUTH; a policy may set it too
 
 A policy variable beats the X-MSYS-API header, which beats the configuration.

@@ -102,7 +102,18 @@ def eligible(url: str) -> bool:
         and len(url.encode("utf-8", "surrogatepass")) <= 4096
         and not re.match(rf"(?i)https?://{re.escape(TRACKING_DOMAIN)}(/|$)", url)
         and browser_reads_same_host(url)  # else our redirect could go elsewhere
+        and _unicode_host_is_words(url)
     )
+
+
+def _unicode_host_is_words(url: str) -> bool:
+    """The README's rule for hosts beyond ASCII: only letters and digits (a symbol such as
+    U+00AC NOT SIGN in a host is a spoofing tool, never a real domain's)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    return all(c.isascii() or c.isalnum() for c in host)
 
 
 def _has_host_and_port(url: str) -> bool:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import ada_url
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 
 def whatwg_host(url: str) -> str | None:

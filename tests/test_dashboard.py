@@ -438,6 +438,8 @@ def test_campaign_page_marks_a_flooded_link(tmp_path, page):
         while not flooded(tracker):  # the counter is written within a second: probe
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        token = json.dumps(tracker.admin_token)
+        page.add_init_script(f"sessionStorage.setItem({json.dumps(TOKEN_KEY)}, {token})")
         page.goto(f"{tracker.admin_url}/dashboard/#/campaign/replayed")
         rows = page.locator("#links tbody tr")
         expect(rows.filter(has_text="flooded").locator(".flood")).to_contain_text(

@@ -396,3 +396,24 @@ def test_a_text_url_with_a_byte_that_is_not_utf8_in_its_host_is_judged_not_a_cra
     out = tracked(message)
     assert b"\xb5discon" in out
     judge(message, out, CODEC)
+
+
+def test_a_text_url_whose_host_holds_a_symbol_beyond_ascii_is_left_untracked():
+    # Fixed-seed fuzz smoke: the milter (rightly) left 'http://a948.g.aka¬ai.net/...' untracked
+    # (non-ASCII in a host must be letters or digits), while the oracle called it eligible.
+    url = "http://a948.g.aka\u00acai.net/7/948/0102-get-organized.gif"
+    body = b"see\r\n" + url.encode() + b"\r\n"
+    message = HEAD + TRACK + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
+    out = tracked(message)
+    assert url.encode() in out
+    judge(message, out, CODEC)
+
+
+def test_a_link_with_a_c1_control_in_it_is_left_untracked_and_judged_so():
+    # Fixed-seed fuzz smoke: an href holding U+0096 (a C1 control; the milter rightly leaves
+    # such links alone) was called eligible by the oracle, which knew only C0 and DEL.
+    body = b'<html><body><a href="http://www.example.com/go/e13\xc2\x96x.htm">x</a></body></html>'
+    message = html_message(body)
+    out = tracked(message)
+    assert b"/go/e13\xc2\x96x.htm" in out
+    judge(message, out, CODEC)

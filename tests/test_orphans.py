@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from smtpapi_milter.sandbox.ports import deadline_in, free_port, wait_for_http, wait_for_port
+from smtpapi_milter.sandbox.processes import processes
 
 from .harness.smtpapi import ROOT, RunningMilter, RunningTracker, toml
 
@@ -30,19 +31,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
 
 def session_processes(session: int) -> set[int]:
     """Live (not zombie) processes of ``session``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # ended meanwhile
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        state, sid = fields[0], int(fields[3])
-        if sid == session and state != "Z":
-            found.add(int(entry.name))
-    return found
+    return {p.pid for p in processes() if p.session == session and p.state != "Z"}
 
 
 def port_is_free(port: int) -> bool:

@@ -42,6 +42,8 @@ class SmtpapiConfig:
     click_tracking_text: bool = True
     skip_url_text_links: bool = False
     track_dkim_signed: bool = False
+    # RFC 8058 one-click List-Unsubscribe headers on non-transactional mail (list_unsubscribe.py).
+    list_unsubscribe: bool = False
     multi_recipient: Literal["auto", "defer", "split", "shared"] = "auto"
     reinject_to: str = ""  # empty: no re-injection listener (auto then shares one body)
     max_tracked_size: int = 20 * 1024 * 1024

@@ -17,10 +17,12 @@ from .replies import invalid
 CAMPAIGN_ID = "smtpapi_campaign_id"
 CLICK_TRACKING = "smtpapi_click_tracking"
 CLICK_TRACKING_SCHEME = "smtpapi_click_tracking_scheme"
+LIST_UNSUBSCRIBE = "smtpapi_list_unsubscribe"
 METADATA = "smtpapi_metadata"
 OPEN_TRACKING = "smtpapi_open_tracking"
 OPEN_TRACKING_SCHEME = "smtpapi_open_tracking_scheme"
 TAGS = "smtpapi_tags"
+TRANSACTIONAL = "smtpapi_transactional"
 TRACKING_DOMAIN = "smtpapi_tracking_domain"
 TRACKING_LINK_EXPIRY = "smtpapi_tracking_link_expiry"
 CUSTOMER_ID = "mo_customer_id"
@@ -30,12 +32,14 @@ SMTPAPI_VARIABLES = frozenset(
         CAMPAIGN_ID,
         CLICK_TRACKING,
         CLICK_TRACKING_SCHEME,
+        LIST_UNSUBSCRIBE,
         METADATA,
         OPEN_TRACKING,
         OPEN_TRACKING_SCHEME,
         TAGS,
         TRACKING_DOMAIN,
         TRACKING_LINK_EXPIRY,
+        TRANSACTIONAL,
     }
 )
 

@@ -57,11 +57,17 @@ class MessageFile:
             if edit is None:
                 out.append(f.raw)
             elif edit.value is not None:
-                out.append(f.name.encode("latin-1") + b": " + edit.value + self.eol)
+                out.append(f.name.encode("latin-1") + b": " + self._lines(edit.value) + self.eol)
         for e in edits:
             if e.index == 0 and e.value is not None:
-                out.append(e.name.encode("latin-1") + b": " + e.value + self.eol)
+                out.append(e.name.encode("latin-1") + b": " + self._lines(e.value) + self.eol)
         return out
+
+    def _lines(self, value: bytes) -> bytes:
+        """A folded edit value ("\n" + blank, as libmilter takes it) in this file's line ends."""
+        if b"\n" not in value or self.eol == b"\n":
+            return value
+        return value.replace(b"\r\n", b"\n").replace(b"\n", self.eol)
 
 
 def parse_message_file(data: bytes) -> MessageFile:

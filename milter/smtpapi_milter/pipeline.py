@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from . import context as cv
-from . import multi_recipient, xmsysapi
+from . import list_unsubscribe, multi_recipient, xmsysapi
 from .config import Config
 from .envelope import Envelope, HeaderEdit
 from .events.model import injection_event
@@ -311,21 +311,28 @@ class _CopyBuilder:
     ) -> RecipientCopy:
         settings = settings or self.settings(variables)
         copy = RecipientCopy(recipient, settings)
+        unsubscribe = list_unsubscribe.offered(
+            settings, recipient, self.envelope.headers, self.config.track_dkim_signed
+        )
         if not settings.tracks_anything:
             copy.untracked = Untracked(Reason.NO_TRACKING)
-            return copy
+            if not unsubscribe:
+                return copy
         try:
             if not self.transmission_id:
                 self.transmission_id = self.pipeline.ids.transmission_id()
             copy.message_id = message_id(self.transmission_id, index)
-            if self._analyse() is not None:
-                data = self._tracking_data(copy, settings)
+            data = self._tracking_data(copy, settings)
+            if settings.tracks_anything and self._analyse() is not None:
                 pipeline = self.pipeline
                 links = TrackedLinks(pipeline.config, pipeline.codec, settings, data)
                 self._rewrite(copy, settings, links)
             copy.untracked = copy.untracked or self.untracked
             if copy.untracked is not None and copy.untracked.reason is Reason.OVER_MTA_LIMIT:
                 return copy  # delivered as it came: no injection claims a tracked message
+            if unsubscribe:
+                url = list_unsubscribe.url(self.pipeline, settings, data)
+                copy.header_edits += list_unsubscribe.header_edits(self.envelope.headers, url)
             copy.injection = self._injection(copy, settings, index)  # takes an event id too
         except IdUnavailable:
             raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None

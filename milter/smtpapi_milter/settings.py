@@ -1,7 +1,9 @@
 """Resolve what to track for one recipient (SPEC 3, precedence).
 
 Per field: policy context variable > X-MSYS-API header > configuration (which may itself be
-a per-listener override). Schemes, tracking domain and link expiry have no header form.
+a per-listener override). Schemes, tracking domain, link expiry and list_unsubscribe have no
+header form; transactional has no configuration (mail is non-transactional unless told) and
+skip_suppression is the header's alone, as in SparkPost.
 Limits apply to the resolved value, whatever set it.
 """
 
@@ -40,6 +42,10 @@ class TrackingSettings:
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] | None = None
     customer_id: str = ""
+    list_unsubscribe: bool = False  # add RFC 8058 headers (non-transactional mail only)
+    transactional: bool = False  # SparkPost's options.transactional: no List-Unsubscribe,
+    # and only "transactional" suppression entries apply
+    skip_suppression: bool = False
 
     @property
     def tracks_anything(self) -> bool:
@@ -110,6 +116,9 @@ def resolve(
         tags=tuple(_tags(variables, header, tag_registry)),
         metadata=_metadata(variables, header),
         customer_id=variables.get(cv.CUSTOMER_ID, customer_id),
+        list_unsubscribe=_flag(variables, cv.LIST_UNSUBSCRIBE, None, config.list_unsubscribe),
+        transactional=_flag(variables, cv.TRANSACTIONAL, header.transactional, False),
+        skip_suppression=bool(header.skip_suppression),
     )
 
 

@@ -59,7 +59,9 @@ _MAX_PLAINTEXT = 1 << 20
 _TAG_SIZE = 16
 _KID_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
-_KINDS = ("click", "open", "initial_open")
+# Codes are positions: append new kinds, never reorder (tokens in sent mail keep their code).
+# "unsubscribe" is the RFC 8058 List-Unsubscribe URL (/u/): the message's fields, no target.
+_KINDS = ("click", "open", "initial_open", "unsubscribe")
 _KIND_CODES = {kind: code for code, kind in enumerate(_KINDS)}
 # Array positions: kind, transmission_id, message_id, rcpt_to, injection_time, then optional
 # fields whose trailing defaults are left out: expires, campaign_id, tags, metadata, customer_id,
@@ -75,7 +77,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 class TrackingData:
     """What one tracked URL says about the message, recipient and link."""
 
-    kind: Literal["click", "open", "initial_open"]
+    kind: Literal["click", "open", "initial_open", "unsubscribe"]
     transmission_id: str
     message_id: str
     rcpt_to: str

@@ -46,6 +46,8 @@ class XMsysApi:
     tags: list[str] | None = None
     open_tracking: bool | None = None
     click_tracking: bool | None = None
+    transactional: bool | None = None
+    skip_suppression: bool | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -143,6 +145,8 @@ def parse(value: bytes | str) -> XMsysApi:
         tags=data.get("tags"),
         open_tracking=options.get("open_tracking"),
         click_tracking=options.get("click_tracking"),
+        transactional=options.get("transactional"),
+        skip_suppression=options.get("skip_suppression"),
         raw=data,
     )
 

@@ -12,23 +12,14 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+from smtpapi_milter.sandbox.processes import processes
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _parents() -> dict[int, int]:
-    """pid -> parent pid for every live process (/proc/PID/task/*/children is not on
-    every kernel, so the tree is rebuilt from each process's stat line)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # it ended while we looked
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    return parents
+    """pid -> parent pid for every live process."""
+    return {p.pid: p.ppid for p in processes()}
 
 
 def _rss(pid: int) -> int:

@@ -31,30 +31,9 @@ from __future__ import annotations
 
 from typing import Any
 
-BOUNCE_CLASSES: dict[int, tuple[str, str]] = {
-    1: ("Undetermined", "undetermined"),
-    10: ("Invalid Recipient", "hard"),
-    20: ("Soft Bounce", "soft"),
-    21: ("DNS Failure", "soft"),
-    22: ("Mailbox Full", "soft"),
-    23: ("Too Large", "soft"),
-    24: ("Timeout", "soft"),
-    25: ("Admin Failure", "admin"),
-    30: ("Generic Bounce: No RCPT", "hard"),
-    40: ("Generic Bounce", "soft"),
-    50: ("Mail Block", "block"),
-    51: ("Spam Block", "block"),
-    52: ("Spam Content", "block"),
-    53: ("Prohibited Attachment", "block"),
-    54: ("Relaying Denied", "block"),
-    60: ("Auto-Reply", "soft"),
-    70: ("Transient Failure", "soft"),
-    80: ("Subscribe", "admin"),
-    90: ("Unsubscribe", "hard"),
-    100: ("Challenge-Response", "soft"),
-}
+from ..delivery.bounce_class import BOUNCE_CLASSES, UNDETERMINED  # one list of SparkPost's classes
+
 CATEGORIES = ("hard", "soft", "block", "admin", "undetermined")
-UNDETERMINED = 1
 
 
 def classes_of(category: str) -> tuple[int, ...]:

@@ -1,8 +1,8 @@
 """Events in SparkPost's shape, so existing webhook consumers work unchanged (SPEC 7, 13).
 
 Injection and policy_rejection events come from the milter, delivery, delay and bounce
-events from the MTA's log (all ``msys.message_event``); open, click and link_unsubscribe
-events from the tracker (``msys.track_event``, ``msys.unsubscribe_event``).
+events from the MTA's log (all ``msys.message_event``); open, click, link_unsubscribe and
+list_unsubscribe events from the tracker (``msys.track_event``, ``msys.unsubscribe_event``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ EVENT_CLASSES = {
     "initial_open": "track_event",
     "click": "track_event",
     "link_unsubscribe": "unsubscribe_event",
+    "list_unsubscribe": "unsubscribe_event",
 }
 
 
@@ -89,7 +90,8 @@ def engagement_event(
     user_agent: str,
     user_agent_parsed: dict[str, Any],
 ) -> dict[str, Any]:
-    """One ``open``, ``initial_open``, ``click`` or ``link_unsubscribe`` event (flat form).
+    """One ``open``, ``initial_open``, ``click``, ``link_unsubscribe`` or ``list_unsubscribe``
+    event (flat form).
 
     ``data`` is the link token's :class:`~smtpapi_milter.tokens.TrackingData`: everything the
     event says about the message comes from the link itself, never from a database.
@@ -115,7 +117,7 @@ def engagement_event(
     if kind in ("click", "link_unsubscribe"):
         event["target_link_url"] = data.target_url
         event["target_link_name"] = data.link_name
-    else:
+    elif kind in ("open", "initial_open"):
         event["initial_pixel"] = kind == "initial_open"
     return event
 

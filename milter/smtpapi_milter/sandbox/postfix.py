@@ -34,6 +34,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .ports import LOOPBACK, deadline_in, free_port, wait_for_smtp_banner
+from .processes import processes
 
 POSTFIX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # SPEC 11's memory bar sends 10 MB messages; Postfix's default limit is 10240000.
@@ -367,19 +368,7 @@ class PrivatePostfix:
 
 def _process_group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in process group ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return [p.pid for p in processes() if p.pgrp == pgid and p.state != "Z"]
 
 
 def _wait_for_process_group_exit(pgid: int, deadline: float) -> None:

@@ -1,4 +1,5 @@
-"""The public tracker: ``/c/`` click redirects, ``/o/`` and ``/i/`` pixels (SPEC 6).
+"""The public tracker: ``/c/`` click redirects, ``/o/`` and ``/i/`` pixels (SPEC 6), and
+``/u/`` one-click unsubscribe (SPEC 14, in unsubscribe.py).
 
 A raw ASGI application: three routes do not need a framework, and every microsecond spent
 per request is a click the tracker cannot serve. The rules that matter:
@@ -29,9 +30,10 @@ from ..events.model import engagement_event
 from ..ids import unique_event_id
 from ..tokens import InvalidToken, TokenCodec, TrackingData
 from ..unambiguous_url import is_unambiguous
-from . import metrics
+from . import metrics, unsubscribe
 from .flood import FloodGuard
 from .recorder import EventRecorder
+from .unsubscribe import Unsubscriber, UnsubscribeRoute
 from .useragent import user_agent_parsed
 
 log = structlog.get_logger("smtpapi_milter.tracker")
@@ -106,6 +108,13 @@ class ClientAddress:
         return peer
 
 
+def _token(scope: Scope) -> str:
+    """The token after /c/, /o/, /i/ or /u/. The raw path keeps a percent-encoded token as
+    the client sent it; decode tolerates both forms."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    return raw[3:].decode("latin-1")
+
+
 def _header(scope: Scope, name: bytes) -> bytes:
     for key, value in scope["headers"]:
         if key == name:
@@ -131,6 +140,8 @@ class TrackerApp:
         self.health = health
         self.clock = clock
         self.guard = guard or FloodGuard(window=0, hourly_limit=0)
+        self.unsubscriber = Unsubscriber(recorder.store)
+        self.unsubscribe = UnsubscribeRoute(codec, self.unsubscriber, client_address, clock)
         metrics.prepare()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,13 +150,12 @@ class TrackerApp:
         path = scope["path"]
         kind = _PATHS.get(path[:3])
         method = scope["method"]
-        if method not in ("GET", "HEAD"):
+        if path.startswith(unsubscribe.PATH):  # one-click unsubscribe takes POST too
+            await self.unsubscribe(scope, receive, send, _token(scope))
+        elif method not in ("GET", "HEAD"):
             await _respond(send, 405, [(b"allow", b"GET, HEAD")], b"", method)
         elif kind is not None:
-            # The raw path keeps a percent-encoded token as the client sent it; decode
-            # tolerates both forms.
-            raw = scope.get("raw_path") or path.encode()
-            await self._track(scope, send, kind, raw[3:].decode("latin-1"))
+            await self._track(scope, send, kind, _token(scope))
         elif path == "/healthz":
             ok = self.health()
             body = b"ok\n" if ok else b"event store unavailable\n"
@@ -179,8 +189,12 @@ class TrackerApp:
             self.recorder.fold(folded)
             outcome = "folded"
         if outcome == "stored":
+            events = self._events(scope, kind, data, now, address)
             try:
-                await self.recorder.record(self._events(scope, kind, data, now, address))
+                if kind == "click" and data.unsubscribe:  # suppressed in the same commit
+                    await self.unsubscriber.store(events, data.rcpt_to, unsubscribe.LINK_SOURCE)
+                else:
+                    await self.recorder.record(events)
             except Exception:
                 self.guard.release(data, address)
                 metrics.request(kind, "unavailable")

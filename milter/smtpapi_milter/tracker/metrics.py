@@ -21,9 +21,10 @@ from typing import Any
 # Where the public workers' counter files are, for the admin listener to read.
 TRACKER_METRICS_ENV = "SMTPAPI_TRACKER_METRICS_DIR"
 
-KINDS = ("click", "open", "initial_open")
-# "folded": a repeat the flood guard counted instead of storing (tracker/flood.py).
-OUTCOMES = ("stored", "folded", "expired", "head", "invalid", "unavailable")
+KINDS = ("click", "open", "initial_open", "unsubscribe")
+# "folded": a repeat the flood guard counted instead of storing (tracker/flood.py); "page":
+# the unsubscribe confirmation page was shown (GET /u/, which records nothing).
+OUTCOMES = ("stored", "folded", "expired", "head", "invalid", "unavailable", "page")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 # Label children by (kind, outcome) and by kind: the lookups are on every request's path.
@@ -36,8 +37,8 @@ def _create() -> None:
 
     requests = Counter(
         "smtpapi_tracker_requests",
-        "Tracking requests by kind (click, open, initial_open) and outcome "
-        "(stored, folded, expired, head, invalid, unavailable)",
+        "Tracking requests by kind (click, open, initial_open, unsubscribe) and outcome "
+        "(stored, folded, expired, head, invalid, unavailable, page)",
         ["kind", "outcome"],
     )
     latency = Histogram(
