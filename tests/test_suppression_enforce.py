@@ -5,16 +5,15 @@ it through Postfix: tests/test_suppression_postfix.py."""
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
 
-from smtpapi_milter.config import parse_config
+from smtpapi_milter.config import SmtpapiConfig, parse_config
 from smtpapi_milter.events.store import LazyStore, StoreUnavailable, open_store
 from smtpapi_milter.pipeline import Pipeline
 from smtpapi_milter.policy import PolicySet
 from smtpapi_milter.replies import SmtpReplyError
-from smtpapi_milter.settings import TrackingSettings
+from smtpapi_milter.settings import TagRegistry, resolve
 from smtpapi_milter.suppression.cache import SuppressionCache
 from smtpapi_milter.suppression.exemption import checked_against
 from smtpapi_milter.suppression.store import suppress, unsuppress
@@ -22,10 +21,6 @@ from smtpapi_milter.tokens import TokenCodec
 
 CODEC = TokenCodec([("test", bytes(range(32)))])
 NEWSLETTER = b'{"campaign_id": "weekly", "options": {"open_tracking": true}}'
-# The X-MSYS-API options arrive with the unsub-headers branch (issue 17); until then every
-# message is non-transactional and these cannot pass.
-HAS_OPTIONS = "transactional" in {f.name for f in dataclasses.fields(TrackingSettings)}
-needs_options = pytest.mark.skipif(not HAS_OPTIONS, reason="needs options.transactional")
 BODY = b"<html><body><a href='https://example.com/a'>a</a></body></html>\r\n"
 
 
@@ -108,7 +103,6 @@ def test_a_transactional_entry_does_not_block_newsletters(store):
     assert s.end_of_message(headers, BODY).suppressed == []
 
 
-@needs_options
 def test_transactional_mail_is_checked_against_transactional_entries_only(store):
     receipt = b'{"options": {"open_tracking": true, "transactional": true}}'
     suppress(store, "news-gone@example.org")
@@ -119,7 +113,6 @@ def test_transactional_mail_is_checked_against_transactional_entries_only(store)
     assert [x.recipient for x in result.suppressed] == ["all-gone@example.org"]
 
 
-@needs_options
 def test_skip_suppression_skips_the_check(store):
     skip = b'{"options": {"open_tracking": true, "skip_suppression": true}}'
     suppress(store, "gone@example.org")
@@ -128,11 +121,13 @@ def test_skip_suppression_skips_the_check(store):
 
 
 def test_which_entries_apply_follows_the_settings_flags():
-    plain = SimpleNamespace()  # settings from before the flags existed: a newsletter
+    plain = resolve(SmtpapiConfig(), None, {}, TagRegistry())
     assert checked_against(plain) == "non_transactional"
-    assert checked_against(SimpleNamespace(transactional=True)) == "transactional"
-    assert checked_against(SimpleNamespace(transactional=True, skip_suppression=True)) is None
-    assert checked_against(SimpleNamespace(skip_suppression=True)) is None
+    assert checked_against(None) == "non_transactional"  # never read: failing open
+    receipt = dataclasses.replace(plain, transactional=True)
+    assert checked_against(receipt) == "transactional"
+    assert checked_against(dataclasses.replace(receipt, skip_suppression=True)) is None
+    assert checked_against(dataclasses.replace(plain, skip_suppression=True)) is None
 
 
 def test_a_policy_verdict_still_comes_before_the_list(store, tmp_path):

@@ -8,7 +8,6 @@ cache itself: tests/test_suppression_cache.py).
 
 from __future__ import annotations
 
-import dataclasses
 import smtplib
 import subprocess
 import sys
@@ -18,7 +17,6 @@ import pytest
 from smtpapi_milter.sandbox.capture import CaptureServer
 from smtpapi_milter.sandbox.ports import free_port
 from smtpapi_milter.sandbox.postfix import PrivatePostfix
-from smtpapi_milter.settings import TrackingSettings
 
 from . import corpus
 from .harness.smtpapi import ROOT, RunningMilter
@@ -30,10 +28,6 @@ TRANSACTIONAL = (
     b' "options": {"open_tracking": true, "transactional": true}}'
 )
 GONE, STAYS = "Gone@Example.org", "stays@example.org"
-# options.transactional is read from the resolved settings, which gain the flag with the
-# unsub-headers branch (issue 17); until it is merged the milter treats every message as
-# non-transactional, so the transactional half cannot pass yet.
-HAS_TRANSACTIONAL = "transactional" in {f.name for f in dataclasses.fields(TrackingSettings)}
 
 
 @pytest.fixture()
@@ -94,9 +88,6 @@ def test_suppressed_recipient_is_removed_the_other_gets_the_newsletter(tmp_path,
     assert injected["rcpt_to"] == ""  # shared: one body for the rest, no recipient named
 
 
-@pytest.mark.skipif(
-    not HAS_TRANSACTIONAL, reason="needs options.transactional (unsub-headers branch)"
-)
 def test_suppressed_recipient_still_gets_transactional_mail(tmp_path, capture):
     receipt = corpus.wrap_html(HTML, "8bit", TRANSACTIONAL)
     with enforcing(tmp_path) as milter, mta(milter, capture) as postfix:

@@ -9,15 +9,22 @@ only, so the milter's enforcement does not care where they were set.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .store import NON_TRANSACTIONAL, TRANSACTIONAL
 
+if TYPE_CHECKING:
+    from ..settings import TrackingSettings
 
-def checked_against(settings: Any) -> str | None:
-    """The suppression type that blocks this mail, or None when the check is skipped."""
-    # getattr: settings without the flags (before the header options existed) are plain
-    # non-transactional mail, checked as such.
-    if getattr(settings, "skip_suppression", False):
+
+def checked_against(settings: TrackingSettings | None) -> str | None:
+    """The suppression type that blocks this mail, or None when the check is skipped.
+
+    ``settings`` None: never read (a message failing open after an error), so checked as the
+    mail most lists are about, non-transactional.
+    """
+    if settings is None:
+        return NON_TRANSACTIONAL
+    if settings.skip_suppression:
         return None
-    return TRANSACTIONAL if getattr(settings, "transactional", False) else NON_TRANSACTIONAL
+    return TRANSACTIONAL if settings.transactional else NON_TRANSACTIONAL
