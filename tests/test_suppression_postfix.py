@@ -169,3 +169,26 @@ def test_failing_open_after_an_error_still_leaves_suppressed_recipients_out(tmp_
         error = refused(postfix.smtp_port, newsletter, GONE)
     assert rejected["raw_rcpt_to"] == GONE
     assert reply_line(error) == "550 5.7.1 recipient is on the suppression list (manual)"
+
+
+def test_local_submission_leaves_suppressed_recipients_out(tmp_path, capture):
+    # Postfix's sendmail command: the milter sees the mail in cleanup (non_smtpd_milters);
+    # the split / shared decision for it is multi_recipient's as for SMTP (shared here).
+    milter = enforcing(tmp_path)
+    local = PrivatePostfix(non_smtpd_milters=milter.socket, relay_port=capture.port)
+    newsletter = corpus.wrap_html(HTML, "8bit", NEWSLETTER)
+    with milter, local as postfix:
+        postfix.submit(newsletter, "news@example.com", [STAYS])
+        capture.wait_for(1, timeout=30)
+        capture.clear()
+        suppression(milter, "add", GONE)
+        postfix.submit(newsletter, "news@example.com", [GONE, STAYS])
+        assert delivered_to(capture, 1) == [[STAYS]]
+        assert events(milter, "policy_rejection")[0]["raw_rcpt_to"] == GONE
+        capture.clear()
+        postfix.submit(newsletter, "news@example.com", [GONE])
+        (bounce,) = capture.wait_for(1, timeout=30)
+    # Nobody left: the mail was already queued when cleanup asked the milter, so Postfix
+    # returns it to the local sender with the reason, never drops it silently.
+    assert bounce.rcpt_tos == ("news@example.com",)
+    assert b"<Gone@Example.org>: recipient is on the suppression list (manual)" in bounce.data
