@@ -19,6 +19,11 @@ out one transaction per recipient. A third listener runs our milter with the cac
 Before timing, one message through each listener goes to a capture server instead of the
 sink (recipient domain ``verify.test``) and is checked: ours tracked every link, the
 pass-through delivered the body byte-identical.
+
+``--suppressed N`` loads N entries into the suppression list first (none of them a recipient
+of the bench) and ``--distinct-recipients`` numbers each message's recipient (smtp-source
+``-N``), so no message finds its recipient in the milter's suppression cache: every one
+pays the list's lookup, the worst case (SPEC 14).
 """
 
 from __future__ import annotations
@@ -41,9 +46,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "milter")]
 
 from bars import bar  # noqa: E402
 from smtpapi_milter.config import load_config  # noqa: E402
+from smtpapi_milter.events.store import open_store  # noqa: E402
 from smtpapi_milter.sandbox.capture import CaptureServer  # noqa: E402
 from smtpapi_milter.sandbox.ports import deadline_in, free_port, wait_for_unix_socket  # noqa: E402
 from smtpapi_milter.sandbox.postfix import PrivatePostfix, postfix_command  # noqa: E402
+from smtpapi_milter.suppression.store import entry_row, suppress_rows  # noqa: E402
 from smtpapi_milter.tokens import TokenCodec  # noqa: E402
 from tests import corpus  # noqa: E402
 from tests.harness.smtpapi import toml  # noqa: E402
@@ -193,13 +200,21 @@ def machine_busy() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run(port: int, message_file: Path, count: int, sessions: int, counter: LogCounter) -> float:
+def run(
+    port: int,
+    message_file: Path,
+    count: int,
+    sessions: int,
+    counter: LogCounter,
+    distinct: bool = False,
+) -> float:
     """Send ``count`` messages through listener ``port``; messages/second delivered."""
     before = counter.poll()
     started = time.monotonic()
     command = [
         postfix_command("smtp-source"),
         *("-s", str(sessions), "-m", str(count), "-d"),
+        *(["-N"] if distinct else []),
         *("-f", SENDER, "-t", RCPT, "-F", str(message_file)),
         f"127.0.0.1:{port}",
     ]
@@ -227,6 +242,7 @@ class Bench:
     milters: dict[str, subprocess.Popen[bytes]]
     message_file: Path
     counter: LogCounter
+    distinct: bool = False  # a new recipient per message (smtp-source -N)
 
 
 def set_up(stack: contextlib.ExitStack, workdir: Path, message: bytes, workers: int) -> Bench:
@@ -266,12 +282,26 @@ def set_up(stack: contextlib.ExitStack, workdir: Path, message: bytes, workers: 
 def measure(bench: Bench, rounds: int, messages: int, sessions: int) -> dict[str, list[float]]:
     """Alternate runs (ours, passthrough, ours, ...); messages/second delivered per run."""
     for name in bench.milters:  # warm-up: imports, first store write, caches
-        run(bench.ports[name], bench.message_file, 2 * sessions, sessions, bench.counter)
+        run(
+            bench.ports[name],
+            bench.message_file,
+            2 * sessions,
+            sessions,
+            bench.counter,
+            bench.distinct,
+        )
     rates: dict[str, list[float]] = {name: [] for name in bench.milters}
     for round_no in range(1, rounds + 1):
         for name, process in bench.milters.items():
             cpu, busy, wall = cpu_seconds(process.pid), machine_busy(), time.monotonic()
-            rate = run(bench.ports[name], bench.message_file, messages, sessions, bench.counter)
+            rate = run(
+                bench.ports[name],
+                bench.message_file,
+                messages,
+                sessions,
+                bench.counter,
+                bench.distinct,
+            )
             cpu = (cpu_seconds(process.pid) - cpu) / messages * 1000
             busy_seconds = machine_busy() - busy
             busy = busy_seconds / (time.monotonic() - wall) / (os.cpu_count() or 1)
@@ -286,6 +316,22 @@ def measure(bench: Bench, rounds: int, messages: int, sessions: int) -> dict[str
     return rates
 
 
+def load_suppressions(state_dir: Path, count: int) -> float:
+    """``count`` entries in the milters' store (none a bench recipient); seconds it took."""
+    started = time.monotonic()
+    store = open_store(f"sqlite:///{state_dir / 'events.sqlite3'}")
+    try:
+        now = time.time()
+        rows = [
+            entry_row(f"suppressed{n}@list.example", "non_transactional", "manual", "", now)
+            for n in range(count)
+        ]
+        suppress_rows(store, rows)
+    finally:
+        store.close()
+    return time.monotonic() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="runs per milter (alternating)")
@@ -294,12 +340,24 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=0, help="our [milter] workers (default 0: one per core)"
     )
+    parser.add_argument(
+        "--suppressed", type=int, default=0, help="entries loaded into the suppression list"
+    )
+    parser.add_argument(
+        "--distinct-recipients",
+        action="store_true",
+        help="a new recipient per message: every lookup misses the milter's cache",
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="smtpapi-milterbench-") as tmp,
         contextlib.ExitStack() as stack,
     ):
         bench = set_up(stack, Path(tmp), newsletter(), args.workers)
+        bench.distinct = args.distinct_recipients
+        if args.suppressed:
+            seconds = load_suppressions(Path(tmp) / "state", args.suppressed)
+            print(f"suppression list: {args.suppressed} entries loaded in {seconds:.1f} s")
         rates = measure(bench, args.rounds, args.messages, args.sessions)
     best = {name: max(values) for name, values in rates.items()}
     ratio = best["ours"] / best["passthrough"]

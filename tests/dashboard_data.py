@@ -344,6 +344,12 @@ def campaign_counts(events: list[dict[str, Any]]) -> dict[str, int]:
         "bounced": len(bounces),
         **{f"{c}_bounces": bounces.count(c) for c in (*CATEGORY_CLASSES, "undetermined")},
         "policy_rejections": sum(e["type"] == "policy_rejection" for e in events),
+        # Each suppressed its recipient: people and machines alike.
+        "list_unsubscribes": sum(e["type"] == "list_unsubscribe" for e in events),
+        "link_unsubscribes": sum(e["type"] == "link_unsubscribe" for e in events),
+        "unsubscribes": len(
+            {e["rcpt_to"] for e in events if e["type"] in ("list_unsubscribe", "link_unsubscribe")}
+        ),
     }
     return outcomes | {
         "injections": sum(e["type"] == "injection" for e in events),
@@ -365,6 +371,7 @@ RATES = {
     "delivery_rate": ("delivered", "injections"),
     "delivered_open_rate": ("unique_opens", "delivered"),
     "delivered_click_rate": ("unique_clicks", "delivered"),
+    "unsubscribe_rate": ("unsubscribes", "delivered"),
 }
 
 

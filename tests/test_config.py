@@ -104,6 +104,7 @@ def test_unknown_key_names_key_and_file(tmp_path, text, key):
         ("[events]\nstore = 'mysql://x'\n", "'events.store'"),
         ("[policy]\ntimeout = -1\n", "'policy.timeout' must not be negative"),
         ("[milter]\nworkers = -1\n", "'milter.workers' must be between"),
+        ("[suppression]\ncache_seconds = -1\n", "'suppression.cache_seconds' must be between"),
         ("[smtpapi\n", "not valid TOML"),
     ],
 )

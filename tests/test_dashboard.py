@@ -41,6 +41,7 @@ from .dashboard_data import (
     campaign_rates,
     delivery_mix_events,
     engage,
+    engagement,
     http_get,
     odd_ids,
     outcome,
@@ -69,6 +70,8 @@ STATS = (
     "clicks",
     "machine_opens",
     "machine_clicks",
+    "unsubscribes",
+    "unsubscribe_rate",
 )
 
 
@@ -123,13 +126,15 @@ def filled(request, tmp_path_factory) -> Iterator[Filled]:
 
 def outcomes_of(injections: list[dict]) -> list[dict]:
     """What the MTA's log says about the five readers: three delivered, one delayed then
-    bounced (invalid recipient: hard), one blocked as spam."""
+    bounced (invalid recipient: hard), one blocked as spam. And reader0 pressed its mailbox's
+    one-click unsubscribe button (reader2 used the sender's unsubscribe link)."""
     by_rcpt = {event["rcpt_to"][:7]: event for event in injections}
     later = time.time() - 3000
     found = [outcome(f"sale-{n}", "delivery", by_rcpt[f"reader{n}"], later) for n in range(3)]
     found.append(outcome("sale-3", "delay", by_rcpt["reader3"], later, 22))
     found.append(outcome("sale-3", "bounce", by_rcpt["reader3"], later + 60, 10))
     found.append(outcome("sale-4", "bounce", by_rcpt["reader4"], later, 51))
+    found.append(engagement("sale-0", "list_unsubscribe", by_rcpt["reader0"], later + 90, ""))
     return found
 
 
@@ -207,6 +212,9 @@ def test_campaign_shows_what_the_events_cli_reports(filled, page, tmp_path):
     for key in ("machine_opens", "machine_clicks", "delivered", "delayed", "bounced"):
         expect(page.locator(f'.card [data-stat="{key}"]')).to_have_text(expected[key])
     for key in ("hard_bounces", "block_bounces", "delivery_rate", "delivered_open_rate"):
+        expect(page.locator(f'.card [data-stat="{key}"]')).to_have_text(expected[key])
+    for key in ("unsubscribes", "list_unsubscribes", "link_unsubscribes", "unsubscribe_rate"):
+        assert expected[key] not in ("0", "0%"), key
         expect(page.locator(f'.card [data-stat="{key}"]')).to_have_text(expected[key])
     for chart in ("#opens-chart", "#clicks-chart"):
         # Both people's and machines' columns are plotted, with a tooltip each.

@@ -82,6 +82,16 @@ def made_up_events(seed: int = 5) -> list[dict[str, Any]]:
                 events.append(engagement(f"{c}-{r}-{k}", kind, mail, at, agent, link))
                 if kind == "click" and rng.random() < 0.2:
                     events.append(engagement(f"{c}-{r}-{k}u", "link_unsubscribe", mail, at, agent))
+            # Not from rng, so the rest of the data stays as it was; some unsubscribed both ways.
+            linked = any(
+                e["type"] == "link_unsubscribe"
+                and e["rcpt_to"] == mail["rcpt_to"]
+                and e["campaign_id"] == campaign
+                for e in events
+            )
+            if (c * 7 + r) % 4 == 0 or (linked and r % 2 == 0):
+                agent = AGENTS[(c + r) % len(AGENTS)]  # a one-click POST, whoever sent it
+                events.append(engagement(f"{c}-{r}", "list_unsubscribe", mail, sent + 900, agent))
     return events
 
 
@@ -188,6 +198,7 @@ def test_report_counts_follow_the_definitions(store, scope):
     for rate, unique in (
         ("delivered_open_rate", "unique_opens"),
         ("delivered_click_rate", "unique_clicks"),
+        ("unsubscribe_rate", "unsubscribes"),
     ):
         part, whole = sum(r[unique] for r in known), sum(r["delivered"] for r in known)
         assert totals[rate] == (round(part / whole, 4) if whole else None)
@@ -206,6 +217,13 @@ def test_the_data_has_every_case(store):
     assert any(e["type"] == "initial_open" for e in EVENTS)
     for key in ("delivered", "delayed", "policy_rejections", "undetermined_bounces"):
         assert sum(row[key] for row in everything.values()) > 1, key
+    for key in ("list_unsubscribes", "link_unsubscribes"):
+        assert sum(row[key] for row in everything.values()) > 1, key
+    # Someone unsubscribed both ways: counted once in unsubscribes.
+    assert any(
+        row["unsubscribes"] < row["list_unsubscribes"] + row["link_unsubscribes"]
+        for row in everything.values()
+    )
     for category in ("hard", "soft", "block", "admin"):
         assert sum(row[f"{category}_bounces"] for row in everything.values()) > 1, category
     assert {int(e["bounce_class"]) for e in EVENTS if e["type"] == "bounce"} == set(CLASSES)

@@ -155,6 +155,10 @@ class SuppressionConfig:
 
     bounce_classes: list[int] = field(default_factory=lambda: [10, 30])
 
+    # How long a worker trusts what it last read about a recipient: the bound on how late an
+    # unsubscribe (or a removal) takes effect in the milter.
+    cache_seconds: float = 60.0
+
 
 @dataclass(frozen=True)
 class WebhookConfig:
@@ -349,6 +353,8 @@ def _check_values(config: Config, path: str) -> None:
         raise ConfigError(f"{path}: 'smtpapi.max_tracked_links' must be at least 1")
     if config.milter.analysis_cache < 0:
         raise ConfigError(f"{path}: 'milter.analysis_cache' must not be negative")
+    if not 0 <= config.suppression.cache_seconds <= 86400:
+        raise ConfigError(f"{path}: 'suppression.cache_seconds' must be between 0 and 86400")
     _check_reinjection(s, path)
     if s.node_id > 1023:
         raise ConfigError(f"{path}: 'smtpapi.node_id' must be between 0 and 1023")

@@ -33,6 +33,7 @@ from .rewrite.edits import encode_at
 from .rewrite.edits import to_bytes as edits_in_bytes
 from .rewrite.track import TrackStats, count, fill
 from .settings import TagRegistry, TrackingSettings, resolve
+from .suppression.enforce import Suppressed, SuppressionCheck, suppressed_recipients
 from .tokens import TokenCodec, TrackingData
 from .tracked_links import TrackedLinks
 from .untracked import Reason, Untracked
@@ -60,6 +61,8 @@ class MessageResult:
     header_edits: list[HeaderEdit]
     copies: list[RecipientCopy]
     analysis: str | None = None  # the body's analysis: "new", "reused" (cached) or not needed
+    # Recipients on the suppression list: they leave the transaction, nobody gets a copy.
+    suppressed: list[Suppressed] = field(default_factory=list)
 
     @property
     def untracked(self) -> Untracked | None:
@@ -82,8 +85,10 @@ class Pipeline:
         ids: IdGenerator | None = None,
         tag_registry: TagRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        suppression: SuppressionCheck | None = None,
     ):
         self.config = config
+        self.suppression = suppression  # None: no list to enforce (``rewrite``, tests)
         self.policies = policies or PolicySet.empty()
         self.codec = codec or TokenCodec.from_config(config)
         self.ids = ids or IdGenerator(config.smtpapi.node_id)
@@ -179,6 +184,15 @@ class Session:
         self.message_vars = self.connection_vars.child()
         self.header, self.transmission_id = None, ""
 
+    def suppressed_failing_open(self) -> list[Suppressed]:
+        """The suppressed recipients of a message going out as it came (``on_error =
+        "accept"`` after an error): its settings were never read, so it is checked as the
+        mail most lists are about, non-transactional. SmtpReplyError if nobody remains."""
+        check, recipients = self.pipeline.suppression, self.envelope.recipients
+        if check is None or not recipients:
+            return []
+        return suppressed_recipients(check, [(r, None) for r in recipients])
+
     def end_of_message(
         self,
         headers: list[tuple[str, bytes]],
@@ -196,19 +210,37 @@ class Session:
         self.header = header = _parse_header(self.envelope)
         self._run("validate_data_spool", self.message_vars, header=header)
         builder = _CopyBuilder(self, header, body, body_size)
-        recipients = list(self.envelope.recipients) or [None]
-        copies = []
-        for index, recipient in enumerate(recipients):
+        check = self.pipeline.suppression
+        recipients: list[_Recipient] = []
+        for recipient in list(self.envelope.recipients) or [None]:
             variables = self.message_vars.child()
             self._run("validate_data_spool_each_rcpt", variables, recipient, header)
+            # Resolved now only when the list is checked (the kind of mail decides which
+            # entries apply); build() resolves them otherwise.
+            settings = builder.settings(variables) if check and recipient is not None else None
+            recipients.append(_Recipient(recipient, variables, settings))
+        suppressed: list[Suppressed] = []
+        if check is not None and recipients[0].address is not None:
+            suppressed = suppressed_recipients(check, [(r.address, r.settings) for r in recipients])
+            gone = {s.recipient for s in suppressed}
+            recipients = [r for r in recipients if r.address not in gone]
+        copies = []
+        for index, r in enumerate(recipients):
             if shared:
                 if index == 0:
                     copies.append(builder.build(None, self.message_vars, 0))
             else:
-                copies.append(builder.build(recipient, variables, index))
+                copies.append(builder.build(r.address, r.variables, index, r.settings))
             self.transmission_id = builder.transmission_id
         edits = [HeaderEdit(xmsysapi.HEADER_NAME, 1, None)] if header is not None else []
-        return MessageResult(builder.transmission_id, edits, copies, builder.analysed)
+        return MessageResult(builder.transmission_id, edits, copies, builder.analysed, suppressed)
+
+
+@dataclass
+class _Recipient:
+    address: str | None
+    variables: cv.Variables
+    settings: TrackingSettings | None  # resolved early for the suppression check
 
 
 def _parse_header(envelope: Envelope) -> xmsysapi.XMsysApi | None:
@@ -267,8 +299,17 @@ class _CopyBuilder:
             return Untracked(Reason.DKIM_SIGNED)
         return None
 
-    def build(self, recipient: str | None, variables: cv.Variables, index: int) -> RecipientCopy:
-        settings = resolve(self.config, self.header, variables, self.pipeline.tag_registry)
+    def settings(self, variables: cv.Variables) -> TrackingSettings:
+        return resolve(self.config, self.header, variables, self.pipeline.tag_registry)
+
+    def build(
+        self,
+        recipient: str | None,
+        variables: cv.Variables,
+        index: int,
+        settings: TrackingSettings | None = None,
+    ) -> RecipientCopy:
+        settings = settings or self.settings(variables)
         copy = RecipientCopy(recipient, settings)
         unsubscribe = list_unsubscribe.offered(
             settings, recipient, self.envelope.headers, self.config.track_dkim_signed

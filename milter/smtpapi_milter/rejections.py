@@ -43,13 +43,14 @@ def rejection_events(
     recipient: str | None,
     now: float,
 ) -> list[dict[str, Any]]:
-    """The events for one refusal at ``stage``: the refused ``recipient`` at RCPT, every
-    recipient of the transaction at end of message, the message alone (no recipient) at
-    MAIL. ``raw_reason`` is the reply line the client got."""
+    """The events for one refusal at ``stage``: the refused ``recipient`` at RCPT (or at end
+    of message, one suppressed recipient), every recipient of the transaction for a message
+    refused at end of message, the message alone (no recipient) at MAIL. ``raw_reason`` is
+    the reply line the client got (or would have, for a recipient removed from a message)."""
     if stage not in MESSAGE_STAGES:
         return []
     envelope = session.envelope
-    if stage == "eom":
+    if stage == "eom" and recipient is None:
         recipients: list[str | None] = list(envelope.recipients) or [None]
     else:
         recipients = [recipient]

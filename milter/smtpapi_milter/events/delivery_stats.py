@@ -12,7 +12,14 @@ this table does not know counts as undetermined.
 - ``delivery_rate``: delivered / injections; ``delivered_open_rate`` and
   ``delivered_click_rate``: unique opens / clicks per delivered message. None without the
   denominator (no deliveries are known until the MTA's log is followed). In totals over
-  several campaigns, only campaigns with deliveries count towards these two.
+  several campaigns, only campaigns with deliveries count towards these rates.
+- ``list_unsubscribes`` and ``link_unsubscribes``: ``list_unsubscribe`` events (the RFC 8058
+  one-click POST) and ``link_unsubscribe`` events (a click on a link the sender marked as its
+  unsubscribe link), counted apart: the first is the mailbox provider's button, the second
+  the sender's own page. Each suppressed its recipient, so machines are not told apart.
+  ``unsubscribes``: distinct recipients who did either (one who did both is one).
+- ``unsubscribe_rate``: unsubscribes per delivered message, as the other rates over
+  delivered.
 
 The class is read from the stored payload (the compact JSON the store writes, where the field
 is spelled ``"bounce_class":"N"``) by a substring test that runs alike on SQLite and
@@ -51,12 +58,20 @@ COUNTS = (
         for category in CATEGORIES
     ),
     ("policy_rejections", "count(CASE WHEN type = 'policy_rejection' THEN 1 END)"),
+    ("list_unsubscribes", "count(CASE WHEN type = 'list_unsubscribe' THEN 1 END)"),
+    ("link_unsubscribes", "count(CASE WHEN type = 'link_unsubscribe' THEN 1 END)"),
+    (
+        "unsubscribes",
+        "count(DISTINCT CASE WHEN type IN ('list_unsubscribe', 'link_unsubscribe')"
+        " THEN rcpt_to END)",
+    ),
 )
 # rate -> (numerator, denominator), both count names
 RATES = {
     "delivery_rate": ("delivered", "injections"),
     "delivered_open_rate": ("unique_opens", "delivered"),
     "delivered_click_rate": ("unique_clicks", "delivered"),
+    "unsubscribe_rate": ("unsubscribes", "delivered"),
 }
 
 # Over several campaigns, the rates over delivered count only campaigns whose deliveries are
@@ -64,6 +79,7 @@ RATES = {
 TOTAL_RATES = {
     "delivered_open_rate": "CASE WHEN delivered > 0 THEN unique_opens ELSE 0 END",
     "delivered_click_rate": "CASE WHEN delivered > 0 THEN unique_clicks ELSE 0 END",
+    "unsubscribe_rate": "CASE WHEN delivered > 0 THEN unsubscribes ELSE 0 END",
 }
 
 

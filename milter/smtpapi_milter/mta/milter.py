@@ -89,14 +89,17 @@ class SmtpapiMilter(Milter.Base):
             self._record_rejection(stage, error.reply, recipient)
         return self._reply(error.reply)
 
+    def _rejection_events(self, stage: str, reply: SmtpReply, recipient: str | None) -> list:
+        # The reply as the client reads it (libmilter turns each %% back into %).
+        text = milter_text(reply.text).replace("%%", "%")
+        line = " ".join(p for p in (reply.code, reply.status, text) if p)
+        return rejection_events(self.session, stage, line, recipient, time.time())
+
     def _record_rejection(self, stage: str, reply: SmtpReply, recipient: str | None) -> None:
         # Nothing here may change the verdict: a refused message loses no mail, so an event
         # that cannot be built or stored is logged and the refusal goes out regardless.
         try:
-            # The reply as the client reads it (libmilter turns each %% back into %).
-            text = milter_text(reply.text).replace("%%", "%")
-            line = " ".join(p for p in (reply.code, reply.status, text) if p)
-            events = rejection_events(self.session, stage, line, recipient, time.time())
+            events = self._rejection_events(stage, reply, recipient)
             if events:
                 self.state.record_rejections(events)
         except Exception:
@@ -264,7 +267,20 @@ class SmtpapiMilter(Milter.Base):
         return Milter.ACCEPT
 
     def _accept_untracked(self) -> int:
-        """Fail open: the message as it came, less the X-MSYS-API header (never delivered)."""
+        """Fail open: the message as it came, less the X-MSYS-API header (never delivered)
+        and less its suppressed recipients (an error is no reason to mail them)."""
+        try:
+            gone = self.session.suppressed_failing_open()
+            events = [e for g in gone for e in self._rejection_events("eom", g.reply, g.recipient)]
+            if events:
+                self.state.record(events)  # SmtpReplyError(451) when the store is down
+        except SmtpReplyError as exc:
+            return self._refuse("eom", exc)
+        except StoreUnavailable:
+            self._log_verdict("eom", STORE_DOWN)
+            return self._reply(STORE_DOWN)
+        for suppressed in gone:
+            self.delrcpt(f"<{suppressed.recipient}>")
         count = sum(1 for name, _ in self.headers if name.lower() == HEADER_NAME.lower())
         for index in range(count, 0, -1):  # from the last, so the indexes stay valid
             self.chgheader(HEADER_NAME, index, None)
@@ -325,16 +341,21 @@ class SmtpapiMilter(Milter.Base):
                 copy.injection["mta_queue_id"] = queue_id
 
     def _record(self, result: MessageResult) -> None:
-        injections = [c.injection for c in result.copies if c.injection is not None]
-        if injections:
-            self.state.record(injections)  # raises SmtpReplyError(451) when the store is down
+        events = [c.injection for c in result.copies if c.injection is not None]
+        for gone in result.suppressed:  # in the same commit: the message is accepted after it
+            events += self._rejection_events("eom", gone.reply, gone.recipient)
+        if events:
+            self.state.record(events)  # raises SmtpReplyError(451) when the store is down
         self._log_result(result)
 
     def _apply(self, result: MessageResult) -> None:
-        """The first copy is this transaction's; the re-injected recipients leave it."""
+        """The first copy is this transaction's; the re-injected and the suppressed recipients
+        leave it (split mode's re-injection never saw the suppressed ones)."""
         first, others = result.copies[0], result.copies[1:]
         for copy in others:
             self.delrcpt(f"<{copy.recipient}>")
+        for gone in result.suppressed:
+            self.delrcpt(f"<{gone.recipient}>")
         for edit in result.header_edits + first.header_edits:
             if edit.index == 0:
                 self.addheader(edit.name, edit.value.decode("latin-1"))
@@ -359,7 +380,8 @@ class SmtpapiMilter(Milter.Base):
             verdict="accept",
             queue_id=envelope.queue_id,
             transmission_id=result.transmission_id or None,
-            recipients=len(envelope.recipients),
+            recipients=len(envelope.recipients) - len(result.suppressed),
+            suppressed=len(result.suppressed) or None,
             tracked=tracked,
             untracked=None if untracked is None else untracked.reason.value,
             untracked_reason=None if untracked is None else str(untracked),

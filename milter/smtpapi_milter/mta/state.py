@@ -17,6 +17,7 @@ from ..ids import IdGenerator
 from ..pipeline import Pipeline
 from ..policy import PolicyLoadError, PolicySet
 from ..replies import SmtpReply, SmtpReplyError
+from ..suppression.cache import SuppressionCache
 from ..tokens import TokenCodec
 from .metrics import MilterMetrics
 
@@ -55,7 +56,16 @@ class MilterState:
         codec = TokenCodec.from_config(config)
         store = self._store_for(config.event_store_url)
         tags = StoreTagRegistry(store)
-        return Pipeline(config, policies, codec, ids=self._id_generator(config), tag_registry=tags)
+        # A reload starts an empty cache: a changed cache_seconds applies at once.
+        suppression = SuppressionCache(store, config.suppression.cache_seconds)
+        return Pipeline(
+            config,
+            policies,
+            codec,
+            ids=self._id_generator(config),
+            tag_registry=tags,
+            suppression=suppression,
+        )
 
     def _id_generator(self, config: Config) -> IdGenerator:
         # Kept across reloads: a fresh generator would restart the sequence within the

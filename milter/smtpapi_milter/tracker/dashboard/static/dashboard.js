@@ -25,6 +25,8 @@
     ["delivered_click_rate", "Click rate", "unique clicks ÷ delivered"],
     ["open_rate", "Opens ÷ injected", "unique opens ÷ injections"],
     ["click_rate", "Clicks ÷ injected", "unique clicks ÷ injections"],
+    ["unsubscribes", "Unsubscribes", "people who unsubscribed (one-click or the sender's link)"],
+    ["unsubscribe_rate", "Unsubscribe rate", "unsubscribes ÷ delivered"],
     ["opens", "Opens", "every open by people"],
     ["clicks", "Clicks", "every click by people"],
     ["machine_opens", "Machine opens", "prefetches and bots"],
@@ -122,6 +124,15 @@
     return el("span", {}, ...spans.flatMap((s, i) => (i ? [" · ", ...s] : s)));
   }
 
+  // "one-click 3 · link 2 · 0.4% of delivered": the two ways counted apart, then the rate.
+  function unsubscribeNotes(t) {
+    const ways = [["list_unsubscribes", "one-click"], ["link_unsubscribes", "link"]];
+    return el("span", {}, ...ways.flatMap(([key, label]) => [`${label} `,
+      el("span", { "data-stat": key, text: count(t[key]) }), " · "]),
+      el("span", { "data-stat": "unsubscribe_rate", text: rate(t.unsubscribe_rate) }),
+      " of delivered");
+  }
+
   function cards(t) {
     const split = el("span", {}, ...["hard", "soft", "block"].flatMap((c, i) => [
       i ? " · " : "", `${c} `, el("span", { "data-stat": `${c}_bounces`,
@@ -136,6 +147,7 @@
         [["delivered_open_rate", "of delivered"], ["open_rate", "of injected"]])),
       card("unique_clicks", "Unique clicks", count(t.unique_clicks), notes(t,
         [["delivered_click_rate", "of delivered"], ["click_rate", "of injected"]])),
+      card("unsubscribes", "Unsubscribes", count(t.unsubscribes), unsubscribeNotes(t)),
       card("opens", "Opens", count(t.opens)),
       card("clicks", "Clicks", count(t.clicks)),
       card("machine_opens", "Machine opens", count(t.machine_opens), "prefetches, bots"),
