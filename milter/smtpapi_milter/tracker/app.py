@@ -32,6 +32,7 @@ from ..tokens import InvalidToken, TokenCodec, TrackingData
 from ..unambiguous_url import is_unambiguous
 from . import metrics, unsubscribe
 from .flood import FloodGuard
+from .pages import NOT_FOUND_PAGE
 from .recorder import EventRecorder
 from .unsubscribe import Unsubscriber, UnsubscribeRoute
 from .useragent import user_agent_parsed
@@ -55,11 +56,6 @@ _PIXEL_HEADERS = [
     (b"pragma", b"no-cache"),
     (b"expires", b"0"),
 ]
-NOT_FOUND_PAGE = (
-    b"<!doctype html><html><head><meta charset=utf-8><title>Link not found</title></head>"
-    b"<body><h1>This link is not valid</h1><p>It may have been copied incompletely. Please "
-    b"use the link in the original message.</p></body></html>\n"
-)
 UNAVAILABLE_PAGE = (
     b"<!doctype html><html><head><meta charset=utf-8><title>Try again</title></head>"
     b"<body><h1>Temporarily unavailable</h1><p>Please try the link again in a moment."

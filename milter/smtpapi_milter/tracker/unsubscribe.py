@@ -38,6 +38,7 @@ from ..ids import unique_event_id
 from ..suppression.store import SuppressionError, suppress
 from ..tokens import InvalidToken, TokenCodec, TrackingData
 from . import metrics
+from .pages import NOT_FOUND_PAGE
 from .useragent import user_agent_parsed
 
 log = structlog.get_logger("smtpapi_milter.tracker")
@@ -78,11 +79,6 @@ _DONE = (
     "<meta name=viewport content='width=device-width'><meta name=robots content=noindex>"
     "<title>Unsubscribed</title><style>{style}</style></head><body><h1>Unsubscribed</h1>"
     "<p><strong>{address}</strong> will not get these emails any more.</p></body></html>\n"
-)
-NOT_FOUND_PAGE = (
-    b"<!doctype html><html><head><meta charset=utf-8><title>Link not found</title></head>"
-    b"<body><h1>This link is not valid</h1><p>It may have been copied incompletely. Please "
-    b"use the link in the original message.</p></body></html>\n"
 )
 UNAVAILABLE_PAGE = (
     b"<!doctype html><html><head><meta charset=utf-8><title>Try again</title></head>"
