@@ -35,7 +35,7 @@ from ..events.query import EventQuery, QueryError
 from ..events.store import EventStore, LazyStore, StoreUnavailable
 from . import metrics
 from .admin_access import AllowedHosts
-from .app import Receive, Scope, Send
+from .asgi import Receive, Scope, Send
 
 Handler = Callable[["Request"], Awaitable[tuple[int, Any]]]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -31,28 +31,22 @@ from ..ids import unique_event_id
 from ..tokens import InvalidToken, TokenCodec, TrackingData
 from ..unambiguous_url import is_unambiguous
 from . import metrics, unsubscribe
+from .asgi import HTML, NO_STORE, NOT_FOUND_PAGE, Receive, Scope, Send, header, respond
 from .flood import FloodGuard
-from .pages import NOT_FOUND_PAGE
 from .recorder import EventRecorder
 from .unsubscribe import Unsubscriber, UnsubscribeRoute
 from .useragent import user_agent_parsed
 
 log = structlog.get_logger("smtpapi_milter.tracker")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
 # A 1x1 GIF whose one pixel is transparent (43 bytes, the size every tracker serves).
 PIXEL = bytes.fromhex(
     "47494638396101000100800000ffffff00000021f90401000000002c00000000010001000002024401003b"
 )
-_NO_STORE = (b"cache-control", b"no-store, no-cache, must-revalidate, private")
-_HTML = (b"content-type", b"text/html; charset=utf-8")
 _PIXEL_HEADERS = [
     (b"content-type", b"image/gif"),
     (b"content-length", str(len(PIXEL)).encode()),
-    _NO_STORE,
+    NO_STORE,
     (b"pragma", b"no-cache"),
     (b"expires", b"0"),
 ]
@@ -89,7 +83,7 @@ class ClientAddress:
         peer = scope["client"][0] if scope.get("client") else ""
         if not self._networks or not self._trusted(peer):
             return peer
-        forwarded = _header(scope, b"x-forwarded-for").decode("latin-1")
+        forwarded = header(scope, b"x-forwarded-for").decode("latin-1")
         # Right to left: the last hop not ours is the client (earlier ones can be forged).
         for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
             try:
@@ -109,13 +103,6 @@ def _token(scope: Scope) -> str:
     the client sent it; decode tolerates both forms."""
     raw = scope.get("raw_path") or scope["path"].encode()
     return raw[3:].decode("latin-1")
-
-
-def _header(scope: Scope, name: bytes) -> bytes:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return b""
 
 
 class TrackerApp:
@@ -149,13 +136,13 @@ class TrackerApp:
         if path.startswith(unsubscribe.PATH):  # one-click unsubscribe takes POST too
             await self.unsubscribe(scope, receive, send, _token(scope))
         elif method not in ("GET", "HEAD"):
-            await _respond(send, 405, [(b"allow", b"GET, HEAD")], b"", method)
+            await respond(send, 405, [(b"allow", b"GET, HEAD")], b"", method)
         elif kind is not None:
             await self._track(scope, send, kind, _token(scope))
         elif path == "/healthz":
             ok = self.health()
             body = b"ok\n" if ok else b"event store unavailable\n"
-            await _respond(send, 200 if ok else 503, [_NO_STORE], body, method)
+            await respond(send, 200 if ok else 503, [NO_STORE], body, method)
         else:
             await _not_found(send, method)
 
@@ -194,10 +181,10 @@ class TrackerApp:
             except Exception:
                 self.guard.release(data, address)
                 metrics.request(kind, "unavailable")
-                await _respond(
+                await respond(
                     send,
                     503,
-                    [_HTML, _NO_STORE, (b"retry-after", b"5")],
+                    [HTML, NO_STORE, (b"retry-after", b"5")],
                     UNAVAILABLE_PAGE,
                     method,
                 )
@@ -206,19 +193,19 @@ class TrackerApp:
         if kind == "click":
             headers = [
                 (b"location", location(data.target_url)),
-                _NO_STORE,
+                NO_STORE,
                 (b"referrer-policy", b"no-referrer"),
                 (b"content-length", b"0"),
             ]
-            await _respond(send, 302, headers, b"", method)
+            await respond(send, 302, headers, b"", method)
         else:
-            await _respond(send, 200, _PIXEL_HEADERS, PIXEL, method, length_set=True)
+            await respond(send, 200, _PIXEL_HEADERS, PIXEL, method, length_set=True)
 
     def _events(
         self, scope: Scope, kind: str, data: TrackingData, now: float, address: str
     ) -> list[dict[str, Any]]:
         """The request's events: a click on an unsubscribe link is also a link_unsubscribe."""
-        agent = _header(scope, b"user-agent").decode("utf-8", "replace")
+        agent = header(scope, b"user-agent").decode("utf-8", "replace")
         parsed = user_agent_parsed(agent, kind, data.injection_time, now)
         kinds = [kind, "link_unsubscribe"] if kind == "click" and data.unsubscribe else [kind]
         return [
@@ -236,18 +223,4 @@ class TrackerApp:
 
 
 async def _not_found(send: Send, method: str) -> None:
-    await _respond(send, 404, [_HTML, _NO_STORE], NOT_FOUND_PAGE, method)
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    method: str,
-    length_set: bool = False,
-) -> None:
-    if not length_set and not any(name == b"content-length" for name, _ in headers):
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+    await respond(send, 404, [HTML, NO_STORE], NOT_FOUND_PAGE, method)

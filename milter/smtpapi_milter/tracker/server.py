@@ -35,7 +35,8 @@ from ..tokens import TokenCodec
 from . import dashboard, suppression_api
 from .admin import AdminApp
 from .admin_access import AllowedHosts, admin_token, check_host_names
-from .app import ClientAddress, Receive, Scope, Send, TrackerApp
+from .app import ClientAddress, TrackerApp
+from .asgi import Receive, Scope, Send
 from .flood import FloodGuard
 from .jobs import background_jobs
 from .metrics import TRACKER_METRICS_ENV

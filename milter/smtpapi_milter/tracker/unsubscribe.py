@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -38,29 +38,23 @@ from ..ids import unique_event_id
 from ..suppression.store import SuppressionError, suppress
 from ..tokens import InvalidToken, TokenCodec, TrackingData
 from . import metrics
-from .pages import NOT_FOUND_PAGE
+from .asgi import HTML, NO_STORE, NOT_FOUND_PAGE, Receive, Scope, Send, header, respond
 from .useragent import user_agent_parsed
 
 log = structlog.get_logger("smtpapi_milter.tracker")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PATH = "/u/"
 KIND = "list_unsubscribe"
 LINK_SOURCE = "link_unsubscribe"
 MAX_BODY = 4096  # bytes of a POST body read; "List-Unsubscribe=One-Click" is 26
-_NO_STORE = (b"cache-control", b"no-store, no-cache, must-revalidate, private")
-_HTML = (b"content-type", b"text/html; charset=utf-8")
 # The pages load nothing from anywhere and may only submit to this URL.
 _CSP = (
     b"content-security-policy",
     b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
 )
 _PAGE_HEADERS = [
-    _HTML,
-    _NO_STORE,
+    HTML,
+    NO_STORE,
     _CSP,
     (b"referrer-policy", b"no-referrer"),
     (b"x-robots-tag", b"noindex"),
@@ -137,18 +131,18 @@ class UnsubscribeRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
         method = scope["method"]
         if method not in ("GET", "HEAD", "POST"):
-            await _respond(send, 405, [(b"allow", b"GET, HEAD, POST")], b"", method)
+            await respond(send, 405, [(b"allow", b"GET, HEAD, POST")], b"", method)
             return
         data = self._decode(token)
         if data is None:
             metrics.request("unsubscribe", "invalid")
-            await _respond(send, 404, [_HTML, _NO_STORE], NOT_FOUND_PAGE, method)
+            await respond(send, 404, [HTML, NO_STORE], NOT_FOUND_PAGE, method)
             return
         address = html.escape(data.rcpt_to)
         if method != "POST":
             metrics.request("unsubscribe", "head" if method == "HEAD" else "page")
             page = _CONFIRM.format(style=_STYLE, address=address).encode()
-            await _respond(send, 200, _PAGE_HEADERS, page, method)
+            await respond(send, 200, _PAGE_HEADERS, page, method)
             return
         await _read_some(receive)
         now = self.clock()
@@ -158,13 +152,13 @@ class UnsubscribeRoute:
         except Exception as exc:
             log.warning("unsubscribe not stored", error=str(exc))
             metrics.request("unsubscribe", "unavailable")
-            headers = [_HTML, _NO_STORE, (b"retry-after", b"5")]
-            await _respond(send, 503, headers, UNAVAILABLE_PAGE, method)
+            headers = [HTML, NO_STORE, (b"retry-after", b"5")]
+            await respond(send, 503, headers, UNAVAILABLE_PAGE, method)
             return
         metrics.request("unsubscribe", "stored")
         log.info("unsubscribed", transmission_id=data.transmission_id, expired=data.is_expired(now))
         page = _DONE.format(style=_STYLE, address=address).encode()
-        await _respond(send, 200, _PAGE_HEADERS, page, method)
+        await respond(send, 200, _PAGE_HEADERS, page, method)
 
     def _decode(self, token: str) -> TrackingData | None:
         try:
@@ -177,7 +171,7 @@ class UnsubscribeRoute:
 
 
 def _event(scope: Scope, data: TrackingData, now: float, address: str) -> dict[str, Any]:
-    agent = _header(scope, b"user-agent").decode("utf-8", "replace")
+    agent = header(scope, b"user-agent").decode("utf-8", "replace")
     parsed = user_agent_parsed(agent, KIND, data.injection_time, now)
     return engagement_event(
         kind=KIND,
@@ -202,18 +196,3 @@ async def _read_some(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return body[:MAX_BODY]
-
-
-def _header(scope: Scope, name: bytes) -> bytes:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return b""
-
-
-async def _respond(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, method: str
-) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from ..admin import AdminApp
-from ..app import Receive, Scope, Send
+from ..asgi import Receive, Scope, Send
 from . import api
 
 PREFIX = "/dashboard/"
