@@ -37,6 +37,7 @@ from smtpapi_milter.events.store import (
     open_store,
     redact,
 )
+from smtpapi_milter.events.writer_lock import WriterLock
 from smtpapi_milter.settings import TagRegistry
 
 from .harness.postgres import PostgresHarnessError, server_bin_dir
@@ -323,6 +324,40 @@ def test_sqlite_writers_queue_on_the_writer_lock_until_the_holder_dies(tmp_path)
         holder.wait()
         holder.stdout.close()
         opened.close()
+
+
+def test_a_fresh_sqlite_store_opened_while_another_process_converts_it_waits(tmp_path):
+    # CI failure of 2026-12-04: two milter workers opened a new store on their first
+    # messages; one was turning the file to WAL (SQLite's exclusive lock on a file still in
+    # rollback mode) when the other asked for WAL too, got "database is locked" at once
+    # (no busy wait there) and answered 451 for a second. Here a writer of ours holds the
+    # writer lock and that exclusive lock: the opener must queue, then open.
+    path = tmp_path / "events.sqlite3"
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    converter = sqlite3.connect(path, isolation_level=None)
+    lock = WriterLock(Path(f"{path}.writer-lock"))
+    outcome: list[object] = []
+
+    def open_it() -> None:
+        try:
+            open_store(f"sqlite://{path}").close()
+            outcome.append("opened")
+        except StoreUnavailable as exc:
+            outcome.append(exc)
+
+    opener = threading.Thread(target=open_it)
+    try:
+        with lock:
+            converter.execute("BEGIN IMMEDIATE")  # as a conversion in progress holds it
+            opener.start()
+            opener.join(0.5)
+            assert outcome == [], "the opener did not wait for the writer lock"
+            converter.execute("COMMIT")
+        opener.join(10)
+        assert outcome == ["opened"]
+    finally:
+        converter.close()
+        lock.close()
 
 
 def test_a_cursor_following_concurrent_writers_misses_nothing(store):

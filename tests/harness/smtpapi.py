@@ -91,8 +91,13 @@ class RunningService:
     def __enter__(self) -> Any:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.stop()
+        if exc_type is not None and self.log_path.exists():
+            # The service's own account of a failing test (pytest shows captured stderr):
+            # CI keeps nothing else, and a flaky failure may not come back.
+            tail = self.log_path.read_text(errors="replace").splitlines()[-60:]
+            print(f"--- last lines of {self.log_path}:", *tail, sep="\n", file=sys.stderr)
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []

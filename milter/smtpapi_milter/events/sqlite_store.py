@@ -56,7 +56,12 @@ class SqliteStore(EventStore):
             lock = path.with_name(path.name + WRITER_LOCK_SUFFIX)
             self._writer_lock = WriterLock(lock, owner_like=path)
             opened.append(self._connect(timeout, statements=WRITER_STATEMENT_CACHE))
-            opened[0].execute("PRAGMA journal_mode=WAL")
+            # Under the writer lock: turning a new file to WAL takes SQLite's exclusive lock,
+            # and a second process doing the same meanwhile gets "database is locked" at once
+            # (SQLite's busy handler is not consulted there). Two milter workers opening a
+            # fresh store on their first messages did exactly that, and answered 451.
+            with self._writer_lock:
+                opened[0].execute("PRAGMA journal_mode=WAL")
             opened.append(self._connect(timeout))
         except (OSError, sqlite3.Error) as exc:
             for conn in opened:
