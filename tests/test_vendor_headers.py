@@ -9,6 +9,7 @@ import logging
 import re
 from email import message_from_bytes
 
+import Milter
 import pytest
 import structlog
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +19,9 @@ from structlog.testing import capture_logs
 from smtpapi_milter.cli import rewrite_message
 from smtpapi_milter.config import parse_config
 from smtpapi_milter.envelope import HeaderEdit
+from smtpapi_milter.ids import IdGenerator
+from smtpapi_milter.mta.milter import ACTIONS, SmtpapiMilter
+from smtpapi_milter.mta.state import MilterState
 from smtpapi_milter.pipeline import Pipeline
 from smtpapi_milter.policy import PolicySet
 from smtpapi_milter.replies import SmtpReplyError
@@ -27,7 +31,9 @@ from smtpapi_milter.vendor_headers.common import VendorSettings
 
 from . import corpus
 from . import vendor_examples as examples
+from .harness.smtpapi import toml
 from .oracle import TRACKED
+from .test_milter_errors import Recorder, broken_clock, with_ids
 
 CODEC = TokenCodec([("test", bytes(range(32)))])
 ALL = list(registry.FAMILY_NAMES)
@@ -496,3 +502,45 @@ def test_any_mailgun_or_sendgrid_value_through_the_pipeline_is_a_message_or_a_55
         rewrite_message(pipeline(), message)
     except SmtpReplyError as exc:
         assert (exc.reply.code, exc.reply.status) == ("550", "5.6.0"), exc.reply
+
+
+# --- failing open still removes them -----------------------------------------------------------
+
+
+def test_on_error_accept_deletes_every_accepted_familys_fields(tmp_path):
+    config = tmp_path / "smtpapi-milter.toml"
+    sections = {
+        "milter": {"on_error": "accept"},
+        "policy": {"directory": str(tmp_path / "none")},
+        "smtpapi": {"accept_headers": ["x-msys-api", "mailgun"]},
+    }
+    config.write_text(toml(sections, {"state_dir": str(tmp_path / "state")}))
+    state = with_ids(MilterState.load(str(config)), IdGenerator(0, broken_clock))
+    try:
+        milter = SmtpapiMilter(state)
+        milter._ctx = recorder = Recorder()
+        milter._actions, milter._protocol = ACTIONS, 0
+        milter.connect("client.example", 2, ("127.0.0.1", 40000))
+        milter.hello("client.example")
+        milter.envfrom("<news@example.com>")
+        milter.envrcpt("<jane@example.org>")
+        for name, value in [
+            ("From", b" news@example.com"),
+            ("X-Mailgun-Tag", b" a"),
+            ("X-PM-Tag", b" not accepted"),
+            ("X-Mailgun-Tag", b" b"),
+            ("X-Mailgun-Track", b" yes"),
+            ("Content-Type", b" text/html; charset=utf-8"),
+        ]:
+            milter.header(name, value)
+        milter.eoh()
+        milter.body(examples.HTML)
+        assert milter.eom() == Milter.ACCEPT  # the broken id clock: an internal error
+        milter.close()
+    finally:
+        state.close()
+    assert recorder.calls == [
+        ("chgheader", "X-Mailgun-Tag", 2, None),
+        ("chgheader", "X-Mailgun-Tag", 1, None),
+        ("chgheader", "X-Mailgun-Track", 1, None),
+    ]

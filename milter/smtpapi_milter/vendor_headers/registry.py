@@ -62,6 +62,19 @@ def read(headers: list[Field], accepted: Iterable[str]) -> HeadersRead:
     return HeadersRead(header, merge(header, vendor), edits + deletions(fields), family)
 
 
+def field_deletions(headers: list[Field], accepted: Iterable[str]) -> list[HeaderEdit]:
+    """Edits deleting every field of every accepted family, without reading any: for a
+    message going out as it came (``on_error = "accept"``), which still never carries them."""
+    accepted = set(accepted)
+    owned = [
+        (name, value)
+        for name, value in headers
+        if (XMSYSAPI in accepted and name.lower() == XMSYSAPI)
+        or any(f in accepted and module.owns(name) for f, module in FAMILIES.items())
+    ]
+    return deletions(owned)
+
+
 def merge(header: xmsysapi.XMsysApi | None, vendor: VendorSettings) -> xmsysapi.XMsysApi:
     """X-MSYS-API's fields, each one it leaves unset taken from the vendor's headers."""
     header = header or xmsysapi.XMsysApi()
