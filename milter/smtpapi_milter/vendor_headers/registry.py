@@ -45,10 +45,11 @@ def read(headers: list[Field], accepted: Iterable[str]) -> HeadersRead:
         if values:
             header = xmsysapi.parse(values[0])
             edits.append(HeaderEdit(xmsysapi.HEADER_NAME, 1, None))
+    vendors = [(family, module) for family, module in FAMILIES.items() if family in accepted]
     found: dict[str, list[Field]] = {}
-    for name, value in headers:
-        for family, module in FAMILIES.items():
-            if family in accepted and module.owns(name):
+    for name, value in headers if vendors else ():  # most sites accept X-MSYS-API alone
+        for family, module in vendors:
+            if module.owns(name):
                 found.setdefault(family, []).append((name, value))
     if not found:
         return HeadersRead(header, header, edits)

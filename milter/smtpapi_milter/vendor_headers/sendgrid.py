@@ -103,7 +103,9 @@ def _flag(settings: dict[str, Any], key: str, path: str) -> bool | None:
 
 
 def _filter(name: str, spec: Any) -> dict[str, Any]:
-    path = f"filters.{name}"
+    # The name is the sender's: replies quote it in printable ASCII, shortened.
+    shown = ascii(name)[1:-1][:40]
+    path = f"filters.{shown}"
     if not isinstance(spec, dict):
         raise invalid(f"{HEADER} '{path}' must be of type 'json object'")
     settings = _object(spec, "settings", f"{path}.settings")
@@ -123,7 +125,8 @@ def _filter(name: str, spec: Any) -> dict[str, Any]:
         ignored(f"{HEADER} {path}", IGNORED_FILTERS[name])
     elif enable:
         raise not_supported(
-            f"{HEADER} filter '{name}'", "it would change the message or its delivery; disable it"
+            f"{HEADER} filter '{shown}'",
+            "it would change the message or its delivery; disable it",
         )
     else:
         ignored(f"{HEADER} {path}", "filter not enabled")
