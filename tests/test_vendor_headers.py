@@ -273,6 +273,15 @@ def test_ignored_instructions_are_logged(info_logs):
     ]
 
 
+def test_many_unknown_fields_are_one_log_line(info_logs):
+    read(b"\r\n".join(b"X-PM-Foo%d: x" % i for i in range(500)))
+    read(b"X-SMTPAPI: {" + b", ".join(b'"k%d": 1' % i for i in range(500)) + b"}")
+    assert [(e["header"].split(", ")[-2:], e["reason"]) for e in info_logs] == [
+        (["X-PM-Foo9", "..."], "not a header smtpapi-milter reads"),
+        (["X-SMTPAPI k9", "..."], "not a field smtpapi-milter reads"),
+    ]
+
+
 # --- deletion keeps every other byte ----------------------------------------------------------
 
 

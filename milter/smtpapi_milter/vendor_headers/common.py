@@ -78,6 +78,13 @@ def ignored(header: str, reason: str) -> None:
     log.info("vendor header ignored", header=header, reason=reason)
 
 
+def ignored_unknown(names: list[str], what: str = "header") -> None:
+    """Names we do not know, in one log line however many a hostile message carries."""
+    if names:
+        shown = ", ".join(n[:60] for n in names[:10]) + (", ..." if len(names) > 10 else "")
+        log.info("vendor header ignored", header=shown, reason=f"not a {what} smtpapi-milter reads")
+
+
 def not_supported(what: str, why: str) -> Exception:
     """550 5.6.0 for an instruction that would change delivery in a way we cannot honour."""
     return invalid(f"{what} is not supported here: {why}"[:300])

@@ -19,6 +19,7 @@ from .common import (
     VendorSettings,
     choice,
     ignored,
+    ignored_unknown,
     json_object,
     not_supported,
     one,
@@ -65,17 +66,18 @@ def owns(name: str) -> bool:
 
 def parse(fields: list[Field]) -> VendorSettings:
     """The settings the X-Mailgun-* headers ask for; SmtpReplyError (550 5.6.0) if unusable."""
+    unknown = []
     for name, raw in fields:
         key = name.lower()
-        if key in READ:
-            continue
         if key in REFUSED:
-            if _says_no(name, raw):
-                ignored(name, "says no")
-            else:
+            if not _says_no(name, raw):
                 raise not_supported(f"{name} header", REFUSED[key])
-        else:
-            ignored(name, IGNORED.get(key, "not a header smtpapi-milter reads"))
+            ignored(name, "says no")
+        elif key in IGNORED:
+            ignored(name, IGNORED[key])
+        elif key not in READ:
+            unknown.append(name)
+    ignored_unknown(unknown)
     settings: dict[str, Any] = {}
     track = _keyword(fields, "X-Mailgun-Track", _YES_NO)
     if track is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..replies import invalid
-from .common import Field, VendorSettings, choice, ignored, one, text
+from .common import Field, VendorSettings, choice, ignored, ignored_unknown, one, text
 
 FAMILY = "postmark"
 PREFIX = "x-pm-"
@@ -48,10 +48,14 @@ def owns(name: str) -> bool:
 
 def parse(fields: list[Field]) -> VendorSettings:
     """The settings the X-PM-* headers ask for; SmtpReplyError (550 5.6.0) if unusable."""
+    unknown = []
     for name, _ in fields:
         key = name.lower()
-        if key not in READ and not key.startswith(METADATA_PREFIX):
-            ignored(name, IGNORED.get(key, "not a header smtpapi-milter reads"))
+        if key in IGNORED:
+            ignored(name, IGNORED[key])
+        elif key not in READ and not key.startswith(METADATA_PREFIX):
+            unknown.append(name)
+    ignored_unknown(unknown)
     settings: dict[str, Any] = {}
     opens = one(fields, "X-PM-TrackOpens")
     if opens is not None:

@@ -15,7 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..replies import invalid
-from .common import Field, VendorSettings, ignored, json_object, not_supported, one, text
+from .common import (
+    Field,
+    VendorSettings,
+    ignored,
+    ignored_unknown,
+    json_object,
+    not_supported,
+    one,
+    text,
+)
 
 FAMILY = "x-smtpapi"
 HEADER = "X-SMTPAPI"
@@ -49,14 +58,16 @@ def parse(fields: list[Field]) -> VendorSettings:
     field = one(fields, HEADER)
     assert field is not None
     data = json_object(HEADER, text(HEADER, field[1]))
+    unknown = []
     for key, value in data.items():
-        if key in READ:
-            continue
         if key in REFUSED:
             if value not in (None, "", [], {}):
                 raise not_supported(f"{HEADER} '{key}'", REFUSED[key])
-        else:
-            ignored(f"{HEADER} {key}", IGNORED.get(key, "not a field smtpapi-milter reads"))
+        elif key in IGNORED:
+            ignored(f"{HEADER} {key}", IGNORED[key])
+        elif key not in READ:
+            unknown.append(f"{HEADER} {key}")
+    ignored_unknown(unknown, "field")
     settings: dict[str, Any] = {}
     filters = _object(data, "filters", "filters")
     for name, spec in filters.items():
