@@ -3,14 +3,18 @@ them (SPEC 15): one message per vendor, with its documented example headers (ven
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from smtpapi_milter.config import load_config
 from smtpapi_milter.tokens import TokenCodec
 
 from . import vendor_examples as examples
+from .harness.smtpapi import RunningTracker
 from .oracle import TRACKED, judge
 from .test_cli import cli
+from .test_tracker import events_of, get, rewrite, top_html, tracked
 
 ALL = '["x-msys-api", "x-smtpapi", "mailgun", "postmark"]'
 
@@ -116,3 +120,22 @@ def test_check_prints_the_accepted_families(tmp_path, config):
     assert 'accept_headers = ["x-msys-api", "x-smtpapi", "mailgun", "postmark"]' in (
         result.stdout.decode()
     )
+
+
+def test_a_click_through_the_real_tracker_records_the_vendor_tags_and_metadata(tmp_path):
+    """Per family: rewrite with the tracker's configuration, click each tracked link of the
+    HTML part, and read the click events back from the admin API."""
+    tracker = RunningTracker(tmp_path, smtpapi={"accept_headers": json.loads(ALL)})
+    with tracker:
+        for family in sorted(examples.FAMILIES):
+            rcpt = f"{family}-reader@example.org"
+            out = rewrite(tracker, examples.message(family), rcpt)
+            clicks = tracked(tracker, top_html(out), "c")
+            assert len(clicks) == 2, family
+            for path in clicks:
+                assert get(tracker, path)[0] == 302
+            recorded = events_of(tracker, rcpt, "click")
+            tags, metadata = examples.FAMILIES[family][1]
+            assert len(recorded) == 2, family
+            for event in recorded:
+                assert (event["rcpt_tags"], event["rcpt_meta"]) == (list(tags), metadata)
