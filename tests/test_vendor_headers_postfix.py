@@ -34,6 +34,8 @@ def test_one_message_per_family_tracked_and_its_headers_removed(tmp_path, captur
             send(postfix.smtp_port, message)
         delivered = capture.wait_for(len(families), timeout=60)
         codec = codec_of(milter)
+        logged = milter.wait_for_log("message", count=len(families))
+        assert sorted(line["vendor_headers"] for line in logged) == families
         with pytest.raises(smtplib.SMTPDataError) as info:
             send(
                 postfix.smtp_port,

@@ -63,6 +63,7 @@ class MessageResult:
     analysis: str | None = None  # the body's analysis: "new", "reused" (cached) or not needed
     # Recipients on the suppression list: they leave the transaction, nobody gets a copy.
     suppressed: list[Suppressed] = field(default_factory=list)
+    vendor_headers: str | None = None  # the other vendor's header family read, if any
 
     @property
     def untracked(self) -> Untracked | None:
@@ -235,7 +236,7 @@ class Session:
                 copies.append(builder.build(r.address, r.variables, index, r.settings))
             self.transmission_id = builder.transmission_id
         return MessageResult(
-            builder.transmission_id, read.edits, copies, builder.analysed, suppressed
+            builder.transmission_id, read.edits, copies, builder.analysed, suppressed, read.family
         )
 
 

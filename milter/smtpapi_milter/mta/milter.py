@@ -390,6 +390,7 @@ class SmtpapiMilter(Milter.Base):
             analysis=result.analysis,
             pixel=copy.stats.pixel,
             links_beyond_limit=copy.stats.links_beyond or None,
+            vendor_headers=result.vendor_headers,
             worker=self.state.worker,
             ms=round(seconds * 1000, 1),
         )
