@@ -44,6 +44,9 @@ class SmtpapiConfig:
     track_dkim_signed: bool = False
     # RFC 8058 one-click List-Unsubscribe headers on non-transactional mail (list_unsubscribe.py).
     list_unsubscribe: bool = False
+    # The header families read (vendor_headers/): "x-msys-api", "x-smtpapi" (SendGrid),
+    # "mailgun", "postmark". A family not listed passes through untouched.
+    accept_headers: list[str] = field(default_factory=lambda: ["x-msys-api"])
     multi_recipient: Literal["auto", "defer", "split", "shared"] = "auto"
     reinject_to: str = ""  # empty: no re-injection listener (auto then shares one body)
     max_tracked_size: int = 20 * 1024 * 1024
@@ -356,6 +359,7 @@ def _check_values(config: Config, path: str) -> None:
     if not 0 <= config.suppression.cache_seconds <= 86400:
         raise ConfigError(f"{path}: 'suppression.cache_seconds' must be between 0 and 86400")
     _check_reinjection(s, path)
+    _check_accept_headers(s, path)
     if s.node_id > 1023:
         raise ConfigError(f"{path}: 'smtpapi.node_id' must be between 0 and 1023")
     if not s.tracking_domain or any(c in s.tracking_domain for c in "/?#@ \t"):
@@ -402,6 +406,20 @@ def _check_reinjection(s: SmtpapiConfig, path: str) -> None:
                 f"{path}: '{where}.multi_recipient' = \"split\" needs 'smtpapi.reinject_to', "
                 'the MTA listener without this milter (e.g. "127.0.0.1:10026")'
             )
+
+
+def _check_accept_headers(s: SmtpapiConfig, path: str) -> None:
+    from .vendor_headers.registry import FAMILY_NAMES
+
+    lists = {"smtpapi": s.accept_headers}
+    lists |= {f"smtpapi.listener.{n}": o.get("accept_headers") for n, o in s.listener.items()}
+    for where, families in lists.items():
+        for i, family in enumerate(families or ()):
+            if family not in FAMILY_NAMES:
+                raise ConfigError(
+                    f"{path}: '{where}.accept_headers[{i}]' {family!r} is not a header family "
+                    f"(one of {', '.join(map(repr, FAMILY_NAMES))})"
+                )
 
 
 def _check_bounce_classes(classes: list[int], path: str) -> None:

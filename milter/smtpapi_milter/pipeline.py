@@ -18,14 +18,14 @@ from typing import Any
 import structlog
 
 from . import context as cv
-from . import list_unsubscribe, multi_recipient, xmsysapi
+from . import list_unsubscribe, multi_recipient, vendor_headers, xmsysapi
 from .config import Config
 from .envelope import Envelope, HeaderEdit
 from .events.model import injection_event
 from .ids import IdGenerator, IdUnavailable, message_id
 from .memo import remember_short
 from .policy import PolicyContext, PolicySet
-from .replies import TRANSMISSION_ID_UNAVAILABLE, SmtpReplyError, invalid
+from .replies import TRANSMISSION_ID_UNAVAILABLE, SmtpReplyError
 from .rewrite import mime, qp, size_limit
 from .rewrite.analysis import AnalysisCache, BodyAnalysis, PartAnalysis, PartPlan
 from .rewrite.edits import apply as apply_edits
@@ -63,6 +63,7 @@ class MessageResult:
     analysis: str | None = None  # the body's analysis: "new", "reused" (cached) or not needed
     # Recipients on the suppression list: they leave the transaction, nobody gets a copy.
     suppressed: list[Suppressed] = field(default_factory=list)
+    vendor_headers: str | None = None  # the other vendor's header family read, if any
 
     @property
     def untracked(self) -> Untracked | None:
@@ -207,14 +208,16 @@ class Session:
         Raises SmtpReplyError with the reply the client must get.
         """
         self.envelope.headers = headers
-        self.header = header = _parse_header(self.envelope)
-        self._run("validate_data_spool", self.message_vars, header=header)
+        config = self.pipeline.config.smtpapi.for_listener(self.envelope.listener)
+        read = vendor_headers.read(headers, config.accept_headers)
+        self.header = header = read.settings  # X-MSYS-API, over another vendor's header
+        self._run("validate_data_spool", self.message_vars, header=read.xmsysapi)
         builder = _CopyBuilder(self, header, body, body_size)
         check = self.pipeline.suppression
         recipients: list[_Recipient] = []
         for recipient in list(self.envelope.recipients) or [None]:
             variables = self.message_vars.child()
-            self._run("validate_data_spool_each_rcpt", variables, recipient, header)
+            self._run("validate_data_spool_each_rcpt", variables, recipient, read.xmsysapi)
             # Resolved now only when the list is checked (the kind of mail decides which
             # entries apply); build() resolves them otherwise.
             settings = builder.settings(variables) if check and recipient is not None else None
@@ -232,8 +235,9 @@ class Session:
             else:
                 copies.append(builder.build(r.address, r.variables, index, r.settings))
             self.transmission_id = builder.transmission_id
-        edits = [HeaderEdit(xmsysapi.HEADER_NAME, 1, None)] if header is not None else []
-        return MessageResult(builder.transmission_id, edits, copies, builder.analysed, suppressed)
+        return MessageResult(
+            builder.transmission_id, read.edits, copies, builder.analysed, suppressed, read.family
+        )
 
 
 @dataclass
@@ -241,13 +245,6 @@ class _Recipient:
     address: str | None
     variables: cv.Variables
     settings: TrackingSettings | None  # resolved early for the suppression check
-
-
-def _parse_header(envelope: Envelope) -> xmsysapi.XMsysApi | None:
-    values = envelope.raw_headers(xmsysapi.HEADER_NAME)
-    if len(values) > 1:
-        raise invalid("message has more than one X-MSYS-API header")
-    return xmsysapi.parse(values[0]) if values else None
 
 
 class _CopyBuilder:

@@ -1,7 +1,8 @@
 """Resolve what to track for one recipient (SPEC 3, precedence).
 
-Per field: policy context variable > X-MSYS-API header > configuration (which may itself be
-a per-listener override). Schemes, tracking domain, link expiry and list_unsubscribe have no
+Per field: policy context variable > X-MSYS-API header > another vendor's header
+(vendor_headers/, merged into the header this module reads) > configuration (which may itself
+be a per-listener override). Schemes, tracking domain, link expiry and list_unsubscribe have no
 header form; transactional has no configuration (mail is non-transactional unless told) and
 skip_suppression is the header's alone, as in SparkPost.
 Limits apply to the resolved value, whatever set it.
@@ -38,6 +39,8 @@ class TrackingSettings:
     initial_open_pixel: bool
     click_tracking_text: bool
     skip_url_text_links: bool
+    # False only when a vendor header asks for text links alone (Postmark's TextOnly).
+    click_tracking_html: bool = True
     campaign_id: str = ""
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] | None = None
@@ -110,7 +113,8 @@ def resolve(
             variables, cv.TRACKING_LINK_EXPIRY, cv.parse_expiry, config.tracking_link_expiry
         ),
         initial_open_pixel=config.initial_open_pixel_tracking,
-        click_tracking_text=config.click_tracking_text,
+        click_tracking_text=_or(header.click_tracking_text, config.click_tracking_text),
+        click_tracking_html=_or(header.click_tracking_html, True),
         skip_url_text_links=config.skip_url_text_links,
         campaign_id=cv.check_campaign_id(_campaign(variables, header)),
         tags=tuple(_tags(variables, header, tag_registry)),
@@ -125,6 +129,10 @@ def resolve(
 def _flag(variables: Mapping[str, str], name: str, header: bool | None, default: bool) -> bool:
     if name in variables:
         return cv.parse_bool(name, variables[name])
+    return default if header is None else header
+
+
+def _or(header: bool | None, default: bool) -> bool:
     return default if header is None else header
 
 

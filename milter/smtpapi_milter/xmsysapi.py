@@ -48,6 +48,11 @@ class XMsysApi:
     click_tracking: bool | None = None
     transactional: bool | None = None
     skip_suppression: bool | None = None
+    # Which parts' links a click-tracked copy tracks. X-MSYS-API cannot say; only another
+    # vendor's header can (vendor_headers/: Mailgun's htmlonly, Postmark's HtmlOnly/TextOnly,
+    # SendGrid's enable_text). None: the configuration decides (click_tracking_text).
+    click_tracking_html: bool | None = None
+    click_tracking_text: bool | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,23 +61,26 @@ def unfold(value: bytes) -> bytes:
     return _FOLD.sub(b" ", value).strip(b" \t")
 
 
-def decode_value(value: bytes) -> str:
-    """Unfold, check the charset and decode RFC 2047 encoded-words into text."""
+def decode_value(value: bytes, name: str = HEADER_NAME) -> str:
+    """Unfold, check the charset and decode RFC 2047 encoded-words into text.
+
+    ``name`` is the header the replies name (the vendor headers are decoded the same way).
+    """
     unfolded = unfold(value)
     try:
         text = unfolded.decode("utf-8")
     except UnicodeDecodeError:
         raise invalid(
-            "X-MSYS-API header must be ASCII (use \\u escapes or RFC 2047) or UTF-8"
+            f"{name} header must be ASCII (use \\u escapes or RFC 2047) or UTF-8"
         ) from None
     if "=?" in text:
-        text = _decode_encoded_words(text)
+        text = _decode_encoded_words(text, name)
     return text
 
 
-def _decode_encoded_words(text: str) -> str:
+def _decode_encoded_words(text: str, name: str) -> str:
     text = _BETWEEN_WORDS.sub(r"\1", text)
-    return _ENCODED_WORD.sub(_decode_word, text)
+    return _ENCODED_WORD.sub(lambda match: _decode_word(match, name), text)
 
 
 def is_text_charset(name: str) -> bool:
@@ -93,11 +101,11 @@ def is_text_charset(name: str) -> bool:
     return True
 
 
-def _decode_word(match: re.Match[str]) -> str:
+def _decode_word(match: re.Match[str], name: str) -> str:
     charset, encoding, payload = match.groups()
     # Replies quote the sender's charset with ascii(): it may hold control or 8-bit characters.
     if not is_text_charset(charset):
-        raise invalid(f"X-MSYS-API encoded-word has unknown charset {ascii(charset)[:40]}")
+        raise invalid(f"{name} encoded-word has unknown charset {ascii(charset)[:40]}")
     try:
         raw = payload.encode("ascii")
         if encoding in "bB":
@@ -106,7 +114,7 @@ def _decode_word(match: re.Match[str]) -> str:
             data = binascii.a2b_qp(raw, header=True)
         return data.decode(charset)
     except (UnicodeError, binascii.Error, ValueError):
-        raise invalid(f"X-MSYS-API encoded-word is not valid {ascii(charset)[:40]}") from None
+        raise invalid(f"{name} encoded-word is not valid {ascii(charset)[:40]}") from None
 
 
 @cache

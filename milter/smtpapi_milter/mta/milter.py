@@ -21,7 +21,7 @@ from ..pipeline import MessageResult, Pipeline
 from ..policy import PolicyFailure
 from ..rejections import is_policy_refusal, rejection_events
 from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError, milter_text
-from ..xmsysapi import HEADER_NAME
+from ..vendor_headers import field_deletions
 from . import memory
 from .reinject import ReinjectError, Reinjector
 from .state import STORE_DOWN, MilterState
@@ -267,8 +267,9 @@ class SmtpapiMilter(Milter.Base):
         return Milter.ACCEPT
 
     def _accept_untracked(self) -> int:
-        """Fail open: the message as it came, less the X-MSYS-API header (never delivered)
-        and less its suppressed recipients (an error is no reason to mail them)."""
+        """Fail open: the message as it came, less the accepted families' headers (X-MSYS-API
+        and the vendors', never delivered) and less its suppressed recipients (an error is no
+        reason to mail them)."""
         try:
             gone = self.session.suppressed_failing_open()
             events = [e for g in gone for e in self._rejection_events("eom", g.reply, g.recipient)]
@@ -281,9 +282,9 @@ class SmtpapiMilter(Milter.Base):
             return self._reply(STORE_DOWN)
         for suppressed in gone:
             self.delrcpt(f"<{suppressed.recipient}>")
-        count = sum(1 for name, _ in self.headers if name.lower() == HEADER_NAME.lower())
-        for index in range(count, 0, -1):  # from the last, so the indexes stay valid
-            self.chgheader(HEADER_NAME, index, None)
+        config = self.session.pipeline.config.smtpapi.for_listener(self.session.envelope.listener)
+        for edit in field_deletions(self.headers, config.accept_headers):
+            self.chgheader(edit.name, edit.index, None)
         return Milter.ACCEPT
 
     def abort(self) -> int:
@@ -389,6 +390,7 @@ class SmtpapiMilter(Milter.Base):
             analysis=result.analysis,
             pixel=copy.stats.pixel,
             links_beyond_limit=copy.stats.links_beyond or None,
+            vendor_headers=result.vendor_headers,
             worker=self.state.worker,
             ms=round(seconds * 1000, 1),
         )

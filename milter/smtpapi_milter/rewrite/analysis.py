@@ -89,7 +89,8 @@ class PartAnalysis:
             if self._html_scan is None:
                 self._html_scan = scan_html(self.text, self.max_links)
             sites = html_sites(self._html_scan, self.text, settings)
-            beyond = self._html_scan.links_beyond if settings.click_tracking else 0
+            clicks_html = settings.click_tracking and settings.click_tracking_html
+            beyond = self._html_scan.links_beyond if clicks_html else 0
         else:
             if self._text_urls is None:
                 self._text_urls = find_text_urls_bounded(self.text, self.max_links)

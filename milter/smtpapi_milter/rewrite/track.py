@@ -108,6 +108,7 @@ def site_settings(settings: TrackingSettings) -> tuple:
         settings.initial_open_pixel,
         settings.skip_url_text_links,
         settings.click_tracking_text,
+        settings.click_tracking_html,
         settings.tracking_domain,
     )
 
@@ -115,7 +116,7 @@ def site_settings(settings: TrackingSettings) -> tuple:
 def html_sites(scan: HtmlScan, text: str, settings: TrackingSettings) -> list[Site]:
     """Where tracking changes an HTML part (``scan`` is ``scan_html(text)``), sorted, apart."""
     sites: list[Site] = []
-    if settings.click_tracking:
+    if settings.click_tracking and settings.click_tracking_html:
         for link in scan.links:
             if link.opt_out or not is_trackable_url(link.url, settings.tracking_domain):
                 continue
