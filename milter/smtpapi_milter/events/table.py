@@ -9,7 +9,14 @@ from ..terminal import visible
 
 _COLUMNS = ("time (UTC)", "type", "campaign", "recipient", "detail", "by")
 _WIDTHS = (19, 16, 20, 30, 44, 0)
-_OUTCOMES = ("delivery", "delay", "bounce", "policy_rejection")  # no person or machine made
+_OUTCOMES = (
+    "delivery",
+    "delay",
+    "bounce",
+    "policy_rejection",
+    "out_of_band",
+    "spam_complaint",
+)  # no person or machine made
 
 
 def _detail(event: dict[str, Any]) -> str:
