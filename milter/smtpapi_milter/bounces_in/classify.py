@@ -82,11 +82,11 @@ def classify(raw: bytes, classifier: BounceClassifier) -> Report:
         if report_type == "feedback-report":
             return _arf(message, texts)
         if report_type == "delivery-status":
-            failures = _dsn_failures(message, classifier)
-            if failures or _dsn_parts(message):
+            failures, recipients = _dsn_failures(message, classifier)
+            if recipients:  # else a report with no recipient block: read it as a bounce
                 return Report(DSN, failures, texts=texts)
     autoreply = is_auto_reply(message)
-    found = _flufl(message, classifier)
+    found = _flufl(message, classifier) or _from_mailer_daemon(message, classifier)
     if found and not autoreply:
         return Report(BOUNCE, found, texts=texts)
     if autoreply:
@@ -118,14 +118,19 @@ def _arf(message: email.message.Message, texts: list[str]) -> Report:
 # --- DSN ---------------------------------------------------------------------------------
 
 
-def _dsn_parts(message: email.message.Message) -> list[email.message.Message]:
-    return [p for p in message.walk() if p.get_content_type() == "message/delivery-status"]
-
-
-def _dsn_failures(message: email.message.Message, classifier: BounceClassifier) -> list[Failure]:
+def _dsn_failures(
+    message: email.message.Message, classifier: BounceClassifier
+) -> tuple[list[Failure], int]:
+    """The failed and delayed recipients, and how many recipient blocks the report has (a
+    success notice has some, none of them failed)."""
     failures = []
-    for block in _report_fields(message, "message/delivery-status")[1:]:  # [0]: per message
+    # The per-message block has neither field; a whitespace-only line (seen in the wild)
+    # can glue the first recipient's block to it, so it is not simply skipped.
+    blocks = _report_fields(message, "message/delivery-status")
+    blocks = [b for b in blocks if "action" in b or "final-recipient" in b]
+    for block in blocks:
         action = block.get("action", "").strip().lower()
+        action = {"failure": "failed", "delay": "delayed"}.get(action, action)  # seen in the wild
         if action not in ("failed", "delayed"):
             continue
         recipient = _address(block.get("final-recipient") or block.get("original-recipient"))
@@ -134,6 +139,8 @@ def _dsn_failures(message: email.message.Message, classifier: BounceClassifier) 
         kind, _, text = diagnostic.partition(";")
         reason = text.strip() if text and kind.strip().lower() in ("smtp", "x-postfix") else ""
         reason = reason or diagnostic
+        if not reason and not status:  # "Status: 553 Exceeded maximum ..." (not RFC 3464)
+            reason = " ".join(block.get("status", "").split())
         code_match = re.match(r"([245]\d\d)\b", reason)
         code = code_match[1] if code_match else ""
         bounce_class = classifier.classify(status or None, int(code) if code else None, reason)
@@ -148,7 +155,7 @@ def _dsn_failures(message: email.message.Message, classifier: BounceClassifier) 
                 remote_mta=block.get("remote-mta", "").partition(";")[2].strip(),
             )
         )
-    return failures
+    return failures, len(blocks)
 
 
 def _report_fields(message: email.message.Message, content_type: str) -> list[dict[str, str]]:
@@ -203,16 +210,69 @@ def _flufl(message: email.message.Message, classifier: BounceClassifier) -> list
 
 
 def _reason_near(body: str, address: str) -> str:
-    """The lines that mention ``address`` and the few after them: bounces put the reason
-    there ("<a@b>: 550 5.1.1 user unknown", qmail's address line then its reason)."""
+    """The receiving server's reply about ``address``: the first line with a reply or status
+    code within a few lines of where the address is named (and the lines continuing it);
+    failing that, the lines around the address (bounces put the reason there)."""
     lines = body.splitlines()
     lowered = address.lower()
-    for number, line in enumerate(lines):
-        if lowered and lowered in line.lower():
-            window = [x.strip() for x in lines[number : number + 5]]
-            text = " ".join(x for x in window if x and not x.startswith("--"))
-            return " ".join(text.split())[:REASON_CHARS]
-    return " ".join(body.split())[:REASON_CHARS]
+    hits = [n for n, line in enumerate(lines) if lowered and lowered in line.lower()]
+    for number in hits:
+        for at in range(number, min(number + 8, len(lines))):
+            if _REPLY.search(lines[at]):
+                return _joined(lines[at : at + 3])
+    if hits:
+        window = [x.strip() for x in lines[hits[0] : hits[0] + 5]]
+        text = " ".join(x for x in window if x and not x.startswith("--"))
+        return " ".join(text.split())[:REASON_CHARS]
+    return _joined(lines)
+
+
+def _joined(lines: list[str]) -> str:
+    kept = []
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("--"):
+            break  # a blank line or a separator ends the reason
+        kept.append(line.strip())
+    return " ".join(" ".join(kept).split())[:REASON_CHARS]
+
+
+_REPLY = re.compile(r"\b[45]\d\d[ -](?=[A-Za-z<#(]|[45]\.\d)|\b[45]\.\d{1,3}\.\d{1,3}\b|\(#[45]\.\d")
+_DAEMON_SUBJECT = re.compile(
+    r"undeliver|delivery (?:status|failure|has failed)|failure notice|returned mail|"
+    r"mail delivery failed|could not be delivered|non.?delivery",
+    re.IGNORECASE,
+)
+
+
+def _from_mailer_daemon(
+    message: email.message.Message, classifier: BounceClassifier
+) -> list[Failure]:
+    """A bounce no detector knows, from a mailer daemon: the first reply or status code in
+    its own text (not the returned message) says why; the recipient is whatever the reply
+    line names (the return path names it anyway when the copy had one recipient)."""
+    daemon = _looks_like_mailer_daemon(message) or bool(_DAEMON_SUBJECT.search(_subject(message)))
+    if not daemon:
+        return []
+    texts = _decoded_parts(message)
+    text = texts[0] if texts else ""
+    for line_number, line in enumerate(text.splitlines()):
+        if _REPLY.search(line):
+            reason = _joined(text.splitlines()[line_number : line_number + 3])
+            break
+    else:
+        return []
+    failed = (message.get("X-Failed-Recipients") or "").split(",")[0].strip()
+    named = re.search(r"<([^<>\s@]+@[^<>\s]+)>", reason)
+    recipient = failed or (named[1] if named else "")
+    status = _status(reason)
+    code_match = re.search(r"\b([45]\d\d)[ -]", reason)
+    code = code_match[1] if code_match else ""
+    bounce_class = classifier.classify(status or None, int(code) if code else None, reason)
+    temporary = (status or code).startswith("4")
+    if bounce_class == 1:
+        bounce_class = GENERIC_TEMPORARY if temporary else GENERIC_HARD_UNSURE
+    action = "delayed" if temporary else "failed"
+    return [Failure(recipient, action, status, code, reason, bounce_class)]
 
 
 # --- auto-replies ------------------------------------------------------------------------
