@@ -236,7 +236,11 @@ def _joined(lines: list[str]) -> str:
     return " ".join(" ".join(kept).split())[:REASON_CHARS]
 
 
-_REPLY = re.compile(r"\b[45]\d\d[ -](?=[A-Za-z<#(]|[45]\.\d)|\b[45]\.\d{1,3}\.\d{1,3}\b|\(#[45]\.\d")
+# A reply code ("550 User unknown", "550-5.1.1"; not a phone number's "423-5635"), an
+# enhanced status code, or qmail's "(#5.1.1)".
+_REPLY = re.compile(
+    r"\b[45]\d\d[ -](?=[A-Za-z<#(]|[45]\.\d)|\b[45]\.\d{1,3}\.\d{1,3}\b|\(#[45]\.\d"
+)
 _DAEMON_SUBJECT = re.compile(
     r"undeliver|delivery (?:status|failure|has failed)|failure notice|returned mail|"
     r"mail delivery failed|could not be delivered|non.?delivery",
