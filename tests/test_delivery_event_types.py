@@ -1,6 +1,6 @@
 """The delivery outcome types (delivery, delay, bounce, policy_rejection, and the reports
-mailed back: out_of_band, spam_complaint) wherever types are named: the events command, the events API, webhooks (SparkPost's message_event class),
-retention and erase (SPEC 7, 13)."""
+mailed back: out_of_band, spam_complaint) wherever types are named: the events command, the
+events API, webhooks (SparkPost's message_event class), retention and erase (SPEC 7, 13)."""
 
 from __future__ import annotations
 
