@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtpapi_milter.bounces_in.classify import classify
+from smtpapi_milter.bounces_in.events import build_events
 from smtpapi_milter.bounces_in.return_path import (
     LOCAL_PART_LIMIT,
     ForgedReturnPath,
@@ -23,9 +25,14 @@ from smtpapi_milter.bounces_in.return_path import (
     ReturnPathToken,
 )
 from smtpapi_milter.config import ConfigError, parse_config
+from smtpapi_milter.delivery.bounce_class import BounceClassifier
 from smtpapi_milter.events.model import EVENT_CLASSES, envelope
 from smtpapi_milter.events.store import open_store
 from smtpapi_milter.ids import message_id
+from smtpapi_milter.message_file import parse_message_file
+from smtpapi_milter.pipeline import Pipeline
+from smtpapi_milter.policy import PolicySet
+from smtpapi_milter.replies import SmtpReplyError
 from smtpapi_milter.tokens import TokenCodec
 
 from .harness.smtpapi import ROOT
@@ -34,6 +41,27 @@ from .test_list_unsubscribe import CODEC, message, run
 KEY = bytes(range(32))
 PATHS = ReturnPaths.from_codec(TokenCodec([("test", KEY)]))
 ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+CLASSIFIER = BounceClassifier.load()
+# Pieces of reports, so generated messages reach the report parsers and not only the header's.
+REPORT_PIECES = [
+    "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n",
+    "Content-Type: multipart/report; report-type=feedback-report; boundary=b\r\n",
+    "\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n",
+    "\r\n--b\r\nContent-Type: message/feedback-report\r\n\r\n",
+    "\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\n",
+    "\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n",
+    "Content-Transfer-Encoding: base64\r\n",
+    "Final-Recipient: rfc822; a@b.example\r\n",
+    "Action: failed\r\n",
+    "Status: 5.1.1\r\n",
+    "Diagnostic-Code: smtp; 550 5.1.1 <a@b.example> no\r\n",
+    "Feedback-Type: abuse\r\n",
+    "Auto-Submitted: auto-replied\r\n",
+    "From: MAILER-DAEMON@x.example\r\n",
+    "Subject: Undeliverable\r\n",
+    "\r\n--b--\r\n",
+    "\r\n\r\n",
+]
 
 tokens = st.builds(
     ReturnPathToken,
@@ -70,6 +98,21 @@ def test_another_key_never_verifies(token, other_key):
     forger = ReturnPaths.from_codec(TokenCodec([("x", other_key)]))
     with pytest.raises(ForgedReturnPath):
         PATHS.verify(forger.local_part(token))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=3000)
+    | st.builds(
+        lambda parts: "".join(parts).encode("utf-8", "surrogateescape"),
+        st.lists(st.sampled_from(REPORT_PIECES) | st.text(max_size=40), max_size=30),
+    )
+)
+def test_the_classifier_never_fails_on_any_message(raw):
+    report = classify(raw, CLASSIFIER)
+    assert report.kind in ("dsn", "arf", "bounce", "auto_reply", "unknown")
+    for event in build_events(report, ReturnPathToken("1", 0, True), None, 0, "k"):
+        assert event["type"] in ("out_of_band", "spam_complaint")
 
 
 @given(st.text(max_size=80))
@@ -116,6 +159,37 @@ def test_shared_body_gets_a_shared_return_path_and_default_is_off():
     assert ReturnPaths.from_codec(CODEC).verify(copy.return_path.split("@")[0]).shared
     [copy] = run(["a@x.org"], message()).copies
     assert copy.return_path == ""
+
+
+def with_policy(tmp_path: Path, source: str, sender: str = "news@example.com", **smtpapi):
+    policies = tmp_path / "policies"
+    policies.mkdir(parents=True)
+    (policies / "p.py").write_text(source)
+    config = parse_config({"state_dir": "/nonexistent", "smtpapi": smtpapi})
+    session = Pipeline(config, PolicySet.load(policies), codec=CODEC).session()
+    session.connect("127.0.0.1")
+    session.mail_from(sender)
+    session.rcpt("jane@example.org")
+    parsed = parse_message_file(message())
+    return session.end_of_message(parsed.headers, parsed.body)
+
+
+def test_policy_sets_or_clears_the_bounce_domain_per_message(tmp_path):
+    on = "def validate_data_spool(ctx):\n    ctx.set('smtpapi_bounce_domain', 'vip.example')\n"
+    [copy] = with_policy(tmp_path / "on", on).copies
+    assert copy.return_path.endswith("@vip.example")
+    off = "def validate_data_spool(ctx):\n    ctx.set('smtpapi_bounce_domain', '')\n"
+    [copy] = with_policy(tmp_path / "off", off, bounce_domain="b.example").copies
+    assert copy.return_path == ""
+    bad = "def validate_data_spool(ctx):\n    ctx.set('smtpapi_bounce_domain', 'a@b')\n"
+    with pytest.raises(SmtpReplyError, match="smtpapi_bounce_domain"):
+        with_policy(tmp_path / "bad", bad)
+
+
+def test_the_null_sender_keeps_its_envelope_sender(tmp_path):
+    """A message from <> is itself a bounce: nothing may answer it, so no return path."""
+    [copy] = with_policy(tmp_path, "", sender="", bounce_domain="b.example").copies
+    assert copy.return_path == "" and copy.injection is not None
 
 
 def test_bad_bounce_domain_is_refused_naming_the_key():

@@ -109,6 +109,8 @@ def test_events_command_filters_and_shows_the_new_types(tracker):
     assert kinds == ["delivery", "bounce"]
     table = cli(config, "events", "--type", "policy_rejection", "--format", "table")
     assert "blocked by site policy" in table.stdout and "person" not in table.stdout
+    table = cli(config, "events", "--type", "spam_complaint", "--format", "table")
+    assert "abuse reported by fbl.example.net" in table.stdout and "person" not in table.stdout
     wrong = cli(config, "events", "--type", "bounced")
     assert wrong.returncode != 0 and "policy_rejection" in wrong.stderr
 
