@@ -133,6 +133,11 @@ def test_hard_bounces_suppress_both_types_and_complaints_non_transactional():
     ]
 
 
+def test_a_redacted_complaint_names_nobody():
+    report = classify(read("sisimai/arf-11.eml"), CLASSIFIER)  # Original-Rcpt-To: Undisclosed
+    assert report.kind == "arf" and report.complained_about == ""
+
+
 def test_out_of_band_fields_are_sparkposts():
     (event,) = events_of("sisimai/lhost-sendmail-01.eml")
     assert event["type"] == "out_of_band" and event["error_code"] == "550"

@@ -111,7 +111,8 @@ def _arf(message: email.message.Message, texts: list[str]) -> Report:
     if not rcpt:
         enclosed = _enclosed_headers(message)
         rcpt = email.utils.parseaddr(enclosed.get("To", ""))[1] if enclosed else ""
-    report.complained_about = _address(rcpt)
+    rcpt = _address(rcpt)
+    report.complained_about = rcpt if "@" in rcpt else ""  # "Undisclosed", "redacted"
     return report
 
 
