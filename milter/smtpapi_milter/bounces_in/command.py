@@ -34,7 +34,7 @@ from ..suppression.store import suppress_rows
 from ..tokens import TokenCodec
 from .classify import UNKNOWN, classify
 from .events import build_events, find_injection, report_key
-from .return_path import TOKEN_IN_TEXT, ForgedReturnPath, ReturnPaths
+from .return_path import TOKEN_IN_TEXT, ForgedReturnPath, ReturnPaths, ReturnPathToken
 from .suppress import suppression_rows
 
 EX_OK, EX_TEMPFAIL = 0, 75
@@ -83,10 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     raw = sys.stdin.buffer.read(MAX_REPORT)
     report = classify(raw, classifier)
     try:
-        if TOKEN_IN_TEXT.search(args.recipient + "@"):
-            token = paths.verify(TOKEN_IN_TEXT.search(args.recipient + "@")[1])
-        else:
-            token = paths.find(*report.texts)
+        token = _token(paths, args.recipient, report.texts)
     except ForgedReturnPath as exc:
         log.warning("report dropped: forged return path", recipient=args.recipient, why=str(exc))
         return EX_OK
@@ -114,6 +111,16 @@ def _run(args: argparse.Namespace) -> int:
     if count == 0:
         log.warning("report dropped: it names no failed recipient", kind=report.kind)
     return EX_OK
+
+
+def _token(paths: ReturnPaths, recipient: str, texts: list[str]) -> ReturnPathToken | None:
+    """The token of the address the report was sent to; when that address has none (a
+    feedback loop's), the first that verifies in the report and the message it returns.
+    A report sent to a token that does not verify is forged, whatever else it quotes."""
+    sent_to = TOKEN_IN_TEXT.search(recipient + "@")  # the argument is the local part or all
+    if sent_to is not None:
+        return paths.verify(sent_to[1])
+    return paths.find(*texts)
 
 
 def _store(store: Any, config: Any, report: Any, token: Any, raw: bytes) -> int:
