@@ -7,6 +7,7 @@ bounces and complaints, tests/test_bounce_corpus.py.
 from __future__ import annotations
 
 import base64
+import resource
 import subprocess
 import sys
 import time
@@ -113,6 +114,20 @@ def test_the_classifier_never_fails_on_any_message(raw):
     assert report.kind in ("dsn", "arf", "bounce", "auto_reply", "unknown")
     for event in build_events(report, ReturnPathToken("1", 0, True), None, 0, "k"):
         assert event["type"] in ("out_of_band", "spam_complaint")
+
+
+def test_a_huge_report_costs_bounded_time():
+    """A bounce returning a 20 MB message of 5000 parts: classified from its first MiB."""
+    parts = "".join(
+        f"--b\r\nContent-Type: text/plain\r\n\r\n{'x' * 4000} {i}\r\n" for i in range(5000)
+    )
+    raw = DSN.format(to="a@b.example").replace("--b--\r\n", parts + "--b--\r\n").encode()
+    started = resource.getrusage(resource.RUSAGE_SELF)
+    report = classify(raw, CLASSIFIER)
+    ended = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = ended.ru_utime - started.ru_utime + ended.ru_stime - started.ru_stime
+    assert report.kind == "dsn" and report.failures[0].bounce_class == 10
+    assert len(raw) > 20_000_000 and cpu < 2.0  # 9 s when the whole message was read
 
 
 @given(st.text(max_size=80))
