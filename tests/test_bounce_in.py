@@ -117,17 +117,22 @@ def test_the_classifier_never_fails_on_any_message(raw):
 
 
 def test_a_huge_report_costs_bounded_time():
-    """A bounce returning a 20 MB message of 5000 parts: classified from its first MiB."""
-    parts = "".join(
-        f"--b\r\nContent-Type: text/plain\r\n\r\n{'x' * 4000} {i}\r\n" for i in range(5000)
-    )
-    raw = DSN.format(to="a@b.example").replace("--b--\r\n", parts + "--b--\r\n").encode()
+    """A bounce (no DSN: flufl.bounce's heuristics read it) returning a 20 MB message of 5000
+    parts is classified from its first MiB: 7.5 s of CPU when the whole message was read."""
+    part = "--b\r\nContent-Type: text/plain\r\n\r\n" + "x" * 4000 + " {}\r\n"
+    raw = (
+        "From: MAILER-DAEMON@mx.example\r\nSubject: Undeliverable mail\r\n"
+        "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n"
+        "<gone@b.example>: 550 5.1.1 user unknown\r\n"
+        + "".join(part.format(i) for i in range(5000))
+        + "--b--\r\n"
+    ).encode()
     started = resource.getrusage(resource.RUSAGE_SELF)
     report = classify(raw, CLASSIFIER)
     ended = resource.getrusage(resource.RUSAGE_SELF)
     cpu = ended.ru_utime - started.ru_utime + ended.ru_stime - started.ru_stime
-    assert report.kind == "dsn" and report.failures[0].bounce_class == 10
-    assert len(raw) > 20_000_000 and cpu < 2.0  # 9 s when the whole message was read
+    assert report.kind == "bounce" and report.failures[0].bounce_class == 10
+    assert len(raw) > 20_000_000 and cpu < 2.5
 
 
 @given(st.text(max_size=80))
