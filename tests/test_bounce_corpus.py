@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from smtpapi_milter.bounces_in.classify import classify
-from smtpapi_milter.bounces_in.events import build_events
+from smtpapi_milter.bounces_in.events import build_events, from_sending_mta
 from smtpapi_milter.bounces_in.return_path import ReturnPathToken
 from smtpapi_milter.bounces_in.suppress import suppression_rows
 from smtpapi_milter.delivery.bounce_class import BounceClassifier
@@ -149,3 +149,18 @@ def test_out_of_band_fields_are_sparkposts():
         "abuse",
         "Yahoo!-Mail-Feedback/1.0",
     )
+
+
+def test_the_sending_mtas_own_dsn_is_told_from_a_remote_one():
+    """A DSN written by the MTA that took the copy (its Received field with the injection's
+    queue id is by the Reporting-MTA) reports what its log already says; a remote server's
+    DSN about the same copy does not."""
+    raw = read("sisimai/lhost-sendmail-01.eml")  # returned copy: by smtpgw ... id r9G5FXh9018568
+    ours = {"mta_queue_id": "r9G5FXh9018568"}
+    report = classify(raw, CLASSIFIER)
+    assert report.reporting_mta == "smtpgw.example.jp"
+    assert from_sending_mta(report, ours, raw)
+    assert not from_sending_mta(report, {"mta_queue_id": "OTHER123"}, raw)
+    assert not from_sending_mta(report, None, raw)
+    remote = raw.replace(b"Reporting-MTA: dns; smtpgw.example.jp", b"Reporting-MTA: dns; mx.far")
+    assert not from_sending_mta(classify(remote, CLASSIFIER), ours, remote)

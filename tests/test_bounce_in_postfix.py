@@ -38,11 +38,14 @@ from .test_milter_postfix_events import HTML, TRACKED, events, send
 
 BOUNCE_DOMAIN = "bounces.example.test"
 UNKNOWN = "Unknown.Reader@example.org"  # the answering MX refuses unknown*: 550 5.1.1
+FOLLOWER = '\n[maillog]\nsource = "/var/log/mail.log"\n'
 
 
-def bounce_in(milter: RunningMilter, report: bytes, recipient: str) -> subprocess.CompletedProcess:
+def bounce_in(
+    milter: RunningMilter, report: bytes, recipient: str, config: Path | None = None
+) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "smtpapi_milter.cli", "bounce-in"]
-    argv += ["--config", str(milter.config_path), recipient]
+    argv += ["--config", str(config or milter.config_path), recipient]
     env = {"PYTHONPATH": str(ROOT / "milter"), "PATH": "/usr/bin:/bin"}
     return subprocess.run(argv, input=report, capture_output=True, env=env, timeout=60)
 
@@ -99,6 +102,14 @@ def test_dsn_and_complaint_to_the_return_path_become_events(tmp_path, capture):
         assert dsn.mail_from in ("", "<>")  # a bounce: the null sender
         assert email.message_from_bytes(dsn.data).get_param("report-type") == "delivery-status"
         assert injection["msg_from"] == "news@example.com"  # the sender's own, kept
+
+        # This DSN is Postfix's own, for a refusal its log tells: with the maillog follower
+        # on, that is its bounce event to record, not an out-of-band one.
+        following = tmp_path / "following-the-log.toml"
+        following.write_text(milter.config_path.read_text() + FOLLOWER)
+        done = bounce_in(milter, dsn.data, return_path, following)
+        assert done.returncode == 0 and b"our MTA's own DSN" in done.stderr, done.stderr
+        assert events(milter, "out_of_band") == []
 
         done = bounce_in(milter, dsn.data, return_path)
         assert done.returncode == 0, done.stderr

@@ -70,6 +70,7 @@ class Report:
     report_by: str = ""  # the reporter's domain (the report's From)
     report_to: str = ""  # where the report was sent (the report's To)
     complained_about: str = ""  # Original-Rcpt-To, or the enclosed message's To
+    reporting_mta: str = ""  # DSN only: the host that wrote it (Reporting-MTA), lower case
     # Text of the report and of the message it encloses, for finding the return-path token.
     texts: list[str] = field(default_factory=list)
 
@@ -90,7 +91,7 @@ def classify(raw: bytes, classifier: BounceClassifier) -> Report:
         if report_type == "delivery-status":
             failures, recipients = _dsn_failures(message, classifier)
             if recipients:  # else a report with no recipient block: read it as a bounce
-                return Report(DSN, failures, texts=texts)
+                return Report(DSN, failures, texts=texts, reporting_mta=_reporting_mta(message))
     autoreply = is_auto_reply(message)
     found = _flufl(message, classifier) or _from_mailer_daemon(message, classifier)
     if found and not autoreply:
@@ -163,6 +164,14 @@ def _dsn_failures(
             )
         )
     return failures, len(blocks)
+
+
+def _reporting_mta(message: email.message.Message) -> str:
+    for block in _report_fields(message, "message/delivery-status"):
+        kind, _, host = block.get("reporting-mta", "").partition(";")
+        if host.strip():
+            return host.strip().lower()
+    return ""
 
 
 def _report_fields(message: email.message.Message, content_type: str) -> list[dict[str, str]]:

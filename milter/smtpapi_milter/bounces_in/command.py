@@ -3,7 +3,8 @@
 Postfix's ``pipe`` and Sendmail's prog mailer read the exit status as sysexits(3):
 
 - 0: done. The events are stored, or the report was not one to store (no return-path token,
-  a token that does not verify, a message that is neither bounce, complaint nor auto-reply):
+  a token that does not verify, a message that is neither bounce, complaint nor auto-reply,
+  or the sending MTA's own DSN for a failure the maillog follower records from its log):
   logged and dropped, because retrying would never change the answer.
 - 75 (EX_TEMPFAIL): the store is down or missing, the configuration or key cannot be read, or
   anything else went wrong before the events were committed. The MTA keeps the report and
@@ -33,7 +34,7 @@ from ..events.store import StoreError, open_store
 from ..suppression.store import suppress_rows
 from ..tokens import TokenCodec
 from .classify import UNKNOWN, classify
-from .events import build_events, find_injection, report_key
+from .events import build_events, find_injection, from_sending_mta, report_key
 from .return_path import TOKEN_IN_TEXT, ForgedReturnPath, ReturnPaths, ReturnPathToken
 from .suppress import suppression_rows
 
@@ -125,6 +126,13 @@ def _token(paths: ReturnPaths, recipient: str, texts: list[str]) -> ReturnPathTo
 
 def _store(store: Any, config: Any, report: Any, token: Any, raw: bytes) -> int:
     injection = find_injection(store, token)
+    if config.maillog.source and from_sending_mta(report, injection, raw):
+        # The follower records it from the log, as a bounce: once is enough.
+        log.warning(
+            "report dropped: our MTA's own DSN for a failure the maillog follower records",
+            transmission_id=token.transmission_id,
+        )
+        return -1
     now = time.time()
     events = build_events(report, token, injection, now, report_key(raw))
     if not events:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from ..ids import EPOCH_MS, message_id
@@ -139,3 +140,26 @@ def _failure_fields(failure: Failure, event: dict[str, Any]) -> dict[str, Any]:
 def _transmitted_at(token: ReturnPathToken) -> float:
     """Unix seconds of the transmission: its id's high bits (ids.py) are its milliseconds."""
     return ((int(token.transmission_id) >> 22) + EPOCH_MS) / 1000
+
+
+_RECEIVED = re.compile(rb"^Received:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.M | re.I)
+
+
+def from_sending_mta(report: Report, injection: dict[str, Any] | None, raw: bytes) -> bool:
+    """Whether a DSN was written by the MTA that took the copy from the milter: a failure at
+    its own delivery attempt (a refusal at RCPT, an expiry), which its log already tells and
+    the maillog follower records as ``bounce``; not an asynchronous, out-of-band one.
+
+    Told by the returned copy's headers: the Received field that MTA added names the queue id
+    the injection recorded (``... by HOST ... id QUEUEID``), and its HOST is the DSN's
+    Reporting-MTA. A remote server's DSN names the remote server instead."""
+    queue_id = str((injection or {}).get("mta_queue_id") or "")
+    if report.kind != "dsn" or not report.reporting_mta or not queue_id:
+        return False
+    wanted = re.compile(rb"\bid\s+" + re.escape(queue_id.encode()) + rb"\b")
+    for field in _RECEIVED.finditer(raw):
+        text = b" ".join(field[1].split())
+        by = re.search(rb"\bby\s+([^\s;()]+)", text)
+        if wanted.search(text) and by is not None:
+            return by[1].decode("latin-1").lower().rstrip(".") == report.reporting_mta.rstrip(".")
+    return False
