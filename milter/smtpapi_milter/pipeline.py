@@ -19,7 +19,7 @@ import structlog
 
 from . import context as cv
 from . import list_unsubscribe, multi_recipient, xmsysapi
-from .bounces_in.return_path import ReturnPaths, ReturnPathToken
+from .bounces_in.return_path import ReturnPaths
 from .config import Config
 from .envelope import Envelope, HeaderEdit
 from .events.model import injection_event
@@ -337,18 +337,15 @@ class _CopyBuilder:
                 url = list_unsubscribe.url(self.pipeline, settings, data)
                 copy.header_edits += list_unsubscribe.header_edits(self.envelope.headers, url)
             copy.injection = self._injection(copy, settings, index)  # takes an event id too
-            copy.return_path = self._return_path(settings, index, shared=recipient is None)
+            copy.return_path = self.pipeline.return_paths.for_copy(  # None: shared
+                settings.bounce_domain,
+                self.envelope.mail_from,
+                self.transmission_id,
+                index if recipient else None,
+            )
         except IdUnavailable:
             raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None
         return copy
-
-    def _return_path(self, settings: TrackingSettings, index: int, shared: bool) -> str:
-        """The copy's return path at ``bounce_domain`` (bounces_in/return_path.py); none for
-        a message with the null sender: it is itself a bounce, and nothing may answer it."""
-        if not settings.bounce_domain or not self.envelope.mail_from.strip("<>"):
-            return ""
-        token = ReturnPathToken(self.transmission_id, index, shared)
-        return self.pipeline.return_paths.address(token, settings.bounce_domain)
 
     def _tracking_data(self, copy: RecipientCopy, settings: TrackingSettings) -> TrackingData:
         injected = int(self.injected_at)

@@ -83,6 +83,15 @@ class ReturnPaths:
     def address(self, token: ReturnPathToken, domain: str) -> str:
         return f"{self.local_part(token)}@{domain}"
 
+    def for_copy(self, domain: str, mail_from: str, transmission_id: str, index: int) -> str:
+        """The return path of copy ``index`` (of a copy shared by several recipients when
+        ``index`` is None) at ``domain`` ('' when unset); none for a message with the null
+        sender: it is itself a bounce, and nothing may answer it."""
+        if not domain or not mail_from.strip("<>"):
+            return ""
+        token = ReturnPathToken(transmission_id, index or 0, shared=index is None)
+        return self.address(token, domain)
+
     def verify(self, local_part: str) -> ReturnPathToken:
         """The token in ``local_part`` (with or without the prefix, any case)."""
         text = local_part.strip().lower()
