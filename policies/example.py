@@ -26,6 +26,8 @@ whole connection (connect, ehlo) or message (mailfrom, rcptto, data_spool).
   smtpapi_list_unsubscribe       "1" "0" "true" "false": RFC 8058 List-Unsubscribe headers
   smtpapi_transactional          "1" "0" "true" "false": no List-Unsubscribe, no
                                  non-transactional suppression (as options.transactional)
+  smtpapi_bounce_domain          "bounces.example.com": return path for out-of-band
+                                 bounces and complaints; "" = the sender's own
   mo_customer_id                 set from SMTP AUTH; a policy may set it too
 
 A policy variable beats the X-MSYS-API header, which beats the configuration.

@@ -89,6 +89,8 @@ REPLIES = {
     "delivery": "250 2.0.0 Ok: queued as 4XyZ",
     "delay": "452 4.2.2 Mailbox full",
     "bounce": "550 5.1.1 User unknown",
+    "out_of_band": "550 5.1.1 User unknown (a DSN mailed back)",
+    "spam_complaint": "-",
 }
 
 
@@ -203,7 +205,8 @@ MIX_BOUNCES = (10, 10, 22, 51, 54, 21, 1, 25, 30, 52, 10, 50)
 
 def delivery_mix_events(recipients: int = 80) -> list[dict[str, Any]]:
     """``bounce-mix``, three days ago: deliveries, delays, bounces of every category across
-    four recipient domains, and people reading what was delivered."""
+    four recipient domains, out-of-band bounces, an auto-reply, spam complaints, and people
+    reading what was delivered."""
     now, events = time.time(), []
     sent_at = now - 3 * DAY
     bounces = iter(MIX_BOUNCES * recipients)
@@ -219,6 +222,15 @@ def delivery_mix_events(recipients: int = 80) -> list[dict[str, Any]]:
         if r % 11 == 3:
             continue  # still queued: no outcome yet
         events.append(outcome(f"mix-{r}", "delivery", mail, sent_at + 900))
+        if r % 13 == 4:  # accepted, then bounced by mail to the return path (bounce-in)
+            later = outcome(f"mix-{r}", "out_of_band", mail, sent_at + 1800, 10, "550 5.1.1 gone")
+            events.append(later)
+        if r % 26 == 5:  # an out-of-office reply: not a bounce
+            away = outcome(f"mix-{r}-a", "out_of_band", mail, sent_at + 1900, 60, "Away")
+            events.append(away | {"auto_reply": True})
+        if r % 9 == 6:
+            complaint = outcome(f"mix-{r}", "spam_complaint", mail, sent_at + 7200, reply="-")
+            events.append(complaint | {"fbtype": "abuse", "report_by": "fbl.example.net"})
         if r % 3 == 0:
             opened = sent_at + 3600 + r
             events.append(engagement(f"mix-{r}", "open", mail, opened, PEOPLE[r % 2]))
@@ -344,6 +356,10 @@ def campaign_counts(events: list[dict[str, Any]]) -> dict[str, int]:
         "bounced": len(bounces),
         **{f"{c}_bounces": bounces.count(c) for c in (*CATEGORY_CLASSES, "undetermined")},
         "policy_rejections": sum(e["type"] == "policy_rejection" for e in events),
+        "out_of_band_bounces": sum(
+            e["type"] == "out_of_band" and e["bounce_class"] != "60" for e in events
+        ),
+        "spam_complaints": sum(e["type"] == "spam_complaint" for e in events),
         # Each suppressed its recipient: people and machines alike.
         "list_unsubscribes": sum(e["type"] == "list_unsubscribe" for e in events),
         "link_unsubscribes": sum(e["type"] == "link_unsubscribe" for e in events),
@@ -372,6 +388,7 @@ RATES = {
     "delivered_open_rate": ("unique_opens", "delivered"),
     "delivered_click_rate": ("unique_clicks", "delivered"),
     "unsubscribe_rate": ("unsubscribes", "delivered"),
+    "spam_complaint_rate": ("spam_complaints", "delivered"),
 }
 
 

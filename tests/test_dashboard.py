@@ -381,6 +381,14 @@ def test_campaign_page_breaks_bounces_down_by_class_and_domain(filled, page, tmp
     expect(page.locator("#campaign-name")).to_have_text("bounce-mix")
     for key in ("delivered", "bounced", "hard_bounces", "soft_bounces", "block_bounces"):
         expect(page.locator(f'.card [data-stat="{key}"]')).to_have_text(f"{counts[key]:,}")
+    # Reports mailed back to the return path (bounce-in): the auto-reply is not a bounce.
+    assert counts["out_of_band_bounces"] > 0 and counts["spam_complaints"] > 0
+    for key in ("out_of_band_bounces", "spam_complaints"):
+        expect(page.locator(f'.card [data-stat="{key}"]')).to_have_text(f"{counts[key]:,}")
+    rate = counts["spam_complaints"] / counts["delivered"]
+    expect(page.locator('.card [data-stat="spam_complaint_rate"]')).to_have_text(
+        re.compile(rf"^{round(rate * 100, 1):g}\s?%$")
+    )
     classes = page.locator("#bounce-classes tbody tr")
     expect(classes).to_have_count(len(expected["by_class"]))
     for row, (number, bounces) in zip(classes.all(), expected["by_class"], strict=True):

@@ -1,6 +1,6 @@
-"""The delivery outcome types (delivery, delay, bounce, policy_rejection) wherever types are
-named: the events command, the events API, webhooks (SparkPost's message_event class),
-retention and erase (SPEC 7, 13)."""
+"""The delivery outcome types (delivery, delay, bounce, policy_rejection, and the reports
+mailed back: out_of_band, spam_complaint) wherever types are named: the events command, the
+events API, webhooks (SparkPost's message_event class), retention and erase (SPEC 7, 13)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from .dashboard_data import http_get, injection, outcome
 from .harness.smtpapi import ROOT, RunningTracker
 from .test_webhooks import dispatch, hook, opened, receiver, sqlite_url  # noqa: F401 (fixtures)
 
-OUTCOMES = ("delivery", "delay", "bounce", "policy_rejection")
+OUTCOMES = ("delivery", "delay", "bounce", "policy_rejection", "out_of_band", "spam_complaint")
 RCPT = "Pat.Reader@Example.org"
 
 
@@ -51,6 +51,12 @@ def traffic(now: float, n: str = "1") -> list[dict]:
             msg_from="news@example.com",
             campaign_id="autumn",
         ),
+        outcome(n, "out_of_band", sent, now - 150, bounce_class=10, reply="550 5.1.1 gone"),
+        {
+            **outcome(n, "spam_complaint", sent, now - 100, reply="-"),
+            "fbtype": "abuse",
+            "report_by": "fbl.example.net",
+        },
     ]
 
 
@@ -103,6 +109,8 @@ def test_events_command_filters_and_shows_the_new_types(tracker):
     assert kinds == ["delivery", "bounce"]
     table = cli(config, "events", "--type", "policy_rejection", "--format", "table")
     assert "blocked by site policy" in table.stdout and "person" not in table.stdout
+    table = cli(config, "events", "--type", "spam_complaint", "--format", "table")
+    assert "abuse reported by fbl.example.net" in table.stdout and "person" not in table.stdout
     wrong = cli(config, "events", "--type", "bounced")
     assert wrong.returncode != 0 and "policy_rejection" in wrong.stderr
 
@@ -140,12 +148,12 @@ def test_webhooks_deliver_the_new_types_as_message_events(
 ):
     store = opened(sqlite_url)
     store.record(traffic(time.time()))
-    dispatch(store, [hook(receiver.url(), events=["bounce", "policy_rejection"])])
+    kinds = ["bounce", "policy_rejection", "out_of_band", "spam_complaint"]
+    dispatch(store, [hook(receiver.url(), events=kinds)])
     receiver.wait_until(lambda: len(receiver.received) == 1)
     sent = json.loads(receiver.received[0].body)
     assert [(list(e["msys"]), e["msys"]["message_event"]["type"]) for e in sent] == [
-        (["message_event"], "bounce"),
-        (["message_event"], "policy_rejection"),
+        (["message_event"], kind) for kind in kinds
     ]
 
 

@@ -103,10 +103,11 @@ mt.disconnect(conn)
 
 def test_capabilities_are_exactly_the_actions_used(tmp_path, milter):
     script = """
-for _, action in ipairs({SMFIF_CHGBODY, SMFIF_CHGHDRS, SMFIF_ADDHDRS, SMFIF_DELRCPT}) do
+for _, action in ipairs({SMFIF_CHGBODY, SMFIF_CHGHDRS, SMFIF_ADDHDRS, SMFIF_DELRCPT,
+                         SMFIF_CHGFROM}) do
     if not mt.test_action(conn, action) then error("missing action " .. action) end
 end
-for _, action in ipairs({SMFIF_ADDRCPT, SMFIF_QUARANTINE, SMFIF_CHGFROM}) do
+for _, action in ipairs({SMFIF_ADDRCPT, SMFIF_QUARANTINE}) do
     if mt.test_action(conn, action) then error("needless action " .. action) end
 end
 mt.disconnect(conn)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import re
 
+from smtpapi_milter.bounces_in.return_path import ReturnPaths
 from smtpapi_milter.config import load_config
 from smtpapi_milter.events.store import open_store
+from smtpapi_milter.ids import message_id
 from smtpapi_milter.tokens import TokenCodec
 
 from . import corpus
@@ -111,3 +113,25 @@ def test_events_name_sendmails_queue_id_and_its_refusals(tmp_path):
     assert rejection["raw_reason"] == f"{rejected.code} {rejected.text}"
     assert rejection["raw_reason"].startswith("550 " + REJECTIONS[0][1])
     assert rejection["mta_queue_id"] and rejection["rcpt_to"] == injection["rcpt_to"]
+
+
+def test_sendmail_delivers_with_the_return_path_at_bounce_domain(tmp_path):
+    """Sendmail applies the milter's chgfrom (SMFIF_CHGFROM): the copy leaves with a return
+    path at bounce_domain whose token names its message, the sender's own kept in msg_from."""
+    tracked = corpus.wrap_html(HTML, "8bit", FOLDED)
+    run = run_in_namespace(
+        tmp_path, [Outgoing(tracked)], milter={"smtpapi": {"bounce_domain": "bounces.example"}}
+    )
+    assert [o.accepted for o in run.outcomes] == [True], run.outcomes
+    (delivered,) = run.delivered
+    local, _, domain = delivered["mail_from"].strip("<>").partition("@")
+    token = ReturnPaths.from_codec(codec_of(run)).verify(local)
+    assert domain == "bounces.example" and not token.shared
+    config = load_config(str(run.milter_config))
+    store = open_store(config.event_store_url)
+    try:
+        (injection,) = store.query(types=["injection"])
+    finally:
+        store.close()
+    assert injection["message_id"] == message_id(token.transmission_id, token.index)
+    assert injection["msg_from"] == "news@example.com"

@@ -105,6 +105,13 @@ def made_up_outcomes(
     fate = rng.random()
     if fate < 0.45:
         found.append(outcome(n, "delivery", mail, sent + 300))
+        later = rng.random()  # mail to the return path, after the delivery (bounce-in)
+        if later < 0.1:
+            found.append(outcome(n, "out_of_band", mail, sent + 900, rng.choice((10, 22))))
+        elif later < 0.2:  # an auto-reply: bounced nothing
+            found.append(outcome(n, "out_of_band", mail, sent + 900, 60) | {"auto_reply": True})
+        elif later < 0.45:
+            found.append(outcome(n, "spam_complaint", mail, sent + 3600, reply="-"))
     elif fate < 0.9:
         found.append(outcome(n, "bounce", mail, sent + 300, next(classes)))
     else:
@@ -199,6 +206,7 @@ def test_report_counts_follow_the_definitions(store, scope):
         ("delivered_open_rate", "unique_opens"),
         ("delivered_click_rate", "unique_clicks"),
         ("unsubscribe_rate", "unsubscribes"),
+        ("spam_complaint_rate", "spam_complaints"),
     ):
         part, whole = sum(r[unique] for r in known), sum(r["delivered"] for r in known)
         assert totals[rate] == (round(part / whole, 4) if whole else None)
@@ -217,8 +225,10 @@ def test_the_data_has_every_case(store):
     assert any(e["type"] == "initial_open" for e in EVENTS)
     for key in ("delivered", "delayed", "policy_rejections", "undetermined_bounces"):
         assert sum(row[key] for row in everything.values()) > 1, key
-    for key in ("list_unsubscribes", "link_unsubscribes"):
+    for key in ("list_unsubscribes", "link_unsubscribes", "out_of_band_bounces", "spam_complaints"):
         assert sum(row[key] for row in everything.values()) > 1, key
+    # An auto-reply came back to a return path: not counted as an out-of-band bounce.
+    assert any(e["type"] == "out_of_band" and e["bounce_class"] == "60" for e in EVENTS)
     # Someone unsubscribed both ways: counted once in unsubscribes.
     assert any(
         row["unsubscribes"] < row["list_unsubscribes"] + row["link_unsubscribes"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, logs, preflight, state_owner
+from .bounces_in import command as bounce_in_command
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .events.erasure import NotAnAddress, erasable_address
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     erase.set_defaults(func=cmd_erase)
     suppression_command.register(sub, common)
+    bounce_in_command.register(sub, common)
 
     demo = sub.add_parser(
         "demo",

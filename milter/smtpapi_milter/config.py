@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -47,6 +48,8 @@ class SmtpapiConfig:
     # The header families read (vendor_headers/): "x-msys-api", "x-smtpapi" (SendGrid),
     # "mailgun", "postmark". A family not listed passes through untouched.
     accept_headers: list[str] = field(default_factory=lambda: ["x-msys-api"])
+    # Envelope sender domain for out-of-band bounces and complaints (bounces_in/); "": off.
+    bounce_domain: str = ""
     multi_recipient: Literal["auto", "defer", "split", "shared"] = "auto"
     reinject_to: str = ""  # empty: no re-injection listener (auto then shares one body)
     max_tracked_size: int = 20 * 1024 * 1024
@@ -364,6 +367,7 @@ def _check_values(config: Config, path: str) -> None:
         raise ConfigError(f"{path}: 'smtpapi.node_id' must be between 0 and 1023")
     if not s.tracking_domain or any(c in s.tracking_domain for c in "/?#@ \t"):
         raise ConfigError(f"{path}: 'smtpapi.tracking_domain' must be a host[:port]")
+    _check_bounce_domains(s, path)
     for name, overrides in s.listener.items():
         domain = overrides.get("tracking_domain")
         if domain is not None and (not domain or any(c in domain for c in "/?#@ \t")):
@@ -394,6 +398,23 @@ def _check_values(config: Config, path: str) -> None:
             raise ConfigError(
                 f"{path}: 'events.store' takes only ?synchronous=full or ?synchronous=normal"
             )
+
+
+def _check_bounce_domains(s: SmtpapiConfig, path: str) -> None:
+    domains = {"smtpapi": s.bounce_domain}
+    domains |= {f"smtpapi.listener.{n}": o.get("bounce_domain", "") for n, o in s.listener.items()}
+    for where, domain in domains.items():
+        if domain and not _DOMAIN.fullmatch(domain):
+            raise ConfigError(
+                f"{path}: '{where}.bounce_domain' {domain!r} must be a domain name (no port, "
+                'no "@"), e.g. "bounces.example.com"'
+            )
+
+
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 def _check_reinjection(s: SmtpapiConfig, path: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .replies import invalid
 
+BOUNCE_DOMAIN = "smtpapi_bounce_domain"
 CAMPAIGN_ID = "smtpapi_campaign_id"
 CLICK_TRACKING = "smtpapi_click_tracking"
 CLICK_TRACKING_SCHEME = "smtpapi_click_tracking_scheme"
@@ -29,6 +30,7 @@ CUSTOMER_ID = "mo_customer_id"
 
 SMTPAPI_VARIABLES = frozenset(
     {
+        BOUNCE_DOMAIN,
         CAMPAIGN_ID,
         CLICK_TRACKING,
         CLICK_TRACKING_SCHEME,
@@ -112,6 +114,14 @@ def parse_domain(name: str, value: str) -> str:
     domain = value.strip()
     if not domain or any(c in domain for c in "/?#@ \t\r\n\\\"'<>"):
         raise invalid(f"{name} context must be a host name with an optional port")
+    return domain
+
+
+def parse_bounce_domain(name: str, value: str) -> str:
+    """A return-path domain, or "" (off for this message)."""
+    domain = value.strip()
+    if domain and (any(c in domain for c in "/?#@:[] \t\r\n\\\"'<>")):
+        raise invalid(f"{name} context must be a domain name, or empty for none")
     return domain
 
 

@@ -19,6 +19,7 @@ import structlog
 
 from . import context as cv
 from . import list_unsubscribe, multi_recipient, vendor_headers, xmsysapi
+from .bounces_in.return_path import ReturnPaths
 from .config import Config
 from .envelope import Envelope, HeaderEdit
 from .events.model import injection_event
@@ -53,6 +54,7 @@ class RecipientCopy:
     stats: TrackStats = field(default_factory=TrackStats)
     injection: dict[str, Any] | None = None
     untracked: Untracked | None = None  # why this copy goes out as it came, if it does
+    return_path: str = ""  # the envelope sender it leaves with ("": the sender's own)
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Pipeline:
         self.suppression = suppression  # None: no list to enforce (``rewrite``, tests)
         self.policies = policies or PolicySet.empty()
         self.codec = codec or TokenCodec.from_config(config)
+        self.return_paths = ReturnPaths.from_codec(self.codec)
         self.ids = ids or IdGenerator(config.smtpapi.node_id)
         self.tag_registry = tag_registry or TagRegistry()
         self.clock = clock
@@ -331,6 +334,12 @@ class _CopyBuilder:
                 url = list_unsubscribe.url(self.pipeline, settings, data)
                 copy.header_edits += list_unsubscribe.header_edits(self.envelope.headers, url)
             copy.injection = self._injection(copy, settings, index)  # takes an event id too
+            copy.return_path = self.pipeline.return_paths.for_copy(  # None: shared
+                settings.bounce_domain,
+                self.envelope.mail_from,
+                self.transmission_id,
+                index if recipient else None,
+            )
         except IdUnavailable:
             raise SmtpReplyError(TRANSMISSION_ID_UNAVAILABLE) from None
         return copy

@@ -49,6 +49,7 @@ class TrackingSettings:
     transactional: bool = False  # SparkPost's options.transactional: no List-Unsubscribe,
     # and only "transactional" suppression entries apply
     skip_suppression: bool = False
+    bounce_domain: str = ""  # the copy's envelope sender becomes a return path there
 
     @property
     def tracks_anything(self) -> bool:
@@ -123,6 +124,9 @@ def resolve(
         list_unsubscribe=_flag(variables, cv.LIST_UNSUBSCRIBE, None, config.list_unsubscribe),
         transactional=_flag(variables, cv.TRANSACTIONAL, header.transactional, False),
         skip_suppression=bool(header.skip_suppression),
+        bounce_domain=_policy_or(
+            variables, cv.BOUNCE_DOMAIN, cv.parse_bounce_domain, config.bounce_domain
+        ),
     )
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -106,6 +108,7 @@ class TokenCodec:
     def __init__(self, keys: Sequence[tuple[str, bytes]]):
         """``keys`` are ``(key_id, 32-byte key)``; the first encrypts, all decrypt."""
         self._ciphers: dict[bytes, AESSIV] = {}
+        self._keys: list[bytes] = []
         for kid, key in keys:
             if not isinstance(kid, str) or not _KID_RE.fullmatch(kid):
                 raise ValueError(f"key id {kid!r} must be 1-16 characters of A-Z a-z 0-9 _ -")
@@ -114,6 +117,7 @@ class TokenCodec:
             if kid.encode() in self._ciphers:
                 raise ValueError(f"key id {kid!r} is used twice")
             self._ciphers[kid.encode()] = AESSIV(key)
+            self._keys.append(key)
         if not self._ciphers:
             raise ValueError("at least one key is needed")
         self.key_ids: tuple[str, ...] = tuple(kid.decode() for kid in self._ciphers)
@@ -130,6 +134,12 @@ class TokenCodec:
         plain = _dumps(_to_array(data)).encode("utf-8", "surrogatepass")
         deflater = self._deflater.copy()
         return self._seal(plain, deflater.compress(plain) + deflater.flush())
+
+    def derived_keys(self, label: bytes) -> list[bytes]:
+        """One 32-byte sub-key per link key (the signer's first) for another kind of token:
+        HMAC-SHA256(link key, ``label``). A sub-key reveals nothing about its link key, and
+        different labels give unrelated keys, so a new token kind needs no new key file."""
+        return [hmac.new(key, label, hashlib.sha256).digest() for key in self._keys]
 
     def click_tokens(self, base: TrackingData) -> ClickTokens:
         """Click tokens for the links of one recipient's copy, sharing what ``base`` says."""

@@ -9,6 +9,10 @@ this table does not know counts as undetermined.
   ``bounce`` and ``policy_rejection`` events (a message delayed twice is two delays, as in
   SparkPost's ``count_delayed``). ``hard_bounces`` ... ``undetermined_bounces``: bounces by
   the category of their ``bounce_class``.
+- ``out_of_band_bounces``: ``out_of_band`` events (bounces mailed back to the return path,
+  bounces_in/) but auto-replies (class 60); ``spam_complaints``: ``spam_complaint`` events
+  (ARF reports); ``spam_complaint_rate``: complaints per delivered message, as the other
+  rates over delivered (mailbox providers want it under 0.1 %).
 - ``delivery_rate``: delivered / injections; ``delivered_open_rate`` and
   ``delivered_click_rate``: unique opens / clicks per delivered message. None without the
   denominator (no deliveries are known until the MTA's log is followed). In totals over
@@ -34,6 +38,7 @@ from typing import Any
 from ..delivery.bounce_class import BOUNCE_CLASSES, UNDETERMINED  # one list of SparkPost's classes
 
 CATEGORIES = ("hard", "soft", "block", "admin", "undetermined")
+AUTO_REPLY = 60
 
 
 def classes_of(category: str) -> tuple[int, ...]:
@@ -48,15 +53,25 @@ def _in(category: str) -> str:
     return ", ".join(str(n) for n in classes_of(category))
 
 
-# Over rows that carry a ``bounce_class`` column (see bounce_class_sql): NULL unless a bounce.
+# Over rows that carry a ``bounce_class`` column (see bounce_class_sql): NULL unless a bounce
+# or an out_of_band.
 COUNTS = (
     ("delivered", "count(CASE WHEN type = 'delivery' THEN 1 END)"),
     ("delayed", "count(CASE WHEN type = 'delay' THEN 1 END)"),
     ("bounced", "count(CASE WHEN type = 'bounce' THEN 1 END)"),
     *(
-        (f"{category}_bounces", f"count(CASE WHEN bounce_class IN ({_in(category)}) THEN 1 END)")
+        (
+            f"{category}_bounces",
+            f"count(CASE WHEN type = 'bounce' AND bounce_class IN ({_in(category)}) THEN 1 END)",
+        )
         for category in CATEGORIES
     ),
+    # Auto-replies (class 60) come back to the return path too, but bounced nothing.
+    (
+        "out_of_band_bounces",
+        f"count(CASE WHEN type = 'out_of_band' AND bounce_class <> {AUTO_REPLY} THEN 1 END)",
+    ),
+    ("spam_complaints", "count(CASE WHEN type = 'spam_complaint' THEN 1 END)"),
     ("policy_rejections", "count(CASE WHEN type = 'policy_rejection' THEN 1 END)"),
     ("list_unsubscribes", "count(CASE WHEN type = 'list_unsubscribe' THEN 1 END)"),
     ("link_unsubscribes", "count(CASE WHEN type = 'link_unsubscribe' THEN 1 END)"),
@@ -72,6 +87,7 @@ RATES = {
     "delivered_open_rate": ("unique_opens", "delivered"),
     "delivered_click_rate": ("unique_clicks", "delivered"),
     "unsubscribe_rate": ("unsubscribes", "delivered"),
+    "spam_complaint_rate": ("spam_complaints", "delivered"),
 }
 
 # Over several campaigns, the rates over delivered count only campaigns whose deliveries are
@@ -80,6 +96,7 @@ TOTAL_RATES = {
     "delivered_open_rate": "CASE WHEN delivered > 0 THEN unique_opens ELSE 0 END",
     "delivered_click_rate": "CASE WHEN delivered > 0 THEN unique_clicks ELSE 0 END",
     "unsubscribe_rate": "CASE WHEN delivered > 0 THEN unsubscribes ELSE 0 END",
+    "spam_complaint_rate": "CASE WHEN delivered > 0 THEN spam_complaints ELSE 0 END",
 }
 
 
@@ -89,14 +106,16 @@ def _needle(bounce_class: int) -> str:
 
 
 def bounce_class_sql(contains: str) -> str:
-    """The bounce class of a row as an integer (NULL for other types); ``contains`` is the
-    dialect's substring test, formatted with haystack and needle."""
+    """The bounce class of a bounce or out_of_band row as an integer (NULL for other types);
+    ``contains`` is the dialect's substring test, formatted with haystack and needle."""
     tests = " ".join(
         f"WHEN {contains.format('payload', _needle(n))} THEN {n}"
         for n in BOUNCE_CLASSES
         if n != UNDETERMINED
     )
-    return f"CASE WHEN type = 'bounce' THEN CASE {tests} ELSE {UNDETERMINED} END END"
+    return (
+        f"CASE WHEN type IN ('bounce', 'out_of_band') THEN CASE {tests} ELSE {UNDETERMINED} END END"
+    )
 
 
 def by_class_sql(where: str, contains: str) -> str:

@@ -1,7 +1,8 @@
 """Events in SparkPost's shape, so existing webhook consumers work unchanged (SPEC 7, 13).
 
 Injection and policy_rejection events come from the milter, delivery, delay and bounce
-events from the MTA's log (all ``msys.message_event``); open, click, link_unsubscribe and
+events from the MTA's log, out_of_band and spam_complaint from reports mailed back to the
+return path (``bounce-in``) (all ``msys.message_event``); open, click, link_unsubscribe and
 list_unsubscribe events from the tracker (``msys.track_event``, ``msys.unsubscribe_event``).
 """
 
@@ -18,6 +19,8 @@ EVENT_CLASSES = {
     "delay": "message_event",
     "bounce": "message_event",
     "policy_rejection": "message_event",
+    "out_of_band": "message_event",  # bounces_in/: reports mailed back to the return path
+    "spam_complaint": "message_event",
     "open": "track_event",
     "initial_open": "track_event",
     "click": "track_event",

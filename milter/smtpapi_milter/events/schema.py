@@ -161,6 +161,11 @@ def _suppressions(real: str) -> list[Step]:
     ]
 
 
+# Migration 8 (SPEC 13): a report mailed back to a return path names its transmission
+# (bounces_in/return_path.py); bounce-in finds the injection it joins by this index.
+_OUT_OF_BAND: list[Step] = ["CREATE INDEX events_transmission_id ON events (transmission_id)"]
+
+
 MIGRATIONS: dict[str, list[list[Step]]] = {
     SQLITE: [
         [
@@ -185,6 +190,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         [ERASED_TABLE.format(real="REAL")],  # 5: erased recipients (events/erasure.py)
         _delivery_outcomes("INTEGER", "REAL"),
         _suppressions("REAL"),
+        _OUT_OF_BAND,
     ],
     POSTGRESQL: [
         [
@@ -209,6 +215,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         [ERASED_TABLE.format(real="DOUBLE PRECISION")],  # 5: erased recipients
         _delivery_outcomes("BIGINT", "DOUBLE PRECISION"),
         _suppressions("DOUBLE PRECISION"),
+        _OUT_OF_BAND,
     ],
 }
 

@@ -9,7 +9,14 @@ from ..terminal import visible
 
 _COLUMNS = ("time (UTC)", "type", "campaign", "recipient", "detail", "by")
 _WIDTHS = (19, 16, 20, 30, 44, 0)
-_OUTCOMES = ("delivery", "delay", "bounce", "policy_rejection")  # no person or machine made
+_OUTCOMES = (
+    "delivery",
+    "delay",
+    "bounce",
+    "policy_rejection",
+    "out_of_band",
+    "spam_complaint",
+)  # no person or machine made
 
 
 def _detail(event: dict[str, Any]) -> str:
@@ -20,6 +27,9 @@ def _detail(event: dict[str, Any]) -> str:
         return f"{name}: {url}" if name else url
     if kind == "injection":
         return event.get("subject") or ""
+    if kind == "spam_complaint":
+        by = event.get("report_by") or ""
+        return f"{event.get('fbtype') or 'abuse'}" + (f" reported by {by}" if by else "")
     if kind in _OUTCOMES:  # the MTA's or the milter's reply says what happened
         return event.get("reason") or event.get("raw_reason") or event.get("ip_address") or ""
     return event.get("ip_address") or ""

@@ -30,7 +30,7 @@ log = structlog.get_logger("smtpapi_milter.milter")
 
 REPLACE_CHUNK = 64 * 1024
 # Exactly the actions we use: a milter that asks for less saves the MTA work.
-ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT
+ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT | Milter.CHGFROM
 INTERNAL = SmtpReply("451", "4.3.0", "smtpapi internal error, try again later")
 STOPPING = SmtpReply("451", "4.3.2", "smtpapi-milter is restarting, try again later")
 
@@ -353,6 +353,8 @@ class SmtpapiMilter(Milter.Base):
         """The first copy is this transaction's; the re-injected and the suppressed recipients
         leave it (split mode's re-injection never saw the suppressed ones)."""
         first, others = result.copies[0], result.copies[1:]
+        if first.return_path:  # bounce_domain: bounces and complaints come back to us
+            self.chgfrom(f"<{first.return_path}>")
         for copy in others:
             self.delrcpt(f"<{copy.recipient}>")
         for gone in result.suppressed:

@@ -56,7 +56,8 @@ class Reinjector:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
                 for copy in copies:
                     data = message.to_bytes(result.header_edits + copy.header_edits, copy.body)
-                    queue_ids.append(_send(smtp, mail_from, copy.recipient or "", data))
+                    sender = copy.return_path or mail_from  # bounce_domain: its own
+                    queue_ids.append(_send(smtp, sender, copy.recipient or "", data))
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise ReinjectError(f"re-injection to {self.host}:{self.port} failed: {exc}") from exc
         return queue_ids

@@ -21,6 +21,7 @@ Routes (on the admin listener, behind its token; counting rules in ``events.stat
 Summaries carry injections, engagement, and delivery outcomes (delivered, delayed, bounced
 by category, policy rejections, delivery_rate and the open / click rates over delivered;
 list_unsubscribes, link_unsubscribes, unsubscribes and unsubscribe_rate over delivered;
+out_of_band_bounces, spam_complaints and spam_complaint_rate over delivered;
 definitions in ``events.delivery_stats``).
 - ``GET /api/v1/tags`` — the registered tags, for the tag filter.
 - ``GET /api/v1/floods?abused=1&campaign=&limit=`` — tokens whose repeated requests the tracker's
