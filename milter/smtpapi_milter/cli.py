@@ -423,6 +423,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .config_advice import advice
     from .tracker.admin_access import describe_token
 
     config = load_config(args.config)
@@ -437,6 +438,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"#   {line}")
     print(f"# link-token keys: {codec_note}")
     print(f"# admin token: {describe_token(config)}")
+    for line in advice(config):
+        print(f"warning: {line}", file=sys.stderr)
     print("# configuration OK")
     return EXIT_OK
 

@@ -26,10 +26,15 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+import structlog
+
 from .addresses import milter_socket
 from .config import Config, ConfigError
+from .config_advice import advice
 from .policy import PolicySet
 from .tokens import KEY_FILE_NAME, TokenCodec
+
+log = structlog.get_logger("smtpapi_milter.preflight")
 
 SERVICES = ("milter", "tracker", "maillog")
 # Files SQLite and our writer lock keep beside the database (sqlite_store.py).
@@ -60,6 +65,9 @@ def validate(
         check_maillog(config, user)
     _check_keys(config, user)
     _check_sqlite_store(config, user)
+    if starting and "milter" in services:  # check prints them itself
+        for line in advice(config):
+            log.warning("configuration advice", advice=line)
     return policies
 
 
