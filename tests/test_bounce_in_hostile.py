@@ -1,0 +1,63 @@
+"""bounce-in against hostile and odd reports (review of issue 18): whatever a report looks
+like, classifying it never raises (an exception is exit 75, and the MTA would retry the same
+report for days), and what it says is attributed to the address we sent to."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpapi_milter.bounces_in.classify import classify
+from smtpapi_milter.delivery.bounce_class import BounceClassifier
+
+CLASSIFIER = BounceClassifier.load()
+
+
+def test_non_ascii_bytes_in_header_fields_are_read_not_fatal():
+    """8-bit bytes in From or Subject (seen from broken mailers) make the email package hand
+    back Header objects instead of strings: once a TypeError, exit 75, retried for days."""
+    raw = (
+        b"From: \xff\xfe MAILER-DAEMON@mx.example\r\nSubject: \xe9chec: Undeliverable\r\n"
+        b"Content-Type: text/plain\r\n\r\n<gone@b.example>: 550 5.1.1 user unknown\r\n"
+    )
+    report = classify(raw, CLASSIFIER)
+    assert report.kind == "bounce"
+    assert [(f.recipient, f.bounce_class) for f in report.failures] == [("gone@b.example", 10)]
+    vacation = b"From: Jos\xe9 <jose@x.example>\r\nSubject: Abwesenheit \xfc\r\n\r\nweg\r\n"
+    assert classify(vacation, CLASSIFIER).kind == "auto_reply"
+    arf = (
+        b"From: \xe9 <fbl@isp.example>\r\nTo: fbl@bounces.example.com\r\n"
+        b"Content-Type: multipart/report; report-type=feedback-report; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\n"
+        b"\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nTo: \xe9 <jane@example.org>\r\n"
+        b"\r\n--b--\r\n"
+    )
+    report = classify(arf, CLASSIFIER)
+    assert (report.kind, report.report_by, report.complained_about) == (
+        "arf",
+        "isp.example",
+        "jane@example.org",
+    )
+
+
+HEADER_PIECES = [
+    b"From: ",
+    b"To: ",
+    b"Subject: ",
+    b"Auto-Submitted: ",
+    b"X-Failed-Recipients: ",
+    b"Precedence: ",
+    b"MAILER-DAEMON@mx.example",
+    b"<gone@b.example>",
+    b"\r\n",
+    b"\r\n\r\n550 5.1.1 <gone@b.example> user unknown\r\n",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(HEADER_PIECES) | st.binary(max_size=12), max_size=25))
+def test_any_bytes_in_any_header_never_fail_the_classifier(pieces):
+    """8-bit bytes anywhere in the header fields the classifier reads (the generated texts of
+    test_bounce_in are UTF-8, which the email package takes as strings)."""
+    report = classify(b"".join(pieces), CLASSIFIER)
+    assert report.kind in ("dsn", "arf", "bounce", "auto_reply", "unknown")
