@@ -80,10 +80,20 @@ def classify(raw: bytes, classifier: BounceClassifier) -> Report:
     parts come first and are small, and of the message it returns only the headers matter
     (flufl.bounce's heuristics take about 0.5 s of CPU per 4 MB; a 20 MB bounce would cost
     10 s for nothing)."""
-    message = email.message_from_bytes(raw[:CLASSIFY_LIMIT])
+    head = raw[:CLASSIFY_LIMIT]
+    try:
+        return _classify(email.message_from_bytes(head), head, classifier)
+    except RecursionError:
+        # Parts nested thousands deep (the email package recurses once per level): read the
+        # header fields alone rather than fail the report, which the MTA would retry for days.
+        headers = email.parser.BytesParser().parsebytes(head, headersonly=True)
+        return _classify(headers, head, classifier)
+
+
+def _classify(message: email.message.Message, head: bytes, classifier: BounceClassifier) -> Report:
     # The token is in the raw text unless a part's transfer encoding hides it (a returned
     # message sent back base64-encoded): those parts are added decoded.
-    texts = [raw[:CLASSIFY_LIMIT].decode("latin-1"), *_decoded_parts(message, encoded_only=True)]
+    texts = [head.decode("latin-1"), *_decoded_parts(message, encoded_only=True)]
     if message.get_content_type() == "multipart/report":
         report_type = (message.get_param("report-type") or "").lower()
         if report_type == "feedback-report":
