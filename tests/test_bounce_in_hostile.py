@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpapi_milter.bounces_in.classify import classify
+from smtpapi_milter.bounces_in.events import build_events
+from smtpapi_milter.bounces_in.return_path import ReturnPathToken
 from smtpapi_milter.delivery.bounce_class import BounceClassifier
 
 CLASSIFIER = BounceClassifier.load()
@@ -76,3 +78,34 @@ def test_deeply_nested_parts_are_classified_not_fatal():
     report = classify(raw, CLASSIFIER)
     assert report.kind in ("bounce", "unknown")
     assert report.texts[0].startswith("From: MAILER-DAEMON")  # the token is still searched
+
+
+def dsn(*blocks: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.example.net\r\nSubject: Undelivered Mail\r\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.net\r\n\r\n" + "\r\n".join(blocks) + "\r\n--b--\r\n"
+    ).encode()
+
+
+def test_the_original_recipient_is_the_one_we_sent_to():
+    """A receiving site that forwards (an alias to another mailbox) names the mailbox it
+    failed at as Final-Recipient; Original-Recipient is the ORCPT our MTA sent (RFC 3464
+    2.3.1), the address the copy went to. A shared body's event and suppression take the
+    recipient from the report: the forwarded-to address was never one of ours."""
+    raw = dsn(
+        "Original-Recipient: rfc822; jane@example.org\r\n"
+        "Final-Recipient: rfc822; jane.doe@forward.example\r\nAction: failed\r\n"
+        "Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
+    )
+    report = classify(raw, CLASSIFIER)
+    assert [f.recipient for f in report.failures] == ["jane@example.org"]
+    (event,) = build_events(report, ReturnPathToken("1", 0, True), None, 0, "k")
+    assert event["rcpt_to"] == "jane@example.org"
+    # An Original-Recipient that names no address (a non-rfc822 type, "unknown") is skipped.
+    raw = dsn(
+        "Original-Recipient: x-local; unknown\r\n"
+        "Final-Recipient: rfc822; jane@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    )
+    assert [f.recipient for f in classify(raw, CLASSIFIER).failures] == ["jane@example.org"]

@@ -151,7 +151,11 @@ def _dsn_failures(
         action = {"failure": "failed", "delay": "delayed"}.get(action, action)  # seen in the wild
         if action not in ("failed", "delayed"):
             continue
-        recipient = _address(block.get("final-recipient") or block.get("original-recipient"))
+        # Original-Recipient is the address the copy was sent to (the ORCPT our MTA gave);
+        # Final-Recipient may be where a forwarding site sent it on, never one of ours.
+        original = _address(block.get("original-recipient"))
+        final = _address(block.get("final-recipient"))
+        recipient = original if "@" in original else final or original
         status = _status(block.get("status", ""))
         diagnostic = " ".join(block.get("diagnostic-code", "").split())
         kind, _, text = diagnostic.partition(";")
