@@ -109,3 +109,19 @@ def test_the_original_recipient_is_the_one_we_sent_to():
         "Final-Recipient: rfc822; jane@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
     )
     assert [f.recipient for f in classify(raw, CLASSIFIER).failures] == ["jane@example.org"]
+
+
+def test_a_recipient_block_without_action_is_read_from_its_status():
+    """RFC 3464 requires Action, but a block that has none and a 5.x.x Status is a failure
+    (4.x.x a delay): it was dropped, exit 0, the event lost. One with neither stays out."""
+    raw = dsn(
+        "Final-Recipient: rfc822; gone@example.org\r\nStatus: 5.1.1\r\n",
+        "Final-Recipient: rfc822; later@example.org\r\nStatus: 4.4.1\r\n",
+        "Final-Recipient: rfc822; fine@example.org\r\nStatus: 2.0.0\r\n",
+    )
+    report = classify(raw, CLASSIFIER)
+    assert report.kind == "dsn"
+    assert [(f.recipient, f.action, f.bounce_class) for f in report.failures] == [
+        ("gone@example.org", "failed", 10),
+        ("later@example.org", "delayed", 24),  # 4.4.1: the delivery rules say timeout
+    ]

@@ -149,6 +149,8 @@ def _dsn_failures(
     for block in blocks:
         action = block.get("action", "").strip().lower()
         action = {"failure": "failed", "delay": "delayed"}.get(action, action)  # seen in the wild
+        if not action:  # required by RFC 3464, yet missing: the Status class tells
+            action = {"5": "failed", "4": "delayed"}.get(_status(block.get("status", ""))[:1], "")
         if action not in ("failed", "delayed"):
             continue
         # Original-Recipient is the address the copy was sent to (the ORCPT our MTA gave);
