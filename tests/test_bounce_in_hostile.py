@@ -4,12 +4,14 @@ report for days), and what it says is attributed to the address we sent to."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtpapi_milter.bounces_in.classify import classify
 from smtpapi_milter.bounces_in.events import build_events
 from smtpapi_milter.bounces_in.return_path import ReturnPathToken
+from smtpapi_milter.config import ConfigError, parse_config
 from smtpapi_milter.delivery.bounce_class import BounceClassifier
 
 CLASSIFIER = BounceClassifier.load()
@@ -125,3 +127,12 @@ def test_a_recipient_block_without_action_is_read_from_its_status():
         ("gone@example.org", "failed", 10),
         ("later@example.org", "delayed", 24),  # 4.4.1: the delivery rules say timeout
     ]
+
+
+@pytest.mark.parametrize("domain", ["192.0.2.1", "1.2.3.4", "bounces.123"])
+def test_an_ip_address_is_not_a_bounce_domain(domain):
+    """bounce-x@192.0.2.1 is no valid envelope sender (RFC 5321 wants [192.0.2.1]) and has no
+    MX record: refused naming file, key and value, as "exa mple.com" and "@x" are."""
+    with pytest.raises(ConfigError, match=rf"f.toml: 'smtpapi.bounce_domain' '{domain}'"):
+        parse_config({"smtpapi": {"bounce_domain": domain}}, "f.toml")
+    parse_config({"smtpapi": {"bounce_domain": "b123.example"}}, "f.toml")
