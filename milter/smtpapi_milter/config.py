@@ -404,7 +404,8 @@ def _check_bounce_domains(s: SmtpapiConfig, path: str) -> None:
     domains = {"smtpapi": s.bounce_domain}
     domains |= {f"smtpapi.listener.{n}": o.get("bounce_domain", "") for n, o in s.listener.items()}
     for where, domain in domains.items():
-        if domain and not _DOMAIN.fullmatch(domain):
+        # An all-digit last label is an IP address (no MX, no valid envelope sender).
+        if domain and (not _DOMAIN.fullmatch(domain) or domain.rpartition(".")[2].isdigit()):
             raise ConfigError(
                 f"{path}: '{where}.bounce_domain' {domain!r} must be a domain name (no port, "
                 'no "@"), e.g. "bounces.example.com"'

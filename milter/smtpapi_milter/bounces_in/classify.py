@@ -80,10 +80,20 @@ def classify(raw: bytes, classifier: BounceClassifier) -> Report:
     parts come first and are small, and of the message it returns only the headers matter
     (flufl.bounce's heuristics take about 0.5 s of CPU per 4 MB; a 20 MB bounce would cost
     10 s for nothing)."""
-    message = email.message_from_bytes(raw[:CLASSIFY_LIMIT])
+    head = raw[:CLASSIFY_LIMIT]
+    try:
+        return _classify(email.message_from_bytes(head), head, classifier)
+    except RecursionError:
+        # Parts nested thousands deep (the email package recurses once per level): read the
+        # header fields alone rather than fail the report, which the MTA would retry for days.
+        headers = email.parser.BytesParser().parsebytes(head, headersonly=True)
+        return _classify(headers, head, classifier)
+
+
+def _classify(message: email.message.Message, head: bytes, classifier: BounceClassifier) -> Report:
     # The token is in the raw text unless a part's transfer encoding hides it (a returned
     # message sent back base64-encoded): those parts are added decoded.
-    texts = [raw[:CLASSIFY_LIMIT].decode("latin-1"), *_decoded_parts(message, encoded_only=True)]
+    texts = [head.decode("latin-1"), *_decoded_parts(message, encoded_only=True)]
     if message.get_content_type() == "multipart/report":
         report_type = (message.get_param("report-type") or "").lower()
         if report_type == "feedback-report":
@@ -112,12 +122,12 @@ def _arf(message: email.message.Message, texts: list[str]) -> Report:
     report = Report(ARF, texts=texts)
     report.feedback_type = first.get("feedback-type", "").strip().lower() or "abuse"
     report.user_agent = first.get("user-agent", "").strip()
-    report.report_by = _domain(message.get("From", ""))
-    report.report_to = _domain(message.get("To", ""))
+    report.report_by = _domain(_field(message, "From"))
+    report.report_to = _domain(_field(message, "To"))
     rcpt = first.get("original-rcpt-to", "").strip()
     if not rcpt:
         enclosed = _enclosed_headers(message)
-        rcpt = email.utils.parseaddr(enclosed.get("To", ""))[1] if enclosed else ""
+        rcpt = email.utils.parseaddr(_field(enclosed, "To"))[1] if enclosed else ""
     rcpt = _address(rcpt)
     report.complained_about = rcpt if "@" in rcpt else ""  # "Undisclosed", "redacted"
     return report
@@ -139,9 +149,15 @@ def _dsn_failures(
     for block in blocks:
         action = block.get("action", "").strip().lower()
         action = {"failure": "failed", "delay": "delayed"}.get(action, action)  # seen in the wild
+        if not action:  # required by RFC 3464, yet missing: the Status class tells
+            action = {"5": "failed", "4": "delayed"}.get(_status(block.get("status", ""))[:1], "")
         if action not in ("failed", "delayed"):
             continue
-        recipient = _address(block.get("final-recipient") or block.get("original-recipient"))
+        # Original-Recipient is the address the copy was sent to (the ORCPT our MTA gave);
+        # Final-Recipient may be where a forwarding site sent it on, never one of ours.
+        original = _address(block.get("original-recipient"))
+        final = _address(block.get("final-recipient"))
+        recipient = original if "@" in original else final or original
         status = _status(block.get("status", ""))
         diagnostic = " ".join(block.get("diagnostic-code", "").split())
         kind, _, text = diagnostic.partition(";")
@@ -281,7 +297,7 @@ def _from_mailer_daemon(
             break
     else:
         return []
-    failed = (message.get("X-Failed-Recipients") or "").split(",")[0].strip()
+    failed = _field(message, "X-Failed-Recipients").split(",")[0].strip()
     named = re.search(r"<([^<>\s@]+@[^<>\s]+)>", reason)
     recipient = failed or (named[1] if named else "")
     status = _status(reason)
@@ -307,26 +323,33 @@ _AUTO_SUBJECT = re.compile(
 def is_auto_reply(message: email.message.Message) -> bool:
     """RFC 3834's Auto-Submitted: auto-replied, or the marks vacation programs and Exchange
     leave (X-Autoreply, X-Autorespond, Precedence: auto_reply, an out-of-office subject)."""
-    submitted = (message.get("Auto-Submitted") or "").strip().lower()
+    submitted = _field(message, "Auto-Submitted").strip().lower()
     if submitted.startswith("auto-replied"):
         return not _looks_like_mailer_daemon(message)
-    if message.get("X-Autoreply") or message.get("X-Autorespond"):
+    if _field(message, "X-Autoreply") or _field(message, "X-Autorespond"):
         return True
-    if (message.get("X-Auto-Response-Suppress") or "") and _AUTO_SUBJECT.search(_subject(message)):
+    if _field(message, "X-Auto-Response-Suppress") and _AUTO_SUBJECT.search(_subject(message)):
         return True
-    if (message.get("Precedence") or "").strip().lower() == "auto_reply":
+    if _field(message, "Precedence").strip().lower() == "auto_reply":
         return True
     return bool(_AUTO_SUBJECT.search(_subject(message)))
 
 
 def _looks_like_mailer_daemon(message: email.message.Message) -> bool:
-    sender = email.utils.parseaddr(message.get("From", ""))[1].lower()
+    sender = email.utils.parseaddr(_field(message, "From"))[1].lower()
     return sender.split("@")[0] in ("mailer-daemon", "postmaster") or bool(
-        message.get("X-Failed-Recipients")
+        _field(message, "X-Failed-Recipients")
     )
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def _field(message: email.message.Message, name: str) -> str:
+    """A header field's value as a string ("" if absent). 8-bit bytes in a field make the
+    email package return a Header object, which string methods would trip over."""
+    value = message.get(name)
+    return "" if value is None else str(value)
 
 
 def _subject(message: email.message.Message) -> str:

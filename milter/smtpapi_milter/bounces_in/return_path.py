@@ -22,7 +22,9 @@ attempt costs the forger a mail delivered to us: out of reach. Decoding is canon
 spelling per token; case folded first), so changing any character changes the bytes the tag
 covers. What the tag cannot stop is replay: the recipient sees its own return path and could
 send a fake report to it, which can only record a bounce or complaint about that recipient's
-own copy (and suppress that recipient), no more than unsubscribing would.
+own copy (and suppress that recipient), no more than unsubscribing would. Except for a shared
+body: its token names no recipient and its injection none either, so the report's own
+addresses are taken (README: Out-of-band bounces and complaints).
 """
 
 from __future__ import annotations
