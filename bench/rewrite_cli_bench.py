@@ -61,8 +61,8 @@ def write_messages(directory: Path) -> list[str]:
     return paths
 
 
-def child_env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
+def child_env(code: Path) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(code)}
     # Installed code has its bytecode compiled (pip does it); a process that may not write
     # it compiles every module again on each start, which no deployment pays.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -86,12 +86,18 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--code",
+        type=Path,
+        default=ROOT / "milter",
+        help="the directory holding smtpapi_milter that 'ours' runs (to compare versions)",
+    )
     args = parser.parse_args()
     corpus.require = lambda: None
     if not corpus.html_files():
         print(f"no corpus at {corpus.CORPUS} (set SMTPAPI_CORPUS)", file=sys.stderr)
         return 2
-    env = child_env()
+    env = child_env(args.code)
     with tempfile.TemporaryDirectory(prefix="rewrite-cli-bench-") as tmp:
         work = Path(tmp)
         (work / "in").mkdir()

@@ -16,6 +16,7 @@ NOT_FOR_REWRITE = (
     "smtpapi_milter.events.store",
     "smtpapi_milter.events.stats",
     "ctypes",
+    "jsonschema",  # a valid X-MSYS-API passes the plain check (xmsysapi.plainly_valid)
 )
 PROBE = """
 import json, sys
