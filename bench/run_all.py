@@ -15,6 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "rewrite_bench.py",
+    "rewrite_cli_bench.py",
     "milter_bench.py",
     "tracker_bench.py",
     "hostile_bench.py",

@@ -11,25 +11,25 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, logs, preflight, state_owner
+from . import __version__, logs, state_owner
 from .bounces_in import command as bounce_in_command
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from .events.erasure import NotAnAddress, erasable_address
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
-from .events.store import EventStore, StoreUnavailable, open_store
-from .events.table import format_table
 from .listen_check import EXIT_CANNOT_LISTEN, ListenError
 from .message_file import parse_message_file
 from .orphans import die_with_parent
 from .pipeline import MessageResult, Pipeline
 from .policy import PolicyLoadError, PolicySet
-from .redaction import redact_settings
 from .replies import SmtpReplyError
 from .suppression import command as suppression_command
-from .terminal import terminal_json
 from .tokens import TokenCodec
+
+# Each command imports what only it needs (the event store, preflight's checks) itself:
+# `rewrite` over a directory of messages should not pay at start for what it never uses.
+if TYPE_CHECKING:
+    from .events.store import EventStore
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 
@@ -300,6 +300,7 @@ def _address(headers: list[tuple[str, bytes]], name: str) -> str | None:
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
+    from . import preflight
     from .mta import service  # imports pymilter: only the milter needs libmilter
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
@@ -311,6 +312,7 @@ def cmd_milter(args: argparse.Namespace) -> int:
 
 
 def cmd_tracker(args: argparse.Namespace) -> int:
+    from . import preflight
     from .tracker import server  # the HTTP server is only needed here
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
@@ -322,6 +324,7 @@ def cmd_tracker(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import preflight
     from .supervise import Supervisor
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
@@ -336,6 +339,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_maillog(args: argparse.Namespace) -> int:
+    from . import preflight
     from .maillog import service
 
     logs.configure(stream=sys.stdout, level=logging.INFO)
@@ -351,6 +355,9 @@ def cmd_maillog(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    from .events.table import format_table
+    from .terminal import terminal_json
+
     config = load_config(args.config)
     try:
         query = EventQuery.from_text(
@@ -387,6 +394,9 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    from .events.erasure import NotAnAddress, erasable_address
+    from .events.store import StoreUnavailable
+
     try:
         address = erasable_address(args.address)
     except NotAnAddress as exc:
@@ -407,6 +417,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def _open_store(config: Config) -> EventStore | None:
+    from .events.store import StoreUnavailable, open_store
+
     try:
         state_owner.enter_store(config)  # never creates a store; root acts as its owner
         return open_store(config.event_store_url)
@@ -423,7 +435,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from . import preflight
     from .config_advice import advice
+    from .redaction import redact_settings
     from .tracker.admin_access import describe_token
 
     config = load_config(args.config)

@@ -15,7 +15,6 @@ the tracker's Granian worker processes.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 from collections.abc import Mapping
@@ -48,6 +47,8 @@ def die_with_parent(parent: int | None = None, signum: int = signal.SIGKILL) -> 
         if not value.isdigit():
             return
         parent = int(value)
+    import ctypes  # only a process we started pays for it
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0 or os.getppid() != parent:
         os._exit(1)  # no parent-death signal on this system, or the parent is already gone

@@ -15,11 +15,12 @@ import re
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from importlib import resources
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from .replies import invalid
+
+if TYPE_CHECKING:
+    import jsonschema
 
 HEADER_NAME = "X-MSYS-API"
 
@@ -118,9 +119,18 @@ def _decode_word(match: re.Match[str], name: str) -> str:
 
 
 @cache
-def _validator() -> jsonschema.protocols.Validator:
+def _schema() -> dict[str, Any]:
     schema_text = resources.files(__package__).joinpath("schemas/x-msys-api.schema.json")
-    schema = json.loads(schema_text.read_text("utf-8"))
+    return json.loads(schema_text.read_text("utf-8"))
+
+
+@cache
+def _validator() -> jsonschema.protocols.Validator:
+    # Imported on the first header the plain check below cannot pass: jsonschema and what
+    # it loads cost a process about 60 ms to import, more than all of `rewrite`'s own code.
+    import jsonschema
+
+    schema = _schema()
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
@@ -171,7 +181,50 @@ def _valid_text(text: str) -> bool:
     return True
 
 
+# JSON Schema's types for what json.loads returns (bool is no integer or number there).
+_JSON_TYPES: dict[str, Any] = {
+    "object": lambda v: type(v) is dict,
+    "array": lambda v: type(v) is list,
+    "string": lambda v: type(v) is str,
+    "boolean": lambda v: type(v) is bool,
+    "null": lambda v: v is None,
+    "integer": lambda v: type(v) is int or (type(v) is float and v.is_integer()),
+    "number": lambda v: type(v) in (int, float),
+}
+# Keywords that only describe, and those plainly_valid applies; any other: jsonschema decides.
+_ANNOTATIONS = frozenset({"$schema", "$id", "title", "description"})
+_PLAIN_KEYWORDS = frozenset({"type", "properties", "items"}) | _ANNOTATIONS
+
+
+def plainly_valid(schema: dict[str, Any], value: Any) -> bool:
+    """Whether ``value`` passes ``schema`` as far as single "type", "properties" and "items"
+    tell; False also when the schema uses anything else (jsonschema then decides).
+
+    Never True where jsonschema says invalid (tests/test_xmsysapi_plain_check.py): it only
+    spares the common, valid header the import of jsonschema."""
+    if type(schema) is not dict or not _PLAIN_KEYWORDS.issuperset(schema):
+        return False
+    kind = schema.get("type")
+    if kind is not None and not (type(kind) is str and _JSON_TYPES.get(kind, _no)(value)):
+        return False
+    properties = schema.get("properties")
+    if properties is not None and type(value) is dict:
+        for name, subschema in properties.items():
+            if name in value and not plainly_valid(subschema, value[name]):
+                return False
+    items = schema.get("items")
+    if items is not None and type(value) is list:
+        return type(items) is dict and all(plainly_valid(items, item) for item in value)
+    return True
+
+
+def _no(value: Any) -> bool:
+    return False
+
+
 def _validate(data: dict[str, Any]) -> None:
+    if plainly_valid(_schema(), data):
+        return
     validator = _validator()
     if validator.is_valid(data):
         return

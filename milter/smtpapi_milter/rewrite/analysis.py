@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ..settings import TrackingSettings
 from ..untracked import Reason, Untracked
 from ..xmsysapi import is_text_charset
-from . import mime, qp
+from . import merge_reuse, mime, qp
 from .edits import byte_spans
 from .html import HtmlScan, scan_html
 from .text import find_text_urls_bounded
@@ -69,6 +69,11 @@ class PartAnalysis:
     is_html: bool
     bare_cr: bool
     max_links: int | None = None  # the link budget: links kept by the scan (None: all)
+    # Kept for the next body's scan to reuse (rewrite/merge_reuse.py): made when the part is
+    # cached, and seeded with the trace of an earlier body's part when there is one.
+    traced: bool = False
+    _seed: merge_reuse.ScanTrace | None = None
+    _trace: merge_reuse.ScanTrace | None = None
     _html_scan: HtmlScan | None = None
     _text_urls: tuple[list[tuple[int, int, str]], int] | None = None
     _plans: dict[tuple, PartPlan] = field(default_factory=dict)
@@ -86,7 +91,10 @@ class PartAnalysis:
     def _build_plan(self, settings: TrackingSettings) -> PartPlan:
         # The scan does not depend on the settings: one for every plan of the part.
         if self.is_html:
-            if self._html_scan is None:
+            if self._html_scan is None and self.traced:
+                seed, self._seed = self._seed, None  # used once: the trace is kept instead
+                self._html_scan, self._trace = merge_reuse.scan(self.text, self.max_links, seed)
+            elif self._html_scan is None:
                 self._html_scan = scan_html(self.text, self.max_links)
             sites = html_sites(self._html_scan, self.text, settings)
             clicks_html = settings.click_tracking and settings.click_tracking_html
@@ -203,10 +211,18 @@ class AnalysisCache:
     cache holds at most about ``entries`` x ``max_body`` x 4 bytes (raw, decoded, text).
     """
 
-    def __init__(self, entries: int = 8, max_body: int = 1024 * 1024, max_links: int | None = None):
+    def __init__(
+        self,
+        entries: int = 8,
+        max_body: int = 1024 * 1024,
+        max_links: int | None = None,
+        reuse_similar: bool = True,
+    ):
         self.entries = entries
         self.max_body = max_body
         self.max_links = max_links  # per top part: the link budget
+        # A new body's HTML scan starts from the last kept body's (rewrite/merge_reuse.py).
+        self.reuse_similar = reuse_similar
         self._lock = threading.Lock()
         self._kept: OrderedDict[tuple, BodyAnalysis] = OrderedDict()
         self.hits = self.misses = 0
@@ -225,11 +241,22 @@ class AnalysisCache:
                 self.hits += 1
                 return found, True
             self.misses += 1
+            seed = self._seed() if self.reuse_similar else None
         analysis = _analyse(
             fields, body, self.max_links
         )  # outside the lock: other threads go on meanwhile
+        if self.reuse_similar and analysis.html is not None:
+            analysis.html.traced = True
+            analysis.html._seed = seed
         with self._lock:
             self._kept[key] = analysis
             while len(self._kept) > self.entries:
                 self._kept.popitem(last=False)
         return analysis, False
+
+    def _seed(self) -> merge_reuse.ScanTrace | None:
+        """The HTML scan trace of the most recent kept body that has one (under the lock)."""
+        for kept in reversed(self._kept.values()):
+            if kept.html is not None and kept.html._trace is not None:
+                return kept.html._trace
+        return None

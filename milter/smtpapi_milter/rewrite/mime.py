@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..memo import remember_short
 from . import qp
 
 MAX_DEPTH = 32
@@ -102,6 +103,19 @@ class MimePart:
 
 def _parse_params(value: str) -> tuple[str, dict[str, str]]:
     """Content-Type / Content-Disposition value → (lower-case main value, params)."""
+    main, params = _parsed_params(value)
+    return main, dict(params)  # a part's own dict: nothing shared between parts
+
+
+# A campaign's parts carry the same few Content-Type values in every message, and the email
+# package's parameter parser is slow: each value is parsed once (short values only).
+@remember_short(1024)
+def _parsed_params(value: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    main, params = _parse_params_uncached(value)
+    return main, tuple(params.items())
+
+
+def _parse_params_uncached(value: str) -> tuple[str, dict[str, str]]:
     holder = email.message.Message()
     holder["X"] = value
     params = holder.get_params(header="X") or []

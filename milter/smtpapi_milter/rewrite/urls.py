@@ -108,6 +108,19 @@ def _tracking_netloc(scheme: str, tracking_domain: str) -> str | None:
 
 
 def is_trackable_url(url: str, tracking_domain: str) -> bool:
+    """:func:`_is_trackable_url`, remembered for the URLs every copy of a campaign repeats."""
+    if len(url) > _REMEMBERED_URL:
+        return _is_trackable_url(url, tracking_domain)
+    return _remembered_trackable(url, tracking_domain)
+
+
+# A campaign's links are the same in each of its messages (or differ in a query string):
+# the verdict on URLs up to this long is kept, for the last few thousand of them.
+_REMEMBERED_URL = 2048
+_remembered_trackable = functools.lru_cache(maxsize=4096)(lambda u, d: _is_trackable_url(u, d))
+
+
+def _is_trackable_url(url: str, tracking_domain: str) -> bool:
     """Tell whether click tracking may rewrite ``url``.
 
     ``url`` is already entity-decoded and stripped of surrounding whitespace. It is trackable

@@ -12,15 +12,17 @@ import contextlib
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import state_owner
 from ..config import load_config
-from ..events.store import EventStore, StoreUnavailable, open_store
 from ..terminal import terminal_json, visible
 from . import formats
 from .store import SOURCES, TYPES, SuppressionError, list_entries, suppress, suppress_rows
 from .store import unsuppress as remove_entries
+
+if TYPE_CHECKING:  # the store is opened by `run`, not needed to register the subcommand
+    from ..events.store import EventStore
 
 EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 2, 4
 PAGE = 5000
@@ -66,6 +68,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..events.store import StoreUnavailable, open_store
+
     config = load_config(args.config)
     rows = None
     if args.action == "import":  # read and check the whole file before touching the store
