@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,10 +116,14 @@ class LogCounter:
 
 
 def start_ours(
-    workdir: Path, workers: int, name: str = "ours", cache: int | None = None
+    workdir: Path,
+    workers: int,
+    name: str = "ours",
+    cache: int | None = None,
+    tree: Path = ROOT,
 ) -> tuple[subprocess.Popen[bytes], Path, Path]:
     """``smtpapi-milter milter`` (supervisor and workers) on a unix socket, tracking by header;
-    ``cache`` None keeps the default analysis cache."""
+    ``cache`` None keeps the default analysis cache; ``tree``: the source tree to run."""
     socket = workdir / f"{name}.sock"
     config = workdir / f"{name}.toml"
     milter: dict[str, object] = {"socket": f"unix:{socket}", "workers": workers}
@@ -130,7 +134,7 @@ def start_ours(
     config.write_text(toml(sections, {"state_dir": str(workdir / "state")}))
     log = (workdir / f"{name}.log").open("ab")
     command = [sys.executable, "-m", "smtpapi_milter.cli", "milter", "--config", str(config)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
+    env = {**os.environ, "PYTHONPATH": str(tree / "milter")}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     return process, socket, config
 
@@ -165,14 +169,16 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time used so far by process ``pid`` and its descendants still running."""
-    ticks = 0
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds used so far by process ``pid`` and its descendants still
+    running."""
+    user = system = 0
     for member in _family(pid):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+            user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
 
 
 def _family(pid: int) -> list[int]:
@@ -268,6 +274,7 @@ class Bench:
     milters: dict[str, subprocess.Popen[bytes]]
     loads: dict[str, list[tuple[str, bytes]]]  # name -> (recipient, wire bytes)
     counter: LogCounter
+    cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # ms/msg per run
 
 
 def bulk_load(message: bytes, count: int, distinct: bool) -> list[tuple[str, bytes]]:
@@ -284,6 +291,7 @@ def set_up(
     messages: int,
     workers: int,
     distinct: bool = False,
+    before: Path | None = None,
 ) -> Bench:
     """Start both milters, the sink, the capture server and Postfix; check both milters."""
     workdir.chmod(0o755)  # smtpd (user postfix) must reach the sockets in here
@@ -302,10 +310,16 @@ def set_up(
     )
     floor, floor_socket = start_floor(workdir, bodies)
     stack.callback(stop, floor)
+    sockets = {"ours": ours_socket, "zero-cost": floor_socket}
+    milters = {"ours": ours, "zero-cost": floor}
+    if before is not None:  # another source tree of ours, for before/after in one run
+        earlier, sockets["before"], _ = start_ours(workdir, workers, "before", tree=before)
+        stack.callback(stop, earlier)
+        wait_for_socket(sockets["before"], earlier)
+        milters = {"ours": ours, "before": earlier, "zero-cost": floor}
     sink_port = free_port()
     stack.callback(stop, start_sink(sink_port))
     capture = stack.enter_context(CaptureServer())
-    sockets = {"ours": ours_socket, "zero-cost": floor_socket}
     ports, master = listeners(sockets)
     verify_route = f"inline:{{verify.test=relay:[127.0.0.1]:{capture.port}}}"
     postfix = PrivatePostfix(
@@ -327,7 +341,6 @@ def set_up(
         "bulk": bulk_load(bulk, messages, distinct),
         "merge": [(rcpt, mail_merge.wire(message)) for rcpt, message in merged],
     }
-    milters = {"ours": ours, "zero-cost": floor}
     return Bench(ports, milters, loads, LogCounter(postfix.maillog))
 
 
@@ -341,9 +354,13 @@ def measure(bench: Bench, rounds: int, sessions: int) -> dict[tuple[str, str], l
     for round_no in range(1, rounds + 1):
         for load_name, load in bench.loads.items():
             for name, process in bench.milters.items():
-                cpu, busy, wall = cpu_seconds(process.pid), machine_busy(), time.monotonic()
+                start, busy, wall = cpu_seconds(process.pid), machine_busy(), time.monotonic()
                 rate = run(bench.ports[name], load, sessions, bench.counter)
-                cpu = (cpu_seconds(process.pid) - cpu) / len(load) * 1000
+                user, system = (
+                    (after - before) / len(load) * 1000
+                    for after, before in zip(cpu_seconds(process.pid), start, strict=True)
+                )
+                cpu = user + system
                 busy_seconds = machine_busy() - busy
                 busy = busy_seconds / (time.monotonic() - wall) / (os.cpu_count() or 1)
                 # Everything but the milter (Postfix, the client, the sink) per message:
@@ -351,9 +368,11 @@ def measure(bench: Bench, rounds: int, sessions: int) -> dict[tuple[str, str], l
                 # changes) shows here.
                 rest = busy_seconds / len(load) * 1000 - cpu
                 rates.setdefault((load_name, name), []).append(rate)
+                bench.cpu.setdefault((load_name, name), []).append(cpu)
                 print(
                     f"round {round_no} {load_name:5} {name:9} {rate:7.1f} msg/s"
-                    f"   milter CPU {cpu:5.2f} ms/msg   the rest {rest:5.2f} ms/msg"
+                    f"   milter CPU {cpu:5.2f} ms/msg (user {user:5.2f} sys {system:4.2f})"
+                    f"   the rest {rest:5.2f} ms/msg"
                     f"   machine busy {busy * 100:3.0f} %",
                     flush=True,
                 )
@@ -392,12 +411,20 @@ def main() -> int:
         action="store_true",
         help="bulk: a new recipient per message, so every lookup misses the milter's cache",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also run ours from this source tree (e.g. a git worktree of an older commit) "
+        "as 'before', in the same rounds: before/after on the same machine state",
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="smtpapi-milterbench-") as tmp,
         contextlib.ExitStack() as stack,
     ):
-        bench = set_up(stack, Path(tmp), args.messages, args.workers, args.distinct_recipients)
+        bench = set_up(
+            stack, Path(tmp), args.messages, args.workers, args.distinct_recipients, args.before
+        )
         if args.suppressed:
             seconds = load_suppressions(Path(tmp) / "state", args.suppressed)
             print(f"suppression list: {args.suppressed} entries loaded in {seconds:.1f} s")
@@ -412,10 +439,18 @@ def main() -> int:
         ours, floor = best[(load, "ours")], best[(load, "zero-cost")]
         ratio = ours / floor
         ms = {name: 1000 * args.messages / best[(load, name)] for name in ("ours", "zero-cost")}
+        cpu = {name: min(bench.cpu[(load, name)]) for name in bench.milters}
         print(
             f"{load}: ours {ours:.1f} msg/s ({ms['ours']:.0f} ms), zero-cost tracking milter "
             f"{floor:.1f} msg/s ({ms['zero-cost']:.0f} ms), ratio {ratio:.3f}  bar >= {target}"
         )
+        print(
+            f"{load}: milter CPU, least of {args.rounds} runs: "
+            + ", ".join(f"{name} {value:.2f} ms/msg" for name, value in cpu.items())
+        )
+        if "before" in bench.milters:
+            earlier = best[(load, "before")]
+            print(f"{load}: before {earlier:.1f} msg/s, ratio {earlier / floor:.3f}")
         bar(
             f"Postfix throughput, tracking on vs zero-cost tracking pymilter, {what}",
             f"{ratio:.3f} ({ours:.0f} vs {floor:.0f} msg/s)",
