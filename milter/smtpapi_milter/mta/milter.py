@@ -241,30 +241,44 @@ class SmtpapiMilter(Milter.Base):
             # time keep the milter's memory bounded however many connections end at once
             # (SPEC 11), and under the GIL more at once would not finish sooner.
             with self.state.rewrite_slots:
-                return self._eom()
+                verdict, events, result = self._eom()
+            if verdict != Milter.CONTINUE:
+                return verdict
+            # Outside the slot: waiting for the commit holds no body, and the sessions that
+            # wait together share one commit (group commit), so the events of many messages
+            # cost one flush. The MTA already has the changes; it applies them only if this
+            # reply is ACCEPT, which goes out once the events are durable.
+            verdict = self._guard("eom", lambda: self._record(events, result))
+            return Milter.ACCEPT if verdict == Milter.CONTINUE else verdict
         finally:
             self._end_transaction()
 
-    def _eom(self) -> int:
+    def _eom(self) -> tuple[int, list[dict], MessageResult | None]:
+        """Rewrite and hand the MTA its changes: (CONTINUE, events to record, result), or
+        the final verdict. The result comes back without its bodies (they are sent)."""
         self.session.envelope.macros.update(self._macros("i"))
         result: list[MessageResult] = []
         verdict = self._guard("eom", lambda: result.append(self._end_of_message()))
         if verdict != Milter.CONTINUE:
-            return verdict
+            return verdict, [], None
         if self.failed_message:
-            return self._accept_untracked()
+            return self._accept_untracked(), [], None
         try:
             self._reinject(result[0])
         except ReinjectError as exc:
             log.warning(
                 "split re-injection failed", error=str(exc), queue_id=self.session.envelope.queue_id
             )
-            return self._reply(SmtpReply("451", "4.3.0", "could not queue personalised copies"))
-        verdict = self._guard("eom", lambda: self._record(result[0]))
+            reply = SmtpReply("451", "4.3.0", "could not queue personalised copies")
+            return self._reply(reply), [], None
+        events: list[dict] = []
+        verdict = self._guard("eom", lambda: events.extend(self._events(result[0])))
         if verdict != Milter.CONTINUE:
-            return verdict
+            return verdict, [], None
         self._apply(result[0])
-        return Milter.ACCEPT
+        for copy in result[0].copies:
+            copy.body = None  # sent: the memory goes back before the commit is waited for
+        return Milter.CONTINUE, events, result[0]
 
     def _accept_untracked(self) -> int:
         """Fail open: the message as it came, less the accepted families' headers (X-MSYS-API
@@ -341,13 +355,17 @@ class SmtpapiMilter(Milter.Base):
             if copy.injection is not None:
                 copy.injection["mta_queue_id"] = queue_id
 
-    def _record(self, result: MessageResult) -> None:
+    def _events(self, result: MessageResult) -> list[dict]:
         events = [c.injection for c in result.copies if c.injection is not None]
         for gone in result.suppressed:  # in the same commit: the message is accepted after it
             events += self._rejection_events("eom", gone.reply, gone.recipient)
+        return events
+
+    def _record(self, events: list[dict], result: MessageResult | None) -> None:
         if events:
             self.state.record(events)  # raises SmtpReplyError(451) when the store is down
-        self._log_result(result)
+        if result is not None:
+            self._log_result(result)
 
     def _apply(self, result: MessageResult) -> None:
         """The first copy is this transaction's; the re-injected and the suppressed recipients
