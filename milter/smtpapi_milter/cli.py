@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, logs, state_owner
-from .bounces_in import command as bounce_in_command
+from .bounces_in import cli as bounce_in_cli
 from .config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from .events.query import EVENT_TYPES, MAX_LIMIT, EventQuery, QueryError
 from .listen_check import EXIT_CANNOT_LISTEN, ListenError
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     erase.set_defaults(func=cmd_erase)
     suppression_command.register(sub, common)
-    bounce_in_command.register(sub, common)
+    bounce_in_cli.register(sub, common)
 
     demo = sub.add_parser(
         "demo",

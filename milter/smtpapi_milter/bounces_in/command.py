@@ -44,27 +44,6 @@ MAX_REPORT = 50 * 1024 * 1024  # read no further: a report is a few KB, its encl
 log = structlog.get_logger("smtpapi_milter.bounce_in")
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add the ``bounce-in`` command to the CLI's subparsers."""
-    parser = sub.add_parser(
-        "bounce-in",
-        parents=[common],
-        help="store an out-of-band bounce or spam complaint piped in by the MTA",
-        description="Read one message on standard input (a DSN, another kind of bounce, an "
-        "ARF spam complaint or an auto-reply sent to a bounce_domain return path) and store "
-        "its out_of_band or spam_complaint events. Exit 0: done (or dropped: no valid "
-        "return-path token); 75: try again later (event store unavailable).",
-    )
-    parser.add_argument(
-        "recipient",
-        nargs="?",
-        default="",
-        metavar="RECIPIENT",
-        help="the report's envelope recipient (Postfix ${recipient}, Sendmail $u)",
-    )
-    parser.set_defaults(func=run)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
