@@ -44,7 +44,7 @@ def test_values_orjson_refuses_or_bends_go_through_the_stdlib():
     assert type(back["rcpt_meta"]["big"]) is int  # not the float orjson would read
 
 
-def test_compact_spelling_the_dashboard_needle_relies_on():
+def test_compact_like_the_stdlib_encoder_it_replaces():
     assert payload.encode({"bounce_class": "10", "a": [1, 2]}) == '{"bounce_class":"10","a":[1,2]}'
 
 

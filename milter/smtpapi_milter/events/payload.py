@@ -11,7 +11,7 @@ Those payloads go through the stdlib, so every event round-trips as it did befor
 
 orjson writes non-ASCII characters as UTF-8 where the stdlib wrote ``\\uXXXX`` escapes: the
 stored text differs, the decoded event does not, and nothing reads the payload but a JSON
-decoder (and ``delivery_stats``' ASCII needle).
+decoder.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import structlog
 from ..redaction import redact  # one helper for every secret; others import it from here
 from ..settings import SYSTEM_TAG_LIMIT
 from . import erasure, floods, payload, schema, stats
-from .columns import derived_columns
+from .columns import bounce_class_column, derived_columns
 from .columns import text_column as _text
 from .schema import SchemaError
 
@@ -60,6 +60,7 @@ EVENT_COLUMNS = (
     "target_link_name",
     "tags",
     "mta_queue_id",
+    "bounce_class",
 )
 ON_CONFLICT = " ON CONFLICT (event_id) DO NOTHING"
 RCPT_COLUMN = EVENT_COLUMNS.index("rcpt_to")
@@ -99,6 +100,7 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         payload.encode(event),
         *derived_columns(event),
         _text(event.get("mta_queue_id")),
+        bounce_class_column(event),
     )
 
 
