@@ -28,8 +28,9 @@ def test_round_trips_like_the_stdlib(event):
 @given(st.dictionaries(st.text(), VALUES, max_size=6))
 def test_reads_what_the_stdlib_wrote(event):
     # Payloads stored before orjson: compact stdlib JSON with \\u escapes.
-    stored = json.dumps(event, separators=(",", ":"))
-    assert payload.decode(stored) == json.loads(stored)
+    for ascii_only in (True, False):
+        stored = json.dumps(event, separators=(",", ":"), ensure_ascii=ascii_only)
+        assert payload.decode(stored) == json.loads(stored)
 
 
 def test_values_orjson_refuses_or_bends_go_through_the_stdlib():
@@ -42,6 +43,8 @@ def test_values_orjson_refuses_or_bends_go_through_the_stdlib():
     back = payload.decode(text)
     assert back == event
     assert type(back["rcpt_meta"]["big"]) is int  # not the float orjson would read
+    written_before = '{"rcpt_meta":{"n":123456789012345678901234567890,"x":1e400}}'
+    assert payload.decode(written_before) == json.loads(written_before)
 
 
 def test_compact_like_the_stdlib_encoder_it_replaces():
