@@ -46,7 +46,7 @@ class Follower:
         classifier: BounceClassifier,
         *,
         record_unknown: bool = False,
-        batch_lines: int = 20_000,
+        batch_lines: int = 100_000,
         poll_interval: float = 0.5,
     ):
         self.store = store
