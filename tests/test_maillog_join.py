@@ -3,6 +3,7 @@ once (expiry said twice), and that its position commits with its events on Postg
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 import pytest
@@ -150,3 +151,35 @@ def test_a_store_outage_keeps_the_batch_and_stores_it_once_when_back(postgres_ru
     ]
     assert position.load(store, str(log)).offset == log.stat().st_size
     store.close()
+
+
+class CollectorWatchingParser(PostfixParser):
+    """Notes whether Python's cyclic collector ran while the follower parsed each line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collector_enabled: list[bool] = []
+
+    def feed_all(self, line):
+        self.collector_enabled.append(gc.isenabled())
+        return super().feed_all(line)
+
+
+def test_the_cyclic_collector_is_paused_for_a_batch_and_back_after(store, tmp_path):
+    # Over the bench's 200,000 lines it took 11% of the follower's CPU scanning the batch's
+    # (acyclic) events again and again; see follower._collector_paused.
+    log = tmp_path / "maillog"
+    store.record([injection(0), injection(1)])
+    log.write_text(
+        pf.sent(START, qid(0), "r0@example.org")
+        + "\n"
+        + pf.sent(START, qid(1), "r1@example.org")
+        + "\n"
+    )
+    parser = CollectorWatchingParser()
+    follower = Follower(store, FileSource(log, None), parser, BounceClassifier.load())
+    assert gc.isenabled()
+    follower.run_once()
+    follower.source.close()
+    assert parser.collector_enabled == [False, False] and gc.isenabled()
+    assert follower.stored == 2

@@ -339,3 +339,34 @@ def test_migration_back_fills_rows_written_before_it(backend, tmp_path, request,
         assert upgraded.campaign_links(Scope(campaign="Alpha"))
     finally:
         upgraded.close()
+
+
+@pytest.mark.parametrize("backend", [schema.SQLITE, schema.POSTGRESQL])
+@pytest.mark.parametrize("written_before_migration_9", [False, True])
+def test_a_metadata_key_bounce_class_does_not_spoof_the_class(
+    backend, written_before_migration_9, tmp_path, request, monkeypatch
+):
+    """A sender's ``rcpt_meta`` is copied into the outcome's payload, where it used to be
+    found by the dashboard's substring test before the event's own class (10 < 50)."""
+    if backend == schema.SQLITE:
+        url = f"sqlite://{tmp_path}/spoof.sqlite3"
+    else:
+        url = request.getfixturevalue("postgres").create_database(f"s_{uuid.uuid4().hex[:12]}")
+    mail = injection("spoof", "sp", "victim@example.org", T0, [])
+    mail["rcpt_meta"] = {"bounce_class": "10", "note": '"bounce_class":"10"'}
+    bounce = outcome("spoof", "bounce", mail, T0 + 60, bounce_class=50)
+    assert bounce["rcpt_meta"]["bounce_class"] == "10"
+    if written_before_migration_9:  # back-filled by migration 9 from the payload
+        with monkeypatch.context() as patch:
+            patch.setitem(schema.MIGRATIONS, backend, schema.MIGRATIONS[backend][:1])
+            write_version_1(url, [mail, bounce])
+    opened = open_store(url)
+    try:
+        if not written_before_migration_9:
+            opened.record([mail, bounce])
+        found = opened.campaign_bounces(Scope(campaign="sp"))
+        assert [(c["bounce_class"], c["category"]) for c in found["by_class"]] == [(50, "block")]
+        [row] = opened.campaign_report(Scope(campaign="sp"))["campaigns"]
+        assert (row["block_bounces"], row["hard_bounces"]) == (1, 0)
+    finally:
+        opened.close()

@@ -56,3 +56,15 @@ def derived_columns(event: dict[str, Any]) -> tuple[int, str, str, str]:
         text_column(event.get("target_link_name")),
         tags_column(event.get("rcpt_tags")),
     )
+
+
+def bounce_class_column(event: dict[str, Any]) -> int | None:
+    """The event's own ``bounce_class`` (a string of up to three digits, as the follower and
+    the milter write it) as a number; None for an event without one. A sender's metadata
+    is nested in ``rcpt_meta`` and never read here."""
+    value = event.get("bounce_class")
+    if type(value) is str and 0 < len(value) <= 3 and value.isdigit() and value.isascii():
+        return int(value)
+    if type(value) is int and 0 <= value <= 999:
+        return value
+    return None

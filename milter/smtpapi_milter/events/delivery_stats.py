@@ -25,10 +25,9 @@ this table does not know counts as undetermined.
 - ``unsubscribe_rate``: unsubscribes per delivered message, as the other rates over
   delivered.
 
-The class is read from the stored payload (the compact JSON the store writes, where the field
-is spelled ``"bounce_class":"N"``) by a substring test that runs alike on SQLite and
-PostgreSQL; classes are tried in ascending order and the first found wins, so a bounce is
-counted in exactly one class even if the sender's metadata happens to hold that text too.
+The class is read from the ``bounce_class`` column (schema migration 9), which the store fills
+from the event's own field only. (It used to be found in the JSON payload by a substring test,
+which a sender's metadata key ``bounce_class`` could satisfy first.)
 """
 
 from __future__ import annotations
@@ -100,35 +99,27 @@ TOTAL_RATES = {
 }
 
 
-def _needle(bounce_class: int) -> str:
-    """The SQL literal '"bounce_class":"N"' (a constant: no user text reaches the SQL)."""
-    return "'" + '"bounce_class":"' + str(bounce_class) + '"' + "'"
-
-
-def bounce_class_sql(contains: str) -> str:
-    """The bounce class of a bounce or out_of_band row as an integer (NULL for other types);
-    ``contains`` is the dialect's substring test, formatted with haystack and needle."""
-    tests = " ".join(
-        f"WHEN {contains.format('payload', _needle(n))} THEN {n}"
-        for n in BOUNCE_CLASSES
-        if n != UNDETERMINED
-    )
+def bounce_class_sql() -> str:
+    """The bounce class of a row as an integer (NULL for other types); a class SparkPost's
+    table does not know counts as undetermined."""
+    known = ", ".join(str(n) for n in BOUNCE_CLASSES if n != UNDETERMINED)
     return (
-        f"CASE WHEN type IN ('bounce', 'out_of_band') THEN CASE {tests} ELSE {UNDETERMINED} END END"
+        "CASE WHEN type IN ('bounce', 'out_of_band') THEN CASE WHEN bounce_class IN"
+        f" ({known}) THEN bounce_class ELSE {UNDETERMINED} END END"
     )
 
 
-def by_class_sql(where: str, contains: str) -> str:
+def by_class_sql(where: str) -> str:
     """Bounces per class in a scope (``where`` from Scope.where), most first."""
     where = (where + " AND" if where else " WHERE") + " type = 'bounce'"
     return (
-        f"SELECT bounce_class, count(*) AS n FROM (SELECT {bounce_class_sql(contains)}"
+        f"SELECT bounce_class, count(*) AS n FROM (SELECT {bounce_class_sql()}"
         f" AS bounce_class FROM events{where}) AS b GROUP BY bounce_class"
         " ORDER BY n DESC, bounce_class"
     )
 
 
-def by_domain_sql(where: str, contains: str, position: str, binary: str) -> str:
+def by_domain_sql(where: str, position: str, binary: str) -> str:
     """Bounces per recipient domain in a scope, split by category, most first (LIMIT ?)."""
     where = (where + " AND" if where else " WHERE") + " type = 'bounce'"
     at = position.format("rcpt_to", "'@'")
@@ -137,7 +128,7 @@ def by_domain_sql(where: str, contains: str, position: str, binary: str) -> str:
     )
     return (
         f"SELECT domain, count(*) AS n, {splits} FROM (SELECT substr(rcpt_to, {at} + 1)"
-        f" AS domain, {bounce_class_sql(contains)} AS bounce_class FROM events{where}) AS b"
+        f" AS domain, {bounce_class_sql()} AS bounce_class FROM events{where}) AS b"
         f" GROUP BY domain ORDER BY n DESC, domain {binary} LIMIT ?"
     )
 

@@ -138,7 +138,7 @@ def _grouped(scope: Scope, dialect: Dialect) -> tuple[str, list[Any]]:
     # The bounce class is worked out once per row, and only for bounces.
     rows = (
         "SELECT campaign_id, type, machine, rcpt_to, timestamp,"
-        f" {outcomes.bounce_class_sql(dialect.contains)} AS bounce_class FROM events{where}"
+        f" {outcomes.bounce_class_sql()} AS bounce_class FROM events{where}"
     )
     sql = (
         f"SELECT campaign_id, {counts}, min(timestamp) AS first_event,"
@@ -367,10 +367,8 @@ class CampaignReports:
         """Bounces in ``scope`` by class and by recipient domain (the ``limit`` with most)."""
         dialect = DIALECTS[self.dialect]
         where, params = scope.where(dialect)
-        by_class = outcomes.by_class_sql(where, dialect.contains)
-        by_domain = outcomes.by_domain_sql(
-            where, dialect.contains, dialect.position, dialect.binary
-        )
+        by_class = outcomes.by_class_sql(where)
+        by_domain = outcomes.by_domain_sql(where, dialect.position, dialect.binary)
 
         def work(cur: Any) -> dict[str, Any]:
             cur.execute(self._sql(by_class), params)

@@ -17,7 +17,6 @@ thread-local connections (SQLite's busy handler sleeps, so writers stall for up 
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -28,8 +27,8 @@ import structlog
 
 from ..redaction import redact  # one helper for every secret; others import it from here
 from ..settings import SYSTEM_TAG_LIMIT
-from . import erasure, floods, schema, stats
-from .columns import derived_columns
+from . import erasure, floods, payload, schema, stats
+from .columns import bounce_class_column, derived_columns
 from .columns import text_column as _text
 from .schema import SchemaError
 
@@ -61,6 +60,7 @@ EVENT_COLUMNS = (
     "target_link_name",
     "tags",
     "mta_queue_id",
+    "bounce_class",
 )
 ON_CONFLICT = " ON CONFLICT (event_id) DO NOTHING"
 RCPT_COLUMN = EVENT_COLUMNS.index("rcpt_to")
@@ -68,8 +68,6 @@ _INSERT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))})" + ON_CONFLICT
 )
-# One encoder for every payload: json.dumps with arguments builds a new one per call.
-_encode_payload = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class StoreError(Exception):
@@ -99,9 +97,10 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         _text(event.get("message_id")),
         _text(event.get("campaign_id")),
         _text(event.get("rcpt_to")).lower(),
-        _encode_payload(event),
+        payload.encode(event),
         *derived_columns(event),
         _text(event.get("mta_queue_id")),
+        bounce_class_column(event),
     )
 
 
@@ -282,7 +281,7 @@ class EventStore(stats.CampaignReports):
                 args.append(int(limit))
             cur.execute(self._sql(sql), args)
             rows = cur.fetchall()
-            return [(row[0], json.loads(row[1])) for row in (rows[::-1] if newest else rows)]
+            return [(row[0], payload.decode(row[1])) for row in (rows[::-1] if newest else rows)]
 
         return self._transaction(work, write=False)
 

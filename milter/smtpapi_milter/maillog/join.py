@@ -8,12 +8,12 @@ them (``num_retries``), and for messages the queue gave up on, what their recipi
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..events import payload as payload_json
 from .outcome import Outcome
 
 CHUNK = 500  # queue ids per IN (...) list: under every driver's parameter limit
@@ -57,13 +57,13 @@ def lookup(store: Any, queue_ids: Iterable[str], expired: Iterable[str]) -> Know
 
 def _note(known: Known, kind: str, queue_id: str, rcpt: str, payload: str, expired: bool):
     if kind == "injection":
-        known.injections.setdefault(queue_id, []).append(json.loads(payload))
+        known.injections.setdefault(queue_id, []).append(payload_json.decode(payload))
         return
     if kind == "delay":
         key = (queue_id, rcpt)
         known.delays[key] = known.delays.get(key, 0) + 1
     if expired:
-        known.outcomes.setdefault(queue_id, []).append(json.loads(payload))
+        known.outcomes.setdefault(queue_id, []).append(payload_json.decode(payload))
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
