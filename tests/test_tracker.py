@@ -128,6 +128,7 @@ def admin(tracker: RunningTracker, path: str, method: str = "GET") -> tuple[int,
 
 def events_of(tracker: RunningTracker, rcpt: str, kind: str | None = None) -> list[dict]:
     query = f"/api/v1/events?rcpt={quote(rcpt)}&limit=10000" + (f"&type={kind}" if kind else "")
+    tracker.wait_indexed()
     status, body = admin(tracker, query)
     assert status == 200, body
     return body["results"]
