@@ -34,7 +34,7 @@ from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..orphans import die_with_parent, mark_children
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
-from . import dashboard, suppression_api
+from . import dashboard, suppression_api, useragent
 from .admin import AdminApp
 from .admin_access import AllowedHosts, admin_token, check_host_names
 from .app import ClientAddress, TrackerApp
@@ -117,6 +117,7 @@ def tracker_app(config: Config) -> Lifespan:
     parts: dict[str, Any] = {}
 
     def startup() -> TrackerApp:
+        useragent.warm_up()  # before serving, not on the first click
         # Serve even while the store is down: 503 until it is back, /healthz tells.
         store = LazyStore(config.event_store_url)
         journal = Journal(Path(config.state_dir) / JOURNAL_DIRECTORY)
