@@ -190,21 +190,19 @@ def test_a_locked_journal_file_is_held_by_its_worker(tmp_path):
         journal.close()
 
 
+def children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(child) for child in found.stdout.split()]
+
+
 def worker_pids(tracker: RunningTracker) -> list[int]:
-    """The public listener's Granian workers (its process's children)."""
-    out = subprocess.run(
-        ["pgrep", "-f", f"--config {tracker.config_path} --listener public"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    pids = []
-    for listener in out:
-        children = subprocess.run(
-            ["pgrep", "-P", listener], capture_output=True, text=True, check=False
-        ).stdout.split()
-        pids += [int(pid) for pid in children]
-    return pids
+    """The public listener's Granian workers (the children of that listener's process)."""
+    assert tracker.process is not None
+    for listener in children(tracker.process.pid):
+        arguments = Path(f"/proc/{listener}/cmdline").read_bytes().split(b"\0")
+        if b"public" in arguments:
+            return children(listener)
+    return []
 
 
 def test_sigkill_of_a_worker_loses_and_repeats_no_answered_click(tmp_path):
@@ -237,7 +235,7 @@ def test_the_tracker_answers_before_indexing(tmp_path):
     with tracker:
         codec = TokenCodec.from_config(load_config(str(tracker.config_path)), create=False)
         db = tmp_path / "state" / "events.sqlite3"
-        holder = subprocess.Popen(
+        with subprocess.Popen(
             [
                 sys.executable,
                 "-c",
@@ -248,14 +246,11 @@ def test_the_tracker_answers_before_indexing(tmp_path):
             stdout=subprocess.PIPE,
             text=True,
             env={"PYTHONPATH": str(ROOT / "milter"), "PATH": "/usr/bin:/bin"},
-        )
-        try:
+        ) as holder:
             assert holder.stdout.readline().strip() == "held"
             with ClickLoad(tracker, codec) as load:
                 started = time.monotonic()
                 load.wait_for(20, timeout=2.5)
                 assert time.monotonic() - started < 2.5
-        finally:
-            holder.wait()
         tracker.wait_indexed()
         assert load.redirected <= stored_transmissions(tracker)
