@@ -135,7 +135,7 @@ def test_full_disk_answers_503_then_recovers(tmp_path):
             # The journal's indexer retries the store once a second; until it got through,
             # clicks are still refused.
             deadline = time.monotonic() + 10
-            while (status := fetch(tracker, click_token(codec, 10_000))[0]) != 302:
+            while fetch(tracker, click_token(codec, 10_000))[0] != 302:
                 assert time.monotonic() < deadline, "the tracker did not recover"
                 time.sleep(0.1)
             redirected = {f"t{n}" for n, s in enumerate(statuses) if s == 302}
