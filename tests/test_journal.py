@@ -19,6 +19,7 @@ from pathlib import Path
 
 from smtpapi_milter.config import load_config
 from smtpapi_milter.events import journal as journal_module
+from smtpapi_milter.events.floods import FloodCount
 from smtpapi_milter.events.journal import (
     Indexer,
     Journal,
@@ -28,7 +29,9 @@ from smtpapi_milter.events.journal import (
     read_records,
 )
 from smtpapi_milter.events.store import open_store
-from smtpapi_milter.tokens import TokenCodec
+from smtpapi_milter.tokens import TokenCodec, TrackingData
+from smtpapi_milter.tracker import recorder as recorder_module
+from smtpapi_milter.tracker.recorder import EventRecorder
 
 from .harness.smtpapi import ROOT, RunningTracker
 from .test_store import click
@@ -254,3 +257,27 @@ def test_the_tracker_answers_before_indexing(tmp_path):
                 assert time.monotonic() - started < 2.5
         tracker.wait_indexed()
         assert load.redirected <= stored_transmissions(tracker)
+
+
+def test_folded_counts_through_the_journal_are_added_once(tmp_path):
+    # Regression: a step after the indexing commit failed (deleting a journal left behind),
+    # the batch was put back and indexed again, and its folded counts added again (85,238
+    # folded for 16,835 requests).
+    store = opened(tmp_path)
+    recorder = EventRecorder(store, journal=Journal(tmp_path / "journal")).start()
+    data = TrackingData("click", "t", "m", "a@example.org", int(time.time()), target_url="x")
+    try:
+        for n in range(300):
+            recorder.fold(FloodCount.of_request("token", data, time.time(), False))
+            if n % 100 == 0:  # some counts go alone, some with others
+                time.sleep(recorder_module.FOLD_FLUSH_SECONDS + 0.2)
+        recorder.stop()  # writes what is left
+        assert recorder.indexer.wait_indexed()
+        folded = store.transaction(
+            lambda cur: cur.execute("SELECT sum(folded) FROM token_floods").fetchone(),
+            write=False,
+        )
+        assert folded == (300,)
+    finally:
+        recorder.stop()
+        store.close()

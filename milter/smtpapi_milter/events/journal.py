@@ -47,7 +47,7 @@ from typing import Any
 import structlog
 
 from . import floods
-from .store import EventStore, LazyStore
+from .store import EventStore, LazyStore, encode_payload
 
 log = structlog.get_logger("smtpapi_milter.journal")
 
@@ -70,9 +70,10 @@ _UPSERT = (
     "INSERT INTO journal_positions (journal, position) VALUES (?, ?)"
     " ON CONFLICT (journal) DO UPDATE SET position = excluded.position"
 )
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 Events = list[dict[str, Any]]
+# (journal, end offset, events, folded counts, journal retired before them, payloads or None)
+_Item = tuple[str, int, Events, list[floods.FloodCount], str | None, list[str] | None]
 
 
 def create_positions_table(store: EventStore | LazyStore) -> None:
@@ -82,8 +83,15 @@ def create_positions_table(store: EventStore | LazyStore) -> None:
     store.transaction(lambda cur: cur.execute(POSITIONS_TABLE), write=True)
 
 
-def encode_record(events: Events) -> bytes:
-    body = _dumps(events).encode("utf-8", "surrogatepass")
+def encode_payloads(events: Events) -> list[str]:
+    """Each event's JSON as the store keeps it: made once, journaled, then stored."""
+    return [encode_payload(event) for event in events]
+
+
+def encode_record(events: Events, payloads: list[str] | None = None) -> bytes:
+    if payloads is None:
+        payloads = encode_payloads(events)
+    body = ("[" + ",".join(payloads) + "]").encode("ascii")  # encode_payload escapes to ASCII
     return b"%08x " % zlib.crc32(body) + body + b"\n"
 
 
@@ -127,14 +135,20 @@ class Journal:
         self._held[name] = fd
         self.name, self._fd, self._size = name, fd, 0
 
-    def append(self, groups: list[Events]) -> tuple[str, int, str | None]:
+    def append(
+        self, groups: list[Events], payloads: list[list[str]] | None = None
+    ) -> tuple[str, int, str | None]:
         """Write each group as a record and flush them all; return (journal, end offset, a
-        journal just left behind or None). OSError if the disk refused: nothing acknowledged."""
+        journal just left behind or None). OSError if the disk refused: nothing acknowledged.
+        ``payloads``: each group's :func:`encode_payloads`, if made already."""
         retired = None
         if self._size >= ROTATE_BYTES:
             retired = self.name
             self._open_new()
-        data = b"".join(encode_record(events) for events in groups)
+        texts = payloads if payloads is not None else [None] * len(groups)
+        data = b"".join(
+            encode_record(events, made) for events, made in zip(groups, texts, strict=True)
+        )
         if not data:
             return self.name, self._size, retired
         view = memoryview(data)
@@ -183,6 +197,7 @@ class Indexer:
         self._wakeup = threading.Condition()
         self._stopping = False
         self._queued = 0  # events in the queue
+        self._retiring: list[str] = []  # journals indexed to their end, to delete
         self._rest_until = 0.0  # no next commit before this (monotonic), unless a group is full
         self._busy = False  # a batch is out of the queue, not yet in the store
         self._table_ready = False
@@ -201,11 +216,13 @@ class Indexer:
         events: Events,
         folds: list[floods.FloodCount],
         retired: str | None,
+        payloads: list[str] | None = None,
     ) -> None:
         """Index ``events`` (journaled in ``name`` up to ``end``) with ``folds``; then, if
-        ``retired`` names a journal left behind before them, delete it."""
+        ``retired`` names a journal left behind before them, delete it. ``payloads``: the
+        events' :func:`encode_payloads`, if made already."""
         with self._wakeup:
-            self._queue.append((name, end, events, folds, retired))
+            self._queue.append((name, end, events, folds, retired, payloads))
             self._queued += len(events)
             self._wakeup.notify()
 
@@ -258,12 +275,14 @@ class Indexer:
                     self._busy = False
                     self._rest_until = time.monotonic() + INDEX_INTERVAL
                     self._wakeup.notify_all()
+            elif self._retiring:
+                self._retire()
             elif time.monotonic() >= self._next_recovery:
                 self._attempt(self.recover)
             else:
                 self._attempt(self.store.ping)
 
-    def _take(self) -> list[tuple[str, int, Events, list[floods.FloodCount], str | None]]:
+    def _take(self) -> list[_Item]:
         batch, count = [], 0
         while self._queue and count < self.max_group:
             item = self._queue.popleft()
@@ -288,25 +307,37 @@ class Indexer:
         self.healthy = True
         return True
 
-    def _index(self, batch: list[tuple[str, int, Events, list[floods.FloodCount], str | None]]):
+    def _index(self, batch: list[_Item]) -> None:
         ends: dict[str, int] = {}
         events: Events = []
+        payloads: list[str | None] = []
         folds: list[floods.FloodCount] = []
-        for name, end, group, group_folds, _ in batch:
+        for name, end, group, group_folds, _, made in batch:
             ends[name] = end
             events.extend(group)
+            payloads.extend(made if made is not None else [None] * len(group))
             folds.extend(group_folds)
 
         def work(cur: Any) -> None:
-            self.store.insert_events(cur, events)
+            self.store.insert_events(cur, events, payloads)
             floods.add_counts(cur, self.store.sql, folds)
             cur.executemany(self.store.sql(_UPSERT), list(ends.items()))
 
         self.store.transaction(work, write=True)
         self.indexed += len(events)
-        for *_, retired in batch:
-            if retired is not None:
-                self._forget(retired, self.journal.release)
+        # Committed: from here on a failure must not put the batch back (the folded counts
+        # would be added twice). A journal left behind is deleted now or at the next attempt.
+        self._retiring.extend(item[4] for item in batch if item[4] is not None)
+        self._retire()
+
+    def _retire(self) -> None:
+        while self._retiring:
+            try:
+                self._forget(self._retiring[0], self.journal.release)
+            except Exception as exc:
+                log.warning("indexed journal not deleted yet", error=str(exc))
+                return
+            self._retiring.pop(0)
 
     # -- recovery
 
@@ -350,11 +381,11 @@ class Indexer:
         for end, events in read_records(path, start):
             pending.extend(events)
             if len(pending) >= REPLAY_EVENTS:
-                self._index([(path.name, end, pending, [], None)])
+                self._index([(path.name, end, pending, [], None, None)])
                 replayed += len(pending)
                 pending = []
         if pending or end == start:
-            self._index([(path.name, end, pending, [], None)])
+            self._index([(path.name, end, pending, [], None, None)])
             replayed += len(pending)
         if replayed:
             log.info("journal of a stopped worker indexed", journal=path.name, events=replayed)

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from ..events.floods import FloodCount
-from ..events.journal import Indexer, Journal
+from ..events.journal import Indexer, Journal, encode_payloads
 from ..events.store import EventStore, StoreUnavailable
 
 log = structlog.get_logger("smtpapi_milter.tracker")
@@ -151,7 +151,9 @@ class EventRecorder:
         """Flush the group to the journal, answer it, then hand it to the indexer."""
         try:
             # One record per group: the events of every request of it, in order.
-            name, end, retired = self.journal.append([events] if events else [])
+            payloads = encode_payloads(events)  # once: the journal's and the store's text
+            groups, texts = ([events], [payloads]) if events else ([], [])
+            name, end, retired = self.journal.append(groups, texts)
         except OSError as exc:
             log.warning("events not journaled", error=str(exc), events=len(events))
             self._keep_folds(folds)
@@ -160,7 +162,7 @@ class EventRecorder:
         _resolve(group, None)
         self.groups += 1
         self.stored += len(events)
-        self.indexer.submit(name, end, events, folds, retired)
+        self.indexer.submit(name, end, events, folds, retired, payloads)
 
     def _keep_folds(self, folds: list[FloodCount]) -> None:
         """Counts that could not be written go with the next commit (unless stopping)."""
