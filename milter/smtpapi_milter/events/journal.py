@@ -275,11 +275,11 @@ class Indexer:
                     self._busy = False
                     self._rest_until = time.monotonic() + INDEX_INTERVAL
                     self._wakeup.notify_all()
-            elif self._retiring:
+            if self._retiring:
                 self._retire()
-            elif time.monotonic() >= self._next_recovery:
+            if time.monotonic() >= self._next_recovery:  # under load too
                 self._attempt(self.recover)
-            else:
+            elif not batch:
                 self._attempt(self.store.ping)
 
     def _take(self) -> list[_Item]:
