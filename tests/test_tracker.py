@@ -128,6 +128,7 @@ def admin(tracker: RunningTracker, path: str, method: str = "GET") -> tuple[int,
 
 def events_of(tracker: RunningTracker, rcpt: str, kind: str | None = None) -> list[dict]:
     query = f"/api/v1/events?rcpt={quote(rcpt)}&limit=10000" + (f"&type={kind}" if kind else "")
+    tracker.wait_indexed()
     status, body = admin(tracker, query)
     assert status == 200, body
     return body["results"]
@@ -277,6 +278,7 @@ def test_api_pages_with_a_cursor_and_erases_a_recipient(tracker):
     paths = tracked(tracker, html, "c")[:5]
     for path in paths:
         get(tracker, path)
+    tracker.wait_indexed()  # the admin API reads the store, a moment behind the journal
     seen, after = [], ""
     while True:
         status, body = admin(tracker, f"/api/v1/events?rcpt={rcpt}&limit=2&after={after}")

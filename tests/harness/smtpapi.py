@@ -184,6 +184,25 @@ class RunningTracker(RunningService):
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
+    def wait_indexed(self, timeout: float = 20.0) -> None:
+        """Until every answered click is in the store: the tracker answers once an event is
+        in its journal, and indexes it into the store a moment later (events/journal.py)."""
+        from smtpapi_milter.config import load_config
+        from smtpapi_milter.events.journal import backlog
+        from smtpapi_milter.events.store import open_store
+        from smtpapi_milter.tracker.server import JOURNAL_DIRECTORY
+
+        config = load_config(str(self.config_path))
+        directory = Path(config.state_dir) / JOURNAL_DIRECTORY
+        store = open_store(config.event_store_url)
+        try:
+            deadline = time.monotonic() + timeout
+            while (left := backlog(directory, store)) > 0:
+                assert time.monotonic() < deadline, f"{left} journal bytes not indexed"
+                time.sleep(0.01)  # polling the store: the indexer runs in another process
+        finally:
+            store.close()
+
     def _wait_ready(self) -> None:
         deadline = deadline_in(30)
         if self.ready_on_admin:

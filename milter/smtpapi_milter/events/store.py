@@ -68,6 +68,9 @@ _INSERT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))})" + ON_CONFLICT
 )
+# The JSON text stored as an event's ``payload`` (events/payload.py): the tracker's journal
+# writes the same text, so an event is encoded once (events/journal.py).
+encode_payload = payload.encode
 
 
 class StoreError(Exception):
@@ -78,8 +81,9 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached or written now; callers answer 4xx, never drop events."""
 
 
-def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
-    """The ``events`` row for one flat event; ValueError if it lacks what the store needs."""
+def event_row(event: dict[str, Any], text: str | None = None) -> tuple[Any, ...]:
+    """The ``events`` row for one flat event; ValueError if it lacks what the store needs.
+    ``text``: the event's :func:`encode_payload`, when the caller made it already."""
     event_id, kind = event.get("event_id"), event.get("type")
     if not isinstance(event_id, str) or not event_id or not isinstance(kind, str) or not kind:
         raise ValueError(f"event needs a non-empty event_id and type: {event!r:.200}")
@@ -97,7 +101,7 @@ def event_row(event: dict[str, Any]) -> tuple[Any, ...]:
         _text(event.get("message_id")),
         _text(event.get("campaign_id")),
         _text(event.get("rcpt_to")).lower(),
-        payload.encode(event),
+        payload.encode(event) if text is None else text,
         *derived_columns(event),
         _text(event.get("mta_queue_id")),
         bounce_class_column(event),
@@ -226,11 +230,21 @@ class EventStore(stats.CampaignReports):
 
         self._transaction(work, write=True)
 
-    def insert_events(self, cur: Cursor, events: Sequence[dict[str, Any]]) -> None:
+    def insert_events(
+        self,
+        cur: Cursor,
+        events: Sequence[dict[str, Any]],
+        payloads: Sequence[str | None] | None = None,
+    ) -> None:
         """Insert events inside a write :meth:`transaction`, so they commit (durably, with
         the rest of it) or vanish together with that transaction's other rows: the log
-        follower stores its position in the log this way. Idempotent on ``event_id``."""
-        rows = [event_row(event) for event in events]
+        follower stores its position in the log this way. Idempotent on ``event_id``.
+        ``payloads``, if given, are the events' :func:`encode_payload` (None: not made)."""
+        if payloads is None:
+            rows = [event_row(event) for event in events]
+        else:
+            pairs = zip(events, payloads, strict=True)
+            rows = [event_row(event, payload) for event, payload in pairs]
         if rows:
             self._lock(cur, "cursor", shared=True)
             kept = erasure.without_erased(cur, self._sql, rows, RCPT_COLUMN)

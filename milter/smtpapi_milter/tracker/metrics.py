@@ -43,7 +43,7 @@ def _create() -> None:
     )
     latency = Histogram(
         "smtpapi_tracker_response_seconds",
-        "Time from request to response for tracking requests, durable event commit included",
+        "Time from request to response for tracking requests, durable journal flush included",
         ["kind"],
         buckets=LATENCY_BUCKETS,
     )

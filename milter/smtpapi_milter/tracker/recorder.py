@@ -11,6 +11,11 @@ here per token and written in the same transaction as the next group of events, 
 most ``FOLD_FLUSH_SECONDS`` after the first of them when no event comes (a flood of repeats
 then costs one small commit a second, not one per request). A crash can lose the counts of
 that last second; the events themselves keep the durable-before-response contract.
+
+With a journal (events/journal.py, what the tracker runs with), the group is appended to the
+worker's journal file and flushed instead, and the store insert happens after the answers, in
+the journal's indexer thread; folded counts go with it. Without one (tests, tools), the group
+is committed to the store as before.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Any
 import structlog
 
 from ..events.floods import FloodCount
-from ..events.store import EventStore
+from ..events.journal import Indexer, Journal, encode_payloads
+from ..events.store import EventStore, StoreUnavailable
 
 log = structlog.get_logger("smtpapi_milter.tracker")
 
@@ -44,9 +50,11 @@ class EventRecorder:
     503 rather than acknowledge an event that is not stored.
     """
 
-    def __init__(self, store: EventStore, max_group: int = 5000):
+    def __init__(self, store: EventStore, max_group: int = 5000, journal: Journal | None = None):
         self.store = store
         self.max_group = max_group
+        self.journal = journal
+        self.indexer = Indexer(store, journal, max_group) if journal is not None else None
         self._pending: deque[_Waiter] = deque()
         self._folds: dict[str, FloodCount] = {}  # token key -> counts not yet written
         self._folds_due = 0.0  # monotonic time by which they are written
@@ -57,11 +65,16 @@ class EventRecorder:
         self.stored = 0  # events stored
 
     def start(self) -> EventRecorder:
+        if self.indexer is not None:
+            self.indexer.start()
         self._thread.start()
         return self
 
     async def record(self, events: list[dict[str, Any]]) -> None:
         """Return once ``events`` are committed and flushed; raise if they could not be."""
+        if self.indexer is not None and not self.indexer.healthy:
+            # Journaled clicks would wait for a store that is not there: 503, as without one.
+            raise StoreUnavailable("event store unavailable")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._wakeup:
             if self._stopping:
@@ -89,6 +102,9 @@ class EventRecorder:
             self._wakeup.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self.indexer is not None:
+            self.indexer.stop(timeout)
+            self.journal.close()
 
     def _take(self) -> tuple[list[_Waiter], list[FloodCount]] | None:
         with self._wakeup:
@@ -116,6 +132,9 @@ class EventRecorder:
             group, folds = taken
             error: BaseException | None = None
             events = [event for request_events, _ in group for event in request_events]
+            if self.journal is not None:
+                self._journal(group, events, folds)
+                continue
             try:
                 self.store.record(events, folds)
                 self.groups += 1
@@ -125,6 +144,25 @@ class EventRecorder:
                 log.warning("events not stored", error=str(exc), events=len(events))
                 self._keep_folds(folds)
             _resolve(group, error)
+
+    def _journal(
+        self, group: list[_Waiter], events: list[dict[str, Any]], folds: list[FloodCount]
+    ) -> None:
+        """Flush the group to the journal, answer it, then hand it to the indexer."""
+        try:
+            # One record per group: the events of every request of it, in order.
+            payloads = encode_payloads(events)  # once: the journal's and the store's text
+            groups, texts = ([events], [payloads]) if events else ([], [])
+            name, end, retired = self.journal.append(groups, texts)
+        except OSError as exc:
+            log.warning("events not journaled", error=str(exc), events=len(events))
+            self._keep_folds(folds)
+            _resolve(group, StoreUnavailable(f"events not journaled: {exc}"))
+            return
+        _resolve(group, None)
+        self.groups += 1
+        self.stored += len(events)
+        self.indexer.submit(name, end, events, folds, retired, payloads)
 
     def _keep_folds(self, folds: list[FloodCount]) -> None:
         """Counts that could not be written go with the next commit (unless stopping)."""

@@ -19,12 +19,14 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from .. import logs
 from ..config import CONFIG_ENV, Config, ConfigError, load_config
+from ..events.journal import Journal, create_positions_table
 from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, redact
 from ..events.webhooks import check_hooks
 from ..listen_check import check_host_port, granian_failed
@@ -32,7 +34,7 @@ from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..orphans import die_with_parent, mark_children
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
-from . import dashboard, suppression_api
+from . import dashboard, suppression_api, useragent
 from .admin import AdminApp
 from .admin_access import AllowedHosts, admin_token, check_host_names
 from .app import ClientAddress, TrackerApp
@@ -53,6 +55,7 @@ METRICS_PREFIX = "smtpapi-tracker-metrics-"
 # with a partial head: +84 MiB over the tracker), and Granian raises the descriptor limit
 # to the hard one, so the slots are what runs out first: 4096 a worker.
 CONNECTIONS_PER_WORKER = 4096
+JOURNAL_DIRECTORY = "tracker-journal"  # under state_dir: events/journal.py
 
 
 class StoreHealth:
@@ -114,9 +117,11 @@ def tracker_app(config: Config) -> Lifespan:
     parts: dict[str, Any] = {}
 
     def startup() -> TrackerApp:
+        useragent.warm_up()  # before serving, not on the first click
         # Serve even while the store is down: 503 until it is back, /healthz tells.
         store = LazyStore(config.event_store_url)
-        recorder = EventRecorder(store).start()
+        journal = Journal(Path(config.state_dir) / JOURNAL_DIRECTORY)
+        recorder = EventRecorder(store, journal=journal).start()
         tracker = config.engagement_tracker
         parts.update(store=store, recorder=recorder)
         return TrackerApp(
@@ -213,7 +218,11 @@ def prepare(config: Config) -> None:
     TokenCodec.from_config(config)
     admin_token(config)
     try:
-        open_store(config.event_store_url).close()
+        store = open_store(config.event_store_url)
+        try:
+            create_positions_table(store)
+        finally:
+            store.close()
     except StoreUnavailable as exc:
         log.warning(
             "event store unavailable: tracking answers 503 until it is back", error=str(exc)

@@ -76,6 +76,15 @@ def _classify(user_agent: str) -> tuple[tuple[str, Any], ...]:
     )
 
 
+def warm_up() -> None:
+    """Build ua-parser's parser now. It is built on first use, and that took 1-2 s of CPU
+    with the GIL held (compiling uap-core's regexes): the first click of every tracker worker
+    stalled every request of that worker meanwhile (measured with py-spy under wrk)."""
+    import ua_parser
+
+    ua_parser.parser  # noqa: B018 (the module's lazy attribute: reading it builds it)
+
+
 def user_agent_parsed(
     user_agent: str, kind: str, injection_time: float, now: float
 ) -> dict[str, Any]:
