@@ -281,3 +281,12 @@ def test_folded_counts_through_the_journal_are_added_once(tmp_path):
     finally:
         recorder.stop()
         store.close()
+
+
+def test_non_ascii_event_text_round_trips_through_the_journal(tmp_path):
+    # Payloads are orjson's UTF-8 (events/payload.py), not ASCII escapes: a subject in any
+    # script must be journaled, not fail the click's answer.
+    events = [{"event_id": "e1", "type": "click", "timestamp": 1.0, "subject": "Grüße ☃ 日本"}]
+    path = tmp_path / "journal"
+    path.write_bytes(journal_module.encode_record(events))
+    assert [found for _, found in journal_module.read_records(path, 0)] == [events]
