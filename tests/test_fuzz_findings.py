@@ -417,3 +417,15 @@ def test_a_link_with_a_c1_control_in_it_is_left_untracked_and_judged_so():
     out = tracked(message)
     assert b"/go/e13\xc2\x96x.htm" in out
     judge(message, out, CODEC)
+
+
+def test_a_text_url_with_a_backtick_in_its_host_is_left_untracked_and_judged_so():
+    # Fixed-seed fuzz smoke (CI, 2026-12-04): the milter (rightly: RFC 3986 allows no backtick
+    # in a host, a browser takes it) left 'http://a948.``g.akamai.net/...' untracked, while
+    # the oracle, which knew only the non-ASCII half of the host rule, called it eligible.
+    url = "http://a948.````g.akamai.net/7/948/166/01/0102-sc-offright.gif"
+    body = b"see\r\n" + url.encode() + b"\r\n"
+    message = HEAD + TRACK + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
+    out = tracked(message)
+    assert url.encode() in out
+    judge(message, out, CODEC)
