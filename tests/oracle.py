@@ -19,6 +19,7 @@ from __future__ import annotations
 import binascii
 import functools
 import html as htmllib
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ def eligible(url: str) -> bool:
         and browser_reads_same_host(url)  # else our redirect could go elsewhere
         and _unicode_host_is_words(url)
         and _ascii_host_is_rfc3986(url)
+        and _last_label_is_no_number(url)
     )
 
 
@@ -122,6 +124,26 @@ def _ascii_host_is_rfc3986(url: str) -> bool:
     if ":" in host:  # an IPv6 literal; browser_reads_same_host judges it
         return True
     return all(not c.isascii() or c in _REG_NAME_ASCII for c in host)
+
+
+def _last_label_is_no_number(url: str) -> bool:
+    """The README's rule against number-like hosts: a name whose last label starts with a
+    digit is left untracked unless the host is a dotted-decimal IPv4 address (WHATWG reads
+    ``0x7f.1`` or ``127.1`` as an address; no real top-level domain starts with a digit).
+    Fuzz finding: ``http://5891&m=101BN3c3ce68600277550d``, a host of one such label."""
+    try:
+        host = urlsplit(url.replace("\\", "/")).hostname or ""
+    except ValueError:
+        return False
+    if ":" in host:  # an IPv6 literal
+        return True
+    last = host.rstrip(".").rsplit(".", 1)[-1]
+    if not last[:1].isdigit() or not last[:1].isascii():
+        return True
+    try:  # dotted decimal as written (no trailing dot, no leading zeros)
+        return str(ipaddress.IPv4Address(host)) == host
+    except ValueError:
+        return False
 
 
 def _unicode_host_is_words(url: str) -> bool:

@@ -429,3 +429,21 @@ def test_a_text_url_with_a_backtick_in_its_host_is_left_untracked_and_judged_so(
     out = tracked(message)
     assert url.encode() in out
     judge(message, out, CODEC)
+
+
+def test_a_text_url_whose_host_ends_in_a_label_starting_with_a_digit_is_left_untracked():
+    # Fixed-seed fuzz smoke (CI, 2026-12-04): from a mutated '...s/r?l=5891&m=101BN3c...' the
+    # text part held 'http://5891&m=101BN3c3ce68600277550d', one label starting with a digit.
+    # The milter (README's rule: only dotted-decimal IPv4 may end in a number-like label, as
+    # WHATWG reads '127.1' or '0x7f' as addresses) left it untracked; the oracle lacked the rule.
+    for url in ("http://5891&m=101BN3c3ce68600277550d", "http://a.5891x/p", "http://1.2.3.4./p"):
+        body = b"see\r\n" + url.encode() + b"\r\n"
+        message = HEAD + TRACK + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
+        out = tracked(message)
+        assert url.encode() in out, url
+        judge(message, out, CODEC)
+    # and a dotted-decimal address is still tracked
+    message = HEAD + TRACK + b"Content-Type: text/plain; charset=utf-8\r\n\r\nhttp://192.0.2.7/p\r\n"
+    out = tracked(message)
+    assert b"http://192.0.2.7/p" not in out
+    judge(message, out, CODEC)
