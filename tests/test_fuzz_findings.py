@@ -443,7 +443,9 @@ def test_a_text_url_whose_host_ends_in_a_label_starting_with_a_digit_is_left_unt
         assert url.encode() in out, url
         judge(message, out, CODEC)
     # and a dotted-decimal address is still tracked
-    message = HEAD + TRACK + b"Content-Type: text/plain; charset=utf-8\r\n\r\nhttp://192.0.2.7/p\r\n"
+    message = (
+        HEAD + TRACK + b"Content-Type: text/plain; charset=utf-8\r\n\r\nhttp://192.0.2.7/p\r\n"
+    )
     out = tracked(message)
     assert b"http://192.0.2.7/p" not in out
     judge(message, out, CODEC)
