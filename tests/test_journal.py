@@ -30,7 +30,7 @@ from smtpapi_milter.events.journal import (
     encode_record,
     read_records,
 )
-from smtpapi_milter.events.store import open_store
+from smtpapi_milter.events.store import LazyStore, open_store
 from smtpapi_milter.tokens import TokenCodec, TrackingData
 from smtpapi_milter.tracker import recorder as recorder_module
 from smtpapi_milter.tracker.recorder import EventRecorder
@@ -142,6 +142,19 @@ def test_a_dead_workers_journal_is_replayed_from_its_stored_position(tmp_path):
         indexer.stop()
         own.close()
         store.close()
+
+
+def test_an_indexer_whose_store_is_down_at_start_is_not_healthy(tmp_path):
+    """With no journal to replay, start must still ask the store: the tracker answers 503
+    (never an unrecorded redirect) until it is healthy."""
+    store = LazyStore("postgresql://127.0.0.1:1/events")  # nothing listens on port 1
+    journal = Journal(tmp_path / "journal")
+    indexer = Indexer(store, journal).start()
+    try:
+        assert not indexer.healthy
+    finally:
+        indexer.stop()
+        journal.close()
 
 
 # What trackers ran themselves before migration 10 took the table over (events/schema.py).

@@ -195,9 +195,15 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="journal-indexer", daemon=True)
 
     def start(self) -> Indexer:
-        self._attempt(self.recover)  # before serving: dead workers' clicks first
+        self._attempt(self._first_contact)
         self._thread.start()
         return self
+
+    def _first_contact(self) -> None:
+        """Before serving: the store answers (with no journal to replay, nothing else would
+        ask it, and ``healthy`` must not say yes unasked), then dead workers' clicks first."""
+        self.store.ping()
+        self.recover()
 
     def submit(
         self,
