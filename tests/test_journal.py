@@ -17,31 +17,32 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from smtpapi_milter.config import load_config
 from smtpapi_milter.events import journal as journal_module
+from smtpapi_milter.events import schema
 from smtpapi_milter.events.floods import FloodCount
 from smtpapi_milter.events.journal import (
     Indexer,
     Journal,
     backlog,
-    create_positions_table,
     encode_record,
     read_records,
 )
-from smtpapi_milter.events.store import open_store
+from smtpapi_milter.events.store import LazyStore, open_store
 from smtpapi_milter.tokens import TokenCodec, TrackingData
 from smtpapi_milter.tracker import recorder as recorder_module
 from smtpapi_milter.tracker.recorder import EventRecorder
 
 from .harness.smtpapi import ROOT, RunningTracker
-from .test_store import click
+from .test_store import click, sql, versions
+from .test_store import store_url as store_url  # the fixture: SQLite and PostgreSQL
 from .test_tracker_faults import ClickLoad, stored_transmissions
 
 
 def opened(tmp_path: Path):
-    store = open_store(f"sqlite:///{tmp_path / 'events.sqlite3'}")
-    create_positions_table(store)
-    return store
+    return open_store(f"sqlite:///{tmp_path / 'events.sqlite3'}")  # journal_positions: migration 10
 
 
 def stored_ids(store) -> list[str]:
@@ -140,6 +141,56 @@ def test_a_dead_workers_journal_is_replayed_from_its_stored_position(tmp_path):
     finally:
         indexer.stop()
         own.close()
+        store.close()
+
+
+def test_an_indexer_whose_store_is_down_at_start_is_not_healthy(tmp_path):
+    """With no journal to replay, start must still ask the store: the tracker answers 503
+    (never an unrecorded redirect) until it is healthy."""
+    store = LazyStore("postgresql://127.0.0.1:1/events")  # nothing listens on port 1
+    journal = Journal(tmp_path / "journal")
+    indexer = Indexer(store, journal).start()
+    try:
+        assert not indexer.healthy
+    finally:
+        indexer.stop()
+        journal.close()
+
+
+# What trackers ran themselves before migration 10 took the table over (events/schema.py).
+TRACKER_MADE_POSITIONS = (
+    "CREATE TABLE IF NOT EXISTS journal_positions"
+    " (journal TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+)
+
+
+@pytest.mark.parametrize("tracker_made_the_table", [False, True], ids=["without", "with"])
+def test_a_store_at_migration_9_gets_journal_positions_from_migration_10(
+    store_url, tmp_path, monkeypatch, tracker_made_the_table
+):
+    dialect = schema.POSTGRESQL if store_url.startswith("postgres") else schema.SQLITE
+    directory = tmp_path / "journal"
+    name, ends = dead_workers_journal(directory, [[click(1)], [click(2)]])
+    with monkeypatch.context() as patch:  # the release before migration 10
+        patch.setitem(schema.MIGRATIONS, dialect, schema.MIGRATIONS[dialect][:9])
+        open_store(store_url).close()
+    if tracker_made_the_table:  # and its tracker, which had indexed the journal's first record
+        sql(store_url, TRACKER_MADE_POSITIONS)
+        sql(store_url, "INSERT INTO journal_positions VALUES (?, ?)", (name, ends[0]))
+    assert versions(store_url) == list(range(1, 10))
+    store = open_store(store_url)
+    # Part of the schema once the store is open, before any tracker: migration 10.
+    assert versions(store_url) == list(range(1, 11))
+    positions = sql(store_url, "SELECT journal, position FROM journal_positions")
+    assert positions == ([(name, ends[0])] if tracker_made_the_table else [])
+    indexer = Indexer(store, Journal(directory)).start()  # replays the dead worker's journal
+    try:
+        # The position a tracker stored before the upgrade still counts: nothing is repeated.
+        replayed = ["click-2"] if tracker_made_the_table else ["click-1", "click-2"]
+        assert stored_ids(store) == replayed
+        assert not (directory / name).exists()
+    finally:
+        indexer.stop()
         store.close()
 
 

@@ -157,3 +157,36 @@ def test_policy_error_follows_on_error(tmp_path, on_error, expect):
     with running:
         run_script(tmp_path, running, MESSAGE.format(header=header) + expect)
     assert any(line.get("event") == "policy raised" for line in running.log_lines())
+
+
+# An MTA that does not offer body replacement (SMFIF_CHGBODY): applying the rewrite raises
+# inside the milter's end of message, which pymilter alone would answer with its anonymous
+# "451 4.3.0 pymilter: untrapped exception" (tests/test_milter_trap.py has every callback).
+NO_CHGBODY = PRELUDE.replace(
+    "mt.macro(conn, SMFIC_CONNECT",  # the first command would negotiate the defaults
+    "local offered = SMFIF_ADDHDRS + SMFIF_CHGHDRS + SMFIF_DELRCPT + SMFIF_CHGFROM\n"
+    # Debian's miltertest takes the actions as the fourth argument and the protocol steps
+    # as the third (its manual says the reverse): observed in what a milter is offered.
+    'if mt.negotiate(conn, nil, nil, offered) ~= nil then error("negotiate") end\n'
+    "mt.macro(conn, SMFIC_CONNECT",
+    1,
+)
+OUR_451 = """
+if mt.getreply(conn) ~= SMFIR_REPLYCODE then error("expected a reply code") end
+if not mt.eom_check(conn, MT_SMTPREPLY, "451", "4.3.0",
+                    "smtpapi internal error, try again later") then
+    error("not the milter's own 451 4.3.0")
+end
+mt.disconnect(conn)
+"""
+
+
+def test_exception_in_a_callback_is_our_451_and_logged(tmp_path, milter):
+    header = '{"options": {"open_tracking": true, "click_tracking": true}}'
+    path = tmp_path / "no-chgbody.lua"
+    path.write_text(NO_CHGBODY.format(port=milter.port) + MESSAGE.format(header=header) + OUR_451)
+    result = subprocess.run(["miltertest", "-s", str(path)], capture_output=True, timeout=60)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    (line,) = milter.wait_for_log("untrapped exception")
+    assert (line["stage"], line["queue_id"]) == ("eom", "4ABCDEF")
+    assert "DisabledAction: MODBODY" in line["exception"]  # pymilter's name for CHGBODY

@@ -60,12 +60,8 @@ REPLAY_EVENTS = 5000  # per replay transaction
 # of the seven B-trees written once per commit, not once per event); idle, the first click
 # after a pause is indexed at once. It is how far reads of the store may lag under load.
 INDEX_INTERVAL = 0.05
-# The store remembers how far each journal is indexed. Created on first use (not a numbered
-# migration: see the README's "Tracker journal"), the same SQL in both dialects.
-POSITIONS_TABLE = (
-    "CREATE TABLE IF NOT EXISTS journal_positions"
-    " (journal TEXT PRIMARY KEY, position BIGINT NOT NULL)"
-)
+# The store remembers how far each journal is indexed: table journal_positions, schema
+# migration 10 (events/schema.py), in place once the store is open.
 _UPSERT = (
     "INSERT INTO journal_positions (journal, position) VALUES (?, ?)"
     " ON CONFLICT (journal) DO UPDATE SET position = excluded.position"
@@ -74,13 +70,6 @@ _UPSERT = (
 Events = list[dict[str, Any]]
 # (journal, end offset, events, folded counts, journal retired before them, payloads or None)
 _Item = tuple[str, int, Events, list[floods.FloodCount], str | None, list[str] | None]
-
-
-def create_positions_table(store: EventStore | LazyStore) -> None:
-    """Create the store's ``journal_positions`` table if it is not there. Once, before the
-    workers start (``tracker.server.prepare``): PostgreSQL's CREATE TABLE IF NOT EXISTS is
-    not safe from two sessions at once (one fails on the catalog's unique index)."""
-    store.transaction(lambda cur: cur.execute(POSITIONS_TABLE), write=True)
 
 
 def encode_payloads(events: Events) -> list[str]:
@@ -202,14 +191,19 @@ class Indexer:
         self._retiring: list[str] = []  # journals indexed to their end, to delete
         self._rest_until = 0.0  # no next commit before this (monotonic), unless a group is full
         self._busy = False  # a batch is out of the queue, not yet in the store
-        self._table_ready = False
         self._next_recovery = 0.0
         self._thread = threading.Thread(target=self._run, name="journal-indexer", daemon=True)
 
     def start(self) -> Indexer:
-        self._attempt(self.recover)  # before serving: dead workers' clicks first
+        self._attempt(self._first_contact)
         self._thread.start()
         return self
+
+    def _first_contact(self) -> None:
+        """Before serving: the store answers (with no journal to replay, nothing else would
+        ask it, and ``healthy`` must not say yes unasked), then dead workers' clicks first."""
+        self.store.ping()
+        self.recover()
 
     def submit(
         self,
@@ -297,9 +291,6 @@ class Indexer:
 
     def _attempt(self, work: Callable[[], object]) -> bool:
         try:
-            if not self._table_ready:  # the store was down when the tracker started
-                create_positions_table(self.store)
-                self._table_ready = True
             work()
         except Exception as exc:
             if self.healthy:

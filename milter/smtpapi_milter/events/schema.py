@@ -203,6 +203,17 @@ def _bounce_class(integer: str) -> list[Step]:
     return [f"ALTER TABLE events ADD COLUMN bounce_class {integer}", backfill_bounce_class]
 
 
+# Migration 10: how far each tracker journal is indexed (events/journal.py), written in the
+# transaction that stores the journal's events. Trackers before this migration created the
+# table themselves, with this same statement: IF NOT EXISTS keeps their stores working, and
+# the column types are the ones they made (BIGINT: a byte offset in both dialects). As a
+# migration it runs under the store's migration lock: PostgreSQL's CREATE TABLE IF NOT EXISTS
+# from two sessions at once could fail one of them on the catalog's unique index.
+_JOURNAL_POSITIONS: list[Step] = [
+    "CREATE TABLE IF NOT EXISTS journal_positions"
+    " (journal TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+]
+
 MIGRATIONS: dict[str, list[list[Step]]] = {
     SQLITE: [
         [
@@ -229,6 +240,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         _suppressions("REAL"),
         _OUT_OF_BAND,
         _bounce_class("INTEGER"),
+        _JOURNAL_POSITIONS,
     ],
     POSTGRESQL: [
         [
@@ -255,6 +267,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         _suppressions("DOUBLE PRECISION"),
         _OUT_OF_BAND,
         _bounce_class("INTEGER"),
+        _JOURNAL_POSITIONS,
     ],
 }
 

@@ -3,7 +3,8 @@
 Kept thin on purpose: every decision is the pipeline's. This module only knows libmilter's
 rules (STYLE.md "pymilter facts that bite"): replies via setreply + REJECT/TEMPFAIL, body
 replacement only at end of message and in chunks, header deletion by 1-based index, and an
-exception escaping a callback would become an anonymous 451 — so every callback is guarded.
+exception escaping a callback would become an anonymous 451 — so every callback is trapped
+(``trap``) and the pipeline's own failures are decided in ``_guard``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from ..vendor_headers import field_deletions
 from . import memory
 from .reinject import ReinjectError, Reinjector
 from .state import STORE_DOWN, MilterState
+from .trap import INTERNAL, Answer, answer_failure, trapped
 
 log = structlog.get_logger("smtpapi_milter.milter")
 
 REPLACE_CHUNK = 64 * 1024
 # Exactly the actions we use: a milter that asks for less saves the MTA work.
 ACTIONS = Milter.CHGBODY | Milter.CHGHDRS | Milter.ADDHDRS | Milter.DELRCPT | Milter.CHGFROM
-INTERNAL = SmtpReply("451", "4.3.0", "smtpapi internal error, try again later")
 STOPPING = SmtpReply("451", "4.3.2", "smtpapi-milter is restarting, try again later")
 
 
@@ -67,6 +68,9 @@ class SmtpapiMilter(Milter.Base):
         self.failed_connection = False
         self.failed_message = False
         self.in_transaction = False  # counted in MilterState, so SIGTERM can drain
+        # The step whose exception the message still owes a 451 for (header and body get no
+        # reply: it goes out at end of message).
+        self.untrapped_stage: str | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -149,6 +153,16 @@ class SmtpapiMilter(Milter.Base):
             self.failed_connection = True
         return Milter.CONTINUE
 
+    def queue_id(self) -> str:
+        return self.session.envelope.queue_id
+
+    def tempfail(self, stage: str, reply: SmtpReply) -> int:
+        """The trap's verdict after an exception (never fails open, see ``trap``)."""
+        if stage == "mail":
+            self._end_transaction()  # refused: no transaction for a drain to wait for
+        self._log_verdict(stage, reply)
+        return self._reply(reply)
+
     def _log_verdict(self, stage: str, reply: SmtpReply) -> None:
         envelope = self.session.envelope
         seconds = time.monotonic() - self.started
@@ -173,6 +187,7 @@ class SmtpapiMilter(Milter.Base):
 
     # --- SMTP stages ------------------------------------------------------------------------
 
+    @trapped("connect")
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         address = hostaddr[0] if isinstance(hostaddr, tuple) and hostaddr else str(hostaddr or "")
         macros = self._macros("j", "{daemon_name}", "{client_addr}")
@@ -181,12 +196,15 @@ class SmtpapiMilter(Milter.Base):
             "connect", lambda: self.session.connect(address, hostname, macros, non_smtp=local)
         )
 
+    @trapped("helo")
     def hello(self, hostname: str) -> int:
         return self._guard("helo", lambda: self.session.helo(hostname))
 
+    @trapped("mail")
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self.started = time.monotonic()
         self.headers = []
+        self.untrapped_stage = None
         self._close_spool()
         self.failed_message = self.failed_connection
         if not self._begin_transaction():
@@ -197,6 +215,7 @@ class SmtpapiMilter(Milter.Base):
             self._end_transaction()  # refused: no transaction for a drain to wait for
         return verdict
 
+    @trapped("rcpt")
     def envrcpt(self, to: str, *params: str) -> int:
         address = _address(to)
         if self.session.envelope.recipients and self.session.defers_extra_recipients():
@@ -207,15 +226,18 @@ class SmtpapiMilter(Milter.Base):
 
     @Milter.noreply
     @Milter.decode("bytes")
+    @trapped("header", Answer.AT_EOM)
     def header(self, name: str, value: bytes) -> int:
         self.headers.append((name, value))
         return Milter.CONTINUE
 
     @Milter.noreply
+    @trapped("eoh", Answer.AT_EOM)
     def eoh(self) -> int:
         return Milter.CONTINUE
 
     @Milter.noreply
+    @trapped("body", Answer.AT_EOM)
     def body(self, chunk: bytes) -> int:
         if self.spool is None:
             # Lives across callbacks, closed in envfrom/abort/close: no `with` can hold it.
@@ -235,8 +257,11 @@ class SmtpapiMilter(Milter.Base):
             self.in_transaction = False
             self.state.transaction_ended()
 
+    @trapped("eom")
     def eom(self) -> int:
         try:
+            if self.untrapped_stage is not None:
+                return answer_failure(self, self.untrapped_stage)
             # Loading and rewriting a body takes memory in proportion to its size: a few at a
             # time keep the milter's memory bounded however many connections end at once
             # (SPEC 11), and under the GIL more at once would not finish sooner.
@@ -301,15 +326,22 @@ class SmtpapiMilter(Milter.Base):
             self.chgheader(edit.name, edit.index, None)
         return Milter.ACCEPT
 
+    @trapped("abort", Answer.NEVER)
     def abort(self) -> int:
-        self.session.reset()
-        self._close_spool()
-        self._end_transaction()
+        self.untrapped_stage = None
+        try:
+            self.session.reset()
+        finally:  # whatever failed, a transaction left counted would hold up a drain
+            self._close_spool()
+            self._end_transaction()
         return Milter.CONTINUE
 
+    @trapped("close", Answer.NEVER)
     def close(self) -> int:
-        self._close_spool()
-        self._end_transaction()
+        try:
+            self._close_spool()
+        finally:
+            self._end_transaction()
         return Milter.CONTINUE
 
     # --- end of message ---------------------------------------------------------------------

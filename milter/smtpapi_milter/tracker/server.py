@@ -26,7 +26,7 @@ import structlog
 
 from .. import logs
 from ..config import CONFIG_ENV, Config, ConfigError, load_config
-from ..events.journal import Journal, create_positions_table
+from ..events.journal import Journal
 from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, redact
 from ..events.webhooks import check_hooks
 from ..listen_check import check_host_port, granian_failed
@@ -218,11 +218,7 @@ def prepare(config: Config) -> None:
     TokenCodec.from_config(config)
     admin_token(config)
     try:
-        store = open_store(config.event_store_url)
-        try:
-            create_positions_table(store)
-        finally:
-            store.close()
+        open_store(config.event_store_url).close()  # opening migrates
     except StoreUnavailable as exc:
         log.warning(
             "event store unavailable: tracking answers 503 until it is back", error=str(exc)
