@@ -449,3 +449,15 @@ def test_a_text_url_whose_host_ends_in_a_label_starting_with_a_digit_is_left_unt
     out = tracked(message)
     assert b"http://192.0.2.7/p" not in out
     judge(message, out, CODEC)
+
+
+def test_a_link_whose_unicode_host_idna_would_change_is_left_untracked_and_judged_so():
+    # Fuzz run (seed 4, 2026-12-05): a mutated Enron message held
+    # <a href='http://ww\u00b2w.provantage.com/...'>. IDNA maps the superscript two to "2", so
+    # a browser visits ww2w.provantage.com, not the host written; the milter (NFKC-stable
+    # letters and digits only) rightly left it untracked, the oracle called it eligible.
+    href = "http://ww\u00b2w.provantage.com/FP_64790.HTM?BELW007"
+    message = html_message(f"<html><body><a href='{href}'>x</a></body></html>".encode())
+    out = tracked(message)
+    assert href.encode() in out
+    judge(message, out, CODEC)
