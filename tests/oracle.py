@@ -189,8 +189,10 @@ KNOWN_CTE = {"", "7bit", "8bit", "binary", "quoted-printable", "base64"}
 
 
 def _cte(part: Message) -> str:
-    """The transfer encoding as a tolerant MUA reads it ("base64;" is base64, "8bits" 8bit)."""
-    cte = str(part.get("Content-Transfer-Encoding", "")).split(";")[0].strip().lower()
+    """The transfer encoding as a tolerant MUA reads it ("base64;" and '"base64"' are base64,
+    "8bits" 8bit)."""
+    cte = str(part.get("Content-Transfer-Encoding", "")).split(";")[0].strip()
+    cte = cte.strip("\"'").strip().lower()  # quoted, as some mailers write it
     return {"7-bit": "7bit", "8-bit": "8bit", "7bits": "7bit", "8bits": "8bit"}.get(cte, cte)
 
 
@@ -211,8 +213,10 @@ def _decoded(part: Message) -> str | None:
         data = binascii.a2b_qp(raw)
     elif cte == "base64":
         try:
-            data = binascii.a2b_base64(raw)
-        except binascii.Error:  # broken base64: opaque, like an unknown encoding
+            # Strict: text after the padding or outside the alphabet would be lost by a
+            # forgiving decoder; such a part is opaque, like an unknown encoding.
+            data = binascii.a2b_base64(raw.translate(None, b" \t\r\n"), strict_mode=True)
+        except binascii.Error:
             return None
     else:
         data = part.get_payload(decode=True) or b""

@@ -461,3 +461,40 @@ def test_a_link_whose_unicode_host_idna_would_change_is_left_untracked_and_judge
     out = tracked(message)
     assert href.encode() in out
     judge(message, out, CODEC)
+
+
+# 64 bytes: the encoding ends in padding, where a forgiving decoder stops reading.
+HTML_B64 = binascii.b2a_base64(b'<html><body><a href="https://example.com/a">a</a></body></html>\n')
+
+
+@pytest.mark.parametrize(
+    "cte, body",
+    [
+        # A list server's footer appended in plain text after the base64 body.
+        (b"base64", HTML_B64 + b"\r\n-- \r\nTo unsubscribe: https://lists.example/u\r\n"),
+        # Two encoded chunks run together (each with its padding).
+        (b"base64", binascii.b2a_base64(b"<p>one</p>x") + binascii.b2a_base64(b"<p>two</p>")),
+        # The fuzz finding (seed 6, 2026-12-05): "'base64" read as base64, the rest of a
+        # spliced message after the padding silently dropped when the part was re-encoded.
+        (b"'base64", HTML_B64 + b"<html>\r\n<a href='http://example.net/'>x</a>\r\n"),
+    ],
+)
+def test_a_base64_part_with_text_a_decoder_would_drop_is_left_byte_identical(cte, body):
+    message = html_message(body).replace(
+        b"Content-Type: text/html",
+        b"Content-Transfer-Encoding: " + cte + b"\r\nContent-Type: text/html",
+    )
+    assert b"Content-Transfer-Encoding: " + cte in message
+    out = tracked(message)
+    assert body in out
+    judge(message, out, CODEC)
+
+
+def test_a_quoted_base64_transfer_encoding_is_read_as_base64_by_milter_and_oracle():
+    message = html_message(HTML_B64).replace(
+        b"Content-Type: text/html",
+        b'Content-Transfer-Encoding: "base64"\r\nContent-Type: text/html',
+    )
+    out = tracked(message)
+    assert HTML_B64 not in out  # tracked: the link is now on the tracking domain
+    judge(message, out, CODEC)

@@ -167,7 +167,8 @@ def _part(
     raw = body[part.body_start : part.end]
     decoded = mime.decode_transfer(raw, part.cte)
     if decoded is None:
-        problems.append(("part left untracked: unknown transfer encoding", {"cte": part.cte}))
+        why = "not decodable as written" if part.cte in mime.KNOWN_ENCODINGS else "unknown"
+        problems.append((f"part left untracked: transfer encoding {why}", {"cte": part.cte}))
         return None
     charset = _codec(part.charset)
     if charset is None:

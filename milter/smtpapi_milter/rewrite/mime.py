@@ -54,6 +54,7 @@ SIGNED_OR_ENCRYPTED = frozenset(
     }
 )
 IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
+KNOWN_ENCODINGS = IDENTITY_ENCODINGS | {"quoted-printable", "base64"}
 
 
 @dataclass(slots=True)
@@ -397,17 +398,27 @@ def line_ending(body: bytes, start: int = 0, end: int | None = None) -> bytes:
 
 
 def decode_transfer(raw: bytes, cte: str) -> bytes | None:
-    """A part's body without its transfer encoding; None when the encoding is unknown."""
+    """A part's body without its transfer encoding; None when the encoding is unknown or
+    the body is not what it claims (base64 that is not only base64)."""
     if cte in IDENTITY_ENCODINGS:
         return raw
     try:
         if cte == "quoted-printable":
             return binascii.a2b_qp(raw)
         if cte == "base64":
-            return binascii.a2b_base64(raw)
+            # Strictly: a forgiving decoder skips any character outside the alphabet and
+            # stops at the first padding, so a footer a list server appended after the
+            # base64, or two encoded chunks run together, would vanish when the part is
+            # encoded again (fuzz finding). Such a part is left exactly as it came.
+            return binascii.a2b_base64(raw.translate(None, _BASE64_SPACE), strict_mode=True)
     except (binascii.Error, ValueError):
         return None
     return None
+
+
+# Line breaks and the white space some encoders leave at line ends: all that may come
+# between base64 characters (RFC 2045 6.8 ignores the rest, but ignoring it loses it).
+_BASE64_SPACE = b" \t\r\n"
 
 
 def encode_transfer(
