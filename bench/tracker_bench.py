@@ -177,7 +177,8 @@ class Floor:
             port = free_port()
             command = [granian, "--interface", interface, "--workers", str(self.workers)]
             command += ["--http", "1", "--no-ws", "--host", "127.0.0.1", "--port", str(port)]
-            command += ["--log-level", "warning", f"bare_granian:{interface}"]
+            # The tracker's event loop (tracker/server.py), so the floor differs only in the app.
+            command += ["--loop", "uvloop", "--log-level", "warning", f"bare_granian:{interface}"]
             env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
             self._servers.append(subprocess.Popen(command, env=env, cwd=ROOT / "bench"))
             wait_for_port("127.0.0.1", port, deadline_in(20))

@@ -304,20 +304,32 @@ def _from_array(array: Any) -> TrackingData:
     return TrackingData(*values)
 
 
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64URL_VALUES = {char: value for value, char in enumerate(_B64URL)}
+_TO_STANDARD_B64 = bytes.maketrans(b"-_", b"+/")
+# The bits the last character of a token of length % 4 == 2 or 3 carries beyond the bytes.
+_UNUSED_BITS = {0: 0, 2: 0x0F, 3: 0x03}
+
+
 def _b64decode(token: Any) -> bytes:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
         raise InvalidToken("not a token")
     text = unquote(token).rstrip("=")
     if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
         raise InvalidToken("not base64url")
+    # Unused low bits in the last character would give one token several spellings. Checked
+    # on that character, not by encoding the bytes again (a click's token is decoded on every
+    # request: this is a third of the base64 work).
+    if text and _B64URL_VALUES[text[-1]] & _UNUSED_BITS[len(text) % 4]:
+        raise InvalidToken("non-canonical base64url")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        # The regex admitted only the alphabet, so the standard decoder after the swap of
+        # "-_" reads exactly base64url.
+        return binascii.a2b_base64(
+            (text + "=" * (-len(text) % 4)).encode("ascii").translate(_TO_STANDARD_B64)
+        )
     except binascii.Error:
         raise InvalidToken("not base64url") from None
-    # Unused low bits in the last character would give one token several spellings.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != text.encode():
-        raise InvalidToken("non-canonical base64url")
-    return raw
 
 
 # A prototype with the dictionary set, copied per token: cheaper than a new decompressor.
@@ -340,6 +352,8 @@ def _inflate(packed: bytes) -> bytes:
 
 
 def _loads(plain: bytes) -> Any:
+    # The stdlib, not orjson (~1.5 us less a token): orjson reads an integer past 64 bits
+    # as a float, so metadata holding one would not come back as it was sealed.
     try:
         return json.loads(plain.decode("utf-8", "surrogatepass"))
     except (UnicodeDecodeError, ValueError, RecursionError):

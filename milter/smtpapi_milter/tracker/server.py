@@ -227,7 +227,7 @@ def prepare(config: Config) -> None:
 
 def serve_listener(config_path: str | None, listener: str) -> int:
     """Run one listener under Granian until SIGTERM (Granian respawns a crashed worker)."""
-    from granian.constants import HTTPModes, Interfaces
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.server import Server
 
@@ -251,6 +251,12 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         address=host.strip("[]"),
         port=int(port),
         interface=Interfaces.ASGI,
+        # uvloop rather than asyncio's own loop: its scheduling, futures and wake-ups from
+        # other threads are C, and every click is woken into the loop from Granian's thread
+        # and again from the journal writer's (recorder.py). With the faster token decoding
+        # of the same change: ~10 % less CPU per click, ~20 % more clicks/s (live A/B runs
+        # under wrk on a shared 2-core machine, noisy).
+        loop=Loops.uvloop,
         factory=True,
         workers=config.engagement_tracker.workers if listener == "public" else 1,
         websockets=False,
