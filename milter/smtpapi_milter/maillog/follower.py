@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
-import re
 import signal
 import threading
 import time
@@ -27,6 +26,7 @@ from ..suppression.bounces import DEFAULT_CLASSES, suppress_bounces
 from . import join, position
 from .file_source import FileSource
 from .lines import LogLine, parse_syslog
+from .marked import marked_lines
 from .outcome import DEFERRED, MessageExpired, Outcome
 from .outcome_events import expired_outcome, outcome_event
 
@@ -61,7 +61,6 @@ class Follower:
         self.stopping = threading.Event()
         self.stored = 0  # events committed so far
         self.store_failures = 0  # batches the store could not take (each retried)
-        self._wanted = re.compile(b"|".join(re.escape(m) for m in parser.MARKERS))
 
     def run(self) -> None:
         """Follow until :meth:`stop`; each batch is committed before the next is read."""
@@ -91,14 +90,15 @@ class Follower:
     def _read(self) -> tuple[list[LogLine], Any]:
         """The next batch and the position after it; (..., None) when nothing is new.
 
-        Lines of other shapes count as read: the position moves past them."""
+        Lines of other shapes count as read: the position moves past them, as past lines
+        without any of the parser's markers (never parsed)."""
         if not isinstance(self.source, FileSource):
             return self.source.read_entries(self.batch_lines)
-        raw, where = self.source.read_lines(self.batch_lines)
+        blocks, where = self.source.read_blocks(self.batch_lines)
         now = time.time()
-        wanted = self._wanted.search
         parsed = [
-            parse_syslog(line.decode("utf-8", "replace"), now) for line in raw if wanted(line)
+            parse_syslog(line.decode("utf-8", "replace"), now)
+            for line in marked_lines(blocks, self.parser.MARKERS)
         ]
         return [line for line in parsed if line is not None], where
 
