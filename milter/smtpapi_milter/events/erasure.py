@@ -87,7 +87,8 @@ def without_erased(
 ) -> Sequence[tuple[Any, ...]]:
     """``rows`` less those whose ``rcpt_to`` (at index ``column``) was erased; one indexed
     query per call, inside the caller's insert transaction."""
-    digests = {row[column]: recipient_digest(row[column]) for row in rows if row[column]}
+    # Each recipient hashed once, however many of its events the batch holds.
+    digests = {rcpt: recipient_digest(rcpt) for rcpt in {row[column] for row in rows} if rcpt}
     if not digests:
         return rows
     wanted = sorted(set(digests.values()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import operator
 import signal
 import threading
 import time
@@ -27,7 +28,7 @@ from . import join, position
 from .file_source import FileSource
 from .lines import LogLine, parse_syslog
 from .marked import marked_lines
-from .outcome import DEFERRED, MessageExpired, Outcome
+from .outcome import BOUNCED, DEFERRED, DELIVERED, MessageExpired, Outcome
 from .outcome_events import expired_outcome, outcome_event
 
 log = structlog.get_logger("smtpapi_milter.maillog")
@@ -117,14 +118,17 @@ class Follower:
                     return  # stopping: the batch is read again at the next start
 
     def _commit(self, events: list[dict[str, Any]], where: Any) -> None:
+        # Only bounces can suppress (one pass in C, not one call per event).
+        bounces = [event for event in events if event["type"] == BOUNCED]
+
         def work(cur: Any) -> None:
             self.store.insert_events(cur, events)
-            suppress_bounces(self.store, cur, events, self.bounce_classes)  # same commit
+            suppress_bounces(self.store, cur, bounces, self.bounce_classes)  # same commit
             position.save(self.store, cur, self.source.name, where)
 
         self.store.transaction(work, write=True)
         if events:  # one line per batch: a busy log would flood the journal otherwise
-            kinds = collections.Counter(event["type"] for event in events)
+            kinds = collections.Counter(map(operator.itemgetter("type"), events))
             log.info("stored", **kinds)
 
     def parse(self, lines: list[LogLine]) -> list[Outcome | MessageExpired]:
@@ -154,16 +158,18 @@ class Follower:
     def _event(
         self, outcome: Outcome, known: join.Known, batch_delays: dict[tuple[str, str], int]
     ) -> dict[str, Any] | None:
-        injections = known.injections.get(outcome.queue_id, [])
+        injections = known.injections.get(outcome.queue_id)
         injection = join.injection_for(injections, outcome) if injections else None
         if injection is None and not self.record_unknown:
             return None
-        bounce_class = None if outcome.kind == "delivery" else self._classify(outcome)
+        kind = outcome.kind
+        bounce_class = None if kind == DELIVERED else self._classify(outcome)
         event = outcome_event(outcome, injection, 0, bounce_class)
         key = (outcome.queue_id, event["rcpt_to"])
-        retries = known.delays.get(key, 0) + batch_delays[key]
-        event["num_retries"] = str(retries)
-        if outcome.kind == DEFERRED:
+        retries = known.delays.get(key, 0) + batch_delays.get(key, 0)
+        if retries:
+            event["num_retries"] = str(retries)
+        if kind == DEFERRED:
             batch_delays[key] += 1
         return event
 
