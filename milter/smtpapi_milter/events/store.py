@@ -382,6 +382,10 @@ class EventStore(stats.CampaignReports):
         cur.execute("SELECT count(*) FROM schema_version")
         cur.fetchone()
 
+    def prefer_large_writes(self, cache_kib: int) -> None:
+        """A writer of large transactions (the log follower's batches) will use this store:
+        it may keep up to ``cache_kib`` of pages in memory (SQLite; a no-op elsewhere)."""
+
     def close(self) -> None:
         """Release connections; the store raises StoreUnavailable afterwards."""
 
