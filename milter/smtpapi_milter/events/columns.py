@@ -34,11 +34,14 @@ def is_machine(parsed: Any) -> bool:
     return isinstance(parsed, dict) and bool(parsed.get("is_prefetched") or parsed.get("is_bot"))
 
 
+_STR_ONLY = {str}
+
+
 def tags_column(tags: Any) -> str:
     """``rcpt_tags`` as one searchable string (see :data:`TAG_SEPARATOR`); '' for none."""
     if not isinstance(tags, list):
         return ""
-    if tags and all(type(tag) is str for tag in tags):
+    if tags and {*map(type, tags)} == _STR_ONLY:
         # The common case, a few plain tags, in a few steps of C: nothing to clean when the
         # tags joined are ASCII without NUL and hold no separator but the joins, and none
         # is empty. cleaned_tags_column gives the same, a step per tag (a test holds them
