@@ -169,7 +169,7 @@ class FileSource:
         end = data.rfind(b"\n")
         if end < 0:
             if len(data) >= LONGEST_LINE:
-                return self._consumed(reading, data[:LONGEST_LINE], data[:LONGEST_LINE], 1)
+                return self._consumed(reading, data, LONGEST_LINE, data[:LONGEST_LINE], 1)
             reading.stream.seek(reading.offset)
             return b"", 0
         block = data[:end]
@@ -180,11 +180,14 @@ class FileSource:
             count, used = limit, len(block) + 1
         if used != len(data):
             reading.stream.seek(reading.offset + used)
-        return self._consumed(reading, data[:used], block, count)
+        return self._consumed(reading, data, used, block, count)
 
-    def _consumed(self, reading: _Open, used: bytes, block: bytes, count: int) -> tuple[bytes, int]:
-        reading.offset += len(used)
-        reading.tail = (reading.tail + used[-TAIL_BYTES:])[-TAIL_BYTES:]
+    def _consumed(
+        self, reading: _Open, data: bytes, used: int, block: bytes, count: int
+    ) -> tuple[bytes, int]:
+        """The first ``used`` bytes of ``data`` are read: ``block``, ``count`` lines."""
+        reading.offset += used
+        reading.tail = (reading.tail + data[max(0, used - TAIL_BYTES) : used])[-TAIL_BYTES:]
         self._position = FilePosition(reading.inode, reading.offset, reading.tail)
         return block, count
 
