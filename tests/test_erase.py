@@ -88,6 +88,18 @@ def test_later_events_of_an_erased_recipient_are_not_stored(store):
     assert store.erase_recipient("postmaster") == 0  # RFC 5321's one address without a domain
 
 
+def test_a_large_batch_is_checked_too(store):
+    # Past erasure._PROBE_FIRST recipients the list is first asked whether it holds any:
+    # with none, everything is stored; with one, that one's events are not.
+    many = [event(i, rcpt=f"r{i}@example.com") for i in range(300)]
+    store.record(many[:150])
+    assert len(store.query()) == 150
+    assert store.erase_recipient("r7@example.com") == 1
+    store.record([*many[150:], event(400, rcpt="R7@example.com")])
+    stored = [e["rcpt_to"] for e in store.query()]
+    assert len(stored) == 299 and "r7@example.com" not in stored
+
+
 def test_the_erasure_list_keeps_no_address(store):
     store.erase_recipient("carol@example.com")
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smtpapi_milter.events.store import EventStore
 from smtpapi_milter.suppression.store import (
@@ -13,6 +15,7 @@ from smtpapi_milter.suppression.store import (
     SuppressionError,
     list_entries,
     lookup,
+    normalize_recipient,
     suppress,
     unsuppress,
 )
@@ -104,3 +107,27 @@ def test_bad_entries_are_refused(
     with pytest.raises(SuppressionError):
         suppress(store, recipient, type=kind, source=source)
     assert list_entries(store) == []
+
+
+def _refused_by_character(text: str) -> bool:
+    """The rule spelled out: any white space or control character refuses an address."""
+    return any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text.strip())
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=12),
+        st.text(alphabet="ab@. \t\x00\x1c\x7f\x85\u2028é", max_size=10),
+        st.sampled_from(["reader@example.org", "a b@example.org", "a\x7fb@example.org"]),
+    )
+)
+def test_recipients_with_white_space_or_control_characters_are_refused(text: str) -> None:
+    # normalize_recipient checks printable ASCII in C first: the same verdict as the rule.
+    try:
+        normalize_recipient(text)
+    except SuppressionError as exc:
+        refused = "white space" in str(exc)
+    else:
+        refused = False
+    assert refused == _refused_by_character(text)

@@ -38,6 +38,9 @@ _LABEL = b"smtpapi-milter erased recipient\x00"
 # RFC 5321 lets RCPT TO name the postmaster without a domain; every other address has one.
 _DOMAINLESS = frozenset({"postmaster"})
 _DIGESTS_PER_QUERY = 500  # well under every SQLite build's limit on parameters
+# Recipients in one insert past which the list is first asked whether it holds anything:
+# one query more for a large batch, none for the milter's and the tracker's small ones.
+_PROBE_FIRST = 100
 
 
 class NotAnAddress(ValueError):
@@ -85,11 +88,17 @@ def erase(cur: Any, sql: Callable[[str], str], address: str) -> int:
 def without_erased(
     cur: Any, sql: Callable[[str], str], rows: Sequence[tuple[Any, ...]], column: int
 ) -> Sequence[tuple[Any, ...]]:
-    """``rows`` less those whose ``rcpt_to`` (at index ``column``) was erased; one indexed
-    query per call, inside the caller's insert transaction."""
-    digests = {row[column]: recipient_digest(row[column]) for row in rows if row[column]}
-    if not digests:
+    """``rows`` less those whose ``rcpt_to`` (at index ``column``) was erased; indexed
+    queries inside the caller's insert transaction (one for a small batch)."""
+    recipients = [rcpt for rcpt in {row[column] for row in rows} if rcpt]
+    if not recipients:
         return rows
+    if len(recipients) > _PROBE_FIRST and not _any_erased(cur, sql):
+        # A large batch (the log follower's: tens of thousands of events) and nobody ever
+        # erased, as on most installations: no digest to make, no list to search.
+        return rows
+    # Each recipient hashed once, however many of its events the batch holds.
+    digests = {rcpt: recipient_digest(rcpt) for rcpt in recipients}
     wanted = sorted(set(digests.values()))
     erased: set[str] = set()
     for start in range(0, len(wanted), _DIGESTS_PER_QUERY):
@@ -102,3 +111,8 @@ def without_erased(
     kept = [row for row in rows if not row[column] or digests[row[column]] not in erased]
     log.info("events of erased recipients not stored", events=len(rows) - len(kept))
     return kept
+
+
+def _any_erased(cur: Any, sql: Callable[[str], str]) -> bool:
+    cur.execute(sql("SELECT 1 FROM erased_recipients LIMIT 1"))
+    return cur.fetchone() is not None

@@ -84,7 +84,8 @@ class StoreUnavailable(StoreError):
 def event_row(event: dict[str, Any], text: str | None = None) -> tuple[Any, ...]:
     """The ``events`` row for one flat event; ValueError if it lacks what the store needs.
     ``text``: the event's :func:`encode_payload`, when the caller made it already."""
-    event_id, kind = event.get("event_id"), event.get("type")
+    get = event.get
+    event_id, kind = get("event_id"), get("type")
     if not isinstance(event_id, str) or not event_id or not isinstance(kind, str) or not kind:
         raise ValueError(f"event needs a non-empty event_id and type: {event!r:.200}")
     try:
@@ -97,13 +98,13 @@ def event_row(event: dict[str, Any], text: str | None = None) -> tuple[Any, ...]
         event_id,
         kind,
         stamp,
-        _text(event.get("transmission_id")),
-        _text(event.get("message_id")),
-        _text(event.get("campaign_id")),
-        _text(event.get("rcpt_to")).lower(),
+        _text(get("transmission_id")),
+        _text(get("message_id")),
+        _text(get("campaign_id")),
+        _text(get("rcpt_to")).lower(),
         payload.encode(event) if text is None else text,
         *derived_columns(event),
-        _text(event.get("mta_queue_id")),
+        _text(get("mta_queue_id")),
         bounce_class_column(event),
     )
 
@@ -380,6 +381,10 @@ class EventStore(stats.CampaignReports):
     def _check_writable(self, cur: Cursor) -> None:
         cur.execute("SELECT count(*) FROM schema_version")
         cur.fetchone()
+
+    def prefer_large_writes(self, cache_kib: int) -> None:
+        """A writer of large transactions (the log follower's batches) will use this store:
+        it may keep up to ``cache_kib`` of pages in memory (SQLite; a no-op elsewhere)."""
 
     def close(self) -> None:
         """Release connections; the store raises StoreUnavailable afterwards."""

@@ -125,10 +125,14 @@ class FileSource:
 
     # --- reading --------------------------------------------------------------------------
 
-    def read_lines(self, limit: int) -> tuple[list[bytes], FilePosition | None]:
-        """Up to ``limit`` complete lines (without their newline) and the position after
-        them, to be stored with what they produced; ([], None) when nothing is new."""
-        lines: list[bytes] = []
+    def read_blocks(self, limit: int) -> tuple[list[bytes], FilePosition | None]:
+        """Up to ``limit`` complete lines and the position after them, to be stored with
+        what they produced; ([], None) when nothing is new. The lines come in blocks as the
+        file held them, each some whole lines joined by newlines (``block.split(b"\\n")``
+        gives them, without their newlines): a reader looking for a few of them searches a
+        block at once instead of making an object per line (maillog/marked.py)."""
+        blocks: list[bytes] = []
+        lines = 0
         current = self._current
         # Truncated and written again since the last batch (copytruncate): the bytes before
         # our offset changed, and reading on from it would start mid-file.
@@ -138,16 +142,17 @@ class FileSource:
             and not _tail_at(current.stream, current.offset, current.tail)
         ):
             self._truncated(current)
-        while len(lines) < limit:
+        while lines < limit:
             reading = self._reading()
             if reading is None:
                 break
-            got = self._lines_from(reading, limit - len(lines))
-            if got:
-                lines += got
+            block, count = self._block_from(reading, limit - lines)
+            if count:
+                blocks.append(block)
+                lines += count
             elif not self._advance(reading):
                 break
-        return lines, (self._position if lines else None)
+        return blocks, (self._position if blocks else None)
 
     def _reading(self) -> _Open | None:
         if self._queue:
@@ -156,30 +161,35 @@ class FileSource:
             self._current = _open_current(self.path)
         return self._current
 
-    def _lines_from(self, reading: _Open, limit: int) -> list[bytes]:
+    def _block_from(self, reading: _Open, limit: int) -> tuple[bytes, int]:
+        """The next up to ``limit`` complete lines of ``reading`` as one block, and how many."""
         # No buffer is kept between calls: the stream always stands at reading.offset, so
         # a partial last line is simply read again next time.
         data = reading.stream.read(READ_SIZE)
         end = data.rfind(b"\n")
         if end < 0:
             if len(data) >= LONGEST_LINE:
-                return self._consumed(reading, data[:LONGEST_LINE], [data[:LONGEST_LINE]])
+                return self._consumed(reading, data, LONGEST_LINE, data[:LONGEST_LINE], 1)
             reading.stream.seek(reading.offset)
-            return []
-        lines = data[:end].split(b"\n")
+            return b"", 0
+        block = data[:end]
+        count = block.count(b"\n") + 1
         used = end + 1
-        if len(lines) > limit:
-            lines = lines[:limit]
-            used = sum(len(line) + 1 for line in lines)
+        if count > limit:
+            block = b"\n".join(block.split(b"\n", limit)[:limit])
+            count, used = limit, len(block) + 1
         if used != len(data):
             reading.stream.seek(reading.offset + used)
-        return self._consumed(reading, data[:used], lines)
+        return self._consumed(reading, data, used, block, count)
 
-    def _consumed(self, reading: _Open, used: bytes, lines: list[bytes]) -> list[bytes]:
-        reading.offset += len(used)
-        reading.tail = (reading.tail + used[-TAIL_BYTES:])[-TAIL_BYTES:]
+    def _consumed(
+        self, reading: _Open, data: bytes, used: int, block: bytes, count: int
+    ) -> tuple[bytes, int]:
+        """The first ``used`` bytes of ``data`` are read: ``block``, ``count`` lines."""
+        reading.offset += used
+        reading.tail = (reading.tail + data[max(0, used - TAIL_BYTES) : used])[-TAIL_BYTES:]
         self._position = FilePosition(reading.inode, reading.offset, reading.tail)
-        return lines
+        return block, count
 
     def _advance(self, reading: _Open) -> bool:
         """At the end of ``reading``: move to what comes next, if anything does."""

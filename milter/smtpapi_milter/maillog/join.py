@@ -32,13 +32,15 @@ class Known:
 
 def lookup(store: Any, queue_ids: Iterable[str], expired: Iterable[str]) -> Known:
     """One read transaction: what the store knows about these queue ids."""
-    wanted, gone = sorted(set(queue_ids)), sorted(set(expired))
+    wanted, gone = set(queue_ids), set(expired)
     known = Known()
     if not wanted and not gone:
         return known
+    decode = payload_json.decode
+    injections = known.injections
 
     def work(cur: Any) -> Known:
-        for chunk in _chunks(sorted(set(wanted) | set(gone))):
+        for chunk in _chunks(sorted(wanted | gone)):
             marks = ", ".join("?" * len(chunk))
             cur.execute(
                 store.sql(
@@ -49,16 +51,22 @@ def lookup(store: Any, queue_ids: Iterable[str], expired: Iterable[str]) -> Know
                 chunk,
             )
             for kind, queue_id, rcpt, payload in cur.fetchall():
-                _note(known, kind, queue_id, rcpt, payload, queue_id in gone)
+                if kind == "injection":  # most rows: one per outcome of the batch
+                    found = injections.get(queue_id)
+                    if found is None:
+                        injections[queue_id] = [decode(payload)]
+                    else:
+                        found.append(decode(payload))
+                else:
+                    _note(known, kind, queue_id, rcpt, payload, queue_id in gone)
         return known
 
     return store.transaction(work, write=False)
 
 
 def _note(known: Known, kind: str, queue_id: str, rcpt: str, payload: str, expired: bool):
-    if kind == "injection":
-        known.injections.setdefault(queue_id, []).append(payload_json.decode(payload))
-        return
+    """An outcome already stored: a delay counts towards ``num_retries``; an expired
+    message's outcomes tell which recipients are still undelivered."""
     if kind == "delay":
         key = (queue_id, rcpt)
         known.delays[key] = known.delays.get(key, 0) + 1
@@ -76,11 +84,15 @@ def injection_for(injections: list[dict[str, Any]], outcome: Outcome) -> dict[st
     the one the MTA was given (``orig_to``, when an alias rewrote it) or delivered to. A
     message tracked for all recipients alike (``multi_recipient = shared``) has one
     injection without a recipient: every recipient's outcome belongs to it."""
-    wanted = {outcome.recipient.lower(), outcome.original.lower()} - {""}
+    # Either address, lower-cased; an empty one matches nothing (compared, not put in a set:
+    # this runs for every outcome).
+    rcpt, orig = outcome.recipient.lower(), outcome.original.lower()
     for injection in injections:
-        if str(injection.get("rcpt_to", "")).lower() in wanted:
+        address = str(injection.get("rcpt_to", "")).lower()
+        if address and address in (rcpt, orig):
             return injection
-        if str(injection.get("raw_rcpt_to", "")).lower() in wanted:
+        address = str(injection.get("raw_rcpt_to", "")).lower()
+        if address and address in (rcpt, orig):
             return injection
     if len(injections) == 1 and not injections[0].get("rcpt_to"):
         return injections[0]

@@ -58,10 +58,22 @@ def parse_syslog(raw: str, now: float | None = None) -> LogLine | None:
 def _classic_time(match: re.Match[str], now: float | None) -> float:
     now = time.time() if now is None else now
     year = _year(now)
-    stamp = _local(year, *match.group("mon", "day", "h", "m", "s"))
+    # The stamp as written is the key: one string to hash (the match starts the line), not
+    # the five new ones its fields would be.
+    written = match.string[: match.end("s")]
+    stamp = _STAMPS.get((year, written))
+    if stamp is None:
+        stamp = _local(year, *match.group("mon", "day", "h", "m", "s"))
+        if len(_STAMPS) >= STAMPS_KEPT:
+            _STAMPS.clear()  # a new stamp each second: what is common refills it
+        _STAMPS[year, written] = stamp
     if stamp > now + 86400:
         stamp = _local(year - 1, *match.group("mon", "day", "h", "m", "s"))
     return stamp
+
+
+STAMPS_KEPT = 4096
+_STAMPS: dict[tuple[int, str], float] = {}  # (year, stamp as written) -> unix time
 
 
 @functools.lru_cache(maxsize=1)  # the follower passes one ``now`` for a whole batch

@@ -15,11 +15,14 @@ cannot be, but) gives the same id, which the store ignores; and a recipient's fi
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 import re
+from collections.abc import Callable
 from typing import Any
 
-from .outcome import BOUNCED, DELIVERED, MessageExpired, Outcome
+from .outcome import BOUNCED, DEFERRED, DELIVERED, MessageExpired, Outcome
 
 # Copied from the injection, in SparkPost's order.
 INJECTION_FIELDS = (
@@ -42,10 +45,11 @@ EXPIRED_REASON = "message expired in the queue before it could be delivered"
 
 def event_id(seconds: float, key: str) -> str:
     """A SparkPost-like decimal id: milliseconds, then 80 bits of a hash of ``key``."""
-    digest = int.from_bytes(
-        hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=10).digest()
-    )
+    digest = int.from_bytes(_blake2b(key.encode("utf-8", "replace"), digest_size=10).digest())
     return str((int(seconds * 1000) << 80) | digest)
+
+
+_blake2b = hashlib.blake2b  # one name less to look up: event_id runs for every outcome
 
 
 def outcome_event(
@@ -56,18 +60,26 @@ def outcome_event(
 ) -> dict[str, Any]:
     """The event for one recipient's attempt; ``injection`` None records what the log gives
     (``record_unknown``). ``bounce_class`` for bounces and delays."""
-    final = outcome.kind != "delay"
-    if injection is not None and final:
+    kind = outcome.kind
+    if injection is not None and kind != DEFERRED:
         # One final outcome per injected recipient (see the module docstring).
         identity = event_id(_injected_at(injection), f"final\0{injection.get('event_id')}")
     else:
-        identity = event_id(outcome.time, f"{outcome.kind}\0{outcome.key}")
+        identity = event_id(outcome.time, f"{kind}\0{outcome.key}")
     event: dict[str, Any] = {
-        "type": outcome.kind,
+        "type": kind,
         "event_id": identity,
         "timestamp": str(int(outcome.time)),
     }
-    _add_message_fields(event, injection, outcome)
+    if injection is not None:
+        # Straight into the event, in INJECTION_FIELDS order, those the injection has.
+        names, values = _fields_of(tuple(injection))
+        event.update(zip(names, values(injection), strict=True))
+        if not event.get("rcpt_to"):  # multi_recipient = shared: the log names the recipient
+            event["rcpt_to"] = (outcome.original or outcome.recipient).lower()
+            event["raw_rcpt_to"] = outcome.original or outcome.recipient
+    else:
+        _add_logged_fields(event, outcome)
     event["mta_queue_id"] = outcome.queue_id
     event["delv_method"] = outcome.delv_method
     event["ip_address"] = outcome.relay_ip
@@ -77,7 +89,7 @@ def outcome_event(
     event["num_retries"] = str(retries)
     if outcome.tls is not None:
         event["outbound_tls"] = "1" if outcome.tls else "0"
-    if outcome.kind != DELIVERED:
+    if kind != DELIVERED:
         addresses = (outcome.recipient, outcome.original, str(event.get("raw_rcpt_to", "")))
         event["bounce_class"] = str(bounce_class if bounce_class is not None else 1)
         event["error_code"] = outcome.code
@@ -111,17 +123,18 @@ def expired_outcome(
     )
 
 
-def _add_message_fields(
-    event: dict[str, Any], injection: dict[str, Any] | None, outcome: Outcome
-) -> None:
-    if injection is not None:
-        for name in INJECTION_FIELDS:  # straight into the event: one dict less per outcome
-            if name in injection:
-                event[name] = injection[name]
-        if not event.get("rcpt_to"):  # multi_recipient = shared: the log names the recipient
-            event["rcpt_to"] = (outcome.original or outcome.recipient).lower()
-            event["raw_rcpt_to"] = outcome.original or outcome.recipient
-        return
+@functools.lru_cache(maxsize=64)  # injections come in a few shapes (keys in one order)
+def _fields_of(keys: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[dict], tuple]]:
+    """Which INJECTION_FIELDS an injection with these keys has, and a function giving their
+    values in that order: copied in C, not a test and a store per field in Python."""
+    names = tuple(name for name in INJECTION_FIELDS if name in keys)
+    if len(names) > 1:
+        return names, operator.itemgetter(*names)
+    return names, lambda injection: tuple(injection[name] for name in names)
+
+
+def _add_logged_fields(event: dict[str, Any], outcome: Outcome) -> None:
+    """The message fields of an event no injection joined: what the log gives."""
     address = outcome.original or outcome.recipient
     event.update(
         transmission_id="",

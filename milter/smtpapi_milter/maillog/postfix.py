@@ -18,6 +18,7 @@ deliveries over that connection: that is how ``outbound_tls`` is known.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 
@@ -91,9 +92,9 @@ class PostfixParser:
             return None
         relay = match["relay"]
         host, ip, tls = relay, "", None
-        where = _RELAY.match(relay)
+        where = _relay_parts(relay)
         if where is not None:
-            host, ip = where["host"], where["ip"]
+            host, ip = where
             tls = self._tls_by_process.get(line.pid) == relay
             if match["reuse"]:  # a cached connection, opened (and logged) by another process
                 tls = tls or self._tls_by_relay.get(relay, False)
@@ -104,22 +105,30 @@ class PostfixParser:
         reply = said["reply"] if said is not None else reason
         code = _CODE.match(reply)
         agent = line.tag.rpartition("/")[2]
-        return Outcome(
-            kind=kind,
-            time=line.time,
-            queue_id=match["qid"],
-            recipient=match["to"],
-            original=match["orig"] or "",
-            reply=reply,
-            code=code[1] if code is not None else "",
-            enhanced=match["dsn"],
-            queue_seconds=float(match["delay"]),
-            relay_host=host,
-            relay_ip=ip,
-            delv_method=METHODS.get(agent, agent),
-            tls=tls,
-            key=line.text,
+        return Outcome(  # by position, in Outcome's order: keywords cost more, once per line
+            kind,  # kind
+            line.time,  # time
+            match["qid"],  # queue_id
+            match["to"],  # recipient
+            match["orig"] or "",  # original
+            reply,  # reply
+            code[1] if code is not None else "",  # code
+            match["dsn"],  # enhanced
+            float(match["delay"]),  # queue_seconds
+            host,  # relay_host
+            ip,  # relay_ip
+            METHODS.get(agent, agent),  # delv_method
+            tls,  # tls
+            line.text,  # key
         )
+
+
+@functools.lru_cache(maxsize=REMEMBERED)  # a few relays serve most lines
+def _relay_parts(relay: str) -> tuple[str, str] | None:
+    """(host, ip) of a ``relay=`` value like ``mx.example[192.0.2.1]:25``; None for one
+    without brackets (``none``, ``local``)."""
+    where = _RELAY.match(relay)
+    return None if where is None else (where["host"], where["ip"])
 
 
 def remember(table: OrderedDict, key: str, value: object) -> None:

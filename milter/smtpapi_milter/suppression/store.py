@@ -65,7 +65,10 @@ class Suppression:
 def normalize_recipient(text: str) -> str:
     """``text`` as the list keys it (trimmed, lower-cased), or SuppressionError."""
     address = text.strip() if isinstance(text, str) else ""
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in address):
+    # Printable ASCII holds no control character, and no white space but the space: the
+    # common address is checked in C, the rest character by character.
+    plain = address.isascii() and address.isprintable() and " " not in address
+    if not plain and any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in address):
         raise SuppressionError(f"recipient {text!r} has white space or control characters")
     local, at, domain = address.rpartition("@")
     if not (at and local and domain):
