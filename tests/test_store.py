@@ -636,3 +636,22 @@ def test_postgresql_commits_are_never_asynchronous(postgres):
     finally:
         opened.close()
     assert setting == "on"
+
+
+def test_the_transmission_index_holds_injections_only_and_serves_bounce_in(store_url):
+    # Migration 11: bounce-in's lookup (bounces_in/events.py) names type = 'injection', so
+    # a partial index of injections serves it; outcomes, opens and clicks no longer write it.
+    open_store(store_url).close()
+    query = "SELECT payload FROM events WHERE transmission_id = ? AND type = 'injection'"
+    if store_url.startswith("sqlite:"):
+        plan = " ".join(str(row) for row in sql(store_url, "EXPLAIN QUERY PLAN " + query, ("t",)))
+        names = [row[0] for row in sql(store_url, "SELECT name FROM sqlite_master")]
+    else:
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            conn.execute("SET enable_seqscan = off")  # a tiny table is scanned otherwise
+            plan = " ".join(
+                r[0] for r in conn.execute("EXPLAIN " + query.replace("?", "%s"), ("t",))
+            )
+        names = [row[0] for row in sql(store_url, "SELECT indexname FROM pg_indexes")]
+    assert "events_injection_transmission" in plan
+    assert "events_transmission_id" not in names

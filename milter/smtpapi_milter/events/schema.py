@@ -214,6 +214,17 @@ _JOURNAL_POSITIONS: list[Step] = [
     " (journal TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 ]
 
+# Migration 11: bounce-in looks up a transmission's injection only (bounces_in/events.py),
+# yet migration 8's index took every event: each delivery outcome, open and click wrote one
+# more B-tree for nothing (the log follower's batches spend most of their SQLite time in index
+# writes). A partial index of injections serves the same query, which names type = 'injection'
+# as the index's condition does; SQLite and PostgreSQL both use it for that.
+_INJECTION_TRANSMISSIONS: list[Step] = [
+    "DROP INDEX IF EXISTS events_transmission_id",
+    "CREATE INDEX events_injection_transmission ON events (transmission_id)"
+    " WHERE type = 'injection'",
+]
+
 MIGRATIONS: dict[str, list[list[Step]]] = {
     SQLITE: [
         [
@@ -241,6 +252,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         _OUT_OF_BAND,
         _bounce_class("INTEGER"),
         _JOURNAL_POSITIONS,
+        _INJECTION_TRANSMISSIONS,
     ],
     POSTGRESQL: [
         [
@@ -268,6 +280,7 @@ MIGRATIONS: dict[str, list[list[Step]]] = {
         _OUT_OF_BAND,
         _bounce_class("INTEGER"),
         _JOURNAL_POSITIONS,
+        _INJECTION_TRANSMISSIONS,
     ],
 }
 
