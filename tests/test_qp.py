@@ -56,6 +56,24 @@ def test_any_raw_and_any_edits(case, eol):
     splice(raw, edits, eol)
 
 
+def _general_splice(raw: bytes, decoded: bytes, edits: list, eol: bytes) -> bytes:
+    """The splice with every region through ``_encode_region`` (no one-edit fast path)."""
+    pieces, pos, taken = [], 0, 0
+    for region in qp.regions(raw, edits):
+        mine = edits[taken : taken + region.edit_count]
+        pieces += [raw[pos : region.start], qp._encode_region(raw, decoded, region, mine, eol)]
+        taken, pos = taken + region.edit_count, region.end
+    return b"".join([*pieces, raw[pos:]])
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw_and_edits(), st.sampled_from([b"\r\n", b"\n"]))
+def test_one_edit_fast_path_writes_what_the_general_encoder_writes(case, eol):
+    raw, edits = case
+    decoded = binascii.a2b_qp(raw)
+    assert qp.splice(raw, decoded, edits, eol) == _general_splice(raw, decoded, edits, eol)
+
+
 def test_soft_broken_lines_around_a_change_stay_as_written():
     raw = b'<p>one=\r\n two=\r\n <a href=3D"https://x.example/">x</a>=\r\n three=\r\n four</p>'
     decoded = binascii.a2b_qp(raw)

@@ -67,10 +67,29 @@ def splice_regions(
     """``splice`` with the regions of ``edits``' offsets already found by ``regions``."""
     pieces = []
     pos = taken = 0
+    crlf = eol == b"\r\n"
     for region in found:
         pieces.append(raw[pos : region.start])
-        mine = edits[taken : taken + region.edit_count]
-        pieces.append(_encode_region(raw, decoded, region, mine, eol))
+        if region.edit_count == 1 and (eol == b"\n" or crlf):
+            # Most regions: one edit in one line and its break (a link in a line of HTML):
+            # what _encode_region does for them, without its general bookkeeping.
+            start, end, new = edits[taken]
+            data = decoded[region.dstart : start] + new + decoded[end : region.dend]
+            nl = data.find(b"\n")
+            if nl < 0:  # lines joined by soft breaks, the last one's too (or the part's end)
+                encoded = binascii.b2a_qp(data, istext=False)
+                encoded = encoded.replace(b"\n", eol) if crlf else encoded
+                if region.end > region.start and raw[region.end - 1] == 10:
+                    encoded = _soft_ended(encoded, eol)
+                pieces.append(encoded)
+            elif nl == len(data) - 1 and data.endswith(eol):
+                encoded = binascii.b2a_qp(data[: -len(eol)], istext=False)
+                pieces.append((encoded.replace(b"\n", eol) if crlf else encoded) + eol)
+            else:
+                pieces.append(_encode_region(raw, decoded, region, [edits[taken]], eol))
+        else:
+            mine = edits[taken : taken + region.edit_count]
+            pieces.append(_encode_region(raw, decoded, region, mine, eol))
         taken += region.edit_count
         pos = region.end
     pieces.append(raw[pos:])
