@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ..settings import TrackingSettings
 from ..untracked import Reason, Untracked
 from ..xmsysapi import is_text_charset
-from . import merge_reuse, mime, qp
+from . import merge_reuse, mime, qp, qp_reuse
 from .edits import byte_spans
 from .html import HtmlScan, scan_html
 from .text import find_text_urls_bounded
@@ -73,6 +73,9 @@ class PartAnalysis:
     # cached, and seeded with the trace of an earlier body's part when there is one.
     traced: bool = False
     _seed: merge_reuse.ScanTrace | None = None
+    # The same part of an earlier body (its raw bytes and plans), whose QP regions this
+    # part's plans start from (rewrite/qp_reuse.py); dropped once used.
+    _similar: tuple[bytes, dict[tuple, PartPlan]] | None = None
     _trace: merge_reuse.ScanTrace | None = None
     _html_scan: HtmlScan | None = None
     _text_urls: tuple[list[tuple[int, int, str]], int] | None = None
@@ -83,12 +86,12 @@ class PartAnalysis:
         key = site_settings(settings)
         found = self._plans.get(key)
         if found is None:
-            found = self._build_plan(settings)
+            found = self._build_plan(settings, key)
             if len(self._plans) < PLANS_PER_PART:
                 self._plans[key] = found
         return found
 
-    def _build_plan(self, settings: TrackingSettings) -> PartPlan:
+    def _build_plan(self, settings: TrackingSettings, key: tuple) -> PartPlan:
         # The scan does not depend on the settings: one for every plan of the part.
         if self.is_html:
             if self._html_scan is None and self.traced:
@@ -110,10 +113,18 @@ class PartAnalysis:
         spans = byte_spans(self.text, self.decoded, [(s.start, s.end) for s in sites], self.charset)
         regions = None
         if spans is not None and self.part.cte == "quoted-printable":
-            regions = qp.regions(self.raw, spans, self.bare_cr)
+            regions = self._regions(spans, key)
         clicks = [i for i, site in enumerate(sites) if site.kind == CLICK]
         click_bytes = None if spans is None else sum(spans[i][1] - spans[i][0] for i in clicks)
         return PartPlan(sites, spans, regions, beyond, len(clicks), click_bytes)
+
+    def _regions(self, spans: list[tuple[int, int]], key: tuple) -> list[qp.Region]:
+        similar, self._similar = self._similar, None
+        earlier = similar[1].get(key) if similar is not None else None
+        if similar is None or earlier is None or not earlier.regions or not earlier.spans:
+            return qp.regions(self.raw, spans, self.bare_cr)
+        args = (similar[0], earlier.regions, earlier.spans, self.raw, spans, self.bare_cr)
+        return qp_reuse.regions_like(*args)
 
 
 @dataclass
@@ -242,17 +253,28 @@ class AnalysisCache:
                 return found, True
             self.misses += 1
             seed = self._seed() if self.reuse_similar else None
+            similar = self._similar() if self.reuse_similar else (None, None)
         analysis = _analyse(
             fields, body, self.max_links
         )  # outside the lock: other threads go on meanwhile
         if self.reuse_similar and analysis.html is not None:
             analysis.html.traced = True
             analysis.html._seed = seed
+        for part, earlier in zip((analysis.html, analysis.text), similar, strict=True):
+            if part is not None and earlier is not None and part.part.cte == earlier.part.cte:
+                part._similar = (earlier.raw, earlier._plans)
         with self._lock:
             self._kept[key] = analysis
             while len(self._kept) > self.entries:
                 self._kept.popitem(last=False)
         return analysis, False
+
+    def _similar(self) -> tuple[PartAnalysis | None, PartAnalysis | None]:
+        """The HTML and text parts of the most recent kept body (under the lock)."""
+        for kept in reversed(self._kept.values()):
+            if kept.html is not None or kept.text is not None:
+                return kept.html, kept.text
+        return None, None
 
     def _seed(self) -> merge_reuse.ScanTrace | None:
         """The HTML scan trace of the most recent kept body that has one (under the lock)."""
