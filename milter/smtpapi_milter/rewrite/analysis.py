@@ -27,7 +27,16 @@ from . import merge_reuse, mime, qp, qp_reuse
 from .edits import byte_spans
 from .html import HtmlScan, scan_html
 from .text import find_text_urls_bounded
-from .track import CLICK, Site, html_sites, site_settings, text_sites
+from .track import (
+    CLICK,
+    INITIAL_OPEN,
+    OPEN,
+    Site,
+    TrackStats,
+    html_sites,
+    site_settings,
+    text_sites,
+)
 
 # Codecs whose surrogateescape decoding always encodes back to the same bytes (PEP 383):
 # checking it would only cost an encode of the whole part.
@@ -54,6 +63,19 @@ class PartPlan:
     links_beyond: int = 0
     clicks: int = 0
     click_bytes: int | None = 0
+    # Whether the sites put the bottom pixel and the top one: with ``clicks``, what each copy
+    # adds to its TrackStats (``count``), worked out once rather than per copy.
+    pixel: bool = False
+    initial_pixel: bool = False
+
+    def count(self, stats: TrackStats, html: bool) -> None:
+        """``track.count(self.sites, stats, html)``."""
+        if html:
+            stats.html_links += self.clicks
+        else:
+            stats.text_links += self.clicks
+        stats.pixel = stats.pixel or self.pixel
+        stats.initial_pixel = stats.initial_pixel or self.initial_pixel
 
 
 @dataclass
@@ -116,7 +138,10 @@ class PartAnalysis:
             regions = self._regions(spans, key)
         clicks = [i for i, site in enumerate(sites) if site.kind == CLICK]
         click_bytes = None if spans is None else sum(spans[i][1] - spans[i][0] for i in clicks)
-        return PartPlan(sites, spans, regions, beyond, len(clicks), click_bytes)
+        plan = PartPlan(sites, spans, regions, beyond, len(clicks), click_bytes)
+        plan.pixel = any(site.kind == OPEN for site in sites)
+        plan.initial_pixel = any(site.kind == INITIAL_OPEN for site in sites)
+        return plan
 
     def _regions(self, spans: list[tuple[int, int]], key: tuple) -> list[qp.Region]:
         similar, self._similar = self._similar, None
