@@ -28,7 +28,7 @@ texts, or where the next few dozen characters are found nearby in the old text).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from .html import _SKIP, HtmlLink, HtmlScan, _Scanner, scan_html
 
@@ -46,8 +46,7 @@ _FIRST_POSITIONS = ("body_start_end", "head_end_end", "html_start_end", "doctype
 _LAST_POSITIONS = ("body_end_start", "html_end_start")
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):  # one per link or step of each new body: a tuple is made 3x faster
     """One top-level construct: read from ``start``, resumed at ``resume``.
 
     ``reach``: the furthest position its outcome depends on, less ``_SLACK``; ``links``:
