@@ -445,7 +445,7 @@ def _track_part(
     if cte == "quoted-printable":
         # Only the encoded lines the edits touch change; the sender's others stay as written.
         if plan.regions is not None:
-            new_body = qp.splice_regions(part.raw, part.decoded, plan.regions, byte_edits, part.eol)
+            new_body = part.splice(plan, byte_edits)
         else:
             new_body = qp.splice(part.raw, part.decoded, byte_edits, part.eol, part.bare_cr)
         return mime.PartChange(part.part, new_body, cte)

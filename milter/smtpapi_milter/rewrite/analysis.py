@@ -67,6 +67,8 @@ class PartPlan:
     # adds to its TrackStats (``count``), worked out once rather than per copy.
     pixel: bool = False
     initial_pixel: bool = False
+    # The splice made ready for the plan's spans (a QP part's), made by the first copy.
+    ready: qp.Splice | None = field(default=None, repr=False, compare=False)
 
     def count(self, stats: TrackStats, html: bool) -> None:
         """``track.count(self.sites, stats, html)``."""
@@ -112,6 +114,14 @@ class PartAnalysis:
             if len(self._plans) < PLANS_PER_PART:
                 self._plans[key] = found
         return found
+
+    def splice(self, plan: PartPlan, edits: list[tuple[int, int, bytes]]) -> bytes:
+        """``qp.splice_regions`` of ``edits`` (at the plan's spans, the plan has regions),
+        through the plan's made-ready splice."""
+        assert plan.regions is not None and plan.spans is not None
+        if plan.ready is None:
+            plan.ready = qp.Splice(self.raw, self.decoded, plan.regions, plan.spans, self.eol)
+        return plan.ready.fill([new for _, _, new in edits])
 
     def _build_plan(self, settings: TrackingSettings, key: tuple) -> PartPlan:
         # The scan does not depend on the settings: one for every plan of the part.
