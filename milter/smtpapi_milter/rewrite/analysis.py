@@ -295,7 +295,7 @@ class AnalysisCache:
                 return found, True
             self.misses += 1
             seed = self._seed() if self.reuse_similar else None
-            similar = self._similar() if self.reuse_similar else (None, None)
+            similar = self._newest_parts() if self.reuse_similar else (None, None)
         analysis = _analyse(
             fields, body, self.max_links
         )  # outside the lock: other threads go on meanwhile
@@ -311,7 +311,7 @@ class AnalysisCache:
                 self._kept.popitem(last=False)
         return analysis, False
 
-    def _similar(self) -> tuple[PartAnalysis | None, PartAnalysis | None]:
+    def _newest_parts(self) -> tuple[PartAnalysis | None, PartAnalysis | None]:
         """The HTML and text parts of the most recent kept body (under the lock)."""
         for kept in reversed(self._kept.values()):
             if kept.html is not None or kept.text is not None:
