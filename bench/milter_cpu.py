@@ -14,9 +14,10 @@ merge: ``mail_merge.copies``) through the same code in this process and reports
   structlog JSON lines to a file, the Prometheus counters. What libmilter's C side and the
   MTA cost is not in it.
 
-``--profile`` prints cProfile's top functions for each (level, load). Numbers are CPU time,
-so they hold on a busy machine far better than wall time; each figure is the least of
-``--rounds`` runs.
+``--profile`` prints cProfile's top functions for each (level, load); ``--breakdown`` the CPU
+per message in each stage of the rewrite (STAGES), timed around each call, since cProfile's
+cost per call distorts the many small ones. Numbers are CPU time, so they hold on a busy
+machine far better than wall time; each figure is the least of ``--rounds`` runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import importlib
 import io
 import logging
 import os
@@ -186,6 +188,69 @@ def profile(one: Runner, load: list[Message], top: int) -> str:
     return out.getvalue()
 
 
+# The stages --breakdown times: (module or class under smtpapi_milter, attribute, label).
+STAGES = [
+    ("rewrite.analysis", "_analyse", "new body: MIME parse, decode, text-part URLs"),
+    ("rewrite.merge_reuse", "scan", "new body: HTML scan (reusing the previous copy's)"),
+    ("rewrite.analysis", "html_sites", "new body: HTML sites"),
+    ("rewrite.analysis", "text_sites", "new body: text sites"),
+    ("rewrite.analysis", "byte_spans", "new body: byte spans"),
+    ("rewrite.qp_reuse", "regions_like", "new body: QP regions"),
+    ("pipeline", "fill", "each copy: tokens and tracked URLs"),
+    ("rewrite.analysis.PartAnalysis", "splice", "each copy: QP splice"),
+    ("pipeline", "TrackedLinks", "each copy: TrackedLinks (its click token head)"),
+    ("rewrite.mime", "apply_changes", "each copy: parts into the body"),
+    ("pipeline._CopyBuilder", "_injection", "each copy: injection event"),
+    ("vendor_headers", "read", "each message: X-MSYS-API (and vendors') read"),
+    ("pipeline._CopyBuilder", "settings", "each message: settings resolved"),
+]
+
+
+def breakdown(one: Runner, load: list[Message]) -> str:
+    """CPU microseconds per message in each of STAGES over one run of ``load``."""
+    spent: dict[str, float] = {}
+    undo = []
+    for where, name, label in STAGES:
+        owner = _owner(where)
+        original = getattr(owner, name)
+        undo.append((owner, name, original))
+
+        def timed(*args: object, _f=original, _label=label, **kwargs: object) -> object:
+            started = time.process_time()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                spent[_label] = spent.get(_label, 0.0) + time.process_time() - started
+
+        setattr(owner, name, timed)
+    try:
+        started = time.process_time()
+        for message in load:
+            one(*message)
+        total = time.process_time() - started
+    finally:
+        for owner, name, original in undo:
+            setattr(owner, name, original)
+    lines = [f"{total / len(load) * 1e6:7.0f} us/msg in all"]
+    for label, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+        lines.append(f"{seconds / len(load) * 1e6:7.0f}  {label}")
+    return "\n".join(lines)
+
+
+def _owner(where: str) -> object:
+    """The module (or class in it) named ``where`` under smtpapi_milter."""
+    parts = where.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            owner = importlib.import_module("smtpapi_milter." + ".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            owner = getattr(owner, attribute)
+        return owner
+    raise ModuleNotFoundError(where)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=300, help="messages per run and load")
@@ -193,6 +258,9 @@ def main() -> int:
     parser.add_argument("--level", choices=("pipeline", "milter", "both"), default="both")
     parser.add_argument("--load", choices=("bulk", "merge", "both"), default="both")
     parser.add_argument("--profile", action="store_true", help="cProfile each instead")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="CPU per message in each stage instead"
+    )
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
     made = loads(args.messages)
@@ -216,6 +284,9 @@ def main() -> int:
                     if args.profile:
                         print(f"== {level} {name}")
                         print(profile(one, load, args.top))
+                    elif args.breakdown:
+                        print(f"== {level} {name}")
+                        print(breakdown(one, load), flush=True)
                     else:
                         ms = measure(one, load, args.rounds)
                         print(f"{level:8} {name:5} {ms:6.3f} ms CPU/msg", flush=True)
