@@ -16,12 +16,18 @@ import pytest
 from smtpapi_milter.cli import rewrite_bytes
 from smtpapi_milter.config import ConfigError, parse_config
 from smtpapi_milter.context import Variables
+from smtpapi_milter.message_file import parse_message_file
 from smtpapi_milter.pipeline import Pipeline
+from smtpapi_milter.rewrite import track
 from smtpapi_milter.rewrite.analysis import PLANS_PER_PART, AnalysisCache
+from smtpapi_milter.rewrite.track import TrackStats
 from smtpapi_milter.settings import TagRegistry, resolve
 
+from . import corpus
 from .oracle import TRACKED, judge
+from .test_merge_reuse import templates
 from .test_pipeline import CODEC, single
+from .test_qp_reuse import SETTINGS as MERGE_SETTINGS
 
 NEWSLETTER = (
     "<html><body><p>Caf\u00e9 news</p>"
@@ -150,3 +156,23 @@ def test_zero_turns_it_off_and_negative_is_refused():
     assert tracker.analyses.hits == tracker.analyses.misses == 0
     with pytest.raises(ConfigError, match="analysis_cache"):
         parse_config({"milter": {"analysis_cache": -1}}, "x.toml")
+
+
+@corpus.needed
+@pytest.mark.parametrize("initial_open_pixel", [False, True])
+def test_a_plans_count_is_what_counting_its_sites_gives(initial_open_pixel):
+    # Each copy adds its plan's counts to its stats, worked out once per plan: they must be
+    # what track.count makes of the sites, for every part of the corpus's templates.
+    settings_ = dataclasses.replace(MERGE_SETTINGS, initial_open_pixel=initial_open_pixel)
+    for html in templates()[:80]:
+        data = corpus.wrap_html(html.encode("utf-8", "surrogateescape"), "quoted-printable")
+        message = parse_message_file(data)
+        analysis, _ = AnalysisCache(reuse_similar=False).get(message.headers, message.body)
+        for part in (analysis.html, analysis.text):
+            if part is None:
+                continue
+            plan = part.plan(settings_)
+            ours, theirs = TrackStats(), TrackStats()
+            plan.count(ours, part.is_html)
+            track.count(plan.sites, theirs, part.is_html)
+            assert ours == theirs

@@ -56,6 +56,57 @@ def test_any_raw_and_any_edits(case, eol):
     splice(raw, edits, eol)
 
 
+def _reference_region(raw: bytes, decoded: bytes, region, edits: list, eol: bytes) -> bytes:
+    """A region encoded the plain way (the splice's first version, kept as the reference
+    for its fast paths): the new decoded bytes split at the part's line breaks, each line
+    encoded, a soft break at the end if the region's last line had a break."""
+    pieces, pos = [], region.dstart
+    for start, end, new in edits:
+        pieces += (decoded[pos:start], new)
+        pos = end
+    data = b"".join([*pieces, decoded[pos : region.dend]])
+    if data.endswith(eol) and data.find(eol) == len(data) - len(eol):
+        encoded = qp._encode_line(data[: -len(eol)])
+        return (encoded if eol == b"\n" else encoded.replace(b"\n", eol)) + eol
+    lines = [qp._encode_line(line).replace(b"\n", eol) for line in data.split(eol)]
+    encoded = eol.join(lines)
+    if region.end > region.start and raw[region.end - 1] == 10 and not encoded.endswith(b"\n"):
+        encoded = qp._soft_ended(encoded, eol)
+    return encoded
+
+
+def _general_splice(raw: bytes, decoded: bytes, edits: list, eol: bytes) -> bytes:
+    """The splice with every region through ``_reference_region``."""
+    pieces, pos, taken = [], 0, 0
+    for region in qp.regions(raw, edits):
+        mine = edits[taken : taken + region.edit_count]
+        pieces += [raw[pos : region.start], _reference_region(raw, decoded, region, mine, eol)]
+        taken, pos = taken + region.edit_count, region.end
+    return b"".join([*pieces, raw[pos:]])
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw_and_edits(), st.sampled_from([b"\r\n", b"\n"]))
+def test_fast_paths_write_what_the_plain_encoding_writes(case, eol):
+    raw, edits = case
+    decoded = binascii.a2b_qp(raw)
+    assert qp.splice(raw, decoded, edits, eol) == _general_splice(raw, decoded, edits, eol)
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw_and_edits(), st.sampled_from([b"\r\n", b"\n"]))
+def test_a_splice_made_ready_once_fills_as_the_splice(case, eol):
+    # Each copy of a body fills the plan's Splice with its own replacements: the same bytes
+    # as splicing its edits, whatever the replacements.
+    raw, edits = case
+    decoded = binascii.a2b_qp(raw)
+    found = qp.regions(raw, edits)
+    ready = qp.Splice(raw, decoded, found, edits, eol)
+    for replaced in (edits, [(s, e, new[::-1] + b"\n") for s, e, new in edits]):
+        want = qp.splice_regions(raw, decoded, found, replaced, eol)
+        assert ready.fill([new for _, _, new in replaced]) == want
+
+
 def test_soft_broken_lines_around_a_change_stay_as_written():
     raw = b'<p>one=\r\n two=\r\n <a href=3D"https://x.example/">x</a>=\r\n three=\r\n four</p>'
     decoded = binascii.a2b_qp(raw)

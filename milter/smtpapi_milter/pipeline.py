@@ -32,7 +32,7 @@ from .rewrite.analysis import AnalysisCache, BodyAnalysis, PartAnalysis, PartPla
 from .rewrite.edits import apply as apply_edits
 from .rewrite.edits import encode_at
 from .rewrite.edits import to_bytes as edits_in_bytes
-from .rewrite.track import TrackStats, count, fill
+from .rewrite.track import TrackStats, fill
 from .settings import TagRegistry, TrackingSettings, resolve
 from .suppression.enforce import Suppressed, SuppressionCheck, suppressed_recipients
 from .tokens import TokenCodec, TrackingData
@@ -440,12 +440,12 @@ def _track_part(
     except (UnicodeError, ValueError):
         log.info("part left untracked: charset cannot encode the links", charset=part.part.charset)
         return None
-    count(plan.sites, stats, html=part.is_html)
+    plan.count(stats, html=part.is_html)
     cte = part.part.cte
     if cte == "quoted-printable":
         # Only the encoded lines the edits touch change; the sender's others stay as written.
         if plan.regions is not None:
-            new_body = qp.splice_regions(part.raw, part.decoded, plan.regions, byte_edits, part.eol)
+            new_body = part.splice(plan, byte_edits)
         else:
             new_body = qp.splice(part.raw, part.decoded, byte_edits, part.eol, part.bare_cr)
         return mime.PartChange(part.part, new_body, cte)

@@ -23,11 +23,20 @@ from dataclasses import dataclass, field
 from ..settings import TrackingSettings
 from ..untracked import Reason, Untracked
 from ..xmsysapi import is_text_charset
-from . import merge_reuse, mime, qp
+from . import merge_reuse, mime, qp, qp_reuse
 from .edits import byte_spans
 from .html import HtmlScan, scan_html
 from .text import find_text_urls_bounded
-from .track import CLICK, Site, html_sites, site_settings, text_sites
+from .track import (
+    CLICK,
+    INITIAL_OPEN,
+    OPEN,
+    Site,
+    TrackStats,
+    html_sites,
+    site_settings,
+    text_sites,
+)
 
 # Codecs whose surrogateescape decoding always encodes back to the same bytes (PEP 383):
 # checking it would only cost an encode of the whole part.
@@ -54,6 +63,21 @@ class PartPlan:
     links_beyond: int = 0
     clicks: int = 0
     click_bytes: int | None = 0
+    # Whether the sites put the bottom pixel and the top one: with ``clicks``, what each copy
+    # adds to its TrackStats (``count``), worked out once rather than per copy.
+    pixel: bool = False
+    initial_pixel: bool = False
+    # The splice made ready for the plan's spans (a QP part's), made by the first copy.
+    ready: qp.Splice | None = field(default=None, repr=False, compare=False)
+
+    def count(self, stats: TrackStats, html: bool) -> None:
+        """``track.count(self.sites, stats, html)``."""
+        if html:
+            stats.html_links += self.clicks
+        else:
+            stats.text_links += self.clicks
+        stats.pixel = stats.pixel or self.pixel
+        stats.initial_pixel = stats.initial_pixel or self.initial_pixel
 
 
 @dataclass
@@ -73,6 +97,9 @@ class PartAnalysis:
     # cached, and seeded with the trace of an earlier body's part when there is one.
     traced: bool = False
     _seed: merge_reuse.ScanTrace | None = None
+    # The same part of an earlier body (its raw bytes and plans), whose QP regions this
+    # part's plans start from (rewrite/qp_reuse.py); dropped once used.
+    _similar: tuple[bytes, dict[tuple, PartPlan]] | None = None
     _trace: merge_reuse.ScanTrace | None = None
     _html_scan: HtmlScan | None = None
     _text_urls: tuple[list[tuple[int, int, str]], int] | None = None
@@ -83,12 +110,20 @@ class PartAnalysis:
         key = site_settings(settings)
         found = self._plans.get(key)
         if found is None:
-            found = self._build_plan(settings)
+            found = self._build_plan(settings, key)
             if len(self._plans) < PLANS_PER_PART:
                 self._plans[key] = found
         return found
 
-    def _build_plan(self, settings: TrackingSettings) -> PartPlan:
+    def splice(self, plan: PartPlan, edits: list[tuple[int, int, bytes]]) -> bytes:
+        """``qp.splice_regions`` of ``edits`` (at the plan's spans, the plan has regions),
+        through the plan's made-ready splice."""
+        assert plan.regions is not None and plan.spans is not None
+        if plan.ready is None:
+            plan.ready = qp.Splice(self.raw, self.decoded, plan.regions, plan.spans, self.eol)
+        return plan.ready.fill([new for _, _, new in edits])
+
+    def _build_plan(self, settings: TrackingSettings, key: tuple) -> PartPlan:
         # The scan does not depend on the settings: one for every plan of the part.
         if self.is_html:
             if self._html_scan is None and self.traced:
@@ -110,10 +145,21 @@ class PartAnalysis:
         spans = byte_spans(self.text, self.decoded, [(s.start, s.end) for s in sites], self.charset)
         regions = None
         if spans is not None and self.part.cte == "quoted-printable":
-            regions = qp.regions(self.raw, spans, self.bare_cr)
+            regions = self._regions(spans, key)
         clicks = [i for i, site in enumerate(sites) if site.kind == CLICK]
         click_bytes = None if spans is None else sum(spans[i][1] - spans[i][0] for i in clicks)
-        return PartPlan(sites, spans, regions, beyond, len(clicks), click_bytes)
+        plan = PartPlan(sites, spans, regions, beyond, len(clicks), click_bytes)
+        plan.pixel = any(site.kind == OPEN for site in sites)
+        plan.initial_pixel = any(site.kind == INITIAL_OPEN for site in sites)
+        return plan
+
+    def _regions(self, spans: list[tuple[int, int]], key: tuple) -> list[qp.Region]:
+        similar, self._similar = self._similar, None
+        earlier = similar[1].get(key) if similar is not None else None
+        if similar is None or earlier is None or not earlier.regions or not earlier.spans:
+            return qp.regions(self.raw, spans, self.bare_cr)
+        args = (similar[0], earlier.regions, earlier.spans, self.raw, spans, self.bare_cr)
+        return qp_reuse.regions_like(*args)
 
 
 @dataclass
@@ -233,6 +279,13 @@ class AnalysisCache:
         fields = mime.structure_fields(headers)
         if self.entries <= 0 or len(body) > self.max_body:
             return _analyse(fields, body, self.max_links), False
+        with self._lock:
+            # The newest body again (a newsletter, one transaction per reader): comparing
+            # it (memcmp) costs a fraction of hashing the new bytes, which reads them all.
+            newest = next(reversed(self._kept), None)
+            if newest is not None and newest[1] == body and newest[0] == fields:
+                self.hits += 1
+                return self._kept[newest], True
         key = (fields, body)
         hash(key)  # hashes the body (kept in the bytes object) outside the lock
         with self._lock:
@@ -243,17 +296,28 @@ class AnalysisCache:
                 return found, True
             self.misses += 1
             seed = self._seed() if self.reuse_similar else None
+            similar = self._newest_parts() if self.reuse_similar else (None, None)
         analysis = _analyse(
             fields, body, self.max_links
         )  # outside the lock: other threads go on meanwhile
         if self.reuse_similar and analysis.html is not None:
             analysis.html.traced = True
             analysis.html._seed = seed
+        for part, earlier in zip((analysis.html, analysis.text), similar, strict=True):
+            if part is not None and earlier is not None and part.part.cte == earlier.part.cte:
+                part._similar = (earlier.raw, earlier._plans)
         with self._lock:
             self._kept[key] = analysis
             while len(self._kept) > self.entries:
                 self._kept.popitem(last=False)
         return analysis, False
+
+    def _newest_parts(self) -> tuple[PartAnalysis | None, PartAnalysis | None]:
+        """The HTML and text parts of the most recent kept body (under the lock)."""
+        for kept in reversed(self._kept.values()):
+            if kept.html is not None or kept.text is not None:
+                return kept.html, kept.text
+        return None, None
 
     def _seed(self) -> merge_reuse.ScanTrace | None:
         """The HTML scan trace of the most recent kept body that has one (under the lock)."""

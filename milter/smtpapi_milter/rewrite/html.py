@@ -22,14 +22,14 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .entities import unescape_attribute, unescape_text
 
 __all__ = ["HtmlLink", "HtmlScan", "scan_html", "unescape_attribute"]
 
 
-@dataclass(frozen=True, slots=True)
-class HtmlLink:
+class HtmlLink(NamedTuple):  # one per link or step of each new body: a tuple is made 3x faster
     """One ``href`` attribute of ``<a>``, ``<area>`` or a VML element, with source offsets.
 
     ``text[start:end]`` is the raw attribute value (inside the quotes when quoted). For an

@@ -22,6 +22,7 @@ from .edits import ByteEdit
 Span = tuple[int, int] | ByteEdit  # where an edit lies; only its first two items are read
 
 LINE_LIMIT = 998  # octets before the line break (RFC 5322 2.1.1)
+_COPIED = 4096  # Splice keeps decoded bytes up to this long as copies
 _MAX_ENCODED = 76  # characters per encoded line (RFC 2045 6.7)
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
@@ -75,6 +76,67 @@ def splice_regions(
         pos = region.end
     pieces.append(raw[pos:])
     return b"".join(pieces)
+
+
+class Splice:
+    """``splice_regions`` made ready for edits at fixed places (a plan's spans), so that each
+    copy of a body only puts its own replacements in (``fill``): the part's bytes between
+    the regions and the decoded bytes around each edit are found once. Held as memoryviews
+    of the part's own bytes, they cost no copy of it."""
+
+    __slots__ = ("eol", "regions", "tail")
+
+    def __init__(
+        self,
+        raw: bytes,
+        decoded: bytes,
+        found: list[Region],
+        spans: Sequence[Span],
+        eol: bytes,
+    ):
+        raw_view = memoryview(raw)
+
+        def piece(start: int, end: int) -> bytes | memoryview:
+            # Short ones copied (joining bytes is faster); a long one (a region of nothing
+            # but lines unfit for the wire) viewed, so a huge part is not held twice.
+            return decoded[start:end] if end - start <= _COPIED else memoryview(decoded)[start:end]
+
+        self.eol = eol
+        # Per region: the raw bytes before it, the decoded bytes around its edits, and
+        # whether its last line had a line break.
+        self.regions: list[tuple[memoryview, list[bytes | memoryview], bool]] = []
+        pos = taken = 0
+        for region in found:
+            around, at = [], region.dstart
+            for span in spans[taken : taken + region.edit_count]:
+                around.append(piece(at, span[0]))
+                at = span[1]
+            around.append(piece(at, region.dend))
+            broken = region.end > region.start and raw[region.end - 1] == 10
+            self.regions.append((raw_view[pos : region.start], around, broken))
+            taken += region.edit_count
+            pos = region.end
+        self.tail = raw_view[pos:]
+
+    def fill(self, replacements: Sequence[bytes]) -> bytes:
+        """The part with ``replacements`` (one per span, in order) spliced in."""
+        pieces: list[bytes | memoryview] = []
+        taken = 0
+        eol = self.eol
+        for before, around, broken in self.regions:
+            pieces.append(before)
+            if len(around) == 2:
+                data = b"".join((around[0], replacements[taken], around[1]))
+                taken += 1
+            else:
+                mixed: list[bytes | memoryview] = [around[0]]
+                for after in around[1:]:
+                    mixed += (replacements[taken], after)
+                    taken += 1
+                data = b"".join(mixed)
+            pieces.append(_encode_data(data, eol, broken))
+        pieces.append(self.tail)
+        return b"".join(pieces)
 
 
 @dataclass(slots=True)
@@ -175,16 +237,29 @@ def _encode_region(
         pieces += (decoded[pos:start], new)
         pos = end
     pieces.append(decoded[pos : region.dend])
-    data = b"".join(pieces)
-    if data.endswith(eol) and data.find(eol) == len(data) - len(eol):
-        # Most regions: one line and its break (it needs no soft break).
-        encoded = _encode_line(data[: -len(eol)])
+    broken = region.end > region.start and raw[region.end - 1] == 10
+    return _encode_data(b"".join(pieces), eol, broken)
+
+
+def _encode_data(data: bytes, eol: bytes, broken: bool) -> bytes:
+    """A region's new decoded bytes ``data`` encoded; ``broken``: its last line had a line
+    break (so what follows it starts a line of its own)."""
+    nl = data.find(b"\n")
+    if nl < 0 and (eol == b"\r\n" or eol == b"\n"):
+        # Most regions: a link in lines joined by soft breaks (or the part's end). What the
+        # general way below writes for them, without its splitting and joining.
+        encoded = binascii.b2a_qp(data, istext=False)
+        encoded = encoded.replace(b"\n", eol) if eol != b"\n" else encoded
+        return _soft_ended(encoded, eol) if broken and not encoded.endswith(b"\n") else encoded
+    if data.endswith(eol) and nl == len(data) - 1:
+        # One line and its break (it needs no soft break), no LF in the line itself.
+        encoded = binascii.b2a_qp(data[: -len(eol)], istext=False)
         return (encoded if eol == b"\n" else encoded.replace(b"\n", eol)) + eol
     # Line breaks in the decoded bytes are written as the part's own; anything else there,
     # a lone CR or LF included, is data and written as =XX, so the decoding stays the same.
     lines = map(_encode_line, data.split(eol))
     encoded = eol.join(lines if eol == b"\n" else (line.replace(b"\n", eol) for line in lines))
-    if region.end > region.start and raw[region.end - 1] == 10 and not encoded.endswith(b"\n"):
+    if broken and not encoded.endswith(b"\n"):
         # The region's last line had a line break, and what follows starts a new line.
         encoded = _soft_ended(encoded, eol)
     return encoded

