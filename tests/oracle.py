@@ -213,9 +213,12 @@ def _decoded(part: Message) -> str | None:
         data = binascii.a2b_qp(raw)
     elif cte == "base64":
         try:
-            # Strict: text after the padding or outside the alphabet would be lost by a
-            # forgiving decoder; such a part is opaque, like an unknown encoding.
-            data = binascii.a2b_base64(raw.translate(None, b" \t\r\n"), strict_mode=True)
+            # Text after the padding would be lost by a forgiving decoder: such a part is
+            # opaque, like an unknown encoding. Stray non-alphabet characters are skipped.
+            pad = raw.find(b"=")
+            if pad >= 0 and re.search(rb"[A-Za-z0-9+/]", raw[pad:]):
+                return None
+            data = binascii.a2b_base64(raw)
         except binascii.Error:
             return None
     else:

@@ -78,7 +78,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # own fields are one to three strings, and going through the encoder for them cost more than
 # everything else of the token bar the deflate and the cipher (measured).
 _json_string = json.encoder.encode_basestring
-_B64URL = bytes.maketrans(b"+/", b"-_")
+_TO_B64URL = bytes.maketrans(b"+/", b"-_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +159,7 @@ class TokenCodec:
             header = self._raw_header
         sealed = self._signer.encrypt(plain, [header])
         # base64.urlsafe_b64encode, without its two Python-level calls per token.
-        encoded = binascii.b2a_base64(header + sealed, newline=False).translate(_B64URL)
+        encoded = binascii.b2a_base64(header + sealed, newline=False).translate(_TO_B64URL)
         return encoded.rstrip(b"=").decode("ascii")
 
     def decode(self, token: str) -> TrackingData:

@@ -406,19 +406,21 @@ def decode_transfer(raw: bytes, cte: str) -> bytes | None:
         if cte == "quoted-printable":
             return binascii.a2b_qp(raw)
         if cte == "base64":
-            # Strictly: a forgiving decoder skips any character outside the alphabet and
-            # stops at the first padding, so a footer a list server appended after the
-            # base64, or two encoded chunks run together, would vanish when the part is
-            # encoded again (fuzz finding). Such a part is left exactly as it came.
-            return binascii.a2b_base64(raw.translate(None, _BASE64_SPACE), strict_mode=True)
+            # A forgiving decoder stops at the first padding: a footer a list server
+            # appended after the base64, or two encoded chunks run together, would vanish
+            # when the part is encoded again (fuzz finding). Such a part is left exactly
+            # as it came. Stray characters outside the alphabet are skipped, as readers do.
+            padding = raw.find(b"=")
+            if padding >= 0 and _BASE64_DATA.search(raw, padding):
+                return None
+            return binascii.a2b_base64(raw)
     except (binascii.Error, ValueError):
         return None
     return None
 
 
-# Line breaks and the white space some encoders leave at line ends: all that may come
-# between base64 characters (RFC 2045 6.8 ignores the rest, but ignoring it loses it).
-_BASE64_SPACE = b" \t\r\n"
+# Base64 data: after the padding, one of these is text a decoder would drop.
+_BASE64_DATA = re.compile(rb"[A-Za-z0-9+/]")
 
 
 def encode_transfer(
