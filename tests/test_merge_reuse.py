@@ -22,6 +22,19 @@ from smtpapi_milter.settings import TrackingSettings
 
 from . import corpus
 
+# Opens and clicks tracked everywhere, no expiry: the settings the reuse tests compare under.
+TRACK_ALL = TrackingSettings(
+    open_tracking=True,
+    click_tracking=True,
+    open_scheme="https",
+    click_scheme="https",
+    tracking_domain="t.example.com",
+    link_expiry=0,
+    initial_open_pixel=False,
+    click_tracking_text=True,
+    skip_url_text_links=False,
+)
+
 # Pieces that open, close or hide markup: an edit made of them moves every boundary.
 PIECES = [
     '<a href="https://www.example.com/account?u=1&amp;s=2">',
@@ -198,17 +211,7 @@ def test_no_trace_kept_past_the_link_budget():
 def test_the_cache_reuses_the_last_body_and_plans_as_without_it():
     """Through the analysis cache, copy after copy: every plan as a fresh analysis makes."""
     html = max(templates(), key=len)
-    settings = TrackingSettings(
-        open_tracking=True,
-        click_tracking=True,
-        open_scheme="https",
-        click_scheme="https",
-        tracking_domain="t.example.com",
-        link_expiry=0,
-        initial_open_pixel=False,
-        click_tracking_text=True,
-        skip_url_text_links=False,
-    )
+    settings = TRACK_ALL
     reusing, fresh = AnalysisCache(), AnalysisCache(reuse_similar=False)
     for reader in range(6):
         data = corpus.wrap_html(merged_copy(html, reader).encode(), "quoted-printable")

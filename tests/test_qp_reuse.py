@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 from smtpapi_milter.message_file import parse_message_file
 from smtpapi_milter.rewrite import mime, qp, qp_reuse
 from smtpapi_milter.rewrite.analysis import AnalysisCache
-from smtpapi_milter.settings import TrackingSettings
 
 from . import corpus
-from .test_merge_reuse import merged_copy, templates
+from .test_merge_reuse import TRACK_ALL, merged_copy, templates
 
 # Lines as encoders write them and as they trip decoders up: soft breaks (with CR, LF, junk
 # or spaces before the LF), escapes (broken ones too), empty lines, full 76-character lines.
@@ -114,17 +113,7 @@ def test_regions_like_an_earlier_part_are_the_walks_regions(case, bare_cr, snipp
     assert reused == qp.regions(raw, spans, bare_cr)
 
 
-SETTINGS = TrackingSettings(
-    open_tracking=True,
-    click_tracking=True,
-    open_scheme="https",
-    click_scheme="https",
-    tracking_domain="t.example.com",
-    link_expiry=0,
-    initial_open_pixel=False,
-    click_tracking_text=True,
-    skip_url_text_links=False,
-)
+SETTINGS = TRACK_ALL
 
 
 def _plans(html: str, readers: range):
