@@ -50,9 +50,9 @@ mt.disconnect(conn)
 """
 
 
-def run_script(tmp_path, milter: RunningMilter, script: str) -> None:
+def run_script(tmp_path, milter: RunningMilter, script: str, prelude: str = PRELUDE) -> None:
     path = tmp_path / "test.lua"
-    path.write_text(PRELUDE.format(port=milter.port) + script)
+    path.write_text(prelude.format(port=milter.port) + script)
     result = subprocess.run(
         ["miltertest", "-s", str(path)], capture_output=True, timeout=60, check=False
     )
@@ -123,10 +123,7 @@ AUTH_PRELUDE = PRELUDE.replace(
 
 def test_smtp_auth_user_is_the_customer_in_the_injection_event(tmp_path, milter):
     header = '{"options": {"open_tracking": true, "click_tracking": true}}'
-    path = tmp_path / "auth.lua"
-    path.write_text(AUTH_PRELUDE.format(port=milter.port) + MESSAGE.format(header=header) + TRACKED)
-    result = subprocess.run(["miltertest", "-s", str(path)], capture_output=True, timeout=60)
-    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    run_script(tmp_path, milter, MESSAGE.format(header=header) + TRACKED, AUTH_PRELUDE)
     store = open_store(load_config(str(milter.config_path)).event_store_url)
     try:
         (event,) = store.query(types=["injection"])
@@ -183,10 +180,7 @@ mt.disconnect(conn)
 
 def test_exception_in_a_callback_is_our_451_and_logged(tmp_path, milter):
     header = '{"options": {"open_tracking": true, "click_tracking": true}}'
-    path = tmp_path / "no-chgbody.lua"
-    path.write_text(NO_CHGBODY.format(port=milter.port) + MESSAGE.format(header=header) + OUR_451)
-    result = subprocess.run(["miltertest", "-s", str(path)], capture_output=True, timeout=60)
-    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    run_script(tmp_path, milter, MESSAGE.format(header=header) + OUR_451, NO_CHGBODY)
     (line,) = milter.wait_for_log("untrapped exception")
     assert (line["stage"], line["queue_id"]) == ("eom", "4ABCDEF")
     assert "DisabledAction: MODBODY" in line["exception"]  # pymilter's name for CHGBODY
