@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 # its libraries, `ip link set lo up` in its namespace); systemd: systemd-analyze for the units;
 # chromium: the dashboard tests; nftables: the tracker's per-client cap (packaging/nftables);
 # libsystemd-dev, pkg-config: to build systemd-python (the maillog follower's journald
-# source); systemd-journal-remote: real journal files for its test.
+# source); systemd-journal-remote: real journal files for its test; libssl-dev, zlib1g-dev: the
+# C link-token minter (milter/smtpapi_milter/_native/tokenmint.c: OpenSSL's AES-SIV, zlib).
 APT_PACKAGES := gcc libmilter-dev postfix swaks miltertest postgresql \
 	m4 libwrap0 liblockfile1 iproute2 systemd chromium nftables \
-	libsystemd-dev pkg-config systemd-journal-remote
+	libsystemd-dev pkg-config systemd-journal-remote libssl-dev zlib1g-dev
 # pflogsumm: the Postfix log summariser the maillog follower is measured against.
 BENCH_PACKAGES := wrk nginx-light pflogsumm
 CORPUS ?= $(abspath ../shared/corpus)
@@ -42,7 +43,7 @@ deps:
 bench-deps: deps
 	$(call apt_install,$(BENCH_PACKAGES))
 
-$(STAMP): pyproject.toml setup.cfg | deps
+$(STAMP): pyproject.toml setup.cfg setup.py $(wildcard milter/smtpapi_milter/_native/*.c) | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

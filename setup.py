@@ -1,0 +1,12 @@
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "smtpapi_milter._native.tokenmint",
+            ["milter/smtpapi_milter/_native/tokenmint.c"],
+            libraries=["crypto", "z"],
+            extra_compile_args=["-Wall", "-Wextra", "-O2"],
+        )
+    ]
+)
