@@ -7,6 +7,11 @@ setup(
             ["milter/smtpapi_milter/_native/tokenmint.c"],
             libraries=["crypto", "z"],
             extra_compile_args=["-Wall", "-Wextra", "-O2"],
-        )
+        ),
+        Extension(
+            "smtpapi_milter._native.qpsplice",
+            ["milter/smtpapi_milter/_native/qpsplice.c"],
+            extra_compile_args=["-Wall", "-Wextra", "-O2"],
+        ),
     ]
 )

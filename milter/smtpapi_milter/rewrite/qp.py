@@ -13,9 +13,11 @@ encoded anew too once the part changes, as the whole part used to be.
 from __future__ import annotations
 
 import binascii
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .edits import ByteEdit
 
@@ -25,6 +27,15 @@ LINE_LIMIT = 998  # octets before the line break (RFC 5322 2.1.1)
 _COPIED = 4096  # Splice keeps decoded bytes up to this long as copies
 _MAX_ENCODED = 76  # characters per encoded line (RFC 2045 6.7)
 _BARE_CR = re.compile(rb"\r(?!\n)")
+
+# Splice.fill in one C pass (_native/qpsplice.c) for the regions of its common case; the
+# Python below stays the reference it is tested against (SMTPAPI_PURE_PYTHON=1 forces it).
+_qpsplice: Any = None
+if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
+    try:
+        from .._native import qpsplice as _qpsplice
+    except ImportError:  # a source tree without the build: the reference serves
+        _qpsplice = None
 
 
 def encode(data: bytes, eol: bytes) -> bytes:
@@ -120,6 +131,14 @@ class Splice:
 
     def fill(self, replacements: Sequence[bytes]) -> bytes:
         """The part with ``replacements`` (one per span, in order) spliced in."""
+        if _qpsplice is not None:
+            spliced = _qpsplice.fill(self.regions, self.tail, replacements, self.eol)
+            if spliced is not None:
+                return spliced
+        return self.fill_reference(replacements)
+
+    def fill_reference(self, replacements: Sequence[bytes]) -> bytes:
+        """``fill`` in Python: the reference, and the way for regions C leaves (a LF in one)."""
         pieces: list[bytes | memoryview] = []
         taken = 0
         eol = self.eol
