@@ -13,5 +13,10 @@ setup(
             ["milter/smtpapi_milter/_native/qpsplice.c"],
             extra_compile_args=["-Wall", "-Wextra", "-O2"],
         ),
+        Extension(
+            "smtpapi_milter._native.textrun",
+            ["milter/smtpapi_milter/_native/textrun.c"],
+            extra_compile_args=["-Wall", "-Wextra", "-O2"],
+        ),
     ]
 )

@@ -1,0 +1,63 @@
+"""The C common-prefix length (_native/textrun.c) against merge_reuse's Python reference,
+on str of every width (a copy may hold a wider character than the one before) and bytes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpapi_milter.rewrite import merge_reuse, qp_reuse
+
+if os.environ.get("SMTPAPI_PURE_PYTHON") == "1":  # the references alone are under test
+    pytest.skip("SMTPAPI_PURE_PYTHON=1: no native path to compare", allow_module_level=True)
+
+
+native = merge_reuse._textrun.common_run
+reference = merge_reuse._common_run_reference
+
+# Few distinct characters, so long common runs are likely; one per width class.
+chars = st.sampled_from(["a", "b", "é", "Ω", "😀", "\udc80"])
+
+
+def test_native_is_built_and_chosen():
+    assert merge_reuse._common_run is native
+    assert qp_reuse._common_run is native
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(chars, max_size=700).map("".join),
+    st.lists(chars, max_size=700).map("".join),
+    st.integers(0, 710),
+    st.integers(0, 710),
+)
+def test_str_matches_reference(a, b, i, j):
+    # Half the time b continues a's text, so the runs cross the C side's 256-unit blocks.
+    for other in (b, a[i // 2 :] + b):
+        assert native(a, i, other, j) == reference(a, i, other, j)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.binary(max_size=40), st.integers(0, 2100))
+def test_bytes_match_reference(a, tail, i):
+    b = a[i:] + tail
+    for j in (0, 1, len(b)):
+        assert native(a, i, b, j) == reference(a, i, b, j)
+
+
+def test_long_identical_texts_and_ends():
+    a = "x" * 100_000
+    assert native(a, 0, a, 0) == 100_000
+    assert native(a, 5, a + "y", 0) == 99_995
+    assert native(a, 100_000, a, 0) == 0
+    assert native(a, 200_000, a, 0) == reference(a, 200_000, a, 0) == 0
+
+
+def test_refuses_mixed_and_negative():
+    with pytest.raises(TypeError):
+        native("a", 0, b"a", 0)
+    with pytest.raises(ValueError):
+        native("a", -1, "a", 0)
