@@ -1,5 +1,6 @@
-"""The C common-prefix length (_native/textrun.c) against merge_reuse's Python reference,
-on str of every width (a copy may hold a wider character than the one before) and bytes."""
+"""The C scans of _native/textrun.c against their Python references: the common-prefix
+length (merge_reuse) on str of every width (a copy may hold a wider character than the one
+before) and on bytes, and the first bare CR (mime)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpapi_milter.rewrite import merge_reuse, qp_reuse
+from smtpapi_milter.rewrite import merge_reuse, mime, qp_reuse
 
 if os.environ.get("SMTPAPI_PURE_PYTHON") == "1":  # the references alone are under test
     pytest.skip("SMTPAPI_PURE_PYTHON=1: no native path to compare", allow_module_level=True)
@@ -61,3 +62,21 @@ def test_refuses_mixed_and_negative():
         native("a", 0, b"a", 0)
     with pytest.raises(ValueError):
         native("a", -1, "a", 0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\r\r\n", b"x" * 50]), max_size=30))
+def test_bare_cr_matches_reference(pieces):
+    data = b"".join(pieces)
+    found = merge_reuse._textrun.first_bare_cr(data)
+    match = mime._BARE_CR.search(data)
+    assert found == (match.start() if match else -1)
+    assert mime.has_bare_cr(data) == mime.has_bare_cr_reference(data)
+
+
+def test_bare_cr_at_the_very_end_and_none():
+    assert merge_reuse._textrun.first_bare_cr(b"a\r\nb\r") == 4
+    assert merge_reuse._textrun.first_bare_cr(b"a\r\nb\r\n") == -1
+    assert merge_reuse._textrun.first_bare_cr(b"") == -1
+    with pytest.raises(TypeError):
+        merge_reuse._textrun.first_bare_cr("str")
