@@ -49,7 +49,8 @@ def test_native_splice_is_built_and_chosen():
 @given(ready_and_replacements())
 def test_native_fill_matches_reference(case):
     ready, replacements = case
-    native = qp._qpsplice.fill(ready.regions, ready.tail, replacements, ready.eol)
+    assert ready._native is not None
+    native = ready._native.fill(replacements)
     want = ready.fill_reference(replacements)
     if native is None:  # only when some region's decoded bytes hold a LF
         assert any(b"\n" in bytes(piece) for _, around, _ in ready.regions for piece in around)
@@ -63,9 +64,31 @@ def test_a_lf_in_a_replacement_leaves_it_to_the_reference():
     decoded = binascii.a2b_qp(raw)
     spans = [(9, 10)]
     ready = qp.Splice(raw, decoded, qp.regions(raw, spans), spans, b"\r\n")
-    assert qp._qpsplice.fill(ready.regions, ready.tail, [b"a\nb"], b"\r\n") is None
+    assert ready._native.fill([b"a\nb"]) is None
     assert ready.fill([b"a\nb"]) == ready.fill_reference([b"a\nb"])
-    assert qp._qpsplice.fill(ready.regions, ready.tail, [b"y"], b"\r\n") is not None
+    assert ready._native.fill([b"y"]) is not None
+
+
+def test_offsets_out_of_order_or_bounds_leave_it_to_python():
+    # prepare() reads the regions' offsets: any that qp.regions would not make (hostile or
+    # a bug elsewhere) must not be trusted for memory access.
+    raw = b"abc=\r\ndef\r\n"
+    decoded = binascii.a2b_qp(raw)
+    good = qp.regions(raw, [(1, 2)])
+    assert qp._qpsplice.prepare(raw, decoded, good, [(1, 2)], b"\r\n") is not None
+    for region in (
+        qp.Region(0, len(raw) + 1, 0, 3, 1),  # past the raw end
+        qp.Region(5, 2, 0, 3, 1),  # ends before it starts
+        qp.Region(0, 5, 0, len(decoded) + 9, 1),  # past the decoded end
+        qp.Region(0, 5, 2, 3, 1),  # the edit starts before the region's decoded start
+        qp.Region(0, 5, 0, 3, 2),  # more edits than spans
+    ):
+        assert qp._qpsplice.prepare(raw, decoded, [region], [(1, 2)], b"\r\n") is None
+    assert qp._qpsplice.prepare(raw, decoded, good, [(2, 1)], b"\r\n") is None
+    assert qp._qpsplice.prepare(raw, decoded, good, [(1, 2)], b"\r") is None
+    ready = qp.Splice(raw, decoded, good, [(1, 2)], b"\r\n")
+    with pytest.raises(ValueError):
+        ready._native.fill([])
 
 
 def test_full_last_lines_and_dots_match():

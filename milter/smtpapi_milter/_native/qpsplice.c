@@ -4,7 +4,9 @@
  * Splice.fill joins each region's decoded bytes, encodes them with binascii.b2a_qp, writes
  * the part's line ending into the soft breaks and joins everything: four passes and as many
  * objects per region, dozens of regions per copy (bench/milter_cpu.py: ~135 us of ~540 per
- * bulk copy). Here the regions are encoded straight into the result.
+ * bulk copy), after Splice.__init__ cut the pieces out per plan (~75 us per mail-merged
+ * body). Here prepare() keeps only the offsets, and fill() encodes the regions straight
+ * into the result.
  *
  * Only the regions of the reference's two common cases are encoded here (a CRLF or LF part;
  * decoded bytes with no LF, or one line and its break). Their encoding is b2a_qp's binary
@@ -144,147 +146,246 @@ static int encode_region(Out *o, const Seg *segs, Py_ssize_t nsegs, int broken,
     return 0;
 }
 
-static void release_all(Py_buffer *views, Py_ssize_t n) {
-    for (Py_ssize_t i = 0; i < n; i++) PyBuffer_Release(&views[i]);
+/* ---- Prepared: one plan's splice, made once, filled per copy ---- */
+
+/* Per region: the raw bytes before it (raw[before:start]), whether its last raw line had a
+ * break, and its decoded pieces (pieces[first .. first + count]): decoded[a:b] around and
+ * between its edits, one more than its edits. */
+typedef struct {
+    Py_ssize_t before, start, first, count;
+    int broken;
+} PRegion;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *raw, *decoded, *eol;
+    PRegion *regions;
+    Py_ssize_t nregions;
+    Py_ssize_t *pieces; /* pairs (a, b) */
+    Py_ssize_t npieces, nedits;
+    Py_ssize_t tail; /* raw[tail:] follows the last region */
+    size_t fixed;    /* raw bytes copied as they are */
+    Seg *segs;       /* scratch: one region's segments */
+    Py_ssize_t max_segs;
+} Prepared;
+
+static void prepared_dealloc(Prepared *self) {
+    Py_XDECREF(self->raw);
+    Py_XDECREF(self->decoded);
+    Py_XDECREF(self->eol);
+    PyMem_Free(self->regions);
+    PyMem_Free(self->pieces);
+    PyMem_Free(self->segs);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* fill(regions, tail, replacements, eol) -> bytes, or None (take the reference).
- * regions: list of (before, around, broken) as qp.Splice holds them. */
-static PyObject *qp_fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+static PyTypeObject PreparedType;
+
+static int get_offset(PyObject *obj, const char *name, Py_ssize_t *out) {
+    PyObject *v = PyObject_GetAttrString(obj, name);
+    if (!v) return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int span_item(PyObject *span, Py_ssize_t k, Py_ssize_t *out) {
+    PyObject *v = PySequence_GetItem(span, k);
+    if (!v) return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* prepare(raw, decoded, regions, spans, eol) -> Prepared, or None when the offsets are not
+ * what qp.regions makes (in order, within the part): the caller keeps the Python way. */
+static PyObject *qp_prepare(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "fill(regions, tail, replacements, eol)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "prepare(raw, decoded, regions, spans, eol)");
         return NULL;
     }
-    PyObject *regions = args[0], *tail_obj = args[1], *repl = args[2], *eol_obj = args[3];
-    if (!PyList_CheckExact(regions) || !PyBytes_CheckExact(eol_obj)) {
-        PyErr_SetString(PyExc_TypeError, "regions must be a list, eol bytes");
+    PyObject *raw = args[0], *decoded = args[1], *regions = args[2], *spans = args[3];
+    PyObject *eol = args[4];
+    if (!PyBytes_CheckExact(raw) || !PyBytes_CheckExact(decoded) || !PyBytes_CheckExact(eol)
+        || !PyList_Check(regions) || !PyList_Check(spans)) {
+        PyErr_SetString(PyExc_TypeError, "raw, decoded, eol bytes; regions, spans lists");
         return NULL;
     }
-    const unsigned char *eol = (const unsigned char *)PyBytes_AS_STRING(eol_obj);
-    Py_ssize_t eol_len = PyBytes_GET_SIZE(eol_obj);
-    if (!((eol_len == 1 && eol[0] == '\n') || (eol_len == 2 && eol[0] == '\r' && eol[1] == '\n')))
+    const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(eol);
+    Py_ssize_t elen = PyBytes_GET_SIZE(eol);
+    if (!((elen == 1 && e[0] == '\n') || (elen == 2 && e[0] == '\r' && e[1] == '\n')))
         Py_RETURN_NONE;
+    Py_ssize_t nregions = PyList_GET_SIZE(regions), nspans = PyList_GET_SIZE(spans);
+    Py_ssize_t rlen = PyBytes_GET_SIZE(raw), dlen = PyBytes_GET_SIZE(decoded);
+    const char *rdata = PyBytes_AS_STRING(raw);
+    Prepared *p = PyObject_New(Prepared, &PreparedType);
+    if (!p) return NULL;
+    p->raw = Py_NewRef(raw);
+    p->decoded = Py_NewRef(decoded);
+    p->eol = Py_NewRef(eol);
+    p->nregions = nregions;
+    p->regions = PyMem_Calloc((size_t)nregions + 1, sizeof(PRegion));
+    p->pieces = PyMem_Calloc(2 * ((size_t)nregions + (size_t)nspans) + 2, sizeof(Py_ssize_t));
+    p->segs = NULL;
+    p->npieces = p->nedits = 0;
+    p->fixed = 0;
+    p->max_segs = 1;
+    if (!p->regions || !p->pieces) {
+        Py_DECREF(p);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t pos = 0, taken = 0;
+    for (Py_ssize_t r = 0; r < nregions; r++) {
+        PyObject *region = PyList_GET_ITEM(regions, r);
+        Py_ssize_t start, end, dstart, dend, count;
+        if (get_offset(region, "start", &start) < 0 || get_offset(region, "end", &end) < 0
+            || get_offset(region, "dstart", &dstart) < 0 || get_offset(region, "dend", &dend) < 0
+            || get_offset(region, "edit_count", &count) < 0)
+            goto fail;
+        if (!(pos <= start && start <= end && end <= rlen && 0 <= dstart && dstart <= dend
+              && dend <= dlen && count >= 0 && count <= nspans - taken))
+            goto unusual;
+        PRegion *pr = &p->regions[r];
+        pr->before = pos;
+        pr->start = start;
+        pr->first = p->npieces;
+        pr->count = count + 1;
+        pr->broken = end > start && rdata[end - 1] == '\n';
+        Py_ssize_t at = dstart;
+        for (Py_ssize_t k = 0; k < count; k++) {
+            PyObject *span = PyList_GET_ITEM(spans, taken + k);
+            Py_ssize_t s0, s1;
+            if (span_item(span, 0, &s0) < 0 || span_item(span, 1, &s1) < 0) goto fail;
+            if (!(at <= s0 && s0 <= s1 && s1 <= dend)) goto unusual;
+            p->pieces[2 * p->npieces] = at;
+            p->pieces[2 * p->npieces + 1] = s0;
+            p->npieces++;
+            at = s1;
+        }
+        p->pieces[2 * p->npieces] = at;
+        p->pieces[2 * p->npieces + 1] = dend;
+        p->npieces++;
+        if (2 * count + 1 > p->max_segs) p->max_segs = 2 * count + 1;
+        p->fixed += (size_t)(start - pos);
+        taken += count;
+        pos = end;
+    }
+    p->nedits = taken;
+    p->tail = pos;
+    p->fixed += (size_t)(rlen - pos);
+    p->segs = PyMem_Calloc((size_t)p->max_segs, sizeof(Seg));
+    if (!p->segs) {
+        Py_DECREF(p);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)p;
+unusual:
+    Py_DECREF(p);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(p);
+    return NULL;
+}
+
+/* fill(replacements) -> the part with them spliced in, or None when a region's data is not
+ * one of the two common cases (a LF inside): the caller takes the Python way. */
+static PyObject *prepared_fill(Prepared *self, PyObject *repl) {
     PyObject *rseq = PySequence_Fast(repl, "replacements must be a sequence");
     if (!rseq) return NULL;
-    Py_ssize_t nrepl = PySequence_Fast_GET_SIZE(rseq);
-    PyObject **ritems = PySequence_Fast_ITEMS(rseq);
-
-    Py_ssize_t nregions = PyList_GET_SIZE(regions);
-    /* Every buffer viewed at once: count them first (before + around pieces + tail). */
-    Py_ssize_t nviews = 1;
-    for (Py_ssize_t r = 0; r < nregions; r++) {
-        PyObject *t = PyList_GET_ITEM(regions, r);
-        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 3
-            || !PyList_CheckExact(PyTuple_GET_ITEM(t, 1))
-            || PyList_GET_SIZE(PyTuple_GET_ITEM(t, 1)) < 1) {
-            Py_DECREF(rseq);
-            PyErr_SetString(PyExc_TypeError, "a region must be (before, [pieces], broken)");
-            return NULL;
-        }
-        nviews += 1 + PyList_GET_SIZE(PyTuple_GET_ITEM(t, 1));
+    if (PySequence_Fast_GET_SIZE(rseq) < self->nedits) {
+        Py_DECREF(rseq);
+        PyErr_SetString(PyExc_ValueError, "fewer replacements than edits");
+        return NULL;
     }
-    Py_buffer *views = PyMem_Calloc((size_t)nviews + (size_t)nrepl + 1, sizeof(Py_buffer));
-    /* one region's segments: its pieces and the replacements between them */
-    Seg *segs = PyMem_Calloc(2 * (size_t)nviews + 1, sizeof(Seg));
-    if (!views || !segs) {
-        PyMem_Free(views);
-        PyMem_Free(segs);
+    PyObject **ritems = PySequence_Fast_ITEMS(rseq);
+    Py_buffer *views = PyMem_Calloc((size_t)self->nedits + 1, sizeof(Py_buffer));
+    if (!views) {
         Py_DECREF(rseq);
         return PyErr_NoMemory();
     }
-    Py_buffer *rviews = views + nviews;
-    Py_ssize_t got = 0, rgot = 0;
+    Py_ssize_t got = 0;
     PyObject *result = NULL;
-    /* Bound: raw bytes as they are; each region byte at most 3, plus a soft break (3 with
-     * CRLF) per 24 of them (escapes, the worst), plus the final soft break with a moved
-     * escape, and an empty region's slack. */
-    size_t bound = 0;
-    Py_ssize_t taken = 0;
-    for (Py_ssize_t r = 0; r < nregions; r++) {
-        PyObject *t = PyList_GET_ITEM(regions, r);
-        PyObject *around = PyTuple_GET_ITEM(t, 1);
-        Py_ssize_t npieces = PyList_GET_SIZE(around);
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(t, 0), &views[got], PyBUF_SIMPLE) < 0) goto done;
-        bound += (size_t)views[got++].len;
+    const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(self->raw);
+    const unsigned char *dec = (const unsigned char *)PyBytes_AS_STRING(self->decoded);
+    const unsigned char *eol = (const unsigned char *)PyBytes_AS_STRING(self->eol);
+    Py_ssize_t eol_len = PyBytes_GET_SIZE(self->eol);
+    /* Bound, as in qp_fill: raw as is, each region byte at most 3 plus soft breaks. */
+    size_t bound = self->fixed;
+    for (Py_ssize_t r = 0, k = 0; r < self->nregions; r++) {
+        const PRegion *pr = &self->regions[r];
         size_t data = 0;
-        for (Py_ssize_t k = 0; k < npieces; k++) {
-            if (PyObject_GetBuffer(PyList_GET_ITEM(around, k), &views[got], PyBUF_SIMPLE) < 0)
-                goto done;
+        for (Py_ssize_t q = 0; q < pr->count; q++) {
+            const Py_ssize_t *ab = &self->pieces[2 * (pr->first + q)];
+            data += (size_t)(ab[1] - ab[0]);
+        }
+        for (Py_ssize_t q = 1; q < pr->count; q++, k++) {
+            if (PyObject_GetBuffer(ritems[k], &views[got], PyBUF_SIMPLE) < 0) goto done;
             data += (size_t)views[got++].len;
         }
-        for (Py_ssize_t k = 1; k < npieces; k++, taken++) {
-            if (taken >= nrepl) {
-                PyErr_SetString(PyExc_ValueError, "fewer replacements than edits");
-                goto done;
-            }
-            if (PyObject_GetBuffer(ritems[taken], &rviews[rgot], PyBUF_SIMPLE) < 0) goto done;
-            data += (size_t)rviews[rgot++].len;
-        }
-        if (data > (PY_SSIZE_T_MAX - bound) / 5) {
+        if (data > ((size_t)PY_SSIZE_T_MAX - bound) / 5) {
             PyErr_NoMemory();
             goto done;
         }
         bound += data * 3 + (data / 24 + 1) * 3 + 16;
     }
-    if (PyObject_GetBuffer(tail_obj, &views[got], PyBUF_SIMPLE) < 0) goto done;
-    if ((size_t)views[got].len > PY_SSIZE_T_MAX - bound) {
-        PyErr_NoMemory();
-        got++;
-        goto done;
-    }
-    bound += (size_t)views[got++].len;
-
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)bound);
     if (!result) goto done;
     unsigned char *start = (unsigned char *)PyBytes_AS_STRING(result);
     Out o = {start, 0};
-    Py_ssize_t v = 0, rv = 0;
-    for (Py_ssize_t r = 0; r < nregions; r++) {
-        PyObject *t = PyList_GET_ITEM(regions, r);
-        Py_ssize_t npieces = PyList_GET_SIZE(PyTuple_GET_ITEM(t, 1));
-        int broken = PyObject_IsTrue(PyTuple_GET_ITEM(t, 2));
-        if (broken < 0) goto fail;
-        memcpy(o.p, views[v].buf, (size_t)views[v].len);
-        o.p += views[v].len;
-        v++;
-        /* The region's data: around[0], replacement, around[1], ..., around[-1]. */
-        Py_ssize_t nsegs = 2 * npieces - 1;
-        for (Py_ssize_t k = 0; k < nsegs; k++) {
-            Py_buffer *cur = k % 2 == 0 ? &views[v + k / 2] : &rviews[rv + k / 2];
-            segs[k].p = cur->buf;
-            segs[k].n = cur->len;
+    for (Py_ssize_t r = 0, k = 0; r < self->nregions; r++) {
+        const PRegion *pr = &self->regions[r];
+        memcpy(o.p, raw + pr->before, (size_t)(pr->start - pr->before));
+        o.p += pr->start - pr->before;
+        Py_ssize_t nsegs = 2 * pr->count - 1;
+        for (Py_ssize_t q = 0; q < nsegs; q++) {
+            if (q % 2 == 0) {
+                const Py_ssize_t *ab = &self->pieces[2 * (pr->first + q / 2)];
+                self->segs[q].p = dec + ab[0];
+                self->segs[q].n = ab[1] - ab[0];
+            } else {
+                self->segs[q].p = views[k + q / 2].buf;
+                self->segs[q].n = views[k + q / 2].len;
+            }
         }
-        if (encode_region(&o, segs, nsegs, broken, eol, eol_len) < 0) {
-            /* a LF elsewhere in the data: the reference's general way */
+        if (encode_region(&o, self->segs, nsegs, pr->broken, eol, eol_len) < 0) {
             Py_DECREF(result);
-            result = Py_None;
-            Py_INCREF(result);
+            result = Py_NewRef(Py_None);
             goto done;
         }
-        v += npieces;
-        rv += npieces - 1;
+        k += pr->count - 1;
     }
-    memcpy(o.p, views[v].buf, (size_t)views[v].len);
-    o.p += views[v].len;
+    memcpy(o.p, raw + self->tail, (size_t)(PyBytes_GET_SIZE(self->raw) - self->tail));
+    o.p += PyBytes_GET_SIZE(self->raw) - self->tail;
     if ((size_t)(o.p - start) > bound) Py_FatalError("qpsplice: output bound exceeded");
     if (_PyBytes_Resize(&result, o.p - start) < 0) result = NULL;
-    goto done;
-fail:
-    Py_CLEAR(result);
 done:
-    release_all(views, got);
-    release_all(rviews, rgot);
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
     PyMem_Free(views);
-    PyMem_Free(segs);
     Py_DECREF(rseq);
     return result;
 }
 
+static PyMethodDef prepared_methods[] = {
+    {"fill", (PyCFunction)prepared_fill, METH_O,
+     "fill(replacements): qp.Splice.fill's bytes, or None when a region has a LF inside"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PreparedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "smtpapi_milter._native.qpsplice.Prepared",
+    .tp_basicsize = sizeof(Prepared),
+    .tp_dealloc = (destructor)prepared_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One plan's splice (qpsplice.prepare), filled per copy.",
+    .tp_methods = prepared_methods,
+};
+
 static PyMethodDef methods[] = {
-    {"fill", (PyCFunction)(void (*)(void))qp_fill, METH_FASTCALL,
-     "fill(regions, tail, replacements, eol): qp.Splice.fill's bytes, or None when a region "
-     "is not the common case (the caller then takes the Python path)"},
+    {"prepare", (PyCFunction)(void (*)(void))qp_prepare, METH_FASTCALL,
+     "prepare(raw, decoded, regions, spans, eol): a Prepared splice, or None (the offsets or "
+     "the line ending are not the common case: the caller keeps the Python way)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -294,4 +395,7 @@ static struct PyModuleDef module = {
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit_qpsplice(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_qpsplice(void) {
+    if (PyType_Ready(&PreparedType) < 0) return NULL;
+    return PyModule_Create(&module);
+}
