@@ -1,6 +1,6 @@
 """The C scans of _native/textrun.c against their Python references: the common-prefix
 length (merge_reuse) on str of every width (a copy may hold a wider character than the one
-before) and on bytes, and the first bare CR (mime)."""
+before) and on bytes, the first bare CR (mime), and UTF-8 byte offsets (edits)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpapi_milter.rewrite import merge_reuse, mime, qp_reuse
+from smtpapi_milter.rewrite import edits, merge_reuse, mime, qp_reuse
 
 if os.environ.get("SMTPAPI_PURE_PYTHON") == "1":  # the references alone are under test
     pytest.skip("SMTPAPI_PURE_PYTHON=1: no native path to compare", allow_module_level=True)
@@ -80,3 +80,31 @@ def test_bare_cr_at_the_very_end_and_none():
     assert merge_reuse._textrun.first_bare_cr(b"") == -1
     with pytest.raises(TypeError):
         merge_reuse._textrun.first_bare_cr("str")
+
+
+# Text as a UTF-8 part decodes: every width, undecodable bytes as U+DC80..U+DCFF, and long
+# ASCII runs (the C side skips them a word at a time).
+part_chars = st.sampled_from(["a", "<", "é", "—", "😀", "\udc80", "\udcff", "x" * 9])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(part_chars, max_size=60).map("".join), st.data())
+def test_utf8_spans_match_byte_spans(text, data):
+    raw = text.encode("utf-8", "surrogateescape")
+    points = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=8)))
+    spans = list(zip(points[::2], points[1::2], strict=False))
+    want = edits.byte_spans(text, raw, spans, "utf-8")
+    assert edits.decoded_byte_spans(text, raw, spans, "utf-8") == want
+    if not text.isascii():
+        assert merge_reuse._textrun.utf8_spans(text, spans) == want
+
+
+def test_utf8_spans_leave_refused_surrogates_and_bad_spans_to_the_reference():
+    utf8_spans = merge_reuse._textrun.utf8_spans
+    assert utf8_spans("a\ud800b—", [(0, 1)]) is None  # encoding would raise
+    assert utf8_spans("ab—", [(2, 1)]) is None
+    assert utf8_spans("ab—", [(0, 9)]) is None
+    assert utf8_spans("ab—", [(1, 2), (0, 1)]) is None
+    for found in (edits.byte_spans, edits.decoded_byte_spans):  # the reference decides
+        with pytest.raises(UnicodeEncodeError):
+            found("a\ud800b—", b"a", [(0, 1)], "utf-8")

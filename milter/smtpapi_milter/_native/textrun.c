@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdint.h>
 #include <string.h>
 
 #define BLOCK 256
@@ -99,7 +100,108 @@ static PyObject *first_bare_cr(PyObject *module, PyObject *data) {
     return PyLong_FromLong(-1);
 }
 
+/* UTF-8 length (surrogateescape: U+DC80..U+DCFF are one byte each) of text[from:to]; -1 for
+ * a surrogate that encoding would refuse. Runs of ASCII are skipped a word at a time. */
+static Py_ssize_t utf8_len(int kind, const void *data, Py_ssize_t from, Py_ssize_t to) {
+    Py_ssize_t n = 0, i = from;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const unsigned char *s = data;
+        for (; i + 8 <= to; i += 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            w &= 0x8080808080808080ULL;
+            n += 8 + __builtin_popcountll(w);
+        }
+        for (; i < to; i++) n += 1 + (s[i] >> 7);
+        return n;
+    }
+    if (kind == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *s = data;
+        while (i < to) {
+            if (i + 4 <= to) {
+                uint64_t w;
+                memcpy(&w, s + i, 8);
+                if ((w & 0xFF80FF80FF80FF80ULL) == 0) {
+                    n += 4;
+                    i += 4;
+                    continue;
+                }
+            }
+            Py_UCS2 c = s[i++];
+            if (c < 0x80) n += 1;
+            else if (c < 0x800) n += 2;
+            else if (c >= 0xD800 && c <= 0xDFFF) {
+                if (c < 0xDC80 || c > 0xDCFF) return -1;
+                n += 1;
+            } else n += 3;
+        }
+        return n;
+    }
+    const Py_UCS4 *s = data;
+    for (; i < to; i++) {
+        Py_UCS4 c = s[i];
+        if (c < 0x80) n += 1;
+        else if (c < 0x800) n += 2;
+        else if (c >= 0xD800 && c <= 0xDFFF) {
+            if (c < 0xDC80 || c > 0xDCFF) return -1;
+            n += 1;
+        } else if (c < 0x10000) n += 3;
+        else n += 4;
+    }
+    return n;
+}
+
+/* utf8_spans(text, spans) -> [(start, end)] in bytes, or None: where the (start, end, ...)
+ * spans of ``text`` (sorted, apart) lie in text.encode("utf-8", "surrogateescape")
+ * (edits.byte_spans is the reference). None when the spans are out of order or bounds, or
+ * the text holds a surrogate that encoding refuses: the caller takes the reference. */
+static PyObject *utf8_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "utf8_spans(text: str, spans: list)");
+        return NULL;
+    }
+    PyObject *text = args[0], *spans = args[1];
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t n = PyList_GET_SIZE(spans);
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    Py_ssize_t pos = 0, bytes = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *span = PyList_GET_ITEM(spans, k);
+        Py_ssize_t se[2];
+        for (int q = 0; q < 2; q++) {
+            PyObject *v = PySequence_GetItem(span, q);
+            if (!v) goto fail;
+            se[q] = PyLong_AsSsize_t(v);
+            Py_DECREF(v);
+            if (se[q] == -1 && PyErr_Occurred()) goto fail;
+        }
+        if (!(pos <= se[0] && se[0] <= se[1] && se[1] <= length)) goto unusual;
+        Py_ssize_t gap = utf8_len(kind, data, pos, se[0]);
+        Py_ssize_t inside = gap < 0 ? -1 : utf8_len(kind, data, se[0], se[1]);
+        if (inside < 0) goto unusual;
+        PyObject *pair = Py_BuildValue("(nn)", bytes + gap, bytes + gap + inside);
+        if (!pair) goto fail;
+        PyList_SET_ITEM(out, k, pair);
+        bytes += gap + inside;
+        pos = se[1];
+    }
+    if (utf8_len(kind, data, pos, length) < 0) goto unusual;
+    return out;
+unusual:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"utf8_spans", (PyCFunction)(void (*)(void))utf8_spans, METH_FASTCALL,
+     "utf8_spans(text, spans): the spans' places in text's UTF-8 (surrogateescape), or None"},
     {"first_bare_cr", (PyCFunction)first_bare_cr, METH_O,
      "first_bare_cr(data): offset of the first CR no LF follows, -1 if none"},
     {"common_run", (PyCFunction)(void (*)(void))common_run, METH_FASTCALL,
