@@ -194,7 +194,7 @@ STAGES = [
     ("rewrite.merge_reuse", "scan", "new body: HTML scan (reusing the previous copy's)"),
     ("rewrite.analysis", "html_sites", "new body: HTML sites"),
     ("rewrite.analysis", "text_sites", "new body: text sites"),
-    ("rewrite.analysis", "byte_spans", "new body: byte spans"),
+    ("rewrite.analysis", "decoded_byte_spans", "new body: byte spans"),
     ("rewrite.qp_reuse", "regions_like", "new body: QP regions"),
     ("pipeline", "fill", "each copy: tokens and tracked URLs"),
     ("rewrite.analysis.PartAnalysis", "splice", "each copy: QP splice"),

@@ -24,7 +24,7 @@ from ..settings import TrackingSettings
 from ..untracked import Reason, Untracked
 from ..xmsysapi import is_text_charset
 from . import merge_reuse, mime, qp, qp_reuse
-from .edits import byte_spans
+from .edits import decoded_byte_spans
 from .html import HtmlScan, scan_html
 from .text import find_text_urls_bounded
 from .track import (
@@ -142,7 +142,8 @@ class PartAnalysis:
             beyond = self._text_urls[1] if clicks_text else 0
         if not sites:
             return PartPlan(sites, [], None, beyond)
-        spans = byte_spans(self.text, self.decoded, [(s.start, s.end) for s in sites], self.charset)
+        where = [(s.start, s.end) for s in sites]
+        spans = decoded_byte_spans(self.text, self.decoded, where, self.charset)
         regions = None
         if spans is not None and self.part.cte == "quoted-printable":
             regions = self._regions(spans, key)

@@ -9,7 +9,8 @@ bytes it came from, so the new bytes equal the whole new text encoded at once.
 from __future__ import annotations
 
 import codecs
-from typing import TypeVar
+import os
+from typing import Any, TypeVar
 
 TextEdit = tuple[int, int, str]
 ByteEdit = tuple[int, int, bytes]
@@ -62,6 +63,31 @@ def byte_spans(
     if charset in _STATELESS or charset.startswith(_STATELESS_FAMILIES):
         return _stateless(text, data, spans, charset)
     return None
+
+
+# Byte offsets of a UTF-8 part's spans in C (_native/textrun.c); SMTPAPI_PURE_PYTHON=1 forces
+# byte_spans, the reference.
+_textrun: Any = None
+if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
+    try:
+        from .._native import textrun as _textrun
+    except ImportError:  # a source tree without the build: the reference serves
+        _textrun = None
+
+
+def decoded_byte_spans(
+    text: str, data: bytes, spans: list[tuple[int, int]], charset: str
+) -> list[tuple[int, int]] | None:
+    """``byte_spans`` for a ``text`` decoded from ``data`` itself with ``charset`` and ERRORS.
+
+    For UTF-8 that decoding encodes back to ``data`` (PEP 383), so the spans' byte offsets
+    follow from the text alone: counted in C, without encoding the text again to compare it
+    with ``data`` (a mail-merged copy's new body: ~45 us per 90 KB)."""
+    if charset == "utf-8" and _textrun is not None and not text.isascii():
+        found = _textrun.utf8_spans(text, spans)
+        if found is not None:
+            return found
+    return byte_spans(text, data, spans, charset)
 
 
 def encode_at(spans: list[tuple[int, int]], edits: list[TextEdit], charset: str) -> list[ByteEdit]:

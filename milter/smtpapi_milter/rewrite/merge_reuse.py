@@ -27,8 +27,9 @@ texts, or where the next few dozen characters are found nearby in the old text).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .html import _SKIP, HtmlLink, HtmlScan, _Scanner, scan_html
 
@@ -184,7 +185,7 @@ def _shifts(old: str, text: str, pos: int, shift: int, end_shift: int) -> list[i
     return found
 
 
-def _common_run(a: _Text, i: int, b: _Text, j: int) -> int:
+def _common_run_reference(a: _Text, i: int, b: _Text, j: int) -> int:
     """Length of the longest common prefix of ``a[i:]`` and ``b[j:]`` (compared in C)."""
     limit = min(len(a) - i, len(b) - j)
     # Galloping: the first ``lo`` characters agree; then halving down to the first that
@@ -203,6 +204,17 @@ def _common_run(a: _Text, i: int, b: _Text, j: int) -> int:
         else:
             hi = mid
     return lo
+
+
+# The same in place, without the slices (_native/textrun.c); the above is its reference,
+# and SMTPAPI_PURE_PYTHON=1 forces it.
+_textrun: Any = None
+if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
+    try:
+        from .._native import textrun as _textrun
+    except ImportError:  # a source tree without the build: the reference serves
+        _textrun = None
+_common_run = _common_run_reference if _textrun is None else _textrun.common_run
 
 
 def _shifted(step: Step, delta: int) -> Step:

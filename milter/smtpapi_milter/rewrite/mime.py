@@ -11,9 +11,11 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import email.message
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..memo import remember_short
 from . import qp
@@ -39,6 +41,13 @@ _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|$)", re.M)
 # RFC 5322 field name and colon, nothing between: what every parser reads as a header field.
 _STRICT_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 _BARE_CR = re.compile(rb"\r(?!\n)")
+# has_bare_cr by memchr in C (_native/textrun.c); SMTPAPI_PURE_PYTHON=1 forces the regex.
+_textrun: Any = None
+if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
+    try:
+        from .._native import textrun as _textrun
+    except ImportError:  # a source tree without the build: the reference serves
+        _textrun = None
 _PGP = re.compile(rb"^-----BEGIN PGP (?:SIGNED )?MESSAGE-----", re.M)
 
 SIGNED_OR_ENCRYPTED = frozenset(
@@ -344,6 +353,13 @@ def top_parts(root: MimePart) -> tuple[MimePart | None, MimePart | None]:
 
 def has_bare_cr(data: bytes) -> bool:
     """Whether ``data`` holds a CR that no LF follows."""
+    if _textrun is not None:
+        return _textrun.first_bare_cr(data) >= 0
+    return has_bare_cr_reference(data)
+
+
+def has_bare_cr_reference(data: bytes) -> bool:
+    """``has_bare_cr`` by the regex: the reference _native/textrun.c is tested against."""
     return b"\r" in data and _BARE_CR.search(data) is not None
 
 

@@ -13,9 +13,11 @@ encoded anew too once the part changes, as the whole part used to be.
 from __future__ import annotations
 
 import binascii
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .edits import ByteEdit
 
@@ -25,6 +27,15 @@ LINE_LIMIT = 998  # octets before the line break (RFC 5322 2.1.1)
 _COPIED = 4096  # Splice keeps decoded bytes up to this long as copies
 _MAX_ENCODED = 76  # characters per encoded line (RFC 2045 6.7)
 _BARE_CR = re.compile(rb"\r(?!\n)")
+
+# Splice made ready and filled in C (_native/qpsplice.c) for the regions of its common case;
+# the Python below stays the reference it is tested against (SMTPAPI_PURE_PYTHON=1 forces it).
+_qpsplice: Any = None
+if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
+    try:
+        from .._native import qpsplice as _qpsplice
+    except ImportError:  # a source tree without the build: the reference serves
+        _qpsplice = None
 
 
 def encode(data: bytes, eol: bytes) -> bytes:
@@ -81,10 +92,10 @@ def splice_regions(
 class Splice:
     """``splice_regions`` made ready for edits at fixed places (a plan's spans), so that each
     copy of a body only puts its own replacements in (``fill``): the part's bytes between
-    the regions and the decoded bytes around each edit are found once. Held as memoryviews
-    of the part's own bytes, they cost no copy of it."""
+    the regions and the decoded bytes around each edit are found once (by offsets in C,
+    _native/qpsplice.c; as pieces for the Python way, its reference)."""
 
-    __slots__ = ("eol", "regions", "tail")
+    __slots__ = ("_made", "_native", "_pieces", "eol")
 
     def __init__(
         self,
@@ -94,36 +105,46 @@ class Splice:
         spans: Sequence[Span],
         eol: bytes,
     ):
-        raw_view = memoryview(raw)
-
-        def piece(start: int, end: int) -> bytes | memoryview:
-            # Short ones copied (joining bytes is faster); a long one (a region of nothing
-            # but lines unfit for the wire) viewed, so a huge part is not held twice.
-            return decoded[start:end] if end - start <= _COPIED else memoryview(decoded)[start:end]
-
         self.eol = eol
-        # Per region: the raw bytes before it, the decoded bytes around its edits, and
-        # whether its last line had a line break.
-        self.regions: list[tuple[memoryview, list[bytes | memoryview], bool]] = []
-        pos = taken = 0
-        for region in found:
-            around, at = [], region.dstart
-            for span in spans[taken : taken + region.edit_count]:
-                around.append(piece(at, span[0]))
-                at = span[1]
-            around.append(piece(at, region.dend))
-            broken = region.end > region.start and raw[region.end - 1] == 10
-            self.regions.append((raw_view[pos : region.start], around, broken))
-            taken += region.edit_count
-            pos = region.end
-        self.tail = raw_view[pos:]
+        self._pieces: tuple[list, memoryview] | None = None
+        self._made = (raw, decoded, found, spans)
+        # The C splice keeps offsets only; the pieces below are cut when the Python way is
+        # needed (no native module, or a copy whose replacements hold a LF).
+        self._native = None
+        if _qpsplice is not None and type(raw) is bytes and type(decoded) is bytes:
+            self._native = _qpsplice.prepare(raw, decoded, found, list(spans), eol)
+
+    @property
+    def regions(self) -> list[tuple[memoryview, list[bytes | memoryview], bool]]:
+        """Per region: the raw bytes before it, the decoded bytes around its edits, and
+        whether its last line had a line break."""
+        return self._cut()[0]
+
+    @property
+    def tail(self) -> memoryview:
+        """The raw bytes after the last region."""
+        return self._cut()[1]
+
+    def _cut(self) -> tuple[list, memoryview]:
+        if self._pieces is None:
+            self._pieces = _cut_pieces(*self._made)
+        return self._pieces
 
     def fill(self, replacements: Sequence[bytes]) -> bytes:
         """The part with ``replacements`` (one per span, in order) spliced in."""
+        if self._native is not None:
+            spliced = self._native.fill(replacements)
+            if spliced is not None:
+                return spliced
+        return self.fill_reference(replacements)
+
+    def fill_reference(self, replacements: Sequence[bytes]) -> bytes:
+        """``fill`` in Python: the reference, and the way for regions C leaves (a LF in one)."""
         pieces: list[bytes | memoryview] = []
         taken = 0
         eol = self.eol
-        for before, around, broken in self.regions:
+        regions, tail = self._cut()
+        for before, around, broken in regions:
             pieces.append(before)
             if len(around) == 2:
                 data = b"".join((around[0], replacements[taken], around[1]))
@@ -135,8 +156,34 @@ class Splice:
                     taken += 1
                 data = b"".join(mixed)
             pieces.append(_encode_data(data, eol, broken))
-        pieces.append(self.tail)
+        pieces.append(tail)
         return b"".join(pieces)
+
+
+def _cut_pieces(
+    raw: bytes, decoded: bytes, found: list[Region], spans: Sequence[Span]
+) -> tuple[list[tuple[memoryview, list[bytes | memoryview], bool]], memoryview]:
+    """Splice's pieces: held as memoryviews of the part's own bytes, they cost no copy of it."""
+    raw_view = memoryview(raw)
+
+    def piece(start: int, end: int) -> bytes | memoryview:
+        # Short ones copied (joining bytes is faster); a long one (a region of nothing
+        # but lines unfit for the wire) viewed, so a huge part is not held twice.
+        return decoded[start:end] if end - start <= _COPIED else memoryview(decoded)[start:end]
+
+    regions: list[tuple[memoryview, list[bytes | memoryview], bool]] = []
+    pos = taken = 0
+    for region in found:
+        around, at = [], region.dstart
+        for span in spans[taken : taken + region.edit_count]:
+            around.append(piece(at, span[0]))
+            at = span[1]
+        around.append(piece(at, region.dend))
+        broken = region.end > region.start and raw[region.end - 1] == 10
+        regions.append((raw_view[pos : region.start], around, broken))
+        taken += region.edit_count
+        pos = region.end
+    return regions, raw_view[pos:]
 
 
 @dataclass(slots=True)

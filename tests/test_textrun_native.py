@@ -1,0 +1,110 @@
+"""The C scans of _native/textrun.c against their Python references: the common-prefix
+length (merge_reuse) on str of every width (a copy may hold a wider character than the one
+before) and on bytes, the first bare CR (mime), and UTF-8 byte offsets (edits)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtpapi_milter.rewrite import edits, merge_reuse, mime, qp_reuse
+
+if os.environ.get("SMTPAPI_PURE_PYTHON") == "1":  # the references alone are under test
+    pytest.skip("SMTPAPI_PURE_PYTHON=1: no native path to compare", allow_module_level=True)
+
+
+native = merge_reuse._textrun.common_run
+reference = merge_reuse._common_run_reference
+
+# Few distinct characters, so long common runs are likely; one per width class.
+chars = st.sampled_from(["a", "b", "é", "Ω", "😀", "\udc80"])
+
+
+def test_native_is_built_and_chosen():
+    assert merge_reuse._common_run is native
+    assert qp_reuse._common_run is native
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(chars, max_size=700).map("".join),
+    st.lists(chars, max_size=700).map("".join),
+    st.integers(0, 710),
+    st.integers(0, 710),
+)
+def test_str_matches_reference(a, b, i, j):
+    # Half the time b continues a's text, so the runs cross the C side's 256-unit blocks.
+    for other in (b, a[i // 2 :] + b):
+        assert native(a, i, other, j) == reference(a, i, other, j)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.binary(max_size=40), st.integers(0, 2100))
+def test_bytes_match_reference(a, tail, i):
+    b = a[i:] + tail
+    for j in (0, 1, len(b)):
+        assert native(a, i, b, j) == reference(a, i, b, j)
+
+
+def test_long_identical_texts_and_ends():
+    a = "x" * 100_000
+    assert native(a, 0, a, 0) == 100_000
+    assert native(a, 5, a + "y", 0) == 99_995
+    assert native(a, 100_000, a, 0) == 0
+    assert native(a, 200_000, a, 0) == reference(a, 200_000, a, 0) == 0
+
+
+def test_refuses_mixed_and_negative():
+    with pytest.raises(TypeError):
+        native("a", 0, b"a", 0)
+    with pytest.raises(ValueError):
+        native("a", -1, "a", 0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\r\r\n", b"x" * 50]), max_size=30))
+def test_bare_cr_matches_reference(pieces):
+    data = b"".join(pieces)
+    found = merge_reuse._textrun.first_bare_cr(data)
+    match = mime._BARE_CR.search(data)
+    assert found == (match.start() if match else -1)
+    assert mime.has_bare_cr(data) == mime.has_bare_cr_reference(data)
+
+
+def test_bare_cr_at_the_very_end_and_none():
+    assert merge_reuse._textrun.first_bare_cr(b"a\r\nb\r") == 4
+    assert merge_reuse._textrun.first_bare_cr(b"a\r\nb\r\n") == -1
+    assert merge_reuse._textrun.first_bare_cr(b"") == -1
+    with pytest.raises(TypeError):
+        merge_reuse._textrun.first_bare_cr("str")
+
+
+# Text as a UTF-8 part decodes: every width, undecodable bytes as U+DC80..U+DCFF, and long
+# ASCII runs (the C side skips them a word at a time).
+part_chars = st.sampled_from(["a", "<", "é", "—", "😀", "\udc80", "\udcff", "x" * 9])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(part_chars, max_size=60).map("".join), st.data())
+def test_utf8_spans_match_byte_spans(text, data):
+    raw = text.encode("utf-8", "surrogateescape")
+    points = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=8)))
+    spans = list(zip(points[::2], points[1::2], strict=False))
+    want = edits.byte_spans(text, raw, spans, "utf-8")
+    assert edits.decoded_byte_spans(text, raw, spans, "utf-8") == want
+    if not text.isascii():
+        assert merge_reuse._textrun.utf8_spans(text, spans) == want
+
+
+def test_utf8_spans_leave_refused_surrogates_and_bad_spans_to_the_reference():
+    utf8_spans = merge_reuse._textrun.utf8_spans
+    assert utf8_spans("a\ud800b—", [(0, 1)]) is None  # encoding would raise
+    assert utf8_spans("ab—", [(2, 1)]) is None
+    assert utf8_spans("ab—", [(0, 9)]) is None
+    assert utf8_spans("ab—", [(1, 2), (0, 1)]) is None
+    for found in (edits.byte_spans, edits.decoded_byte_spans):  # the reference decides
+        with pytest.raises(UnicodeEncodeError):
+            found("a\ud800b—", b"a", [(0, 1)], "utf-8")
