@@ -112,7 +112,6 @@ class Journal:
         self.directory = directory
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._held: dict[str, int] = {}  # journal name -> its open, locked descriptor
-        self._sync_fds: dict[int, int] = {}  # flush slot -> descriptor (sync_descriptor)
         self.name = ""
         self._fd = -1
         self._size = 0
@@ -124,15 +123,8 @@ class Journal:
         fd = os.open(self.directory / name, flags, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else can hold it
         _sync_directory(self.directory)  # the file itself survives a power cut
-        self._close_sync_fds()
         self._held[name] = fd
         self.name, self._fd, self._size = name, fd, 0
-
-    @property
-    def rotation_due(self) -> bool:
-        """Whether the next :meth:`write` starts a new file (flushes of this one must be
-        over by then: their descriptors are closed)."""
-        return self._size >= ROTATE_BYTES
 
     def append(
         self, groups: list[Events], payloads: list[list[str]] | None = None
@@ -140,22 +132,6 @@ class Journal:
         """Write each group as a record and flush them all; return (journal, end offset, a
         journal just left behind or None). OSError if the disk refused: nothing acknowledged.
         ``payloads``: each group's :func:`encode_payloads`, if made already."""
-        name, start, end, retired = self.write(groups, payloads)
-        if end > start:
-            try:
-                os.fdatasync(self._fd)
-            except OSError:
-                self.cut(start)
-                raise
-        return name, end, retired
-
-    def write(
-        self, groups: list[Events], payloads: list[list[str]] | None = None
-    ) -> tuple[str, int, int, str | None]:
-        """Write each group as a record, not flushed yet: (journal, start offset, end offset,
-        a journal just left behind or None). Nothing in it may be acknowledged before a
-        :meth:`sync_descriptor` flush that began after it returned succeeds, or, if that
-        flush fails, before :meth:`cut` took it out again. OSError: nothing written."""
         retired = None
         if self._size >= ROTATE_BYTES:
             retired = self.name
@@ -164,42 +140,21 @@ class Journal:
         data = b"".join(
             encode_record(events, made) for events, made in zip(groups, texts, strict=True)
         )
-        start = self._size
         if not data:
-            return self.name, start, start, retired
+            return self.name, self._size, retired
         view = memoryview(data)
         try:
             while view:
                 view = view[os.write(self._fd, view) :]
+            os.fdatasync(self._fd)
         except OSError:
-            self.cut(start)
+            # Whatever part reached the file is a torn tail nobody was told about: cut it so
+            # the next records are not hidden behind it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
             raise
         self._size += len(data)
-        return self.name, start, self._size, retired
-
-    def cut(self, offset: int) -> None:
-        """Take what was written past ``offset`` out of the current file (it was never
-        acknowledged): a torn or unflushed tail must not hide the records written next."""
-        # Best effort: if even this fails, the reader stops at the bad tail and the records
-        # written after it are never answered either (their own write or flush fails).
-        with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, offset)
-        self._size = min(self._size, offset)
-
-    def sync_descriptor(self, slot: int) -> int:
-        """A descriptor of the current file of its own for flush ``slot``: flushes running at
-        once each learn of a write-back error (Linux reports one to every open file
-        description that flushes after it, but only once per description)."""
-        fd = self._sync_fds.get(slot)
-        if fd is None:
-            fd = os.open(self.directory / self.name, os.O_WRONLY | os.O_CLOEXEC)
-            self._sync_fds[slot] = fd
-        return fd
-
-    def _close_sync_fds(self) -> None:
-        for fd in self._sync_fds.values():
-            os.close(fd)
-        self._sync_fds.clear()
+        return self.name, self._size, retired
 
     def release(self, name: str) -> None:
         """Delete journal ``name`` (all of it is indexed) and let go of it."""
@@ -210,7 +165,6 @@ class Journal:
             os.close(fd)
 
     def close(self) -> None:
-        self._close_sync_fds()
         for fd in self._held.values():
             os.close(fd)
         self._held.clear()

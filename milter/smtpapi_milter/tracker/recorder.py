@@ -30,9 +30,8 @@ from typing import Any
 import structlog
 
 from ..events.floods import FloodCount
-from ..events.journal import Indexer, Journal
+from ..events.journal import Indexer, Journal, encode_payloads
 from ..events.store import EventStore, StoreUnavailable
-from .flushes import FlushPipeline
 
 log = structlog.get_logger("smtpapi_milter.tracker")
 
@@ -56,29 +55,14 @@ class EventRecorder:
         self.max_group = max_group
         self.journal = journal
         self.indexer = Indexer(store, journal, max_group) if journal is not None else None
-        self._flushes = (
-            FlushPipeline(journal, self.indexer, _resolve, self._keep_folds)
-            if journal is not None and self.indexer is not None
-            else None
-        )
         self._pending: deque[_Waiter] = deque()
         self._folds: dict[str, FloodCount] = {}  # token key -> counts not yet written
         self._folds_due = 0.0  # monotonic time by which they are written
         self._wakeup = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-        self._groups = 0  # commits made without a journal
-        self._stored = 0
-
-    @property
-    def groups(self) -> int:
-        """Group commits (journal flushes) answered, for /metrics and the benchmarks."""
-        return self._flushes.groups if self._flushes is not None else self._groups
-
-    @property
-    def stored(self) -> int:
-        """Events answered as stored."""
-        return self._flushes.stored if self._flushes is not None else self._stored
+        self.groups = 0  # commits made, for /metrics
+        self.stored = 0  # events stored
 
     def start(self) -> EventRecorder:
         if self.indexer is not None:
@@ -144,29 +128,41 @@ class EventRecorder:
         return folds
 
     def _run(self) -> None:
-        while True:
-            if self._flushes is not None:
-                self._flushes.wait_for_slot()  # requests meanwhile join the next group
-            taken = self._take()
-            if taken is None:
-                break
+        while (taken := self._take()) is not None:
             group, folds = taken
-            events = [event for request_events, _ in group for event in request_events]
-            if self._flushes is not None:
-                self._flushes.write(group, events, folds)
-                continue
             error: BaseException | None = None
+            events = [event for request_events, _ in group for event in request_events]
+            if self.journal is not None:
+                self._journal(group, events, folds)
+                continue
             try:
                 self.store.record(events, folds)
-                self._groups += 1
-                self._stored += len(events)
+                self.groups += 1
+                self.stored += len(events)
             except Exception as exc:  # every waiter learns it; the handlers answer 503
                 error = exc
                 log.warning("events not stored", error=str(exc), events=len(events))
                 self._keep_folds(folds)
             _resolve(group, error)
-        if self._flushes is not None:
-            self._flushes.close()  # the last groups answered, before the indexer stops
+
+    def _journal(
+        self, group: list[_Waiter], events: list[dict[str, Any]], folds: list[FloodCount]
+    ) -> None:
+        """Flush the group to the journal, answer it, then hand it to the indexer."""
+        try:
+            # One record per group: the events of every request of it, in order.
+            payloads = encode_payloads(events)  # once: the journal's and the store's text
+            groups, texts = ([events], [payloads]) if events else ([], [])
+            name, end, retired = self.journal.append(groups, texts)
+        except OSError as exc:
+            log.warning("events not journaled", error=str(exc), events=len(events))
+            self._keep_folds(folds)
+            _resolve(group, StoreUnavailable(f"events not journaled: {exc}"))
+            return
+        _resolve(group, None)
+        self.groups += 1
+        self.stored += len(events)
+        self.indexer.submit(name, end, events, folds, retired, payloads)
 
     def _keep_folds(self, folds: list[FloodCount]) -> None:
         """Counts that could not be written go with the next commit (unless stopping)."""
