@@ -220,7 +220,11 @@ class Indexer:
         with self._wakeup:
             self._queue.append((name, end, events, folds, retired, payloads))
             self._queued += len(events)
-            self._wakeup.notify()
+            # While the thread rests between commits (INDEX_INTERVAL) it only needs waking
+            # for a full group: woken for every group the writer hands over (hundreds a
+            # second), it took the GIL each time just to go back to sleep.
+            if self._queued >= self.max_group or time.monotonic() >= self._rest_until:
+                self._wakeup.notify()
 
     def wait_indexed(self, timeout: float = 10.0) -> bool:
         """Whether everything submitted so far got into the store within ``timeout``."""
