@@ -68,9 +68,8 @@ _UPSERT = (
 )
 
 Events = list[dict[str, Any]]
-# (journal, end offset or None, events, folded counts, journal retired before them, payloads
-# or None)
-_Item = tuple[str, int | None, Events, list[floods.FloodCount], str | None, list[str] | None]
+# (journal, end offset, events, folded counts, journal retired before them, payloads or None)
+_Item = tuple[str, int, Events, list[floods.FloodCount], str | None, list[str] | None]
 
 
 def encode_payloads(events: Events) -> list[str]:
@@ -126,18 +125,6 @@ class Journal:
         _sync_directory(self.directory)  # the file itself survives a power cut
         self._held[name] = fd
         self.name, self._fd, self._size = name, fd, 0
-
-    @property
-    def descriptor(self) -> int:
-        """The current file's descriptor (appending; tracker/native_journal.py writes it)."""
-        return self._fd
-
-    def rotate(self) -> str:
-        """Begin a new file (created, locked, in its directory durably); return the name of
-        the one left behind, which stays held until :meth:`release`."""
-        retired = self.name
-        self._open_new()
-        return retired
 
     def append(
         self, groups: list[Events], payloads: list[list[str]] | None = None
@@ -221,7 +208,7 @@ class Indexer:
     def submit(
         self,
         name: str,
-        end: int | None,
+        end: int,
         events: Events,
         folds: list[floods.FloodCount],
         retired: str | None,
@@ -229,8 +216,7 @@ class Indexer:
     ) -> None:
         """Index ``events`` (journaled in ``name`` up to ``end``) with ``folds``; then, if
         ``retired`` names a journal left behind before them, delete it. ``payloads``: the
-        events' :func:`encode_payloads`, if made already. ``end`` None: no events, folded
-        counts only (they are in no journal, so they move no position)."""
+        events' :func:`encode_payloads`, if made already."""
         with self._wakeup:
             self._queue.append((name, end, events, folds, retired, payloads))
             self._queued += len(events)
@@ -324,8 +310,7 @@ class Indexer:
         payloads: list[str | None] = []
         folds: list[floods.FloodCount] = []
         for name, end, group, group_folds, _, made in batch:
-            if end is not None:  # None: folded counts only, no position of their own
-                ends[name] = end
+            ends[name] = end
             events.extend(group)
             payloads.extend(made if made is not None else [None] * len(group))
             folds.extend(group_folds)

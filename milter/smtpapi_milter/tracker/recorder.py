@@ -32,8 +32,6 @@ import structlog
 from ..events.floods import FloodCount
 from ..events.journal import Indexer, Journal, encode_payloads
 from ..events.store import EventStore, StoreUnavailable
-from . import native_journal
-from .native_journal import NativeJournal
 
 log = structlog.get_logger("smtpapi_milter.tracker")
 
@@ -57,31 +55,14 @@ class EventRecorder:
         self.max_group = max_group
         self.journal = journal
         self.indexer = Indexer(store, journal, max_group) if journal is not None else None
-        # Records go through the native writer thread when it is built (native_journal.py);
-        # the writer thread here then only carries folded counts.
-        self._native = (
-            NativeJournal(journal, self.indexer)
-            if journal is not None and self.indexer is not None and native_journal.available()
-            else None
-        )
         self._pending: deque[_Waiter] = deque()
         self._folds: dict[str, FloodCount] = {}  # token key -> counts not yet written
         self._folds_due = 0.0  # monotonic time by which they are written
         self._wakeup = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-        self._groups = 0  # commits made, for /metrics
-        self._stored = 0  # events stored
-
-    @property
-    def groups(self) -> int:
-        """Group commits (journal flushes) that answered requests."""
-        return self._groups + (self._native.groups if self._native is not None else 0)
-
-    @property
-    def stored(self) -> int:
-        """Events answered as stored."""
-        return self._stored + (self._native.stored if self._native is not None else 0)
+        self.groups = 0  # commits made, for /metrics
+        self.stored = 0  # events stored
 
     def start(self) -> EventRecorder:
         if self.indexer is not None:
@@ -94,11 +75,6 @@ class EventRecorder:
         if self.indexer is not None and not self.indexer.healthy:
             # Journaled clicks would wait for a store that is not there: 503, as without one.
             raise StoreUnavailable("event store unavailable")
-        if self._native is not None:
-            if self._stopping:
-                raise RecorderStopped("tracker is shutting down")
-            await self._native.record(events)
-            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._wakeup:
             if self._stopping:
@@ -126,8 +102,6 @@ class EventRecorder:
             self._wakeup.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self._native is not None:
-            self._native.stop()  # answers what it flushed, hands it to the indexer
         if self.indexer is not None:
             self.indexer.stop(timeout)
             self.journal.close()
@@ -163,8 +137,8 @@ class EventRecorder:
                 continue
             try:
                 self.store.record(events, folds)
-                self._groups += 1
-                self._stored += len(events)
+                self.groups += 1
+                self.stored += len(events)
             except Exception as exc:  # every waiter learns it; the handlers answer 503
                 error = exc
                 log.warning("events not stored", error=str(exc), events=len(events))
@@ -175,9 +149,6 @@ class EventRecorder:
         self, group: list[_Waiter], events: list[dict[str, Any]], folds: list[FloodCount]
     ) -> None:
         """Flush the group to the journal, answer it, then hand it to the indexer."""
-        if not group:  # folded counts only: nothing to journal, no position to move
-            self.indexer.submit(self.journal.name, None, [], folds, None)
-            return
         try:
             # One record per group: the events of every request of it, in order.
             payloads = encode_payloads(events)  # once: the journal's and the store's text
@@ -189,8 +160,8 @@ class EventRecorder:
             _resolve(group, StoreUnavailable(f"events not journaled: {exc}"))
             return
         _resolve(group, None)
-        self._groups += 1
-        self._stored += len(events)
+        self.groups += 1
+        self.stored += len(events)
         self.indexer.submit(name, end, events, folds, retired, payloads)
 
     def _keep_folds(self, folds: list[FloodCount]) -> None:
