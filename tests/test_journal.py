@@ -86,6 +86,28 @@ def test_appended_events_are_indexed_once_with_their_position(tmp_path):
         store.close()
 
 
+def test_events_handed_over_while_the_indexer_rests_are_indexed_after_its_rest(tmp_path):
+    # Regression: the indexer was woken by a hand-over only once its rest after a commit
+    # (INDEX_INTERVAL) was over; one that came during the rest, with nothing else queued,
+    # found it waiting for work with a timer of RETRY_SECONDS, and waited that long.
+    store = opened(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    indexer = Indexer(store, journal).start()
+    try:
+        for n in range(3):
+            name, end, _ = journal.append([[click(n)]])
+            indexer.submit(name, end, [click(n)], [], None)
+            started = time.monotonic()
+            assert indexer.wait_indexed()
+            # The first waits for nothing; the next come within the rest of the one before.
+            assert time.monotonic() - started < journal_module.RETRY_SECONDS / 2
+        assert stored_ids(store) == ["click-0", "click-1", "click-2"]
+    finally:
+        indexer.stop()
+        journal.close()
+        store.close()
+
+
 def test_a_full_journal_is_left_behind_and_deleted_once_indexed(tmp_path, monkeypatch):
     monkeypatch.setattr(journal_module, "ROTATE_BYTES", 1)
     store = opened(tmp_path)

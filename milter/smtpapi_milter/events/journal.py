@@ -220,7 +220,12 @@ class Indexer:
         with self._wakeup:
             self._queue.append((name, end, events, folds, retired, payloads))
             self._queued += len(events)
-            self._wakeup.notify()
+            # Woken for the first item of a queue (it may be waiting for work) or a full
+            # group; otherwise it is resting between commits (INDEX_INTERVAL) or busy, and
+            # looks at the queue by itself. Woken for every group the writer hands over
+            # (hundreds a second), it took the GIL each time just to go back to sleep.
+            if len(self._queue) == 1 or self._queued >= self.max_group:
+                self._wakeup.notify()
 
     def wait_indexed(self, timeout: float = 10.0) -> bool:
         """Whether everything submitted so far got into the store within ``timeout``."""
