@@ -17,6 +17,7 @@ from typing import Any
 
 from . import erasure, floods, schema
 from .checkpointer import BackgroundCheckpointer
+from .commit_behind import commit_behind
 from .store import (
     EVENT_COLUMNS,
     ON_CONFLICT,
@@ -122,9 +123,52 @@ class SqliteStore(EventStore):
                     self._checkpointer.wake()
                 return result
             except sqlite3.Error as exc:
-                if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
-                    raise StoreUnavailable(f"event store {self.path}: {exc}") from exc
+                raised = self._failure(exc)
+                if raised is exc:
+                    raise
+                raise raised from exc
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        """What a store call raises for ``exc``: SQLite's operational errors (the file is
+        locked, unwritable, gone, the disk full) as StoreUnavailable, others as they are."""
+        if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+            return StoreUnavailable(f"event store {self.path}: {exc}")
+        return exc
+
+    def commit_behind(self, work: Callable[[Cursor], None]) -> Callable[[], None]:
+        # ``work`` runs here under both writer locks; its COMMIT on a thread, which lets go
+        # of them once it is done (events/commit_behind.py). Until then this store's writer
+        # is busy: other writes in this process wait for the locks, as during any commit.
+        self._locks[True].acquire()
+        try:
+            if self._closed:
+                raise StoreUnavailable(f"{self!r} is closed")
+            self._writer_lock.__enter__()
+        except BaseException:
+            self._locks[True].release()
+            raise
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                work(conn.cursor())
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
+        except BaseException as exc:
+            self._writer_done()
+            raised = self._failure(exc)
+            if raised is exc:
+                raise
+            raise raised from exc
+        return commit_behind(conn, self._writer_done, self._failure)
+
+    def _writer_done(self) -> None:
+        self._writer_lock.__exit__()
+        self._locks[True].release()
+        if self._checkpointer is not None:
+            self._checkpointer.wake()
 
     def _insert(
         self, rows: list[tuple[Any, ...]], flood_counts: Sequence[floods.FloodCount] = ()
