@@ -397,7 +397,8 @@ class EventStore(stats.CampaignReports):
 
     def prefer_large_writes(self, cache_kib: int) -> None:
         """A writer of large transactions (the log follower's batches) will use this store:
-        it may keep up to ``cache_kib`` of pages in memory (SQLite; a no-op elsewhere)."""
+        it may keep up to ``cache_kib`` of pages in memory, and checkpoints the WAL on a
+        thread of its own instead of in its commits (SQLite; a no-op elsewhere)."""
 
     def close(self) -> None:
         """Release connections; the store raises StoreUnavailable afterwards."""
