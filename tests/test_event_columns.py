@@ -35,6 +35,16 @@ def test_plain_tags_and_the_ones_to_clean():
     assert tags_column([]) == "" and tags_column("news") == ""
 
 
+def test_tags_seen_before_give_the_same_column_and_others_are_not_taken_for_them():
+    sep = TAG_SEPARATOR
+    for _ in range(2):  # the second time from the cache of plain tags
+        assert tags_column(["1", "True"]) == f"{sep}1{sep}True{sep}"
+        assert tags_column([1, True]) == cleaned_tags_column([1, True])
+        assert tags_column([1.0, "True"]) == cleaned_tags_column([1.0, "True"])
+        assert tags_column([["1"], "True"]) == cleaned_tags_column([["1"], "True"])
+        assert tags_column(["news", ""]) == f"{sep}news{sep}"  # not plain: never cached
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(

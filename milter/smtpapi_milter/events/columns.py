@@ -41,6 +41,10 @@ def tags_column(tags: Any) -> str:
     """``rcpt_tags`` as one searchable string (see :data:`TAG_SEPARATOR`); '' for none."""
     if not isinstance(tags, list):
         return ""
+    try:
+        return _PLAIN_TAGS[tuple(tags)]
+    except (KeyError, TypeError):  # TypeError: a tag that is a list or a dict
+        pass
     if tags and {*map(type, tags)} == _STR_ONLY:
         # The common case, a few plain tags, in a few steps of C: nothing to clean when the
         # tags joined are ASCII without NUL and hold no separator but the joins, and none
@@ -53,8 +57,21 @@ def tags_column(tags: Any) -> str:
             and joined.count(TAG_SEPARATOR) == len(tags) - 1
             and "" not in tags
         ):
-            return TAG_SEPARATOR + joined + TAG_SEPARATOR
+            column = TAG_SEPARATOR + joined + TAG_SEPARATOR
+            if len(_PLAIN_TAGS) >= PLAIN_TAGS_KEPT:
+                _PLAIN_TAGS.clear()  # what is common refills it
+            _PLAIN_TAGS[tuple(tags)] = column
+            return column
     return cleaned_tags_column(tags)
+
+
+# Lists of plain tags seen, as tuples, and their column: most events carry one of a few
+# (a campaign's), and finding it is a third of the checks above (the log follower makes
+# tens of thousands of rows a second). Only lists of str are put here, and no other
+# decoded JSON value (number, bool, None) equals a str, so a list that is not plain finds
+# nothing; a list or dict in the list cannot be hashed (TypeError).
+PLAIN_TAGS_KEPT = 1024
+_PLAIN_TAGS: dict[tuple[str, ...], str] = {}
 
 
 def cleaned_tags_column(tags: list[Any]) -> str:

@@ -5,6 +5,7 @@ See :mod:`.store` for the contract (durable ``record``, group commit, StoreUnava
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from . import erasure, floods, schema
+from .checkpointer import BackgroundCheckpointer
+from .commit_behind import commit_behind
 from .store import (
     EVENT_COLUMNS,
     ON_CONFLICT,
@@ -49,7 +52,9 @@ class SqliteStore(EventStore):
         super().__init__(url)
         self.path = path
         self.synchronous = synchronous
+        self._timeout = timeout
         self._closed = False
+        self._checkpointer: BackgroundCheckpointer | None = None  # see prefer_large_writes
         self._locks = {True: threading.Lock(), False: threading.Lock()}
         opened: list[sqlite3.Connection] = []
         try:
@@ -113,11 +118,57 @@ class SqliteStore(EventStore):
                 if not write:
                     return use(self._reader)
                 with self._writer_lock:
-                    return use(self._writer)
+                    result = use(self._writer)
+                if self._checkpointer is not None:
+                    self._checkpointer.wake()
+                return result
             except sqlite3.Error as exc:
-                if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
-                    raise StoreUnavailable(f"event store {self.path}: {exc}") from exc
+                raised = self._failure(exc)
+                if raised is exc:
+                    raise
+                raise raised from exc
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        """What a store call raises for ``exc``: SQLite's operational errors (the file is
+        locked, unwritable, gone, the disk full) as StoreUnavailable, others as they are."""
+        if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+            return StoreUnavailable(f"event store {self.path}: {exc}")
+        return exc
+
+    def commit_behind(self, work: Callable[[Cursor], None]) -> Callable[[], None]:
+        # ``work`` runs here under both writer locks; its COMMIT on a thread, which lets go
+        # of them once it is done (events/commit_behind.py). Until then this store's writer
+        # is busy: other writes in this process wait for the locks, as during any commit.
+        self._locks[True].acquire()
+        try:
+            if self._closed:
+                raise StoreUnavailable(f"{self!r} is closed")
+            self._writer_lock.__enter__()
+        except BaseException:
+            self._locks[True].release()
+            raise
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                work(conn.cursor())
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
+        except BaseException as exc:
+            self._writer_done()
+            raised = self._failure(exc)
+            if raised is exc:
+                raise
+            raise raised from exc
+        return commit_behind(conn, self._writer_done, self._failure)
+
+    def _writer_done(self) -> None:
+        self._writer_lock.__exit__()
+        self._locks[True].release()
+        if self._checkpointer is not None:
+            self._checkpointer.wake()
 
     def _insert(
         self, rows: list[tuple[Any, ...]], flood_counts: Sequence[floods.FloodCount] = ()
@@ -151,7 +202,11 @@ class SqliteStore(EventStore):
         not stay readable in old WAL frames. StoreUnavailable if a reader held it up."""
 
         def truncate(conn: sqlite3.Connection) -> None:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            # Not while this store's own background checkpoint runs: SQLite would answer
+            # busy (one checkpointer at a time) and the erase would have to be repeated.
+            lock = self._checkpointer.lock if self._checkpointer else contextlib.nullcontext()
+            with lock:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:
                 raise sqlite3.OperationalError(
                     "WAL checkpoint held up by a reader; run erase again to finish it"
@@ -170,14 +225,33 @@ class SqliteStore(EventStore):
         # again each time it is touched after: over bench/maillog_bench.py's 200,000 lines
         # that was 98,500 pwrite and 41,800 pread calls, 62,000 and 27,900 with 64 MiB. The
         # commit, its flush and its durability are the same either way.
-        self._connected(
-            lambda conn: conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}"), write=True
-        )
+        #
+        # temp_store=MEMORY: each multi-row INSERT keeps the prior content of the pages it
+        # changes (its statement journal, to undo it alone if it fails), and SQLite writes
+        # that journal to a temporary file once past 64 KiB: over the same bench, 30,800
+        # pwrite calls into /var/tmp for a file nobody reads unless a statement fails. In
+        # memory it holds at most one statement's pages (500 rows), freed at its end. The
+        # connection's other temporary data (sorts of the few queries a writer runs) is as
+        # small.
+        #
+        # Checkpoints move to a thread of their own (events/checkpointer.py), out of the
+        # commits: the checkpointer is started before automatic checkpoints are turned off,
+        # so a store never stays without either.
+        def prefer(conn: sqlite3.Connection) -> None:
+            conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            if self._checkpointer is None:
+                self._checkpointer = BackgroundCheckpointer(lambda: self._connect(self._timeout))
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+
+        self._connected(prefer, write=True)
 
     def close(self) -> None:
         with self._locks[True], self._locks[False]:
             if not self._closed:
                 self._closed = True
+                if self._checkpointer is not None:
+                    self._checkpointer.close()
                 self._writer.close()
                 self._reader.close()
                 self._writer_lock.close()

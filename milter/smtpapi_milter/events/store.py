@@ -73,6 +73,10 @@ _INSERT = (
 encode_payload = payload.encode
 
 
+def _committed() -> None:
+    """The waiter of a commit that is done already (:meth:`EventStore.commit_behind`)."""
+
+
 class StoreError(Exception):
     """Base of the event store's own errors."""
 
@@ -187,6 +191,15 @@ class EventStore(stats.CampaignReports):
         in the store (webhook cursors). Write SQL with ``?`` and pass it through :meth:`sql`.
         Raises StoreUnavailable as every other store call does."""
         return self._transaction(work, write=write)
+
+    def commit_behind(self, work: Callable[[Cursor], None]) -> Callable[[], None]:
+        """Run ``work(cursor)`` in a write transaction whose COMMIT may go on while the
+        caller does other work (SQLite: on a thread of its own; elsewhere it is done before
+        this returns). Returns a function that waits for that commit: it returns once the
+        transaction is durably committed, as :meth:`transaction` does, or raises
+        StoreUnavailable (nothing of it is stored). Call it before using the store again."""
+        self._transaction(work, write=True)
+        return _committed
 
     def sql(self, text: str) -> str:
         """``text`` with its ``?`` placeholders in this driver's style."""
@@ -384,7 +397,8 @@ class EventStore(stats.CampaignReports):
 
     def prefer_large_writes(self, cache_kib: int) -> None:
         """A writer of large transactions (the log follower's batches) will use this store:
-        it may keep up to ``cache_kib`` of pages in memory (SQLite; a no-op elsewhere)."""
+        it may keep up to ``cache_kib`` of pages in memory, and checkpoints the WAL on a
+        thread of its own instead of in its commits (SQLite; a no-op elsewhere)."""
 
     def close(self) -> None:
         """Release connections; the store raises StoreUnavailable afterwards."""

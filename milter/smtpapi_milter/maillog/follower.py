@@ -5,6 +5,11 @@ A batch is up to ``[maillog] batch_lines`` lines, or what is there when the log 
 a busy log costs one durable commit per many thousand lines and a quiet one shows each
 outcome within ``poll_interval``. SIGTERM (or SIGINT) ends the loop between batches: what
 was committed is exactly what was read. A store that is down is waited for, the batch kept.
+
+A batch's COMMIT may go on while the next batch is read and parsed (SQLite: on a thread of
+its own, events/commit_behind.py): neither touches the store. The next batch's events are
+made only once that commit is done, since they read what it stored (delays counted towards
+``num_retries``); if it failed, its batch is committed again first.
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ class Follower:
         self.stopping = threading.Event()
         self.stored = 0  # events committed so far
         self.store_failures = 0  # batches the store could not take (each retried)
+        # The batch whose commit is going on: what it was made of, its events of each type
+        # (not the events: freed now, their memory serves the next batch), and the store's
+        # function that waits for the commit.
+        self._pending: tuple[list, Any, collections.Counter, Callable[[], None]] | None = None
         with contextlib.suppress(StoreUnavailable):  # only faster: a store down can wait
             store.prefer_large_writes(WRITE_CACHE_KIB)
 
@@ -73,6 +82,7 @@ class Follower:
         while not self.stopping.is_set():
             if self._batch() is None:
                 self.stopping.wait(self.poll_interval)
+        self._settle()
 
     def run_once(self) -> int:
         """Handle everything the source has now (tests, benchmarks); returns lines read."""
@@ -86,8 +96,13 @@ class Follower:
         with _collector_paused():
             lines, where = self._read()
             if where is None:
+                self._settle()
                 return None
-            self._commit_retrying(lines, where)
+            found = self.parse(lines)  # once: the parser keeps state across lines
+            # Stopping with the previous batch not stored: this one is not stored either (a
+            # position past both would skip the first).
+            if self._settle():
+                self._commit_retrying(found, where)
             return len(lines)
 
     def stop(self, *_: object) -> None:
@@ -108,21 +123,46 @@ class Follower:
         ]
         return [line for line in parsed if line is not None], where
 
-    def _commit_retrying(self, lines: list[LogLine], where: Any) -> None:
-        found = self.parse(lines)  # once: the parser keeps state across lines
+    def _commit_retrying(self, found: list[Outcome | MessageExpired], where: Any) -> bool:
+        """Start committing a batch (see :meth:`_settle`); False if stopping first."""
         while True:
             try:
                 events = self.events_for(found)
-                self._commit(events, where)
-                self.stored += len(events)
-                return
+                committed = self._commit(events, where)
+                kinds = collections.Counter(map(operator.itemgetter("type"), events))
+                self._pending = (found, where, kinds, committed)
+                return True
             except StoreUnavailable as exc:
-                self.store_failures += 1
-                log.error("event store unavailable, batch kept", error=str(exc))
-                if self.stopping.wait(STORE_RETRY):
-                    return  # stopping: the batch is read again at the next start
+                if not self._keep_trying(exc):
+                    return False  # stopping: the batch is read again at the next start
 
-    def _commit(self, events: list[dict[str, Any]], where: Any) -> None:
+    def _settle(self) -> bool:
+        """Wait for the commit going on, if any, committing its batch again until it is
+        stored; False if stopping first (that batch is read again at the next start)."""
+        while self._pending is not None:
+            found, where, kinds, committed = self._pending
+            self._pending = None
+            try:
+                committed()
+            except StoreUnavailable as exc:
+                if not self._keep_trying(exc) or not self._commit_retrying(found, where):
+                    return False
+                continue
+            self.stored += kinds.total()
+            if kinds:  # one line per batch: a busy log would flood the journal otherwise
+                log.info("stored", **kinds)
+        return True
+
+    def _keep_trying(self, exc: StoreUnavailable) -> bool:
+        """Count and log a batch the store could not take; wait before the next attempt.
+        False if stopping meanwhile."""
+        self.store_failures += 1
+        log.error("event store unavailable, batch kept", error=str(exc))
+        return not self.stopping.wait(STORE_RETRY)
+
+    def _commit(self, events: list[dict[str, Any]], where: Any) -> Callable[[], None]:
+        """Store a batch's events and the position after it in one transaction; returns
+        the store's function that waits for its commit."""
         # Only bounces can suppress (one pass in C, not one call per event).
         bounces = [event for event in events if event["type"] == BOUNCED]
 
@@ -131,10 +171,7 @@ class Follower:
             suppress_bounces(self.store, cur, bounces, self.bounce_classes)  # same commit
             position.save(self.store, cur, self.source.name, where)
 
-        self.store.transaction(work, write=True)
-        if events:  # one line per batch: a busy log would flood the journal otherwise
-            kinds = collections.Counter(map(operator.itemgetter("type"), events))
-            log.info("stored", **kinds)
+        return self.store.commit_behind(work)
 
     def parse(self, lines: list[LogLine]) -> list[Outcome | MessageExpired]:
         """What a batch of lines tells, in order."""

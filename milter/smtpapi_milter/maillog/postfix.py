@@ -85,22 +85,25 @@ class PostfixParser:
 
     def _delivery(self, line: LogLine) -> Outcome | None:
         match = _DELIVERY.match(line.text)
-        if match is None or match["qid"] in self._notices:
+        if match is None:
             return None
-        kind = STATUS_KINDS.get(match["status"])
+        # All groups in one call (a tuple, in the pattern's order), not one call per group.
+        qid, to, orig, relay, reuse, delay, dsn, status, reason = match.groups()
+        if qid in self._notices:
+            return None
+        kind = STATUS_KINDS.get(status)
         if kind is None:  # deliverable/undeliverable: address verification probes
             return None
-        relay = match["relay"]
         host, ip, tls = relay, "", None
         where = _relay_parts(relay)
         if where is not None:
             host, ip = where
             tls = self._tls_by_process.get(line.pid) == relay
-            if match["reuse"]:  # a cached connection, opened (and logged) by another process
+            if reuse:  # a cached connection, opened (and logged) by another process
                 tls = tls or self._tls_by_relay.get(relay, False)
             else:
                 remember(self._tls_by_relay, relay, tls)
-        reason = match["reason"] or ""
+        reason = reason or ""
         said = _SAID.match(reason)
         reply = said["reply"] if said is not None else reason
         code = _CODE.match(reply)
@@ -108,13 +111,13 @@ class PostfixParser:
         return Outcome(  # by position, in Outcome's order: keywords cost more, once per line
             kind,  # kind
             line.time,  # time
-            match["qid"],  # queue_id
-            match["to"],  # recipient
-            match["orig"] or "",  # original
+            qid,  # queue_id
+            to,  # recipient
+            orig or "",  # original
             reply,  # reply
             code[1] if code is not None else "",  # code
-            match["dsn"],  # enhanced
-            float(match["delay"]),  # queue_seconds
+            dsn,  # enhanced
+            float(delay),  # queue_seconds
             host,  # relay_host
             ip,  # relay_ip
             METHODS.get(agent, agent),  # delv_method
