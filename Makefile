@@ -104,7 +104,7 @@ INSTALL_PYTHON ?= /usr/bin/python3
 # To build pymilter (a C extension against libmilter), systemd-python (against libsystemd,
 # found by pkg-config) and our own extensions (milter/smtpapi_milter/_native: OpenSSL, zlib);
 # nothing of the test tooling.
-INSTALL_APT_PACKAGES := gcc libmilter-dev libsystemd-dev pkg-config libssl-dev zlib1g-dev
+INSTALL_APT_PACKAGES := gcc python3-dev libmilter-dev libsystemd-dev pkg-config libssl-dev zlib1g-dev
 ROOTDIR := $(if $(DESTDIR),$(abspath $(DESTDIR)))
 OPT := $(ROOTDIR)$(OPT_DIR)
 PIP_INSTALL := $(OPT)/bin/python -m pip --disable-pip-version-check
