@@ -23,5 +23,10 @@ setup(
             ["milter/smtpapi_milter/_native/maillogline.c"],
             extra_compile_args=["-Wall", "-Wextra", "-O2"],
         ),
+        Extension(
+            "smtpapi_milter._native.jsonnum",
+            ["milter/smtpapi_milter/_native/jsonnum.c"],
+            extra_compile_args=["-Wall", "-Wextra", "-O2"],
+        ),
     ]
 )
