@@ -34,7 +34,7 @@ from .file_source import FileSource
 from .lines import LogLine, parse_syslog_bytes
 from .marked import marked_lines
 from .outcome import BOUNCED, DEFERRED, DELIVERED, MessageExpired, Outcome
-from .outcome_events import expired_outcome, outcome_event
+from .outcome_events import expired_outcome, outcome_event, outcome_row
 
 log = structlog.get_logger("smtpapi_milter.maillog")
 
@@ -166,7 +166,7 @@ class Follower:
         bounces = [event for event in events if event["type"] == BOUNCED]
 
         def work(cur: Any) -> None:
-            self.store.insert_events(cur, events)
+            self.store.insert_events(cur, events, rows=map(outcome_row, events))
             suppress_bounces(self.store, cur, bounces, self.bounce_classes)  # same commit
             position.save(self.store, cur, self.source.name, where)
 
