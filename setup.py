@@ -18,5 +18,15 @@ setup(
             ["milter/smtpapi_milter/_native/textrun.c"],
             extra_compile_args=["-Wall", "-Wextra", "-O2"],
         ),
+        Extension(
+            "smtpapi_milter._native.maillogline",
+            ["milter/smtpapi_milter/_native/maillogline.c"],
+            extra_compile_args=["-Wall", "-Wextra", "-O2"],
+        ),
+        Extension(
+            "smtpapi_milter._native.jsonnum",
+            ["milter/smtpapi_milter/_native/jsonnum.c"],
+            extra_compile_args=["-Wall", "-Wextra", "-O2"],
+        ),
     ]
 )

@@ -17,9 +17,19 @@ decoder.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import orjson
+
+# The C scan (_native/jsonnum.c) answers as _plain_numbers_reference below, which stays
+# the reference it is tested against; SMTPAPI_PURE_PYTHON=1 goes without the scan.
+_jsonnum: Any = None
+if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
+    try:
+        from .._native import jsonnum as _jsonnum
+    except ImportError:  # a source tree without the build: the reference serves
+        _jsonnum = None
 
 _stdlib_encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -41,9 +51,44 @@ def decode(text: str) -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:  # escaped lone surrogates, Infinity, NaN
         return json.loads(text)
-    # Exact if it encodes back to the same text: a >64-bit integer read as a float, or
-    # anything else read approximately, would come back spelled otherwise. (Payloads the
-    # stdlib wrote with \\u escapes, from before orjson, take the slower way too.)
-    if orjson.dumps(value) == text.encode("utf-8"):
+    # Exact when its numbers are integers orjson reads as the stdlib does (everything else
+    # it reads alike, or refuses): the common case, a scan in C. Otherwise exact if it
+    # encodes back to the same text: a >64-bit integer read as a float, or anything else
+    # read approximately, would come back spelled otherwise.
+    if _plain_numbers(text) or orjson.dumps(value) == text.encode("utf-8"):
         return value
     return json.loads(text)
+
+
+def _plain_numbers_reference(text: str) -> bool:
+    """Whether every number in JSON ``text``, outside its strings, is an integer of at most
+    18 digits (within 64 bits: orjson reads it as the stdlib does)."""
+    in_string, i = False, 0
+    while i < len(text):
+        char = text[i]
+        if in_string:
+            if char == "\\":
+                i += 1  # the character escaped is not the string's end
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif "0" <= char <= "9":
+            start = i
+            while i < len(text) and "0" <= text[i] <= "9":
+                i += 1
+            if i - start > PLAIN_DIGITS or text[i : i + 1] in (".", "e", "E"):
+                return False
+            continue
+        i += 1
+    return True
+
+
+def _not_scanned(text: str) -> bool:
+    """Without the C scan the encode-and-compare check serves alone (the reference, a step
+    per character in Python, would cost more than that check)."""
+    return False
+
+
+PLAIN_DIGITS = 18
+_plain_numbers = _not_scanned if _jsonnum is None else _jsonnum.plain_numbers

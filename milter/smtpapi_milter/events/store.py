@@ -249,12 +249,18 @@ class EventStore(stats.CampaignReports):
         cur: Cursor,
         events: Sequence[dict[str, Any]],
         payloads: Sequence[str | None] | None = None,
+        *,
+        rows: Sequence[tuple[Any, ...]] | None = None,
     ) -> None:
         """Insert events inside a write :meth:`transaction`, so they commit (durably, with
         the rest of it) or vanish together with that transaction's other rows: the log
         follower stores its position in the log this way. Idempotent on ``event_id``.
-        ``payloads``, if given, are the events' :func:`encode_payload` (None: not made)."""
-        if payloads is None:
+        ``payloads``, if given, are the events' :func:`encode_payload` (None: not made);
+        ``rows``, if given, their :func:`event_row`, made by the caller in its own way
+        (the log follower's: maillog/outcome_events.outcome_row); ``events`` is then unread."""
+        if rows is not None:
+            rows = list(rows)
+        elif payloads is None:
             rows = [event_row(event) for event in events]
         else:
             pairs = zip(events, payloads, strict=True)

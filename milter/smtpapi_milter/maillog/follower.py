@@ -31,10 +31,10 @@ from ..events.store import StoreUnavailable
 from ..suppression.bounces import DEFAULT_CLASSES, suppress_bounces
 from . import join, position
 from .file_source import FileSource
-from .lines import LogLine, parse_syslog
+from .lines import LogLine, parse_syslog_bytes
 from .marked import marked_lines
 from .outcome import BOUNCED, DEFERRED, DELIVERED, MessageExpired, Outcome
-from .outcome_events import expired_outcome, outcome_event
+from .outcome_events import expired_outcome, outcome_event, outcome_row
 
 log = structlog.get_logger("smtpapi_milter.maillog")
 
@@ -118,8 +118,7 @@ class Follower:
         blocks, where = self.source.read_blocks(self.batch_lines)
         now = time.time()
         parsed = [
-            parse_syslog(line.decode("utf-8", "replace"), now)
-            for line in marked_lines(blocks, self.parser.MARKERS)
+            parse_syslog_bytes(line, now) for line in marked_lines(blocks, self.parser.MARKERS)
         ]
         return [line for line in parsed if line is not None], where
 
@@ -167,7 +166,7 @@ class Follower:
         bounces = [event for event in events if event["type"] == BOUNCED]
 
         def work(cur: Any) -> None:
-            self.store.insert_events(cur, events)
+            self.store.insert_events(cur, events, rows=map(outcome_row, events))
             suppress_bounces(self.store, cur, bounces, self.bounce_classes)  # same commit
             position.save(self.store, cur, self.source.name, where)
 

@@ -19,8 +19,10 @@ deliveries over that connection: that is how ``outbound_tls`` is known.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections import OrderedDict
+from typing import Any
 
 from .lines import LogLine
 from .outcome import BOUNCED, DEFERRED, DELIVERED, MessageExpired, Outcome
@@ -42,6 +44,25 @@ _TLS = re.compile(r"(?:Trusted|Verified|Anonymous|Untrusted) TLS connection esta
 _RELAY = re.compile(r"(?P<host>[^\[]*)\[(?P<ip>[^\]]*)\]")
 _SAID = re.compile(r"host \S+ said: (?P<reply>.*?)(?: \(in reply to [^)]*\))?$")
 _CODE = re.compile(r"([245]\d\d)[ -]")
+
+# The C walk of _DELIVERY (_native/maillogline.c) gives the same groups as the expression,
+# which stays the reference it is tested against; SMTPAPI_PURE_PYTHON=1 forces the reference.
+_native: Any = None
+if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
+    try:
+        from .._native import maillogline as _native
+    except ImportError:  # a source tree without the build: the reference serves
+        _native = None
+
+
+def delivery_groups(text: str) -> tuple | None:
+    """``_DELIVERY.match(text).groups()``, or None when it does not match."""
+    if _native is not None:
+        groups = _native.delivery(text)
+        if groups is not NotImplemented:  # text the C walk leaves to the expression
+            return groups
+    match = _DELIVERY.match(text)
+    return None if match is None else match.groups()
 
 
 class PostfixParser:
@@ -84,11 +105,10 @@ class PostfixParser:
             remember(self._tls_by_relay, match[1], True)
 
     def _delivery(self, line: LogLine) -> Outcome | None:
-        match = _DELIVERY.match(line.text)
-        if match is None:
+        groups = delivery_groups(line.text)
+        if groups is None:
             return None
-        # All groups in one call (a tuple, in the pattern's order), not one call per group.
-        qid, to, orig, relay, reuse, delay, dsn, status, reason = match.groups()
+        qid, to, orig, relay, reuse, delay, dsn, status, reason = groups
         if qid in self._notices:
             return None
         kind = STATUS_KINDS.get(status)
