@@ -29,7 +29,7 @@ import re
 import secrets
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -40,8 +40,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from .config import Config, ConfigError
 from .secret_file import publish_once
 
-# The C minter (_native/tokenmint.c) makes the same tokens as the Python below, which stays
-# the reference it is tested against; SMTPAPI_PURE_PYTHON=1 forces the reference.
+# The C minter and opener (_native/tokenmint.c) make and read tokens exactly as the Python
+# below, which stays the reference they are tested against; SMTPAPI_PURE_PYTHON=1 forces it.
 _tokenmint: Any = None
 if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
     try:
@@ -113,6 +113,11 @@ class TrackingData:
         return self.expires != 0 and now >= self.expires
 
 
+# The payload's positions, named: the C opener fills these slots of a TrackingData directly
+# (its generated __init__ only assigns them: 13 object.__setattr__ calls, 2.4 us a token).
+_FIELD_NAMES = tuple(field.name for field in fields(TrackingData))
+
+
 class InvalidToken(Exception):
     """The token is not one of ours: tampered, truncated, unknown key, or malformed."""
 
@@ -144,8 +149,20 @@ class TokenCodec:
         # ~10x more per call and make encode several times slower (measured).
         self._deflater = zlib.compressobj(9, zlib.DEFLATED, -12, 4, zdict=ZDICT_V1)
         self._minter = None
+        self._opener = None
         if _tokenmint is not None:
             self._minter = _tokenmint.Minter(self._keys[0], signer, ZDICT_V1)
+            opener = _tokenmint.Opener(
+                list(zip(self._ciphers, self._keys, strict=True)),
+                ZDICT_V1,
+                TrackingData,
+                _FIELD_NAMES,
+                _KINDS,
+                InvalidToken,
+            )
+            # Its AES-SIV is built from AES-CBC and AES-CTR and checked against OpenSSL's
+            # at start; should they ever disagree, the reference decodes.
+            self._opener = opener if opener.fast_siv else None
 
     def encode(self, data: TrackingData) -> str:
         """The token for ``data``: base64url without padding. ValueError if a field is invalid."""
@@ -181,20 +198,13 @@ class TokenCodec:
 
         Raises :class:`InvalidToken` and nothing else for anything we did not issue.
         """
-        raw = _b64decode(token)
-        if len(raw) < 2 or raw[0] not in (VERSION_RAW, VERSION_DEFLATE):
-            raise InvalidToken("unknown token version")
-        end = 2 + raw[1]
-        cipher = self._ciphers.get(raw[2:end])
-        if cipher is None or len(raw) < end + _TAG_SIZE:
-            raise InvalidToken("unknown key id")
-        try:
-            plain = cipher.decrypt(raw[end:], [raw[:end]])
-        except InvalidTag:
-            raise InvalidToken("token does not authenticate") from None
-        if raw[0] == VERSION_DEFLATE:
-            plain = _inflate(plain)
-        return _from_array(_loads(plain))
+        if self._opener is None:
+            return _decode(self._ciphers, token)
+        # The C opener: ~1.7 us instead of ~11 us a click token (bench/token_decode.py). It
+        # hands back the authentic payload's bytes when its JSON is not the compact kind
+        # the minter writes (floats, big integers...): json.loads and the shape check then.
+        data = self._opener.open(token)
+        return data if type(data) is TrackingData else _from_array(_loads(data))
 
     def _start_deflate(self, head: bytes) -> tuple[bytes, Any]:
         """A deflater fed ``head`` (not flushed), and what it wrote so far."""
@@ -284,6 +294,24 @@ def _link_fields(target_url: str, link_name: str, unsubscribe: bool) -> str:
     if link_name:
         return f"{_json_string(target_url)},{_json_string(link_name)}]"
     return _json_string(target_url) + "]"
+
+
+def _decode(ciphers: dict[bytes, AESSIV], token: Any) -> TrackingData:
+    """``TokenCodec.decode`` in Python, with the codec's ciphers by key id: the reference."""
+    raw = _b64decode(token)
+    if len(raw) < 2 or raw[0] not in (VERSION_RAW, VERSION_DEFLATE):
+        raise InvalidToken("unknown token version")
+    end = 2 + raw[1]
+    cipher = ciphers.get(raw[2:end])
+    if cipher is None or len(raw) < end + _TAG_SIZE:
+        raise InvalidToken("unknown key id")
+    try:
+        plain = cipher.decrypt(raw[end:], [raw[:end]])
+    except InvalidTag:
+        raise InvalidToken("token does not authenticate") from None
+    if raw[0] == VERSION_DEFLATE:
+        plain = _inflate(plain)
+    return _from_array(_loads(plain))
 
 
 def generate_key() -> str:
