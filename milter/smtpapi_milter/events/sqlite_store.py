@@ -70,8 +70,10 @@ class SqliteStore(EventStore):
             # opens, writes, closes and unlinks per statement: for the indexer's groups of ~300
             # clicks, half as many bytes again as the WAL itself (strace), for a file nobody
             # reads unless a statement fails. In memory it holds one statement's pages (at
-            # most MAX_ROWS_PER_INSERT rows), freed at its end: bench/click_insert.py 14.7-15.5
-            # -> 12.9-13.2 us of CPU per click. The writer's other temporary data (sorts of
+            # most MAX_ROWS_PER_INSERT rows), freed at its end: 100,000 clicks inserted as
+            # bench/click_insert.py does, 14.7-15.5 -> 12.9-13.2 us of CPU each (two runs
+            # each); the live indexer's system time 10.8-11.0 -> 8.6-9.1 us per click
+            # (bench/tracker_threads.py). The writer's other temporary data (sorts of
             # the few queries it runs: tags, erasure digests, flood counters) is as small;
             # reports and other reads run on the reader, which keeps the default. Not during
             # migrations (see migrate).
