@@ -295,6 +295,32 @@ time.sleep(60)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another user")
+def test_sqlite_writer_keeps_statement_journals_in_memory_but_migrates_with_sorts_on_disk(
+    tmp_path, monkeypatch
+):
+    # temp_store=MEMORY spares the tracker's indexer a temporary file per multi-row INSERT;
+    # a migration's CREATE INDEX would sort every key of the table in memory with it.
+    seen = []
+
+    def step(cur, sql) -> None:
+        seen.append(cur.execute("PRAGMA temp_store").fetchone()[0])
+
+    monkeypatch.setitem(
+        schema.MIGRATIONS, schema.SQLITE, [*schema.MIGRATIONS[schema.SQLITE], [step]]
+    )
+    store = open_store(f"sqlite://{tmp_path}/events.sqlite3")
+    try:
+        assert seen == [0]  # the default: files
+        assert (
+            store.transaction(
+                lambda cur: cur.execute("PRAGMA temp_store").fetchone()[0], write=True
+            )
+            == 2
+        )
+    finally:
+        store.close()
+
+
 def test_sqlite_writer_lock_made_by_root_belongs_to_the_store_owner(tmp_path):
     url = f"sqlite://{tmp_path}/events.sqlite3"
     open_store(url).close()

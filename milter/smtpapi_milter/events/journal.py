@@ -57,8 +57,8 @@ RETRY_SECONDS = 1.0  # between attempts while the store is down; also the health
 REPLAY_EVENTS = 5000  # per replay transaction
 # After a commit, the indexer lets events gather this long (unless a full group is waiting)
 # before the next: under load, fewer and larger transactions cost less CPU per event (pages
-# of the seven B-trees written once per commit, not once per event); idle, the first click
-# after a pause is indexed at once. It is how far reads of the store may lag under load.
+# of the table and its indexes written once per commit, not once per event); idle, the first
+# click after a pause is indexed at once. It is how far reads of the store may lag under load.
 INDEX_INTERVAL = 0.05
 # The store remembers how far each journal is indexed: table journal_positions, schema
 # migration 10 (events/schema.py), in place once the store is open.

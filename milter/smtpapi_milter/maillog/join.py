@@ -1,9 +1,10 @@
 """The injections a batch of outcomes is about, found by the MTA's queue id.
 
 The milter records ``mta_queue_id`` on each injection (Postfix ``{i}``, Sendmail ``i``); the
-store keeps it in an indexed column (schema migration 4). One batch of log lines costs three
-queries whatever its size: the injections of its queue ids, the delays already recorded for
-them (``num_retries``), and for messages the queue gave up on, what their recipients got.
+store keeps it in an indexed column (schema migration 6; since migration 12 the index holds
+only events that have one). One batch of log lines costs three queries whatever its size: the
+injections of its queue ids, the delays already recorded for them (``num_retries``), and for
+messages the queue gave up on, what their recipients got.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def lookup(store: Any, queue_ids: Iterable[str], expired: Iterable[str]) -> Know
             cur.execute(
                 store.sql(
                     "SELECT type, mta_queue_id, rcpt_to, payload FROM events"
-                    f" WHERE mta_queue_id IN ({marks})"
+                    # <> '': the partial index of known queue ids (schema migration 12)
+                    # holds every row this can match; saying so is how the planner knows.
+                    f" WHERE mta_queue_id IN ({marks}) AND mta_queue_id <> ''"
                     " AND type IN ('injection', 'delay', 'delivery', 'bounce') ORDER BY id"
                 ),
                 chunk,
