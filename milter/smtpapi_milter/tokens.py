@@ -407,7 +407,10 @@ def _inflate(packed: bytes) -> bytes:
     try:
         # Bounded output: a small token must not inflate into megabytes (a zip bomb).
         plain = inflater.decompress(packed, _FIRST_CHUNK)
-        if inflater.unconsumed_tail:
+        # A full first chunk may end short of the stream's end with all input read (the last
+        # match's bytes, the end-of-block code already in zlib's bit buffer): ask on then too,
+        # not only when input is left, or a valid token over 16 KiB would be refused.
+        if not inflater.eof and len(plain) == _FIRST_CHUNK:
             plain += inflater.decompress(inflater.unconsumed_tail, _MAX_PLAINTEXT - len(plain))
     except zlib.error:
         raise InvalidToken("bad compressed payload") from None

@@ -960,8 +960,8 @@ static Py_ssize_t read_base64url(Opener *self, const unsigned char *s, size_t n,
 }
 
 /* tokens._inflate: raw inflate of ``in`` with the preset dictionary, its output bounded the
- * same way. The reference asks for FIRST_CHUNK bytes, then, only when input is left, for the
- * rest up to MAX_PLAINTEXT; it wants the stream's end reached, no input left after it.
+ * same way. The reference asks for FIRST_CHUNK bytes, then, when they are all used and the
+ * stream has not ended, for the rest up to MAX_PLAINTEXT; it wants the stream's end reached, no input left after it.
  * (zlib resumes at any output boundary, so Python's output blocks are one call here.) The
  * output is in ``first`` (FIRST_CHUNK bytes) or, when longer, in ``*big`` (PyMem, the
  * caller's to free). Returns the length, -1 for a bad payload (nothing set), -2 on error. */
@@ -981,7 +981,7 @@ static Py_ssize_t inflate_payload(Opener *self, const unsigned char *in, size_t 
     size_t len = FIRST_CHUNK - z->avail_out;
     if (r != Z_STREAM_END) {
         if (r != Z_OK && r != Z_BUF_ERROR) return -1;
-        if (z->avail_out != 0 || z->avail_in == 0) return -1; /* no unconsumed tail: no eof */
+        if (z->avail_out != 0) return -1; /* room left and no end: the input was cut short */
         size_t cap = (size_t)1 << 16;
         unsigned char *out = PyMem_Malloc(cap);
         if (!out) {
