@@ -6,9 +6,9 @@ is tested against it (SMTPAPI_PURE_PYTHON=1 runs the references).
 
 from setuptools import Extension, setup
 
-# module -> the libraries it links (OpenSSL's libcrypto and zlib for the token minter)
+# module -> the libraries it links (OpenSSL's libcrypto for the token minter)
 MODULES = {
-    "tokenmint": ["crypto", "z"],
+    "tokenmint": ["crypto"],
     "qpsplice": [],
     "textrun": [],
     "maillogline": [],
