@@ -793,3 +793,32 @@ def test_link_fields_are_what_the_json_encoder_writes(url, name, unsubscribe):
     # payload must stay byte for byte what the JSON encoder makes of the same array.
     own = [url, name, 1] if unsubscribe else [url, name] if name else [url]
     assert tokens._link_fields(url, name, unsubscribe) == tokens._dumps(own)[1:]
+
+
+@settings(max_examples=300)
+@given(
+    tracking_data,
+    st.sampled_from(
+        [
+            {},
+            {"kind": "view"},
+            {"tags": "newsletter"},
+            {"tags": ("ok", 3)},
+            {"injection_time": 1.5},
+            {"expires": "soon"},
+            {"rcpt_to": None},
+            {"metadata": ["not", "an", "object"]},
+            {"customer_id": 42},
+        ]
+    ),
+)
+def test_shared_fields_are_those_of_any_click_array(data, change):
+    # ClickTokens builds the head's fields itself rather than through a copy of the base.
+    base = dataclasses.replace(data, **change)
+    try:
+        want = tokens._to_array(dataclasses.replace(base, kind="click", target_url="-"))
+    except ValueError:
+        with pytest.raises(ValueError):
+            tokens._shared_fields(base)
+    else:
+        assert tokens._shared_fields(base) == want[: tokens._SHARED]

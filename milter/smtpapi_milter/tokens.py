@@ -236,8 +236,7 @@ class ClickTokens:
         self._codec = codec
         self._base = base
         # Validates the shared fields once; a target URL keeps every one of them in the array.
-        probe = _to_array(replace(base, kind="click", target_url="-"))
-        self._head = (_dumps(probe[:_SHARED])[:-1] + ",").encode("utf-8", "surrogatepass")
+        self._head = (_dumps(_shared_fields(base))[:-1] + ",").encode("utf-8", "surrogatepass")
         self._native = None
         if codec._minter is not None:
             self._native = codec._minter.head(self._head)
@@ -280,6 +279,29 @@ def generate_key() -> str:
     """A new random key as a key-file / ``engagement_tracker.keys`` line, ``ID:BASE64URL``."""
     secret = base64.urlsafe_b64encode(secrets.token_bytes(KEY_SIZE)).rstrip(b"=").decode()
     return f"k{secrets.token_hex(2)}:{secret}"
+
+
+def _shared_fields(base: TrackingData) -> list[Any]:
+    """The first ``_SHARED`` fields of the array of any click with a target on ``base``'s copy
+    (what ``_to_array`` gives, without the copy of ``base`` that ``replace`` would cost:
+    a third of a copy's click-token set-up, measured)."""
+    if not isinstance(base.tags, tuple | list):
+        raise ValueError("tags must be a sequence of strings, not a string")
+    array = [
+        _KIND_CODES["click"],
+        base.transmission_id,
+        base.message_id,
+        base.rcpt_to,
+        base.injection_time,
+        base.expires,
+        base.campaign_id,
+        list(base.tags),
+        base.metadata,
+        base.customer_id,
+    ]
+    if not _valid(array):
+        raise ValueError(f"cannot encode clicks of {base!r}: a field has the wrong type")
+    return array
 
 
 def _to_array(data: TrackingData) -> list[Any]:
