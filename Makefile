@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 # its libraries, `ip link set lo up` in its namespace); systemd: systemd-analyze for the units;
 # chromium: the dashboard tests; nftables: the tracker's per-client cap (packaging/nftables);
 # libsystemd-dev, pkg-config: to build systemd-python (the maillog follower's journald
-# source); systemd-journal-remote: real journal files for its test; libssl-dev, zlib1g-dev: the
-# C link-token minter (milter/smtpapi_milter/_native/tokenmint.c: OpenSSL's AES-SIV, zlib);
+# source); systemd-journal-remote: real journal files for its test; libssl-dev: the C
+# link-token minter (milter/smtpapi_milter/_native/tokenmint.c: OpenSSL's AES-SIV);
 # python3-dev: Python.h for our C extensions and pymilter's.
 APT_PACKAGES := gcc python3-dev libmilter-dev postfix swaks miltertest postgresql \
 	m4 libwrap0 liblockfile1 iproute2 systemd chromium nftables \
-	libsystemd-dev pkg-config systemd-journal-remote libssl-dev zlib1g-dev
+	libsystemd-dev pkg-config systemd-journal-remote libssl-dev
 # pflogsumm: the Postfix log summariser the maillog follower is measured against.
 BENCH_PACKAGES := wrk nginx-light pflogsumm
 CORPUS ?= $(abspath ../shared/corpus)
@@ -102,9 +102,9 @@ STATE_DIR ?= /var/lib/smtpapi-milter
 # The interpreter the installed venv is made from: the system's, never a dev .venv on PATH.
 INSTALL_PYTHON ?= /usr/bin/python3
 # To build pymilter (a C extension against libmilter), systemd-python (against libsystemd,
-# found by pkg-config) and our own extensions (milter/smtpapi_milter/_native: OpenSSL, zlib);
+# found by pkg-config) and our own extensions (milter/smtpapi_milter/_native: OpenSSL);
 # nothing of the test tooling.
-INSTALL_APT_PACKAGES := gcc python3-dev libmilter-dev libsystemd-dev pkg-config libssl-dev zlib1g-dev
+INSTALL_APT_PACKAGES := gcc python3-dev libmilter-dev libsystemd-dev pkg-config libssl-dev
 ROOTDIR := $(if $(DESTDIR),$(abspath $(DESTDIR)))
 OPT := $(ROOTDIR)$(OPT_DIR)
 PIP_INSTALL := $(OPT)/bin/python -m pip --disable-pip-version-check
