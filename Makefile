@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # chromium: the dashboard tests; nftables: the tracker's per-client cap (packaging/nftables);
 # libsystemd-dev, pkg-config: to build systemd-python (the maillog follower's journald
 # source); systemd-journal-remote: real journal files for its test; libssl-dev, zlib1g-dev: the
-# C link-token minter (milter/smtpapi_milter/_native/tokenmint.c: OpenSSL's AES-SIV, zlib);
+# C link tokens (milter/smtpapi_milter/_native/tokenmint.c: OpenSSL's AES-SIV; zlib: the opener inflates);
 # python3-dev: Python.h for our C extensions and pymilter's.
 APT_PACKAGES := gcc python3-dev libmilter-dev postfix swaks miltertest postgresql \
 	m4 libwrap0 liblockfile1 iproute2 systemd chromium nftables \

@@ -6,7 +6,8 @@ is tested against it (SMTPAPI_PURE_PYTHON=1 runs the references).
 
 from setuptools import Extension, setup
 
-# module -> the libraries it links (OpenSSL's libcrypto and zlib for the token minter)
+# module -> the libraries it links (OpenSSL's libcrypto for the token minter and opener, zlib
+# for the opener's inflate)
 MODULES = {
     "tokenmint": ["crypto", "z"],
     "qpsplice": [],

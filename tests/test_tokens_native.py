@@ -15,9 +15,20 @@ from hypothesis import strategies as st
 
 from smtpapi_milter import tokens
 from smtpapi_milter.rewrite.html import scan_html
+from smtpapi_milter.rewrite.urls import MAX_URL_BYTES
 from smtpapi_milter.tokens import TokenCodec, TrackingData
 from tests import corpus
-from tests.test_tokens import CLICK, INCOMPRESSIBLE, KEY_A, KEY_B, OPEN, TINY, json_values
+from tests.test_tokens import (
+    CLICK,
+    DEFLATE_EDGES,
+    INCOMPRESSIBLE,
+    KEY_A,
+    KEY_B,
+    OPEN,
+    TINY,
+    deflate_pieces,
+    json_values,
+)
 
 if os.environ.get("SMTPAPI_PURE_PYTHON") == "1":  # the references alone are under test
     pytest.skip("SMTPAPI_PURE_PYTHON=1: no native path to compare", allow_module_level=True)
@@ -98,10 +109,73 @@ def test_click_tokens_match_reference(base, copy_links):
         assert PURE.decode(token) == want
 
 
+def open_token(token: str, key: bytes = KEY_A) -> bytes:
+    """The plaintext in one of our tokens, opened without the codec."""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    end = 2 + raw[1]
+    plain = AESSIV(key).decrypt(raw[end:], [raw[:end]])
+    return tokens._inflate(plain) if raw[0] == tokens.VERSION_DEFLATE else plain
+
+
+def pure_click(head: bytes, url: str, name: str, unsubscribe: bool) -> str:
+    tail = tokens._link_fields(url, name, unsubscribe).encode("utf-8", "surrogatepass")
+    return PURE._seal(head + tail, tokens._HeadDeflater(head).deflate(tail))
+
+
+@pytest.mark.parametrize("plain", DEFLATE_EDGES, ids=range(len(DEFLATE_EDGES)))
+def test_deflate_edges_match_reference(plain):
+    # The chain cap, the 258 limit, the 32768-byte reach, the plaintext's end.
+    token = NATIVE._minter.mint(plain)
+    assert token == PURE._seal(plain, tokens._NO_HEAD.deflate(plain))
+    assert open_token(token) == plain
+    for cut in (0, 1, 2, 3, len(plain) // 2, len(plain) - 3, len(plain) - 1):
+        if 0 <= cut <= len(plain):
+            head, rest = plain[:cut], plain[cut:].decode("latin-1")
+            token = NATIVE._minter.head(head).click(rest or "x", "", False)
+            assert token == pure_click(head, rest or "x", "", False)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=600) | deflate_pieces)
+def test_any_payload_matches_reference(plain):
+    token = NATIVE._minter.mint(plain)
+    assert token == PURE._seal(plain, tokens._NO_HEAD.deflate(plain))
+    assert open_token(token) == plain
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400) | deflate_pieces, texts, texts, st.booleans())
+def test_any_head_and_link_match_reference(head, url, name, unsubscribe):
+    # Heads of any bytes (the C side parses them once, up to where a tail could change the
+    # symbols); links of any text, empty names, the unsubscribe flag.
+    token = NATIVE._minter.head(head).click(url, name, unsubscribe)
+    if not url:
+        assert token is None  # tokens.py takes the long way
+        return
+    assert token == pure_click(head, url, name, unsubscribe)
+    tail = tokens._link_fields(url, name, unsubscribe).encode("utf-8", "surrogatepass")
+    assert open_token(token) == head + tail
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(min_size=1, max_size=300), st.integers(0, MAX_URL_BYTES), st.booleans())
+def test_urls_near_the_rewrite_bound_match_reference(text, cut, unsubscribe):
+    # The rewrite tracks URLs of up to MAX_URL_BYTES bytes: repeated text up to that, and
+    # reversed after ``cut`` (long stretches that repeat, then none that do).
+    url = "https://www.example.com/" + text * (MAX_URL_BYTES // len(text))
+    url = url.encode("utf-8", "surrogatepass")[:MAX_URL_BYTES].decode("utf-8", "ignore")
+    url = url[:cut] + url[cut:][::-1]
+    native, pure = NATIVE.click_tokens(CLICK), PURE.click_tokens(CLICK)
+    token = native.encode(url, "", unsubscribe)
+    assert token == pure.encode(url, "", unsubscribe)
+    want = dataclasses.replace(CLICK, target_url=url, link_name="", unsubscribe=unsubscribe)
+    assert PURE.decode(token) == want
+
+
 @pytest.mark.parametrize("size", [1 << 10, 1 << 16, 1 << 20])
 def test_long_and_incompressible_urls_match(size):
     # Long input grows the C buffers; random bytes make the deflate lose (raw payload), with
-    # the deflate stopped at the plaintext's length.
+    # the C parse stopped at the plaintext's length.
     clicks_n, clicks_p = NATIVE.click_tokens(CLICK), PURE.click_tokens(CLICK)
     repetitive = "https://example.com/" + "a/" * size
     random = "https://example.com/" + os.urandom(size).hex()
@@ -125,7 +199,8 @@ def test_minter_refuses_bad_keys():
 
 
 def test_one_head_many_links_keeps_matching():
-    # The per-token deflate copy comes from the head's state, never from the last token's.
+    # Each token starts from the head's state (its tail's positions are taken out of the
+    # chains again), never from the last token's.
     native, pure = NATIVE.click_tokens(CLICK), PURE.click_tokens(CLICK)
     for i in range(200):
         url = f"https://www.example.com/{i}?utm_source=email&utm_medium=email"

@@ -1,12 +1,20 @@
 /* Link tokens minted and opened in C: the same bytes as tokens.py's pure-Python path (its
  * reference), and the same TrackingData out of them (Opener, at the end of this file).
  *
- * A newsletter copy has dozens of click links and each token costs a deflate-state copy, a
- * compression with a preset dictionary, an AES-SIV seal and a base64url encoding; in Python
- * the glue between those library calls cost as much as the calls (bench/milter_cpu.py).
- * Here one token is one call: the link's JSON fields are written straight into a buffer, the
- * copy's deflate state (its shared head already fed) is duplicated into a per-head arena
- * instead of malloc'd, and one cipher context per key is kept for every seal.
+ * A newsletter copy has dozens of click links and each token costs a compression with a
+ * preset dictionary, an AES-SIV seal and a base64url encoding; in Python the glue between
+ * those library calls cost as much as the calls (bench/milter_cpu.py). Here one token is one
+ * call: the link's JSON fields are written straight into the window after the copy's head,
+ * compressed by the encoder below, and one cipher context per key is kept for every seal.
+ *
+ * Compression: tokens.py ("minting's deflate") specifies the stream exactly, one
+ * fixed-Huffman block from a greedy parse over ZDICT_V1 + plaintext, and gives the reasons
+ * (zlib's deflate spent ~4.6 of a token's 6.4 us building Huffman trees for its block's end).
+ * Candidates are found through hash chains of the positions' next 3 bytes; a hash collision
+ * costs a comparison and is not counted as a candidate, so the chains give exactly the
+ * specified candidates whatever the hash. Its multiplier is drawn at random per Minter, so no
+ * crafted text can make one chain long. A copy's head is indexed and parsed once (Head); per
+ * token the tail's positions are indexed and unindexed afterwards.
  *
  * Token layout and plaintext: see tokens.py. AES-SIV is RFC 5297 ("AES-128-SIV" for the
  * 32-byte keys used here, as cryptography's AESSIV does). OpenSSL's SIV context cannot be
@@ -23,16 +31,15 @@
 #include <structmember.h>
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <zlib.h>
+#include <openssl/rand.h>
+#include <zlib.h> /* the opener's inflate */
 
 #define TAG_SIZE 16
-#define WINDOW_BITS (-12) /* tokens.py: a 4 KiB raw-deflate window, memLevel 4, level 9 */
-#define MEM_LEVEL 4
-#define LEVEL 9
 
 /* ---- growable byte buffer (PyMem), so no input can overflow a fixed one ---- */
 
@@ -122,33 +129,318 @@ static int put_json_string(Buf *b, PyObject *s) {
     return 0;
 }
 
-/* ---- zlib allocation from an arena: a deflate copy per token without malloc/free ---- */
+/* ---- the encoder: one fixed-Huffman DEFLATE block (tokens.py: "minting's deflate") ---- */
 
-typedef struct {
-    unsigned char *base;
-    size_t size, used;
-    int spilled; /* an allocation did not fit (never expected): it went to PyMem instead */
-} Arena;
+#define MIN_MATCH 3
+#define MAX_MATCH 258
+#define MAX_DISTANCE 32768
+#define MAX_CHAIN 32 /* candidates compared per position, at most (the spec's cap) */
+#define HASH_BITS 12 /* 16 KiB of chain heads per copy: a token's window is ~600 positions */
+#define HASH_SIZE (1 << HASH_BITS)
+#define MAX_WINDOW ((size_t)INT32_MAX) /* positions are int32_t */
 
-static voidpf arena_alloc(voidpf opaque, uInt items, uInt size) {
-    Arena *a = opaque;
-    size_t n = (size_t)items * size;
-    if (size && n / size != items) return Z_NULL;
-    n = (n + 15) & ~(size_t)15;
-    if (a->base && n <= a->size - a->used) {
-        voidpf p = a->base + a->used;
-        a->used += n;
-        return p;
+/* Codes as written: Huffman codes reversed (the stream takes them most significant bit first),
+ * a length's extra bits above its code. */
+static uint16_t literal_code[256];
+static uint8_t literal_bits[256];
+static uint32_t length_code[MAX_MATCH + 1];
+static uint8_t length_bits[MAX_MATCH + 1];
+static uint8_t distance_code[30]; /* the 5-bit codes reversed */
+#define END_OF_BLOCK_BITS 7       /* symbol 256: the 7-bit code 0 */
+
+static unsigned reversed(unsigned code, int width) {
+    unsigned r = 0;
+    while (width--) {
+        r = (r << 1) | (code & 1);
+        code >>= 1;
     }
-    a->spilled = 1;
-    return PyMem_RawMalloc(n ? n : 1);
+    return r;
 }
 
-static void arena_free(voidpf opaque, voidpf p) {
-    Arena *a = opaque;
-    unsigned char *q = p;
-    if (a->base && q >= a->base && q < a->base + a->size) return; /* reset per token */
-    PyMem_RawFree(p);
+static void init_codes(void) {
+    static const uint16_t base[29] = {3,  4,  5,  6,  7,  8,  9,  10,  11,  13,  15,  17,  19,  23, 27,
+                                      31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+    static const uint8_t extra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2,
+                                      2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+    for (unsigned b = 0; b < 256; b++) {
+        if (b < 144) {
+            literal_code[b] = (uint16_t)reversed(0x30 + b, 8);
+            literal_bits[b] = 8;
+        } else {
+            literal_code[b] = (uint16_t)reversed(0x190 + b - 144, 9);
+            literal_bits[b] = 9;
+        }
+    }
+    for (unsigned len = MIN_MATCH; len <= MAX_MATCH; len++) {
+        unsigned slot = 0;
+        while (slot + 1 < 29 && base[slot + 1] <= len) slot++;
+        unsigned symbol = 257 + slot, code, width;
+        if (symbol < 280) {
+            code = reversed(symbol - 256, 7);
+            width = 7;
+        } else {
+            code = reversed(0xC0 + symbol - 280, 8);
+            width = 8;
+        }
+        length_code[len] = code | (len - base[slot]) << width;
+        length_bits[len] = (uint8_t)(width + extra[slot]);
+    }
+    for (unsigned c = 0; c < 30; c++) distance_code[c] = (uint8_t)reversed(c, 5);
+}
+
+/* Bits not yet whole 32-bit words: least significant first, as the stream takes them. */
+typedef struct {
+    uint64_t acc;
+    unsigned count;
+} Bits;
+
+/* The caller reserved room in ``out`` (9 bits per plaintext byte at most, plus the ends). */
+static inline void put_bits(Buf *out, Bits *b, uint32_t value, unsigned count) {
+    b->acc |= (uint64_t)value << b->count;
+    b->count += count; /* < 32 + 18 */
+    if (b->count >= 32) {
+        unsigned char *q = out->data + out->len;
+        q[0] = (unsigned char)b->acc;
+        q[1] = (unsigned char)(b->acc >> 8);
+        q[2] = (unsigned char)(b->acc >> 16);
+        q[3] = (unsigned char)(b->acc >> 24);
+        out->len += 4;
+        b->acc >>= 32;
+        b->count -= 32;
+    }
+}
+
+static inline void put_match(Buf *out, Bits *b, size_t len, size_t distance) {
+    put_bits(out, b, length_code[len], length_bits[len]);
+    unsigned x = (unsigned)distance - 1; /* codes 0-3: 1-4; then two per power of two */
+    if (x < 4) {
+        put_bits(out, b, distance_code[x], 5);
+    } else {
+        unsigned top = 31 - (unsigned)__builtin_clz(x), width = top - 1;
+        unsigned code = 2 * top + ((x >> width) & 1);
+        put_bits(out, b, distance_code[code] | (x & ((1u << width) - 1)) << 5, 5 + width);
+    }
+}
+
+/* End-of-block and the zero bits to a byte. */
+static void put_end(Buf *out, Bits *b) {
+    put_bits(out, b, 0, END_OF_BLOCK_BITS);
+    while (b->count > 0) {
+        out->data[out->len++] = (unsigned char)b->acc;
+        b->acc >>= 8;
+        b->count = b->count > 8 ? b->count - 8 : 0;
+    }
+}
+
+/* One window: the dictionary, a head, and during a token its tail; with its hash chains. */
+typedef struct {
+    Buf win;
+    int32_t *prev; /* per indexed position: the previous one with the same hash, or -1 */
+    size_t prev_cap;
+    uint32_t multiplier; /* odd, random per Minter */
+    size_t dict_len, head_end;
+    size_t resume;  /* a token's parse starts here: the head's symbols before it are final */
+    size_t indexed; /* positions before it are in the chains */
+    Buf bits;       /* the block up to ``resume``: whole 32-bit words, then ``rest`` */
+    Bits rest;
+    int32_t chain[HASH_SIZE]; /* newest position of each hash, or -1 */
+} Window;
+
+static inline size_t hash3(const Window *s, const unsigned char *p) {
+    uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16;
+    return (uint32_t)(v * s->multiplier) >> (32 - HASH_BITS);
+}
+
+static int window_reserve_prev(Window *s, size_t n) {
+    if (n <= s->prev_cap) return 0;
+    size_t cap = s->prev_cap ? s->prev_cap : 1024;
+    while (cap < n) cap *= 2;
+    int32_t *prev = PyMem_Realloc(s->prev, cap * sizeof *prev);
+    if (!prev) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    s->prev = prev;
+    s->prev_cap = cap;
+    return 0;
+}
+
+/* Index the positions before ``p`` (their 3 bytes are in the window: prev has room). */
+static inline void index_to(Window *s, size_t p) {
+    const unsigned char *w = s->win.data;
+    for (; s->indexed < p; s->indexed++) {
+        size_t h = hash3(s, w + s->indexed);
+        s->prev[s->indexed] = s->chain[h];
+        s->chain[h] = (int32_t)s->indexed;
+    }
+}
+
+/* Take the positions from ``mark`` on out of the chains again, newest first. */
+static void unindex_to(Window *s, size_t mark) {
+    while (s->indexed > mark) {
+        s->indexed--;
+        s->chain[hash3(s, s->win.data + s->indexed)] = s->prev[s->indexed];
+    }
+}
+
+/* How many bytes from ``a`` equal those from ``b``, at most ``limit``. */
+static inline size_t common_length(const unsigned char *a, const unsigned char *b, size_t limit) {
+    size_t n = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (n + 8 <= limit) {
+        uint64_t x, y;
+        memcpy(&x, a + n, 8);
+        memcpy(&y, b + n, 8);
+        if (x != y) return n + ((unsigned)__builtin_ctzll(x ^ y) >> 3);
+        n += 8;
+    }
+#endif
+    while (n < limit && a[n] == b[n]) n++;
+    return n;
+}
+
+/* The longest match at ``p`` (p + 3 <= end, positions before p indexed): its length (0: none)
+ * and distance, as tokens.py specifies. */
+static inline size_t longest_match(const Window *s, size_t p, size_t end, size_t *distance) {
+    const unsigned char *w = s->win.data;
+    size_t limit = end - p < MAX_MATCH ? end - p : MAX_MATCH;
+    size_t best = 0;
+    unsigned candidates = 0;
+    for (int32_t j = s->chain[hash3(s, w + p)]; j >= 0; j = s->prev[j]) {
+        if (p - (size_t)j > MAX_DISTANCE) break; /* chains run from the newest */
+        const unsigned char *c = w + j;
+        if (c[0] != w[p] || c[1] != w[p + 1] || c[2] != w[p + 2]) continue; /* a collision */
+        if (++candidates > MAX_CHAIN) break;
+        if (c[best] != w[p + best]) continue; /* cannot beat the best */
+        size_t len = MIN_MATCH + common_length(c + MIN_MATCH, w + p + MIN_MATCH, limit - MIN_MATCH);
+        if (len > best) {
+            best = len;
+            *distance = p - (size_t)j;
+            if (len == limit) break;
+        }
+    }
+    return best;
+}
+
+/* Symbols for window bytes [*pos, end) into ``out``/``b``. ``head``: ``end`` is the head's end;
+ * stop at the first symbol that could depend on what follows. ``stop_bits``: stop (return 1)
+ * once the output has this many bits (it cannot be shorter than the plaintext then). */
+static int parse(Window *s, Buf *out, Bits *b, size_t *pos, size_t end, int head,
+                 size_t stop_bits) {
+    const unsigned char *w = s->win.data;
+    size_t p = *pos;
+    int stopped = 0;
+    while (p < end) {
+        size_t len = 0, distance = 0;
+        if (p + MIN_MATCH <= end) {
+            index_to(s, p);
+            len = longest_match(s, p, end, &distance);
+            if (head && len == end - p && len < MAX_MATCH) break; /* the tail may lengthen it */
+        } else if (head) {
+            break;
+        }
+        if (len) {
+            put_match(out, b, len, distance);
+            p += len;
+        } else {
+            put_bits(out, b, literal_code[w[p]], literal_bits[w[p]]);
+            p++;
+        }
+        if (out->len * 8 + b->count >= stop_bits) {
+            stopped = 1;
+            break;
+        }
+    }
+    *pos = p;
+    return stopped;
+}
+
+/* Room for the block's symbols from window position ``from`` to ``to``. */
+static int reserve_symbols(Buf *out, size_t from, size_t to) {
+    size_t n = to - from;
+    if (n > (PY_SSIZE_T_MAX - 64) / 2) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return buf_reserve(out, 2 * n + 16); /* 9 bits a byte at most, plus the ends */
+}
+
+/* A window of just ``dict`` (the Minter's; Heads start as copies of it). */
+static int window_init(Window *s, const unsigned char *dict, size_t dict_len,
+                       uint32_t multiplier) {
+    memset(s, 0, offsetof(Window, chain));
+    for (size_t i = 0; i < HASH_SIZE; i++) s->chain[i] = -1;
+    s->multiplier = multiplier | 1;
+    if (dict_len > MAX_WINDOW / 2) {
+        PyErr_SetString(PyExc_ValueError, "dictionary too large");
+        return -1;
+    }
+    if (buf_put(&s->win, dict, dict_len) < 0 || window_reserve_prev(s, dict_len + 1) < 0
+        || buf_reserve(&s->bits, 16) < 0)
+        return -1;
+    s->dict_len = s->head_end = s->resume = dict_len;
+    /* a position is indexed once its 3 bytes are there: the dictionary's last two wait */
+    index_to(s, dict_len >= MIN_MATCH - 1 ? dict_len - (MIN_MATCH - 1) : 0);
+    s->rest.acc = 3; /* BFINAL=1, BTYPE=01 (fixed codes) */
+    s->rest.count = 3;
+    return 0;
+}
+
+static int window_copy(Window *s, const Window *from) {
+    memcpy(s, from, sizeof *s);
+    s->win = (Buf){0};
+    s->bits = (Buf){0};
+    s->prev = NULL;
+    s->prev_cap = 0;
+    if (buf_put(&s->win, from->win.data, from->win.len) < 0
+        || window_reserve_prev(s, from->indexed + 1) < 0
+        || buf_put(&s->bits, from->bits.data, from->bits.len) < 0)
+        return -1;
+    memcpy(s->prev, from->prev, from->indexed * sizeof *s->prev);
+    return 0;
+}
+
+static void window_free(Window *s) {
+    PyMem_Free(s->win.data);
+    PyMem_Free(s->prev);
+    PyMem_Free(s->bits.data);
+    s->win = (Buf){0};
+    s->bits = (Buf){0};
+    s->prev = NULL;
+    s->prev_cap = 0;
+}
+
+/* Append the head (the window holds just the dictionary) and parse it as far as it is final. */
+static int window_add_head(Window *s, const unsigned char *head, size_t len) {
+    if (len > MAX_WINDOW - s->win.len) {
+        PyErr_SetString(PyExc_ValueError, "head too large");
+        return -1;
+    }
+    if (buf_put(&s->win, head, len) < 0 || window_reserve_prev(s, s->win.len) < 0
+        || reserve_symbols(&s->bits, s->dict_len, s->win.len) < 0)
+        return -1;
+    s->head_end = s->win.len;
+    parse(s, &s->bits, &s->rest, &s->resume, s->head_end, 1, SIZE_MAX);
+    return 0;
+}
+
+/* Shrink what one long payload grew, so a Head or Minter does not keep it. */
+static void window_trim(Window *s) {
+    size_t keep = s->head_end + 4096;
+    if (s->win.cap > keep && s->win.cap > ((size_t)1 << 16)) {
+        unsigned char *data = PyMem_Realloc(s->win.data, keep);
+        if (data) {
+            s->win.data = data;
+            s->win.cap = keep;
+        }
+    }
+    if (s->prev_cap > keep && s->prev_cap > ((size_t)1 << 16)) {
+        int32_t *prev = PyMem_Realloc(s->prev, keep * sizeof *prev);
+        if (prev) {
+            s->prev = prev;
+            s->prev_cap = keep;
+        }
+    }
 }
 
 /* ---- AES-SIV with one key, built from AES-CBC (S2V's CMAC) and AES-CTR ---- */
@@ -392,22 +684,18 @@ typedef struct {
     SivKey siv;
     int ready;
     Buf mac;
-    z_stream fresh; /* deflater with the preset dictionary set, nothing fed */
     int fresh_ok;
-    Arena arena;
-    z_stream scratch;
-    Buf plain, packed, token;
+    Buf packed, token;
+    Window fresh; /* the dictionary alone: mint() appends its payload, Heads copy it */
 } Minter;
 
 static PyTypeObject MinterType;
 static PyTypeObject HeadType;
 
 static void minter_dealloc(Minter *self) {
-    if (self->fresh_ok) deflateEnd(&self->fresh);
+    if (self->fresh_ok) window_free(&self->fresh);
     siv_key_free(&self->siv);
     PyMem_Free(self->mac.data);
-    PyMem_RawFree(self->arena.base);
-    PyMem_Free(self->plain.data);
     PyMem_Free(self->packed.data);
     PyMem_Free(self->token.data);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -431,26 +719,12 @@ static int minter_init(Minter *self, PyObject *args, PyObject *kwds) {
                      (size_t)kid.len) < 0)
         goto done;
 
-    memset(&self->fresh, 0, sizeof self->fresh);
-    if (deflateInit2(&self->fresh, LEVEL, Z_DEFLATED, WINDOW_BITS, MEM_LEVEL,
-                     Z_DEFAULT_STRATEGY) != Z_OK) {
-        PyErr_SetString(PyExc_MemoryError, "deflateInit2 failed");
-        goto done;
-    }
+    /* The hash only decides which chain a position is in, never the output: random, so
+     * that nobody can pick text whose positions all collide. */
+    uint32_t multiplier = 2654435761u;
+    if (RAND_bytes((unsigned char *)&multiplier, sizeof multiplier) != 1) multiplier = 2654435761u;
     self->fresh_ok = 1;
-    if (deflateSetDictionary(&self->fresh, zdict.buf, (uInt)zdict.len) != Z_OK) {
-        PyErr_SetString(PyExc_RuntimeError, "deflateSetDictionary failed");
-        goto done;
-    }
-    /* What one deflate state of these parameters allocates, with slack: zlib's own sizes
-     * (deflate.c: window 2*wsize, prev wsize*2, head hash_size*2, pending 4*lit_bufsize,
-     * the state) differ across versions, so an allocation that does not fit spills. */
-    self->arena.size = (size_t)6 << 14;
-    self->arena.base = PyMem_RawMalloc(self->arena.size);
-    if (!self->arena.base) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    if (window_init(&self->fresh, zdict.buf, (size_t)zdict.len, multiplier) < 0) goto done;
     self->ready = 1;
     rc = 0;
 done:
@@ -460,50 +734,17 @@ done:
     return rc;
 }
 
-/* Run ``strm`` (a copy) over ``in`` and finish it, appending to ``out``; stops early (returns
- * 1) once the output reaches ``limit`` bytes, since the raw payload then wins anyway.
- * Returns 0 when complete, -1 on error (exception set). */
-static int deflate_rest(z_stream *strm, const unsigned char *in, size_t in_len, Buf *out,
-                        size_t limit) {
-    if (in_len > UINT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "payload too large");
-        return -1;
-    }
-    if (out->len >= limit) return 1;
-    if (buf_reserve(out, limit - out->len) < 0) return -1;
-    strm->next_in = (Bytef *)in;
-    strm->avail_in = (uInt)in_len;
-    size_t room = limit - out->len;
-    if (room > UINT_MAX) room = UINT_MAX;
-    strm->next_out = out->data + out->len;
-    strm->avail_out = (uInt)room;
-    /* Python's compressobj: compress(data) runs Z_NO_FLUSH over all of it, flush() Z_FINISH. */
-    int z = deflate(strm, Z_NO_FLUSH);
-    if (z != Z_OK && z != Z_BUF_ERROR) goto fail;
-    if (strm->avail_out == 0) {
-        out->len = limit;
-        return 1;
-    }
-    z = deflate(strm, Z_FINISH);
-    out->len = (size_t)(strm->next_out - out->data);
-    if (z == Z_STREAM_END) return 0;
-    if (z == Z_OK || z == Z_BUF_ERROR) return 1; /* out of room: output would exceed limit */
-fail:
-    PyErr_Format(PyExc_RuntimeError, "deflate failed (%d)", z);
-    return -1;
-}
-
-/* ``self->plain`` sealed (or ``self->packed`` when shorter), as a base64url str. */
-static PyObject *seal(Minter *self, int use_packed) {
+/* The token sealing ``body`` (the plaintext, or its deflate when ``use_packed``), as a
+ * base64url str. */
+static PyObject *seal(Minter *self, const unsigned char *body, size_t body_len, int use_packed) {
     SivKey *k = &self->siv;
     const unsigned char *header = use_packed ? k->deflate_header : k->raw_header;
-    Buf *body = use_packed ? &self->packed : &self->plain;
-    if (body->len > INT_MAX - 64) {
+    if (body_len > INT_MAX - 64) {
         PyErr_SetString(PyExc_ValueError, "payload too large");
         return NULL;
     }
     size_t hlen = k->header_len;
-    size_t raw_len = hlen + TAG_SIZE + body->len;
+    size_t raw_len = hlen + TAG_SIZE + body_len;
     /* header | tag | ciphertext, then its base64 after it in the same buffer */
     size_t b64_len = (raw_len + 2) / 3 * 4;
     self->token.len = 0;
@@ -511,10 +752,9 @@ static PyObject *seal(Minter *self, int use_packed) {
     unsigned char *raw = self->token.data;
     memcpy(raw, header, hlen);
     int sealed = k->fast
-        ? siv_seal(k, &self->mac, use_packed ? k->d_deflate : k->d_raw, body->data, body->len,
+        ? siv_seal(k, &self->mac, use_packed ? k->d_deflate : k->d_raw, body, body_len,
                    raw + hlen, raw + hlen + TAG_SIZE)
-        : openssl_seal(k, header, hlen, body->data, body->len, raw + hlen,
-                       raw + hlen + TAG_SIZE);
+        : openssl_seal(k, header, hlen, body, body_len, raw + hlen, raw + hlen + TAG_SIZE);
     if (sealed < 0) return NULL;
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -542,42 +782,33 @@ static PyObject *seal(Minter *self, int use_packed) {
     return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, b64, (Py_ssize_t)(q - b64));
 }
 
-/* Copy ``src`` into the scratch stream, its allocations from the arena. */
-static int copy_deflater(Minter *self, z_stream *src) {
-    self->arena.used = 0;
-    self->arena.spilled = 0;
-    /* deflateCopy allocates with the source's zalloc; the source's are the arena's too
-     * (heads and the fresh one are set up with the default allocator: swap for the copy). */
-    alloc_func za = src->zalloc;
-    free_func zf = src->zfree;
-    voidpf op = src->opaque;
-    src->zalloc = arena_alloc;
-    src->zfree = arena_free;
-    src->opaque = &self->arena;
-    int z = deflateCopy(&self->scratch, src);
-    src->zalloc = za;
-    src->zfree = zf;
-    src->opaque = op;
-    if (z != Z_OK) {
-        PyErr_Format(PyExc_MemoryError, "deflateCopy failed (%d)", z);
-        return -1;
+/* The token for the payload in window ``s`` after the dictionary: its head and the tail
+ * just appended, which is cut off again (and its positions unindexed) whatever happens. */
+static PyObject *window_token(Minter *m, Window *s) {
+    PyObject *result = NULL;
+    size_t end = s->win.len, mark = s->indexed;
+    const unsigned char *plain = s->win.data + s->dict_len;
+    size_t plain_len = end - s->dict_len;
+    if (end > MAX_WINDOW) {
+        PyErr_SetString(PyExc_ValueError, "payload too large");
+        goto done;
     }
-    return 0;
-}
-
-/* plain = prefix + tail is in self->plain; packed_prefix was the output for prefix so far. */
-static PyObject *finish_token(Minter *self, z_stream *state, const unsigned char *packed_prefix,
-                              size_t packed_prefix_len, size_t tail_off) {
-    if (copy_deflater(self, state) < 0) return NULL;
-    self->packed.len = 0;
-    int r = packed_prefix_len ? buf_put(&self->packed, packed_prefix, packed_prefix_len) : 0;
-    if (r == 0)
-        r = deflate_rest(&self->scratch, self->plain.data + tail_off,
-                         self->plain.len - tail_off, &self->packed, self->plain.len);
-    deflateEnd(&self->scratch);
-    if (r < 0) return NULL;
-    /* r == 1: the deflate reached the plaintext's length, so the plaintext goes */
-    return seal(self, r == 0 && self->packed.len < self->plain.len);
+    m->packed.len = 0;
+    if (window_reserve_prev(s, end) < 0 || buf_put(&m->packed, s->bits.data, s->bits.len) < 0
+        || reserve_symbols(&m->packed, s->resume, end) < 0)
+        goto done;
+    Bits b = s->rest;
+    size_t p = s->resume;
+    /* stopped: the deflate reached the plaintext's length, so the plaintext goes anyway */
+    int stopped = parse(s, &m->packed, &b, &p, end, 0, plain_len * 8);
+    unindex_to(s, mark);
+    if (!stopped) put_end(&m->packed, &b);
+    int use_packed = !stopped && m->packed.len < plain_len;
+    result = use_packed ? seal(m, m->packed.data, m->packed.len, 1) : seal(m, plain, plain_len, 0);
+done:
+    s->win.len = s->head_end;
+    window_trim(s);
+    return result;
 }
 
 static PyObject *minter_mint(Minter *self, PyObject *arg) {
@@ -587,30 +818,26 @@ static PyObject *minter_mint(Minter *self, PyObject *arg) {
         return NULL;
     }
     if (PyObject_GetBuffer(arg, &plain, PyBUF_SIMPLE) < 0) return NULL;
-    self->plain.len = 0;
     PyObject *result = NULL;
-    if (buf_put(&self->plain, plain.buf, (size_t)plain.len) == 0)
-        result = finish_token(self, &self->fresh, NULL, 0, 0);
+    if (buf_put(&self->fresh.win, plain.buf, (size_t)plain.len) == 0)
+        result = window_token(self, &self->fresh);
+    self->fresh.win.len = self->fresh.head_end;
     PyBuffer_Release(&plain);
     return result;
 }
 
-/* ---- Head: one copy's shared click fields, fed to a deflater ---- */
+/* ---- Head: one copy's shared click fields, indexed and parsed once ---- */
 
 typedef struct {
     PyObject_HEAD
     Minter *minter;
-    z_stream strm;
-    int strm_ok;
-    Buf head;   /* the head's JSON bytes */
-    Buf packed; /* the deflate output for the head so far */
+    int window_ok;
+    Window window; /* the dictionary and the head's JSON bytes */
 } Head;
 
 static void head_dealloc(Head *self) {
-    if (self->strm_ok) deflateEnd(&self->strm);
+    if (self->window_ok) window_free(&self->window);
     Py_XDECREF(self->minter);
-    PyMem_Free(self->head.data);
-    PyMem_Free(self->packed.data);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -628,40 +855,15 @@ static PyObject *minter_head(Minter *self, PyObject *arg) {
     }
     h->minter = self;
     Py_INCREF(self);
-    h->strm_ok = 0;
-    h->head = (Buf){0};
-    h->packed = (Buf){0};
-    if (head.len > UINT_MAX / 2) {
-        PyErr_SetString(PyExc_ValueError, "head too large");
-        goto fail;
-    }
-    memset(&h->strm, 0, sizeof h->strm);
-    if (deflateCopy(&h->strm, &self->fresh) != Z_OK) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    h->strm_ok = 1;
-    if (buf_put(&h->head, head.buf, (size_t)head.len) < 0) goto fail;
-    /* compress(head) without a flush: whatever deflate emits, in any number of rounds */
-    h->strm.next_in = h->head.data;
-    h->strm.avail_in = (uInt)h->head.len;
-    do {
-        if (buf_reserve(&h->packed, 256) < 0) goto fail;
-        h->strm.next_out = h->packed.data + h->packed.len;
-        h->strm.avail_out = (uInt)(h->packed.cap - h->packed.len);
-        int z = deflate(&h->strm, Z_NO_FLUSH);
-        if (z != Z_OK && z != Z_BUF_ERROR) {
-            PyErr_Format(PyExc_RuntimeError, "deflate failed (%d)", z);
-            goto fail;
-        }
-        h->packed.len = (size_t)(h->strm.next_out - h->packed.data);
-    } while (h->strm.avail_out == 0);
+    h->window_ok = 1;
+    int r = window_copy(&h->window, &self->fresh);
+    if (r == 0) r = window_add_head(&h->window, head.buf, (size_t)head.len);
     PyBuffer_Release(&head);
+    if (r < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
     return (PyObject *)h;
-fail:
-    PyBuffer_Release(&head);
-    Py_DECREF(h);
-    return NULL;
 }
 
 /* click(target_url, link_name, unsubscribe) -> token str, or None for an empty target
@@ -678,19 +880,17 @@ static PyObject *head_click(Head *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (PyUnicode_GET_LENGTH(url) == 0) Py_RETURN_NONE;
-    Minter *m = self->minter;
-    Buf *plain = &m->plain;
-    plain->len = 0;
-    if (buf_put(plain, self->head.data, self->head.len) < 0) return NULL;
-    size_t tail_off = plain->len;
-    if (put_json_string(plain, url) < 0) return NULL;
+    /* the link's fields go into the window after the head; window_token cuts them off */
+    Window *s = &self->window;
+    Buf *tail = &s->win;
     int with_name = unsub == Py_True || PyUnicode_GET_LENGTH(name) > 0;
-    if (with_name) {
-        if (buf_put(plain, ",", 1) < 0 || put_json_string(plain, name) < 0) return NULL;
+    if (put_json_string(tail, url) < 0
+        || (with_name && (buf_put(tail, ",", 1) < 0 || put_json_string(tail, name) < 0))
+        || (unsub == Py_True && buf_put(tail, ",1", 2) < 0) || buf_put(tail, "]", 1) < 0) {
+        tail->len = s->head_end;
+        return NULL;
     }
-    if (unsub == Py_True && buf_put(plain, ",1", 2) < 0) return NULL;
-    if (buf_put(plain, "]", 1) < 0) return NULL;
-    return finish_token(m, &self->strm, self->packed.data, self->packed.len, tail_off);
+    return window_token(self->minter, s);
 }
 
 static PyMethodDef head_methods[] = {
@@ -705,7 +905,7 @@ static PyTypeObject HeadType = {
     .tp_basicsize = sizeof(Head),
     .tp_dealloc = (destructor)head_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "One copy's shared click fields, fed to a deflater (Minter.head).",
+    .tp_doc = "One copy's shared click fields, indexed and parsed once (Minter.head).",
     .tp_methods = head_methods,
 };
 
@@ -1469,6 +1669,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit_tokenmint(void) {
+    init_codes();
     if (PyType_Ready(&MinterType) < 0 || PyType_Ready(&HeadType) < 0
         || PyType_Ready(&OpenerType) < 0)
         return NULL;
