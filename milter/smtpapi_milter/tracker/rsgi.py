@@ -192,7 +192,7 @@ async def serve_asgi(app: Any, scope: Any, protocol: Any) -> None:
     """Run ASGI ``app`` on an RSGI request: the body streamed to ``receive`` chunk by chunk
     (a handler that reads a few KiB of a huge body reads no more), the response collected
     from ``send`` and written in one call."""
-    body = aiter(protocol)
+    body: Any = None  # the body stream, opened by the first receive
     ended = False
     status = 0
     headers: list[tuple[str, str]] = []
@@ -200,10 +200,12 @@ async def serve_asgi(app: Any, scope: Any, protocol: Any) -> None:
     done = False
 
     async def receive() -> dict[str, Any]:
-        nonlocal ended
+        nonlocal body, ended
         if ended:
             await protocol.client_disconnect()
             return {"type": "http.disconnect"}
+        if body is None:
+            body = aiter(protocol)
         try:
             chunk = await anext(body)
         except StopAsyncIteration:

@@ -1,4 +1,4 @@
-"""Building the tracker's ASGI applications from the configuration, and serving them.
+"""Building the tracker's applications from the configuration, and serving them.
 
 The HTTP server is Granian (Rust HTTP/1.1 under our Python ASGI app), chosen by measurement:
 a bare ASGI 302 on this 2-core machine ran at ~69k requests/s under Granian against ~40k under
