@@ -30,6 +30,7 @@ from smtpapi_milter.events.journal import backlog
 from smtpapi_milter.events.store import open_store
 from smtpapi_milter.sandbox.ports import deadline_in, free_port, wait_for_port
 from smtpapi_milter.tokens import TokenCodec, TrackingData
+from smtpapi_milter.tracker.rsgi import peer, token_of
 from smtpapi_milter.tracker.server import JOURNAL_DIRECTORY
 
 from .harness.smtpapi import ROOT, RunningTracker, toml
@@ -374,3 +375,17 @@ def test_the_adapter_answers_head_and_chunked_bodies(echo_server):
     request = http("PUT", "/y", extra=chunked) + b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
     head, scope = echoed(echo_server.port, request)
     assert scope["read"] == 7 and scope["method"] == "PUT"
+
+
+def test_the_peer_is_the_address_asgi_gave():
+    assert peer("198.51.100.7:40000") == "198.51.100.7"
+    assert peer("[2001:db8::1]:40000") == "2001:db8::1"
+    assert peer("[::ffff:198.51.100.7]:1") == "::ffff:198.51.100.7"
+    assert peer("[fe80::1%2]:40000") == "fe80::1"
+
+
+def test_a_token_is_percent_decoded_once_in_all():
+    assert token_of("/c/AbC-_9") == "AbC-_9"
+    # RSGI decoded "%2541" to "%41": the decoder's own decoding must give "%41", not "A".
+    assert token_of("/c/%41bC") == "%2541bC"
+    assert token_of("/c/a\ufffdb%") == "a%EF%BF%BDb%25"

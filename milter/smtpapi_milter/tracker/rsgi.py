@@ -87,9 +87,10 @@ def header(scope: Any, name: bytes) -> bytes:
 
 
 def peer(client: str) -> str:
-    """The address of RSGI's ``client`` ("1.2.3.4:5", "[::1]:5"), as ASGI's ``client[0]``."""
+    """The address of RSGI's ``client`` ("1.2.3.4:5", "[::1]:5"), as ASGI's ``client[0]``
+    (an IPv6 zone, "[fe80::1%2]:5", is not part of it)."""
     host = client.rpartition(":")[0]
-    return host[1:-1] if host.startswith("[") else host
+    return host[1:-1].partition("%")[0] if host.startswith("[") else host
 
 
 class RsgiRequests:
