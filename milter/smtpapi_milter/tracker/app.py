@@ -2,7 +2,9 @@
 ``/u/`` one-click unsubscribe (SPEC 14, in unsubscribe.py).
 
 A raw ASGI application: three routes do not need a framework, and every microsecond spent
-per request is a click the tracker cannot serve. The rules that matter:
+per request is a click the tracker cannot serve. What a tracking request gets is decided once
+(:meth:`TrackerApp.track`) and written by the interface that carried it: ASGI here, Granian's
+RSGI for the hot routes of the live listener (rsgi.py). The rules that matter:
 
 - The event is durable before the response goes out (the recorder's group commit). If it
   cannot be stored the answer is 503 and no redirect: a redirect without its event is an
@@ -18,10 +20,11 @@ per request is a click the tracker cannot serve. The rules that matter:
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import structlog
@@ -43,7 +46,7 @@ log = structlog.get_logger("smtpapi_milter.tracker")
 PIXEL = bytes.fromhex(
     "47494638396101000100800000ffffff00000021f90401000000002c00000000010001000002024401003b"
 )
-_PIXEL_HEADERS = [
+PIXEL_HEADERS = [
     (b"content-type", b"image/gif"),
     (b"content-length", str(len(PIXEL)).encode()),
     NO_STORE,
@@ -58,12 +61,33 @@ UNAVAILABLE_PAGE = (
 # Characters a browser would percent-encode in a URL it follows; everything else (and every
 # existing %XX escape) stays as the sender wrote it.
 _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>\\^`{|}')
-_PATHS = {"/c/": "click", "/o/": "open", "/i/": "initial_open"}
+TRACKING_PATHS = {"/c/": "click", "/o/": "open", "/i/": "initial_open"}
 
 
 def location(url: str) -> bytes:
     """``url`` as a Location header value: ASCII, non-ASCII and spaces percent-encoded."""
-    return quote(url, safe=_URL_SAFE, encoding="utf-8", errors="surrogatepass").encode("ascii")
+    return location_text(url).encode("ascii")
+
+
+def location_text(url: str) -> str:
+    """:func:`location` as text (RSGI takes header values as ``str``); only ASCII in it."""
+    return quote(url, safe=_URL_SAFE, encoding="utf-8", errors="surrogatepass")
+
+
+class Answer(enum.Enum):
+    """What :meth:`TrackerApp.track` answers, other than a redirect (its Location text)."""
+
+    NOT_FOUND = "the 404 page"
+    UNAVAILABLE = "503, try again"
+    PIXEL = "the pixel"
+
+
+class RequestReader(Protocol):
+    """What the decision reads of a request, from whichever interface's request object."""
+
+    def address(self, request: Any) -> str: ...
+
+    def user_agent(self, request: Any) -> str: ...
 
 
 class ClientAddress:
@@ -81,9 +105,14 @@ class ClientAddress:
 
     def __call__(self, scope: Scope) -> str:
         peer = scope["client"][0] if scope.get("client") else ""
+        return self.resolve(peer, header, scope)
+
+    def resolve(self, peer: str, read: Callable[[Any, bytes], bytes], request: Any) -> str:
+        """The client of a request from ``peer``; ``read(request, b"x-forwarded-for")`` gives
+        the header's first value (asked only when ``peer`` is a trusted proxy)."""
         if not self._networks or not self._trusted(peer):
             return peer
-        forwarded = header(scope, b"x-forwarded-for").decode("latin-1")
+        forwarded = read(request, b"x-forwarded-for").decode("latin-1")
         # Right to left: the last hop not ours is the client (earlier ones can be forged).
         for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
             try:
@@ -103,6 +132,17 @@ def _token(scope: Scope) -> str:
     the client sent it; decode tolerates both forms."""
     raw = scope.get("raw_path") or scope["path"].encode()
     return raw[3:].decode("latin-1")
+
+
+class AsgiRequests:
+    """:class:`RequestReader` of ASGI scopes."""
+
+    def __init__(self, client_address: ClientAddress):
+        self.address = client_address
+
+    @staticmethod
+    def user_agent(scope: Scope) -> str:
+        return header(scope, b"user-agent").decode("utf-8", "replace")
 
 
 class TrackerApp:
@@ -125,20 +165,22 @@ class TrackerApp:
         self.guard = guard or FloodGuard(window=0, hourly_limit=0)
         self.unsubscriber = Unsubscriber(recorder.store)
         self.unsubscribe = UnsubscribeRoute(codec, self.unsubscriber, client_address, clock)
+        self._requests = AsgiRequests(client_address)
         metrics.prepare()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan is handled by the server wrapper (see server.py)
         path = scope["path"]
-        kind = _PATHS.get(path[:3])
+        kind = TRACKING_PATHS.get(path[:3])
         method = scope["method"]
         if path.startswith(unsubscribe.PATH):  # one-click unsubscribe takes POST too
             await self.unsubscribe(scope, receive, send, _token(scope))
         elif method not in ("GET", "HEAD"):
             await respond(send, 405, [(b"allow", b"GET, HEAD")], b"", method)
         elif kind is not None:
-            await self._track(scope, send, kind, _token(scope))
+            answer = await self.track(kind, _token(scope), method, scope, self._requests)
+            await _respond(send, answer, method)
         elif path == "/healthz":
             ok = self.health()
             body = b"ok\n" if ok else b"event store unavailable\n"
@@ -146,8 +188,13 @@ class TrackerApp:
         else:
             await _not_found(send, method)
 
-    async def _track(self, scope: Scope, send: Send, kind: str, token: str) -> None:
-        method = scope["method"]
+    async def track(
+        self, kind: str, token: str, method: str, request: Any, reader: RequestReader
+    ) -> Answer | str:
+        """The answer to a GET or HEAD of /c/, /o/ or /i/ ``token``: the event recorded (or
+        folded, or not for HEAD and expired links) before it returns. A redirect is returned
+        as its Location text. ``reader`` reads the client's address and user agent off
+        ``request``, only when an event is stored."""
         started = time.perf_counter()
         try:
             data = self.codec.decode(token)
@@ -163,16 +210,15 @@ class TrackerApp:
             or (kind == "click" and not is_unambiguous(data.target_url))
         ):
             metrics.request(kind, "invalid")
-            await _not_found(send, method)
-            return
+            return Answer.NOT_FOUND
         now = self.clock()
         outcome = "head" if method == "HEAD" else "expired" if data.is_expired(now) else "stored"
-        address = self.client_address(scope) if outcome == "stored" else ""
+        address = reader.address(request) if outcome == "stored" else ""
         if outcome == "stored" and (folded := self.guard.check(data, address, now)):
             self.recorder.fold(folded)
             outcome = "folded"
         if outcome == "stored":
-            events = self._events(scope, kind, data, now, address)
+            events = self._events(reader.user_agent(request), kind, data, now, address)
             try:
                 if kind == "click" and data.unsubscribe:  # suppressed in the same commit
                     await self.unsubscriber.store(events, data.rcpt_to, unsubscribe.LINK_SOURCE)
@@ -181,31 +227,14 @@ class TrackerApp:
             except Exception:
                 self.guard.release(data, address)
                 metrics.request(kind, "unavailable")
-                await respond(
-                    send,
-                    503,
-                    [HTML, NO_STORE, (b"retry-after", b"5")],
-                    UNAVAILABLE_PAGE,
-                    method,
-                )
-                return
+                return Answer.UNAVAILABLE
         metrics.request(kind, outcome, time.perf_counter() - started)
-        if kind == "click":
-            headers = [
-                (b"location", location(data.target_url)),
-                NO_STORE,
-                (b"referrer-policy", b"no-referrer"),
-                (b"content-length", b"0"),
-            ]
-            await respond(send, 302, headers, b"", method)
-        else:
-            await respond(send, 200, _PIXEL_HEADERS, PIXEL, method, length_set=True)
+        return location_text(data.target_url) if kind == "click" else Answer.PIXEL
 
     def _events(
-        self, scope: Scope, kind: str, data: TrackingData, now: float, address: str
+        self, agent: str, kind: str, data: TrackingData, now: float, address: str
     ) -> list[dict[str, Any]]:
         """The request's events: a click on an unsubscribe link is also a link_unsubscribe."""
-        agent = header(scope, b"user-agent").decode("utf-8", "replace")
         parsed = user_agent_parsed(agent, kind, data.injection_time, now)
         kinds = [kind, "link_unsubscribe"] if kind == "click" and data.unsubscribe else [kind]
         return [
@@ -224,3 +253,21 @@ class TrackerApp:
 
 async def _not_found(send: Send, method: str) -> None:
     await respond(send, 404, [HTML, NO_STORE], NOT_FOUND_PAGE, method)
+
+
+# The responses of :meth:`TrackerApp.track`'s answers, as ASGI sends them. rsgi.py holds the
+# same (RSGI takes text); a test holds the two byte for byte equal on the wire.
+UNAVAILABLE_HEADERS = [HTML, NO_STORE, (b"retry-after", b"5")]
+REDIRECT_HEADERS = [NO_STORE, (b"referrer-policy", b"no-referrer"), (b"content-length", b"0")]
+
+
+async def _respond(send: Send, answer: Answer | str, method: str) -> None:
+    if answer is Answer.PIXEL:
+        await respond(send, 200, PIXEL_HEADERS, PIXEL, method, length_set=True)
+    elif answer is Answer.NOT_FOUND:
+        await _not_found(send, method)
+    elif answer is Answer.UNAVAILABLE:
+        await respond(send, 503, UNAVAILABLE_HEADERS, UNAVAILABLE_PAGE, method)
+    else:  # a redirect
+        headers = [(b"location", answer.encode("ascii")), *REDIRECT_HEADERS]
+        await respond(send, 302, headers, b"", method)
