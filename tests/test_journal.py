@@ -363,3 +363,14 @@ def test_non_ascii_event_text_round_trips_through_the_journal(tmp_path):
     path = tmp_path / "journal"
     path.write_bytes(journal_module.encode_record(events))
     assert [found for _, found in journal_module.read_records(path, 0)] == [events]
+
+
+def test_journal_writes_are_flushed_to_disk_by_their_write(tmp_path):
+    # Durable before the answer: the journal is written with O_DSYNC (no fdatasync after).
+    journal = Journal(tmp_path / "journal")
+    try:
+        assert fcntl.fcntl(journal._fd, fcntl.F_GETFL) & os.O_DSYNC == os.O_DSYNC
+        journal.append([[click(1)]])
+        assert fcntl.fcntl(journal._fd, fcntl.F_GETFL) & os.O_DSYNC == os.O_DSYNC
+    finally:
+        journal.close()

@@ -23,6 +23,7 @@ import pytest
 
 from smtpapi_milter.config import load_config
 from smtpapi_milter.tokens import TokenCodec, TrackingData
+from smtpapi_milter.tracker import metrics
 from smtpapi_milter.tracker.app import PIXEL, location
 
 from . import corpus
@@ -322,6 +323,7 @@ def test_metrics_count_exactly_across_worker_processes(tmp_path):
             )
             assert get(tracker, "/c/" + codec.encode(data))[0] == 302
         line = re.compile(rb'smtpapi_tracker_requests_total\{kind="click",outcome="stored"\} (\S+)')
+        time.sleep(metrics.FOLD_SECONDS * 2)  # counts reach the prometheus values this late
         counts = {float(line.search(admin_metrics(tracker)).group(1)) for _ in range(3)}
         assert counts == {40.0}
 

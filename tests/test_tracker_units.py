@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from hypothesis import given
@@ -141,6 +142,52 @@ def test_recorder_group_commits_concurrent_requests(tmp_path):
     assert recorder.groups < 500  # requests shared flushes
     with pytest.raises(RecorderStopped):
         asyncio.run(recorder.record([event(999)]))
+    store.close()
+
+
+def test_recorder_paces_flushes_under_load_but_not_the_first_after_idle(tmp_path):
+    store = open_store(f"sqlite://{tmp_path}/events.sqlite3")
+    recorder = EventRecorder(store, commit_delay=0.5).start()
+
+    async def timed(n: int, after: float = 0.0) -> float:
+        await asyncio.sleep(after)
+        started = time.monotonic()
+        await recorder.record([event(n)])
+        return time.monotonic() - started
+
+    async def load() -> tuple[float, list[float]]:
+        first = await timed(0)
+        # Five requests 20 ms apart, right after that flush: they wait for the next one.
+        return first, await asyncio.gather(*(timed(n, 0.02 * n) for n in range(1, 6)))
+
+    first, paced = asyncio.run(load())
+    assert first < 0.25  # the first after idle is flushed at once
+    assert recorder.groups == 2  # the five shared one flush, due 0.5 s after the first's
+    assert max(paced) > 0.3
+    time.sleep(0.6)  # idle again
+    assert asyncio.run(timed(6)) < 0.25 and recorder.groups == 3
+    recorder.stop()
+    assert len(store.query()) == 7
+    store.close()
+
+
+def test_recorder_flushes_a_full_group_without_waiting_for_its_pace(tmp_path):
+    store = open_store(f"sqlite://{tmp_path}/events.sqlite3")
+    recorder = EventRecorder(store, max_group=3, commit_delay=30).start()
+
+    async def later(n: int, after: float) -> None:
+        await asyncio.sleep(after)
+        await recorder.record([event(n)])
+
+    async def load() -> None:
+        await recorder.record([event(0)])
+        # The writer paces a group of one, then two more fill it.
+        await asyncio.gather(later(1, 0), later(2, 0.2), later(3, 0.2))
+
+    started = time.monotonic()
+    asyncio.run(asyncio.wait_for(load(), 10))
+    assert time.monotonic() - started < 5 and recorder.groups == 2
+    recorder.stop()
     store.close()
 
 

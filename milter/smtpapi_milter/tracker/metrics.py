@@ -10,12 +10,24 @@ business there): the admin listener, a process of its own, is told the same dire
 (webhook delivery). prometheus_client picks where values live when it is first imported,
 which is why nothing here imports it at module level. Without the variables (tests that
 build the apps in-process) counts live in the process as usual.
+
+Counting a request into prometheus_client cost 3 us in a worker (a counter's and a
+histogram's values, each under a lock, written into the process's file; timeit under uvloop),
+~2 % of the live tracker's CPU per click; now 0.4 us. So ``request`` adds to plain numbers
+of its thread, and those are added to the prometheus
+values in one go ``FOLD_SECONDS`` after the first of them (a timer of the thread's event loop;
+at once when there is none), and when the process exits. A scrape sees every answered request
+at most ``FOLD_SECONDS`` after its answer; the counts are exact as before, only later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+from bisect import bisect_left
 from collections.abc import Iterator
+from multiprocessing import util as multiprocessing_util
 from typing import Any
 
 # Where the public workers' counter files are, for the admin listener to read.
@@ -27,9 +39,70 @@ KINDS = ("click", "open", "initial_open", "unsubscribe")
 OUTCOMES = ("stored", "folded", "expired", "head", "invalid", "unavailable", "page")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
-# Label children by (kind, outcome) and by kind: the lookups are on every request's path.
+# How long a request's count may stay out of the prometheus values (see above).
+FOLD_SECONDS = 0.1
+
+# Label children by (kind, outcome) and by kind.
 _counters: dict[tuple[str, str], Any] = {}
 _latencies: dict[str, Any] = {}
+
+
+class _Pending:
+    """One thread's counts not yet added to the prometheus values."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(_counters, 0)
+        # Per kind: observations per bucket (prometheus's: the first bound >= the value; the
+        # last one +Inf), and their sum.
+        self.buckets = {kind: [0] * (len(LATENCY_BUCKETS) + 1) for kind in KINDS}
+        self.sums = dict.fromkeys(KINDS, 0.0)
+        # The event loop a fold is due on (None: none is). One closed before its timer came
+        # (asyncio.run in tests) never folds: the next request schedules one on its own loop.
+        self.fold_on: asyncio.AbstractEventLoop | None = None
+
+    def fold(self) -> None:
+        """Add the counts to the prometheus values and start again from zero."""
+        self.fold_on = None
+        counts = self.counts
+        for key, count in counts.items():
+            if count:
+                counts[key] = 0
+                _counters[key].inc(count)
+        for kind, buckets in self.buckets.items():
+            if not any(buckets):
+                continue
+            histogram = _latencies[kind]
+            # Histogram.observe adds to ``_sum`` and to one of ``_buckets`` (each bucket's own
+            # count; the exposition accumulates them): the same, once per bucket and fold.
+            # tests/test_tracker_metrics.py holds the pages equal to observe's.
+            histogram._sum.inc(self.sums[kind])
+            self.sums[kind] = 0.0
+            for index, count in enumerate(buckets):
+                if count:
+                    buckets[index] = 0
+                    histogram._buckets[index].inc(count)
+
+
+_local = threading.local()
+_every_pending: list[_Pending] = []  # each thread's, to fold when the process exits
+_every_pending_lock = threading.Lock()
+
+
+def _fold_all() -> None:
+    with _every_pending_lock:
+        for pending in _every_pending:
+            pending.fold()
+
+
+def _pending() -> _Pending:
+    pending = _local.__dict__.get("pending")
+    if pending is None:
+        if not _counters:
+            _create()
+        pending = _local.pending = _Pending()
+        with _every_pending_lock:
+            _every_pending.append(pending)
+    return pending
 
 
 def _create() -> None:
@@ -53,6 +126,10 @@ def _create() -> None:
         _latencies[kind] = latency.labels(kind)
         for outcome in OUTCOMES:
             _counters[kind, outcome] = requests.labels(kind, outcome)
+    # Counts of the last FOLD_SECONDS before the process ends: a Granian worker is a forked
+    # multiprocessing child, which ends without atexit but runs multiprocessing's finalizers
+    # (at exit of a process of its own too).
+    multiprocessing_util.Finalize(None, _fold_all, exitpriority=0)
 
 
 def prepare() -> None:
@@ -62,12 +139,20 @@ def prepare() -> None:
 
 
 def request(kind: str, outcome: str, seconds: float | None = None) -> None:
-    """Count one tracking request (and its latency)."""
-    if not _counters:
-        _create()
-    _counters[kind, outcome].inc()
+    """Count one tracking request (and its latency): on /metrics within FOLD_SECONDS."""
+    pending = _local.__dict__.get("pending") or _pending()
+    pending.counts[kind, outcome] += 1
     if seconds is not None:
-        _latencies[kind].observe(seconds)
+        pending.buckets[kind][bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        pending.sums[kind] += seconds
+    if pending.fold_on is None or pending.fold_on.is_closed():
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop to come back: now
+            pending.fold()
+            return
+        loop.call_later(FOLD_SECONDS, pending.fold)
+        pending.fold_on = loop
 
 
 def exposition() -> tuple[bytes, bytes]:
