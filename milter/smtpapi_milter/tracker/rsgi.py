@@ -25,13 +25,14 @@ What RSGI does not give, and what the tracker does instead:
   percent-encoded ("/%63/TOKEN") is routed as "/c/TOKEN" here; under ASGI its token was
   "3/TOKEN", a 404.
 
-Lifespan: Granian calls ``__rsgi_init__`` in each worker before it serves and
-``__rsgi_del__`` after the last request on SIGTERM, which start and stop the recorder and the
-store exactly once per worker, as ASGI's lifespan protocol did (server.py).
+Lifespan: the recorder and the store start once per worker as the first callback of its loop
+(scheduled by ``__rsgi_init__``, which Granian calls before the loop runs) and stop in
+``__rsgi_del__`` after the last request on SIGTERM, as ASGI's lifespan protocol did (server.py).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -129,17 +130,30 @@ class RsgiTracker:
         self._requests: RsgiRequests | None = None
 
     def __rsgi_init__(self, loop: Any) -> None:
+        # Not here: Granian 2.8.9 calls this before its loop runs, and a worker that gets
+        # SIGTERM while in it never ends (the signal is lost; reproduced with a bare app that
+        # sleeps here). So the start-up (store, journal recovery) runs as the loop's first
+        # callback, where ASGI's lifespan ran it, and a signal during it is handled after it.
+        loop.call_soon(self._start)
+
+    def _start(self) -> None:
+        if self.app is not None:
+            return
         try:
-            self.app = self._startup()
+            app = self._startup()
         except Exception:
             log.exception("tracker failed to start")
-            raise  # the worker ends; Granian starts another
-        self._requests = RsgiRequests(self.app.client_address)
+            os._exit(3)  # the worker ends; Granian starts another
+        self._requests = RsgiRequests(app.client_address)
+        self.app = app
 
     def __rsgi_del__(self, loop: Any) -> None:
-        self._shutdown()
+        if self.app is not None:
+            self._shutdown()
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        if self.app is None:  # a request scheduled before the start-up callback
+            self._start()
         path = scope.path
         kind = TRACKING_PATHS.get(path[:3])
         method = scope.method
