@@ -33,7 +33,7 @@ from smtpapi_milter.tokens import TokenCodec, TrackingData
 from smtpapi_milter.tracker.rsgi import peer, token_of
 from smtpapi_milter.tracker.server import JOURNAL_DIRECTORY
 
-from .harness.smtpapi import ROOT, RunningTracker, toml
+from .harness.smtpapi import ROOT, RunningTracker, stop_process, toml
 from .test_tracker import BROWSER, events_of
 
 TARGET = "https://shop.example/caf\u00e9?q=1&r=a b"
@@ -124,13 +124,7 @@ class Granian:
             raise AssertionError(self.log.read_text()) from None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process(self.process)
 
 
 def exchange(port: int, request: bytes, source: str = "127.0.0.1") -> bytes:

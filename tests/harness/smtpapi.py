@@ -25,6 +25,18 @@ def toml(sections: dict[str, dict[str, Any]], top: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM ``process`` (started with start_new_session) and wait; SIGKILL its whole
+    group if it has not ended within ``timeout`` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 class RunningService:
     """An ``smtpapi-milter`` subcommand as a real process with its own config and state dir.
 
@@ -79,13 +91,8 @@ class RunningService:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
     def __enter__(self) -> Any:
