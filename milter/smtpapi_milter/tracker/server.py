@@ -1,6 +1,6 @@
 """Building the tracker's applications from the configuration, and serving them.
 
-The HTTP server is Granian (Rust HTTP/1.1 under our Python ASGI app), chosen by measurement:
+The HTTP server is Granian (Rust HTTP/1.1 under our Python apps), chosen by measurement:
 a bare ASGI 302 on this 2-core machine ran at ~69k requests/s under Granian against ~40k under
 uvicorn with httptools and uvloop and ~6k under Hypercorn (wrk, 64 connections, same run);
 ``make bench`` compares the whole tracker against nginx. Granian runs the application in a
@@ -12,7 +12,8 @@ request than ASGI for a bare app), the admin listener through ASGI.
 
 The store, the token codec and the event writer live in the worker process and are created
 at its start (they cannot cross a process boundary): ASGI lifespan startup on the admin
-listener, RSGI's ``__rsgi_init__`` on the public one. The factory functions here take the
+listener, the worker loop's first callback on the public one (rsgi.py says why not in
+``__rsgi_init__``). The factory functions here take the
 configuration path from ``$SMTPAPI_MILTER_CONFIG``, which ``serve`` sets.
 """
 
