@@ -5,9 +5,8 @@ tracker (``RunningTracker``: Granian, its workers, the journal, SQLite) under tr
 load (wrk, 64 connections, the same click paths and flood-guard settings) and reads each
 worker thread's user and system CPU and voluntary context switches from /proc before and
 after, divided by the clicks wrk got answered. Threads of the same role are summed over the
-workers. CPython's threads carry no OS name: in a Granian worker the main thread runs the
-event loop, and the first two Python threads are the journal indexer and the event writer
-(EventRecorder.start starts them in that order); the ones after them are Granian's.
+workers. In a Granian worker the main thread runs the event loop; the journal indexer and
+the event writer name themselves (thread_names.py); other threads are Granian's.
 
 The machine's busy share during the run says whether it was CPU-bound (and other processes'
 load shows there too): on two shared cores the clicks/s move with everything else, the CPU
@@ -31,7 +30,7 @@ sys.path[:0] = [str(ROOT / "bench"), str(ROOT), str(ROOT / "milter")]
 from tests.harness.smtpapi import RunningTracker  # noqa: E402
 from tracker_bench import NORMAL_CLICKS, click_paths, settled_counts, write_script, wrk  # noqa: E402
 
-PYTHON_THREADS = ("journal-indexer", "event-writer")  # in the order they start
+OUR_THREADS = ("journal-indexer", "event-writer")  # named by thread_names.py
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -45,7 +44,6 @@ def descendants(pid: int) -> list[int]:
 def thread_times(pid: int) -> dict[str, tuple[float, float, int]]:
     """role -> (user s, system s, voluntary switches) of each thread of process ``pid``."""
     times = {}
-    python = 0
     try:
         tasks = sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda p: int(p.name))
         for task in tasks:
@@ -54,13 +52,14 @@ def thread_times(pid: int) -> dict[str, tuple[float, float, int]]:
                 r"^voluntary_ctxt_switches:\s+(\d+)", (task / "status").read_text(), re.M
             )
             comm = (task / "comm").read_text().strip()
+            # Our threads carry their names (thread_names.py); Granian's Python-holding
+            # threads read "python" like any unnamed one.
             if int(task.name) == pid:
                 role = "event loop (main)"
-            elif comm == "python" or comm.startswith("python"):
-                role = (
-                    PYTHON_THREADS[python] if python < len(PYTHON_THREADS) else "granian (python)"
-                )
-                python += 1
+            elif comm in OUR_THREADS:
+                role = comm
+            elif comm.startswith("python"):
+                role = "granian (python)"
             else:
                 role = comm
             user, system = int(fields[11]) / TICK, int(fields[12]) / TICK

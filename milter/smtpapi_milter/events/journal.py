@@ -46,6 +46,7 @@ from typing import Any
 
 import structlog
 
+from ..thread_names import name_this_thread
 from . import floods
 from .store import EventStore, LazyStore, encode_payload
 
@@ -251,6 +252,7 @@ class Indexer:
     # -- the thread
 
     def _run(self) -> None:
+        name_this_thread(self._thread.name)
         while True:
             with self._wakeup:
                 while not self._queue and not self._stopping:

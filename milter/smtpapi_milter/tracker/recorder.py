@@ -43,6 +43,7 @@ import structlog
 from ..events.floods import FloodCount
 from ..events.journal import Indexer, Journal, encode_payloads
 from ..events.store import EventStore, StoreUnavailable
+from ..thread_names import name_this_thread
 
 log = structlog.get_logger("smtpapi_milter.tracker")
 
@@ -169,6 +170,7 @@ class EventRecorder:
         return folds
 
     def _run(self) -> None:
+        name_this_thread(self._thread.name)
         while (taken := self._take()) is not None:
             group, folds = taken
             error: BaseException | None = None
