@@ -151,6 +151,19 @@ def settled_counts(tracker: RunningTracker, seconds: float = 10.0) -> tuple[int,
         last = now
 
 
+def indexing_lag(tracker: RunningTracker, seconds: float = 30.0) -> tuple[int, float]:
+    """Right after a run: (clicks answered but not yet in the store, seconds until they are).
+    The store is filled from the journals by the indexer (events/journal_indexer.py), which
+    yields the CPU to the answers: how far behind it fell under the load shows here."""
+    started = time.monotonic()
+    behind = counted_by_tracker(tracker) - stored_events(tracker)
+    while stored_events(tracker) < counted_by_tracker(tracker):
+        if time.monotonic() - started > seconds:
+            break
+        time.sleep(0.05)
+    return behind, time.monotonic() - started
+
+
 # The guard on, but never folding the benchmark's cycling links (see the docstring).
 NORMAL_CLICKS = {"flood_window": 0.001, "flood_token_hourly_limit": 1_000_000_000}
 FLOOD_SECONDS = 5

@@ -28,7 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT), str(ROOT / "milter")]
 
 from tests.harness.smtpapi import RunningTracker  # noqa: E402
-from tracker_bench import NORMAL_CLICKS, click_paths, settled_counts, write_script, wrk  # noqa: E402
+from tracker_bench import (  # noqa: E402
+    NORMAL_CLICKS,
+    click_paths,
+    indexing_lag,
+    settled_counts,
+    write_script,
+    wrk,
+)
 
 OUR_THREADS = ("journal-indexer", "event-writer")  # named by thread_names.py
 TICK = os.sysconf("SC_CLK_TCK")
@@ -55,7 +62,7 @@ def thread_times(pid: int) -> dict[str, tuple[float, float, int]]:
             # Our threads carry their names (thread_names.py); Granian's Python-holding
             # threads read "python" like any unnamed one.
             if int(task.name) == pid:
-                role = "event loop (main)"
+                role = "indexer process" if comm == "journal-indexer" else "event loop (main)"
             elif comm in OUR_THREADS:
                 role = comm
             elif comm.startswith("python"):
@@ -92,6 +99,7 @@ def main() -> int:
             before, cpu_before, children = snapshot(pids), machine(), os.times()
             run = wrk(tracker.base_url, script, args.seconds)
             after, cpu_after, children_after = snapshot(pids), machine(), os.times()
+            behind, caught_up = indexing_lag(tracker)
             stored, counted = settled_counts(tracker)
     clicks = run["requests"] - run["errors"]
     per = 1e6 / clicks
@@ -122,6 +130,7 @@ def main() -> int:
         - children.children_system
     )
     print(f"  tracker in all: {tracker_total * per:.1f} us per click; wrk {load * per:.1f} us")
+    print(f"  store behind the answers when wrk ended: {behind} clicks, in {caught_up:.2f} s")
     return 0
 
 

@@ -9,11 +9,13 @@ is never taken by another.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,16 +23,11 @@ import pytest
 
 from smtpapi_milter.config import load_config
 from smtpapi_milter.events import journal as journal_module
-from smtpapi_milter.events import schema
+from smtpapi_milter.events import journal_indexer, schema
 from smtpapi_milter.events.floods import FloodCount
-from smtpapi_milter.events.journal import (
-    Indexer,
-    Journal,
-    backlog,
-    encode_record,
-    read_records,
-)
-from smtpapi_milter.events.store import LazyStore, open_store
+from smtpapi_milter.events.journal import Journal, backlog, encode_record, read_records
+from smtpapi_milter.events.journal_indexer import IndexerStatus, JournalIndexer
+from smtpapi_milter.events.store import LazyStore, StoreUnavailable, open_store
 from smtpapi_milter.tokens import TokenCodec, TrackingData
 from smtpapi_milter.tracker import recorder as recorder_module
 from smtpapi_milter.tracker.recorder import EventRecorder
@@ -54,57 +51,88 @@ def test_records_round_trip_and_a_torn_tail_is_not_read(tmp_path):
     first, second = encode_record([click(1)]), encode_record([click(2), click(3)])
     path.write_bytes(first + second + second[:-5])  # the last append never finished
     records = list(read_records(path, 0))
-    assert [end for end, _ in records] == [len(first), len(first) + len(second)]
-    assert [e["event_id"] for _, events in records for e in events] == [
+    assert [end for end, _, _ in records] == [len(first), len(first) + len(second)]
+    assert [e["event_id"] for _, events, _ in records for e in events] == [
         "click-1",
         "click-2",
         "click-3",
     ]
     assert list(read_records(path, len(first)))[0][1] == [click(2), click(3)]
-    # A flipped byte fails the checksum: replay stops before it.
+    # A flipped byte fails the checksum: indexing stops before it.
     damaged = bytearray(first + second)
     damaged[len(first) + 20] ^= 1
     path.write_bytes(bytes(damaged))
-    assert [end for end, _ in read_records(path, 0)] == [len(first)]
+    assert [end for end, _, _ in read_records(path, 0)] == [len(first)]
+
+
+def test_folded_counts_round_trip_as_a_record_of_their_own(tmp_path):
+    count = FloodCount("k", "click", "c\udcff", "m", "https://x.example/é", 3, 1.5, 2.5, None)
+    path = tmp_path / "x.journal"
+    path.write_bytes(encode_record([click(1)]) + journal_module.encode_folds([count]))
+    assert [(events, folds) for _, events, folds in read_records(path, 0)] == [
+        ([click(1)], []),
+        ([], [count]),
+    ]
+
+
+def indexer_of(store, directory: Path, **options) -> JournalIndexer:
+    return JournalIndexer(directory, store, **options)
 
 
 def test_appended_events_are_indexed_once_with_their_position(tmp_path):
     store = opened(tmp_path)
     journal = Journal(tmp_path / "journal")
-    indexer = Indexer(store, journal).start()
+    indexer = indexer_of(store, journal.directory)
     try:
-        name, end, retired = journal.append([[click(1), click(2)]])
-        assert retired is None and end == (tmp_path / "journal" / name).stat().st_size
+        name, end = journal.append([[click(1), click(2)]])
+        assert end == (tmp_path / "journal" / name).stat().st_size
         assert backlog(journal.directory, store) == end
-        indexer.submit(name, end, [click(1), click(2)], [], None)
-        assert indexer.wait_indexed()
+        assert indexer.index_once() == 2
+        assert indexer.index_once() == 0  # nothing new: nothing stored twice
         assert stored_ids(store) == ["click-1", "click-2"]
         assert backlog(journal.directory, store) == 0
+        assert (tmp_path / "journal" / name).exists()  # its worker still writes it
     finally:
-        indexer.stop()
         journal.close()
         store.close()
 
 
-def test_events_handed_over_while_the_indexer_rests_are_indexed_after_its_rest(tmp_path):
-    # Regression: the indexer was woken by a hand-over only once its rest after a commit
-    # (INDEX_INTERVAL) was over; one that came during the rest, with nothing else queued,
-    # found it waiting for work with a timer of RETRY_SECONDS, and waited that long.
+def test_the_first_click_after_a_pause_is_in_the_store_at_once(tmp_path):
     store = opened(tmp_path)
     journal = Journal(tmp_path / "journal")
-    indexer = Indexer(store, journal).start()
+    indexer = indexer_of(store, journal.directory).start()
     try:
         for n in range(3):
-            name, end, _ = journal.append([[click(n)]])
-            indexer.submit(name, end, [click(n)], [], None)
+            time.sleep(journal_indexer.INDEX_INTERVAL * 2)  # idle
+            journal.append([[click(n)]])
             started = time.monotonic()
-            assert indexer.wait_indexed()
-            # The first waits for nothing; the next come within the rest of the one before.
-            assert time.monotonic() - started < journal_module.RETRY_SECONDS / 2
+            while backlog(journal.directory, store):
+                assert time.monotonic() - started < 0.5, "not indexed within half a second"
+                time.sleep(0.005)
         assert stored_ids(store) == ["click-0", "click-1", "click-2"]
     finally:
-        indexer.stop()
         journal.close()
+        indexer.stop()
+        store.close()
+
+
+def test_events_of_several_journals_are_stored_in_the_order_they_were_answered(tmp_path):
+    store = opened(tmp_path)
+    directory = tmp_path / "journal"
+    first, second = Journal(directory), Journal(directory)
+    now = time.time_ns() // 1_000_000
+    # Increasing milliseconds, as the workers' clicks get them (ids.unique_event_id).
+    ids = [str((now + n) << 80 | 99 - n) for n in range(4)]
+    try:
+        second.append([[{**click(0), "event_id": ids[0]}]])
+        first.append([[{**click(1), "event_id": ids[1]}]])
+        second.append([[{**click(2), "event_id": ids[2]}]])
+        first.append([[{**click(3), "event_id": ids[3]}]])
+        indexer_of(store, directory).index_once()
+        assert [event["event_id"] for event in store.query()] == ids
+    finally:
+        first.close()
+        second.close()
         store.close()
 
 
@@ -112,20 +140,26 @@ def test_a_full_journal_is_left_behind_and_deleted_once_indexed(tmp_path, monkey
     monkeypatch.setattr(journal_module, "ROTATE_BYTES", 1)
     store = opened(tmp_path)
     journal = Journal(tmp_path / "journal")
-    indexer = Indexer(store, journal).start()
+    indexer = indexer_of(store, journal.directory)
     try:
-        first, end, _ = journal.append([[click(1)]])
-        indexer.submit(first, end, [click(1)], [], None)
-        second, end, retired = journal.append([[click(2)]])
-        assert retired == first and second != first
-        indexer.submit(second, end, [click(2)], [], retired)
-        assert indexer.wait_indexed()
-        assert [p.name for p in journal.directory.iterdir()] == [second]
+        first, _ = journal.append([[click(1)]])
+        second, _ = journal.append([[click(2)]])
+        assert second != first
+        indexer.index_once()  # both indexed; the first let go of, so deleted in the next pass
+        indexer.index_once()
+        assert sorted(p.name for p in journal.directory.glob("*.journal")) == [second]
         assert stored_ids(store) == ["click-1", "click-2"]
+        assert positions(store) == [(second, (journal.directory / second).stat().st_size)]
     finally:
-        indexer.stop()
         journal.close()
         store.close()
+
+
+def positions(store) -> list[tuple[str, int]]:
+    return store.transaction(
+        lambda cur: [tuple(row) for row in cur.execute("SELECT * FROM journal_positions")],
+        write=False,
+    )
 
 
 def dead_workers_journal(directory: Path, groups: list[list[dict]]) -> tuple[str, list[int]]:
@@ -137,7 +171,7 @@ def dead_workers_journal(directory: Path, groups: list[list[dict]]) -> tuple[str
     return name, ends
 
 
-def test_a_dead_workers_journal_is_replayed_from_its_stored_position(tmp_path):
+def test_a_dead_workers_journal_is_indexed_from_its_stored_position(tmp_path):
     store = opened(tmp_path)
     directory = tmp_path / "journal"
     name, ends = dead_workers_journal(directory, [[click(1)], [click(2)], [click(3), click(4)]])
@@ -151,32 +185,163 @@ def test_a_dead_workers_journal_is_replayed_from_its_stored_position(tmp_path):
     store.record([click(1)])
     # ...and its next record's event had reached the store too but not the position (the
     # transaction was cut short): the event id keeps it once.
-    own = Journal(directory)
-    indexer = Indexer(store, own).start()  # a new worker replays it at start
+    store.record([click(2)])
+    indexer = indexer_of(store, directory).start()  # indexed before start returns
     try:
         assert stored_ids(store) == ["click-1", "click-2", "click-3", "click-4"]
         assert not (directory / name).exists()
-        assert store.transaction(
-            lambda cur: cur.execute("SELECT count(*) FROM journal_positions").fetchone(),
-            write=False,
-        ) == (0,)
+        assert positions(store) == []
     finally:
         indexer.stop()
-        own.close()
         store.close()
 
 
-def test_an_indexer_whose_store_is_down_at_start_is_not_healthy(tmp_path):
-    """With no journal to replay, start must still ask the store: the tracker answers 503
-    (never an unrecorded redirect) until it is healthy."""
+def test_a_torn_tail_of_a_dead_workers_journal_is_dropped_with_it(tmp_path):
+    store = opened(tmp_path)
+    directory = tmp_path / "journal"
+    name, _ = dead_workers_journal(directory, [[click(1)]])
+    with (directory / name).open("ab") as torn:
+        torn.write(encode_record([click(2)])[:-3])  # never acknowledged
+    indexer = indexer_of(store, directory)
+    indexer.index_once()  # its record
+    indexer.index_once()  # nobody holds it, nothing intact is left: deleted
+    try:
+        assert stored_ids(store) == ["click-1"]
+        assert not (directory / name).exists()
+    finally:
+        store.close()
+
+
+def test_an_indexer_whose_store_is_down_says_so_to_the_workers(tmp_path):
+    """With nothing to index, start must still ask the store: the workers answer 503 (never
+    an unrecorded redirect) until the indexer says it is up."""
     store = LazyStore("postgresql://127.0.0.1:1/events")  # nothing listens on port 1
-    journal = Journal(tmp_path / "journal")
-    indexer = Indexer(store, journal).start()
+    directory = tmp_path / "journal"
+    indexer = indexer_of(store, directory).start()
     try:
         assert not indexer.healthy
+        assert not IndexerStatus(directory).up()
     finally:
         indexer.stop()
+
+
+def test_a_worker_answers_only_while_the_indexer_says_up_recently(tmp_path):
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    status = directory / journal_indexer.STATUS_NAME
+    now = time.monotonic_ns()
+    for text, up in (
+        (f"up {now}", True),
+        (f"down {now}", False),
+        (f"up {now - int(journal_indexer.STALE_SECONDS * 1e9) - 1}", False),  # no indexer
+        (f"up {now + 10**12}", False),  # written before a reboot
+        ("garbage", False),
+    ):
+        status.write_text(text)
+        assert IndexerStatus(directory).up() == up, text
+    status.unlink()
+    assert not IndexerStatus(directory).up()
+    # The recorder refuses clicks meanwhile: 503, not an answer whose event waits forever.
+    store = opened(tmp_path)
+    recorder = EventRecorder(store, journal=Journal(directory)).start()
+    try:
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(recorder.record([click(1)]))
+        indexer = indexer_of(store, directory).start()
+        # At once: a "not up" is not kept (regression: a worker that read it before the
+        # indexer started refused clicks for a while after the indexer said up).
+        asyncio.run(recorder.record([click(2)]))
+        recorder.stop()
+        indexer.stop()  # indexes what is journaled
+        assert stored_ids(store) == ["click-2"]
+    finally:
+        recorder.stop()
+        store.close()
+
+
+def test_an_indexer_too_far_behind_tells_the_workers_to_refuse(tmp_path, monkeypatch):
+    monkeypatch.setattr(journal_indexer, "REFUSE_BYTES", 1)
+    store = opened(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    indexer = indexer_of(store, journal.directory, max_events=1)
+    try:
+        journal.append([[click(1)], [click(2)], [click(3)]])
+        assert indexer._step() == 1  # one event a pass: the rest is behind
+        assert not IndexerStatus(journal.directory).up()
+        while indexer._step():
+            pass
+        assert IndexerStatus(journal.directory).up()
+    finally:
         journal.close()
+        store.close()
+
+
+def test_one_indexer_works_a_directory_and_another_waits(tmp_path):
+    store = opened(tmp_path)
+    directory = tmp_path / "journal"
+    journal = Journal(directory)
+    first = indexer_of(store, directory, stop_seconds=0).start()
+    standby = indexer_of(store, directory).start()
+    try:
+        journal.append([[click(1)]])
+        deadline = time.monotonic() + 5
+        while backlog(directory, store):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert (first.indexed, standby.indexed) == (1, 0)
+        first.stop()
+        journal.append([[click(2)]])  # the stand-by takes over (it retries every second)
+        deadline = time.monotonic() + 5
+        while backlog(directory, store):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert standby.indexed == 1
+        assert stored_ids(store) == ["click-1", "click-2"]
+    finally:
+        journal.close()
+        standby.stop()
+        first.stop()
+        store.close()
+
+
+def test_a_journal_never_named_is_swept_once_old(tmp_path):
+    store = opened(tmp_path)
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    old, new = directory / "1-2.journal.new", directory / "3-4.journal.new"
+    old.write_bytes(b"")
+    new.write_bytes(b"")
+    past = time.time() - journal_indexer.ABANDONED_SECONDS - 1
+    os.utime(old, (past, past))
+    try:
+        indexer_of(store, directory).index_once()
+        assert not old.exists() and new.exists()
+    finally:
+        store.close()
+
+
+def test_the_idle_class_is_left_when_far_behind_and_taken_again_once_caught_up():
+    seen = []
+
+    def run() -> None:  # in a thread of its own: the policy is per thread
+        scheduling = journal_indexer.IdleScheduling()
+        scheduling.enter()
+        seen.append(os.sched_getscheduler(0))
+        scheduling.follow(journal_indexer.CATCH_UP_BYTES // 2)
+        seen.append(os.sched_getscheduler(0))
+        scheduling.follow(journal_indexer.CATCH_UP_BYTES + 1)
+        seen.append(os.sched_getscheduler(0))
+        scheduling.follow(0)
+        seen.append(os.sched_getscheduler(0))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    idle, other = os.SCHED_IDLE, os.SCHED_OTHER
+    if os.geteuid() == 0:  # leaving the idle class takes root, CAP_SYS_NICE or LimitNICE
+        assert seen == [idle, idle, other, idle]
+    else:
+        assert seen[:2] == [idle, idle]
 
 
 # What trackers ran themselves before migration 10 took the table over (events/schema.py).
@@ -205,7 +370,7 @@ def test_a_store_at_migration_9_gets_journal_positions_from_migration_10(
     assert versions(store_url) == list(range(1, schema.LATEST + 1))
     positions = sql(store_url, "SELECT journal, position FROM journal_positions")
     assert positions == ([(name, ends[0])] if tracker_made_the_table else [])
-    indexer = Indexer(store, Journal(directory)).start()  # replays the dead worker's journal
+    indexer = indexer_of(store, directory).start()  # indexes the dead worker's journal
     try:
         # The position a tracker stored before the upgrade still counts: nothing is repeated.
         replayed = ["click-2"] if tracker_made_the_table else ["click-1", "click-2"]
@@ -216,23 +381,6 @@ def test_a_store_at_migration_9_gets_journal_positions_from_migration_10(
         store.close()
 
 
-def test_a_live_workers_journal_is_not_taken(tmp_path):
-    store = opened(tmp_path)
-    directory = tmp_path / "journal"
-    live = Journal(directory)
-    live.append([[click(1)]])
-    other = Journal(directory)
-    indexer = Indexer(store, other).start()
-    try:
-        assert stored_ids(store) == []  # the live worker indexes its own
-        assert (directory / live.name).exists()
-    finally:
-        indexer.stop()
-        other.close()
-        live.close()
-        store.close()
-
-
 def test_replay_does_not_store_erased_recipients(tmp_path):
     store = opened(tmp_path)
     directory = tmp_path / "journal"
@@ -240,13 +388,10 @@ def test_replay_does_not_store_erased_recipients(tmp_path):
         directory, [[click(1, rcpt_to="gone@example.com"), click(2, rcpt_to="kept@example.com")]]
     )
     store.erase_recipient("gone@example.com")
-    own = Journal(directory)
-    indexer = Indexer(store, own).start()
     try:
+        indexer_of(store, directory).index_once()
         assert stored_ids(store) == ["click-2"]
     finally:
-        indexer.stop()
-        own.close()
         store.close()
 
 
@@ -279,6 +424,25 @@ def worker_pids(tracker: RunningTracker) -> list[int]:
         if b"public" in arguments:
             return children(listener)
     return []
+
+
+def test_the_tracker_indexes_in_a_process_of_its_own_in_the_idle_class(tmp_path):
+    with RunningTracker(tmp_path) as tracker:
+        assert tracker.process is not None
+        indexers = [
+            pid
+            for pid in children(tracker.process.pid)
+            if b"indexer" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        ]
+        assert len(indexers) == 1
+        assert os.sched_getscheduler(indexers[0]) == os.SCHED_IDLE
+        threads = [
+            {(task / "comm").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir()}
+            for pid in worker_pids(tracker)
+        ]
+        # The worker that answered /healthz writes its journal; none indexes beside its answers.
+        assert any("event-writer" in names for names in threads)
+        assert not any("journal-indexer" in names for names in threads)
 
 
 def test_sigkill_of_a_worker_loses_and_repeats_no_answered_click(tmp_path):
@@ -337,6 +501,7 @@ def test_folded_counts_through_the_journal_are_added_once(tmp_path):
     # the batch was put back and indexed again, and its folded counts added again (85,238
     # folded for 16,835 requests).
     store = opened(tmp_path)
+    indexer = indexer_of(store, tmp_path / "journal").start()
     recorder = EventRecorder(store, journal=Journal(tmp_path / "journal")).start()
     data = TrackingData("click", "t", "m", "a@example.org", int(time.time()), target_url="x")
     try:
@@ -345,7 +510,7 @@ def test_folded_counts_through_the_journal_are_added_once(tmp_path):
             if n % 100 == 0:  # some counts go alone, some with others
                 time.sleep(recorder_module.FOLD_FLUSH_SECONDS + 0.2)
         recorder.stop()  # writes what is left
-        assert recorder.indexer.wait_indexed()
+        indexer.stop()  # indexes what is journaled
         folded = store.transaction(
             lambda cur: cur.execute("SELECT sum(folded) FROM token_floods").fetchone(),
             write=False,
@@ -353,6 +518,7 @@ def test_folded_counts_through_the_journal_are_added_once(tmp_path):
         assert folded == (300,)
     finally:
         recorder.stop()
+        indexer.stop()
         store.close()
 
 
@@ -362,7 +528,7 @@ def test_non_ascii_event_text_round_trips_through_the_journal(tmp_path):
     events = [{"event_id": "e1", "type": "click", "timestamp": 1.0, "subject": "Grüße ☃ 日本"}]
     path = tmp_path / "journal"
     path.write_bytes(journal_module.encode_record(events))
-    assert [found for _, found in journal_module.read_records(path, 0)] == [events]
+    assert [found for _, found, _ in journal_module.read_records(path, 0)] == [events]
 
 
 def test_journal_writes_are_flushed_to_disk_by_their_write(tmp_path):

@@ -258,6 +258,7 @@ def test_tracker_refuses_to_redirect_to_an_ambiguous_target(tmp_path):
                 assert status == 404 and "location" not in headers, (target, method, headers)
         status, headers = click("https://good.example/path")
         assert (status, headers["location"]) == (302, "https://good.example/path")
+        tracker.wait_indexed()  # the store has it a moment after the answer
         conn = http.client.HTTPConnection("127.0.0.1", tracker.admin_port, timeout=30)
         conn.request("GET", f"/api/v1/events?rcpt={rcpt}", headers=tracker.admin_headers)
         events = json.loads(conn.getresponse().read())["results"]

@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         "when the event store is down the tracker answers 503. SIGTERM stops, SIGHUP restarts "
         "the workers with the configuration re-read.",
     )
-    tracker.add_argument("--listener", choices=["public", "admin"], help=argparse.SUPPRESS)
+    tracker.add_argument(
+        "--listener", choices=["public", "admin", "indexer"], help=argparse.SUPPRESS
+    )
     tracker.set_defaults(func=cmd_tracker)
 
     run = sub.add_parser(

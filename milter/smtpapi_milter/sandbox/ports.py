@@ -105,6 +105,9 @@ def wait_for_http(url: str, deadline: float, process: Any = None) -> None:
             with urllib.request.urlopen(url, timeout=min(remaining, 2.0)) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as exc:  # an answer, not 200 (yet): its socket closed
+            exc.close()
+            last_error = exc
         except (OSError, urllib.error.URLError) as exc:
             last_error = exc
         time.sleep(PROBE_INTERVAL)

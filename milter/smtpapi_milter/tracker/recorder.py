@@ -24,9 +24,10 @@ then costs one small commit a second, not one per request). A crash can lose the
 that last second; the events themselves keep the durable-before-response contract.
 
 With a journal (events/journal.py, what the tracker runs with), the group is appended to the
-worker's journal file and flushed instead, and the store insert happens after the answers, in
-the journal's indexer thread; folded counts go with it. Without one (tests, tools), the group
-is committed to the store as before.
+worker's journal file and flushed instead, folded counts as a record after it, and the store
+insert happens after the answers, in the node's journal indexer (events/journal_indexer.py),
+whose status says whether the store takes them. Without one (tests, tools), the group is
+committed to the store as before.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from typing import Any
 import structlog
 
 from ..events.floods import FloodCount
-from ..events.journal import Indexer, Journal, encode_payloads
+from ..events.journal import Journal, encode_payloads
+from ..events.journal_indexer import IndexerStatus
 from ..events.store import EventStore, StoreUnavailable
 from ..thread_names import name_this_thread
 
@@ -75,7 +77,8 @@ class EventRecorder:
         self.max_group = max_group
         self.commit_delay = commit_delay
         self.journal = journal
-        self.indexer = Indexer(store, journal, max_group) if journal is not None else None
+        # Whether journaled clicks reach the store (the indexer's word), else None.
+        self.indexer_status = IndexerStatus(journal.directory) if journal is not None else None
         self._pending: deque[_Waiter] = deque()
         self._folds: dict[str, FloodCount] = {}  # token key -> counts not yet written
         self._folds_due = 0.0  # monotonic time by which they are written
@@ -91,15 +94,14 @@ class EventRecorder:
         self.stored = 0  # events stored
 
     def start(self) -> EventRecorder:
-        if self.indexer is not None:
-            self.indexer.start()
         self._thread.start()
         return self
 
     async def record(self, events: list[dict[str, Any]]) -> None:
         """Return once ``events`` are committed and flushed; raise if they could not be."""
-        if self.indexer is not None and not self.indexer.healthy:
-            # Journaled clicks would wait for a store that is not there: 503, as without one.
+        if self.indexer_status is not None and not self.indexer_status.up():
+            # Journaled clicks would wait for a store that is not there (or for no indexer):
+            # 503, as without a journal.
             raise StoreUnavailable("event store unavailable")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._wakeup:
@@ -130,9 +132,8 @@ class EventRecorder:
             self._wakeup.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self.indexer is not None:
-            self.indexer.stop(timeout)
-            self.journal.close()
+        if self.journal is not None:
+            self.journal.close()  # the indexer finishes the file and deletes it
 
     def _take(self) -> tuple[list[_Waiter], list[FloodCount]] | None:
         with self._wakeup:
@@ -191,12 +192,11 @@ class EventRecorder:
     def _journal(
         self, group: list[_Waiter], events: list[dict[str, Any]], folds: list[FloodCount]
     ) -> None:
-        """Flush the group to the journal, answer it, then hand it to the indexer."""
+        """Flush the group and the folded counts to the journal, then answer the group."""
         try:
             # One record per group: the events of every request of it, in order.
-            payloads = encode_payloads(events)  # once: the journal's and the store's text
-            groups, texts = ([events], [payloads]) if events else ([], [])
-            name, end, retired = self.journal.append(groups, texts)
+            groups, texts = ([events], [encode_payloads(events)]) if events else ([], [])
+            self.journal.append(groups, texts, folds)
         except OSError as exc:
             log.warning("events not journaled", error=str(exc), events=len(events))
             self._keep_folds(folds)
@@ -205,7 +205,6 @@ class EventRecorder:
         _resolve(group, None)
         self.groups += 1
         self.stored += len(events)
-        self.indexer.submit(name, end, events, folds, retired, payloads)
 
     def _keep_folds(self, folds: list[FloodCount]) -> None:
         """Counts that could not be written go with the next commit (unless stopping)."""

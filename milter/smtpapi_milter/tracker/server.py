@@ -15,14 +15,18 @@ at its start (they cannot cross a process boundary): ASGI lifespan startup on th
 listener, the worker loop's first callback on the public one (rsgi.py says why not in
 ``__rsgi_init__``). The factory functions here take the
 configuration path from ``$SMTPAPI_MILTER_CONFIG``, which ``serve`` sets.
+
+``serve`` runs three processes: the two listeners and the journal indexer
+(events/journal_indexer.py), which moves every public worker's journaled clicks into the
+store. A public tracker built here without it (tests, tools) indexes in a thread instead.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,8 @@ import structlog
 from .. import logs
 from ..config import CONFIG_ENV, Config, ConfigError, load_config
 from ..events.journal import Journal
-from ..events.store import EventStore, LazyStore, StoreUnavailable, open_store, redact
+from ..events.journal_indexer import JournalIndexer
+from ..events.store import LazyStore, StoreUnavailable, open_store, redact
 from ..events.webhooks import check_hooks
 from ..listen_check import check_host_port, granian_failed
 from ..multiproc import MULTIPROC_ENV, counter_directory
@@ -52,7 +57,6 @@ from .rsgi import RsgiTracker
 
 log = structlog.get_logger("smtpapi_milter.tracker")
 
-HEALTH_CACHE_SECONDS = 1.0
 METRICS_PREFIX = "smtpapi-tracker-metrics-"
 # Connections one Granian worker holds at once (its "backpressure"; Granian's default is
 # backlog / workers = 512). Every open connection holds a slot until header_timeout closes
@@ -62,27 +66,8 @@ METRICS_PREFIX = "smtpapi-tracker-metrics-"
 # to the hard one, so the slots are what runs out first: 4096 a worker.
 CONNECTIONS_PER_WORKER = 4096
 JOURNAL_DIRECTORY = "tracker-journal"  # under state_dir: events/journal.py
-
-
-class StoreHealth:
-    """Whether the store takes writes, asked at most once a second (health checks poll)."""
-
-    def __init__(self, store: EventStore | LazyStore, clock: Callable[[], float] = time.monotonic):
-        self._store = store
-        self._clock = clock
-        self._checked = -HEALTH_CACHE_SECONDS
-        self._ok = False
-
-    def __call__(self) -> bool:
-        now = self._clock()
-        if now - self._checked >= HEALTH_CACHE_SECONDS:
-            try:
-                self._store.ping()
-                self._ok = True
-            except StoreUnavailable:
-                self._ok = False
-            self._checked = now
-        return self._ok
+# Set by ``serve`` for its listeners: the journal indexer runs as a process beside them.
+INDEXER_PROCESS_ENV = "SMTPAPI_TRACKER_INDEXER_PROCESS"
 
 
 class Lifespan:
@@ -137,24 +122,36 @@ def _tracker_lifetime(config: Config) -> tuple[Callable[[], TrackerApp], Callabl
         useragent.warm_up()  # before serving, not on the first click
         # Serve even while the store is down: 503 until it is back, /healthz tells.
         store = LazyStore(config.event_store_url)
-        journal = Journal(Path(config.state_dir) / JOURNAL_DIRECTORY)
+        directory = journal_directory(config)
+        if not os.environ.get(INDEXER_PROCESS_ENV):  # nobody else indexes: this process does
+            parts["indexer"] = JournalIndexer(directory, store).start()
+        journal = Journal(directory)
         recorder = EventRecorder(store, journal=journal).start()
         tracker = config.engagement_tracker
         parts.update(store=store, recorder=recorder)
+        assert recorder.indexer_status is not None
         return TrackerApp(
             codec=TokenCodec.from_config(config),
             recorder=recorder,
             client_address=ClientAddress(config.engagement_tracker.trusted_proxies),
-            health=StoreHealth(store),
+            # What clicks get: 200 once the indexer says the store takes their events.
+            health=recorder.indexer_status.up,
             guard=FloodGuard(tracker.flood_window, tracker.flood_token_hourly_limit),
         )
 
     def shutdown() -> None:
         if "recorder" in parts:
             parts["recorder"].stop()
+        if "indexer" in parts:
+            parts["indexer"].stop()  # after the last click journaled: it indexes that too
+        if "store" in parts:
             parts["store"].close()
 
     return startup, shutdown
+
+
+def journal_directory(config: Config) -> Path:
+    return Path(config.state_dir) / JOURNAL_DIRECTORY
 
 
 def create_tracker_app() -> RsgiTracker:
@@ -245,8 +242,26 @@ def prepare(config: Config) -> None:
         )
 
 
+def serve_indexer(config_path: str | None) -> int:
+    """Run the node's journal indexer until SIGTERM (``tracker --listener indexer``)."""
+    config = load_config(config_path)
+    store = LazyStore(config.event_store_url)
+    indexer = JournalIndexer(journal_directory(config), store, idle=True)
+    stop = lambda *_: indexer.stop(timeout=0)  # noqa: E731  (run ends after its pass)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nothing of it is reloadable
+    try:
+        indexer.run()
+    finally:
+        store.close()
+    return 0
+
+
 def serve_listener(config_path: str | None, listener: str) -> int:
     """Run one listener under Granian until SIGTERM (Granian respawns a crashed worker)."""
+    if listener == "indexer":
+        return serve_indexer(config_path)
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.server import Server
@@ -317,7 +332,8 @@ def serve(config_path: str | None) -> int:
     base = [sys.executable, "-m", "smtpapi_milter.cli", "tracker"]
     if config_path:
         base += ["--config", os.path.abspath(config_path)]
-    children = {name: [*base, "--listener", name] for name in LISTENERS}
+    children = {name: [*base, "--listener", name] for name in [*LISTENERS, "indexer"]}
+    os.environ[INDEXER_PROCESS_ENV] = "1"  # the public workers leave indexing to it
     log.info(
         "tracker starting",
         listen=config.engagement_tracker.listen,
