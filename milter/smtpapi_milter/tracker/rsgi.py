@@ -154,7 +154,8 @@ class RsgiTracker:
         # clicks: 1.3 us a click of collections that found next to nothing (gc.callbacks,
         # bench/tracker_cpu.py --rsgi), 0.2 us at 7000. What start-up built (ua-parser's
         # regexes, the codec, modules) lives as long as the worker: frozen, no collection
-        # walks it again.
+        # walks it again (collected first, so that no garbage of the start-up is kept).
+        gc.collect()
         gc.freeze()
         gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
