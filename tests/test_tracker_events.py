@@ -125,6 +125,9 @@ def test_redirect_locations_kept_are_bounded(monkeypatch):
     for n in range(10):
         assert redirect_location(f"https://example.com/{n}") == f"https://example.com/{n}"
         assert len(tracker_app._redirects) <= 3
+    long = "https://example.com/" + "é" * tracker_app.MAX_TARGET_CHARS
+    assert redirect_location(long) == location_text(long)
+    assert long not in tracker_app._redirects
 
 
 @pytest.fixture(autouse=True)

@@ -65,8 +65,11 @@ _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>\\^`{
 # What quote() escapes with that safe set: a target without any of these is its own Location.
 _URL_UNSAFE = re.compile(f"[^{re.escape(_URL_SAFE)}]")
 TRACKING_PATHS = {"/c/": "click", "/o/": "open", "/i/": "initial_open"}
-# Targets whose redirect is decided (see redirect_location); emptied when this many are held.
-MAX_TARGETS = 4096
+# Targets whose redirect is decided (see redirect_location): emptied when this many are held,
+# and none longer than MAX_TARGET_CHARS, so that they take at most ~13 MB (a percent-encoded
+# CJK target is 9 bytes a character), ~200 KB for links of a usual length.
+MAX_TARGETS = 1024
+MAX_TARGET_CHARS = 1024
 _redirects: dict[str, str | None] = {}
 
 
@@ -97,6 +100,8 @@ def redirect_location(url: str) -> str | None:
     except KeyError:
         pass
     decided = location_text(url) if is_unambiguous(url) else None
+    if len(url) > MAX_TARGET_CHARS:
+        return decided
     if len(_redirects) >= MAX_TARGETS:
         _redirects.clear()  # not the oldest one by one: a plain dict's next(iter()) then slows
     _redirects[url] = decided
