@@ -116,6 +116,23 @@ def test_the_first_click_after_a_pause_is_in_the_store_at_once(tmp_path):
         store.close()
 
 
+def test_an_indexer_behind_does_not_rest_between_full_batches(tmp_path):
+    store = opened(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    indexer = indexer_of(store, journal.directory, max_events=1, interval=30).start()
+    try:
+        journal.append([[click(1)], [click(2)], [click(3)]])
+        started = time.monotonic()
+        while backlog(journal.directory, store):
+            assert time.monotonic() - started < 5, "rested between full batches"
+            time.sleep(0.01)
+        assert stored_ids(store) == ["click-1", "click-2", "click-3"]
+    finally:
+        journal.close()
+        indexer.stop()
+        store.close()
+
+
 def test_events_of_several_journals_are_stored_in_the_order_they_were_answered(tmp_path):
     store = opened(tmp_path)
     directory = tmp_path / "journal"

@@ -170,6 +170,8 @@ class JournalIndexer:
                 done = self._step()
                 if not self.healthy:
                     pause = RETRY_SECONDS
+                elif done >= self.max_events:
+                    continue  # behind: no rest until caught up
                 else:
                     pause = self.interval if done else POLL_SECONDS
                 self._stopping.wait(pause)
