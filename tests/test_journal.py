@@ -85,7 +85,11 @@ def test_appended_events_are_indexed_once_with_their_position(tmp_path):
     indexer = indexer_of(store, journal.directory)
     try:
         name, end = journal.append([[click(1), click(2)]])
-        assert end == (tmp_path / "journal" / name).stat().st_size
+        path = tmp_path / "journal" / name
+        # Written over the zeros the file was made of (journal.py): they end the records.
+        assert path.stat().st_size == journal_module.ROTATE_BYTES > end
+        assert journal_module.written_end(path) == end
+        assert path.read_bytes()[end:] == bytes(journal_module.ROTATE_BYTES - end)
         assert backlog(journal.directory, store) == end
         assert indexer.index_once() == 2
         assert indexer.index_once() == 0  # nothing new: nothing stored twice
@@ -177,6 +181,52 @@ def positions(store) -> list[tuple[str, int]]:
         lambda cur: [tuple(row) for row in cur.execute("SELECT * FROM journal_positions")],
         write=False,
     )
+
+
+def test_a_journal_of_appended_records_only_is_indexed_too(tmp_path):
+    """A journal not made of zeros first (what releases before this one wrote) ends at its
+    size."""
+    store = opened(tmp_path)
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    (directory / "1-1.journal").write_bytes(encode_record([click(1)]) + encode_record([click(2)]))
+    try:
+        indexer = indexer_of(store, directory)
+        indexer.index_once()
+        indexer.index_once()
+        assert stored_ids(store) == ["click-1", "click-2"]
+        assert not (directory / "1-1.journal").exists()
+    finally:
+        store.close()
+
+
+def test_a_journal_write_that_failed_is_not_read(tmp_path, monkeypatch):
+    journal = Journal(tmp_path / "journal")
+    try:
+        name, end = journal.append([[click(1)]])
+        real = os.pwrite
+        calls = []
+
+        def torn(fd, data, offset):  # half of the record reaches the file, then EIO
+            calls.append(offset)
+            if len(calls) == 1:
+                real(fd, bytes(data)[: len(data) // 2], offset)
+                raise OSError(5, "Input/output error")
+            return real(fd, data, offset)
+
+        monkeypatch.setattr(journal_module.os, "pwrite", torn)
+        with pytest.raises(OSError):
+            journal.append([[click(2)]])
+        monkeypatch.setattr(journal_module.os, "pwrite", real)
+        path = tmp_path / "journal" / name
+        assert journal_module.written_end(path) == end  # zeros over the torn part
+        _, end = journal.append([[click(3)]])
+        assert [e["event_id"] for _, events, _ in read_records(path, 0) for e in events] == [
+            "click-1",
+            "click-3",
+        ]
+    finally:
+        journal.close()
 
 
 def dead_workers_journal(directory: Path, groups: list[list[dict]]) -> tuple[str, list[int]]:

@@ -18,8 +18,15 @@ transaction. So:
 
 One journal file per worker process (no lock shared between processes on the hot path),
 named by creation time and pid, held under an exclusive ``flock`` while its worker writes
-it. A worker starts a new file past ``ROTATE_BYTES`` and lets go of the old one; a file
-nobody holds (left behind, or its worker died) is indexed to its end and deleted by the
+it. A new file is written full of zero bytes first (``ROTATE_BYTES``, flushed), and records
+then overwrite them: a flushed write into blocks already on disk changes no file metadata,
+so the file system has no journal commit to make for it. On the test machine's ext4 an
+``O_DSYNC`` append cost 73 us of CPU (the whole machine's, its journal threads included)
+and 173 us of wall time; the same write over written zeros 37 us and 101 us. A journal's
+records therefore end at its first zero byte (JSON text holds none), not at its size.
+
+A worker starts a new file past ``ROTATE_BYTES`` and lets go of the old one; a file nobody
+holds (left behind, or its worker died) is indexed to its end and deleted by the
 indexer. So a journal holds at most about that much of events already in the store (an
 erased recipient's clicks may stay there that long; the indexer applies erasure like every
 other insert, so they are never stored). A new file is locked before it gets its journal
@@ -88,6 +95,9 @@ def _decoded(body: bytes) -> Any:
 def parse_records(data: bytes, start: int) -> Iterator[tuple[int, Events, Folds]]:
     """(end offset, events, folded counts) of each whole, intact record at the head of
     ``data``, which was read from offset ``start`` of a journal."""
+    zero = data.find(b"\0")
+    if zero >= 0:  # the zeros not yet written over
+        data = data[:zero]
     offset = 0
     while (newline := data.find(b"\n", offset)) >= 0:
         line = data[offset:newline]
@@ -115,6 +125,20 @@ def read_records(path: Path, start: int) -> Iterator[tuple[int, Events, Folds]]:
         yield from parse_records(journal.read(), start)
 
 
+def written_end(path: Path, start: int = 0) -> int:
+    """Where what was written to journal ``path`` ends (its first zero byte at or after
+    ``start``, else its size)."""
+    with path.open("rb") as journal:
+        journal.seek(start)
+        offset = start
+        while chunk := journal.read(1 << 20):
+            zero = chunk.find(b"\0")
+            if zero >= 0:
+                return offset + zero
+            offset += len(chunk)
+        return offset
+
+
 class Journal:
     """The appending side: one thread of one worker process writes through it."""
 
@@ -132,10 +156,16 @@ class Journal:
         # one system call; the writer thread lets go of the GIL and takes it back once per
         # group instead of twice (taking it back from a busy event loop can wait up to the
         # interpreter's 5 ms switch interval).
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_DSYNC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_DSYNC
         # Locked under a name the indexer does not look at, then renamed: a journal it finds
         # unlocked is one nobody will write again, so it may index it to its end and delete it.
         fd = os.open(self.directory / (name + ".new"), flags, 0o600)
+        try:
+            _write_all(fd, bytes(ROTATE_BYTES), 0)  # the zeros records overwrite (see above)
+        except OSError:
+            os.close(fd)
+            os.unlink(self.directory / (name + ".new"))
+            raise
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(self.directory / (name + ".new"), self.directory / name)
         _sync_directory(self.directory)  # the file itself survives a power cut
@@ -160,15 +190,13 @@ class Journal:
             data += encode_folds(list(folds))
         if not data:
             return self.name, self._size
-        view = memoryview(data)
         try:
-            while view:  # flushed by O_DSYNC (see _open_new)
-                view = view[os.write(self._fd, view) :]
+            _write_all(self._fd, data, self._size)  # flushed by O_DSYNC (see _open_new)
         except OSError:
-            # Whatever part reached the file is a torn tail nobody was told about: cut it so
-            # the next records are not hidden behind it.
+            # Whatever part reached the file is a torn tail nobody was told about: zeros
+            # over it (the next records overwrite it anyway), so nobody reads it meanwhile.
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._size)
+                _write_all(self._fd, bytes(len(data)), self._size)
             raise
         self._size += len(data)
         return self.name, self._size
@@ -178,6 +206,13 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _sync_directory(directory: Path) -> None:
@@ -191,11 +226,7 @@ def _sync_directory(directory: Path) -> None:
 def backlog(directory: Path, store: EventStore | LazyStore) -> int:
     """Bytes of the journals in ``directory`` not yet in ``store`` (0: every answered event
     is indexed). For tests and tools that read the store right after clicks."""
-    files = {}
-    for path in directory.glob("*" + SUFFIX):
-        with contextlib.suppress(FileNotFoundError):  # indexed and deleted meanwhile
-            files[path.name] = path.stat().st_size
-    if not files:
+    if not any(directory.glob("*" + SUFFIX)):
         return 0
 
     def positions(cur: Any) -> dict[str, int]:
@@ -203,4 +234,9 @@ def backlog(directory: Path, store: EventStore | LazyStore) -> int:
         return {name: int(position) for name, position in cur.fetchall()}
 
     indexed = store.transaction(positions, write=False)
-    return sum(max(0, size - indexed.get(name, 0)) for name, size in files.items())
+    behind = 0
+    for path in directory.glob("*" + SUFFIX):
+        start = indexed.get(path.name, 0)
+        with contextlib.suppress(FileNotFoundError):  # indexed and deleted meanwhile
+            behind += max(0, written_end(path, start) - start)
+    return behind

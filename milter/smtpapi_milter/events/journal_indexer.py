@@ -68,6 +68,7 @@ STALE_SECONDS = 10.0  # a status older than this: no indexer is running
 STOP_SECONDS = 20.0  # on a stop, for the workers' last clicks (systemd waits 30 s)
 CHECK_SECONDS = 0.25  # a worker reads the status at most this often
 MAX_EVENTS = 10_000  # per transaction
+FIRST_READ = 16 << 10  # read first from each journal in a pass (enough when idle)
 READ_BYTES = 8 << 20  # per journal per pass (more only for a record larger than that)
 # How far behind the answers the store may fall (journal bytes not indexed; a click is
 # ~700 bytes): beyond the first the indexer leaves the idle class, beyond the second the
@@ -86,22 +87,26 @@ _UPSERT = (
 class _Tail:
     """An open journal and how far it is in the store."""
 
-    __slots__ = ("fd", "held", "position")
+    __slots__ = ("end", "fd", "held", "position")
 
     def __init__(self, fd: int, position: int):
         self.fd = fd
         self.position = position
+        self.end = position  # where what was written ended at the last read
         self.held = False  # we hold its lock: its worker let go of it, nobody writes more
 
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
     def read(self) -> bytes:
-        """What follows the position (bounded, unless one record is larger)."""
-        left = self.size() - self.position
-        data = os.pread(self.fd, min(left, READ_BYTES), self.position)
-        if len(data) < left and b"\n" not in data:
-            data = os.pread(self.fd, left, self.position)
+        """What was written after the position, up to the zeros not yet written over
+        (journal.py; bounded, unless one record is larger)."""
+        data = os.pread(self.fd, FIRST_READ, self.position)
+        if len(data) == FIRST_READ and b"\0" not in data:  # more than a little was written
+            data += os.pread(self.fd, READ_BYTES, self.position + FIRST_READ)
+            if b"\0" not in data and b"\n" not in data:  # one record larger than that
+                data += os.pread(self.fd, os.fstat(self.fd).st_size, self.position + len(data))
+        zero = data.find(b"\0")
+        if zero >= 0:
+            data = data[:zero]
+        self.end = self.position + len(data)
         return data
 
 
@@ -266,9 +271,12 @@ class JournalIndexer:
         ends: dict[str, int] = {}
         for name in names:
             tail = self._tails.get(name)
-            if tail is None or tail.size() <= tail.position:
+            if tail is None:
                 continue
-            for end, group, counts in parse_records(tail.read(), tail.position):
+            data = tail.read()
+            if not data:
+                continue
+            for end, group, counts in parse_records(data, tail.position):
                 events.extend(group)
                 folds.extend(counts)
                 ends[name] = end
@@ -291,7 +299,7 @@ class JournalIndexer:
                 self._tails[name].position = end
             self.indexed += len(events)
         self._finish([name for name in names if name not in ends])
-        self.backlog = sum(tail.size() - tail.position for tail in self._tails.values())
+        self.backlog = sum(max(0, tail.end - tail.position) for tail in self._tails.values())
         return len(events) + len(folds)
 
     def _journals(self) -> list[str]:
@@ -333,7 +341,7 @@ class JournalIndexer:
                 except BlockingIOError:
                     continue  # its worker writes it
                 tail.held = True
-            if tail.size() > tail.position and any(parse_records(tail.read(), tail.position)):
+            if any(parse_records(tail.read(), tail.position)):
                 continue  # written before its worker let go: indexed in the next pass
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / name).unlink()
