@@ -5,7 +5,7 @@ event_row does."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from smtpapi_milter.events.store import event_row
@@ -42,6 +42,8 @@ def one_by_one(injection: dict) -> dict:
         max_size=20,
     )
 )
+@example([("timestamp", "INF")])  # regression: OverflowError making the event id
+@example([("timestamp", "nan")])
 def test_message_fields_are_copied_as_one_by_one(items):
     injection = dict(items)
     event = outcome_event(OUTCOME, injection, 0, None)

@@ -238,7 +238,10 @@ def test_no_token_reveals_recipient_tags_or_metadata(tracker):
         token = path[3:]
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         for secret in secrets:
-            assert secret not in path and secret.encode() not in raw
+            assert secret.encode() not in raw
+            # In the base64 text a short word turns up by chance ("vip" in ~1 of 60 runs of
+            # this test: 3 characters of 64 at ~150 places of ~30 tokens); 5 and more do not.
+            assert len(secret) < 5 or secret not in path
 
 
 def test_machine_opens_are_flagged(tracker):

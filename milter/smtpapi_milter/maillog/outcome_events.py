@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -185,9 +186,12 @@ def _add_logged_fields(event: dict[str, Any], outcome: Outcome) -> None:
 
 def _injected_at(injection: dict[str, Any]) -> float:
     try:
-        return float(injection.get("timestamp", 0))
+        seconds = float(injection.get("timestamp", 0))
     except (TypeError, ValueError):
         return 0.0
+    # "inf" or "nan" read as a float but has no millisecond for the event id (hypothesis
+    # found a stored injection whose timestamp was "INF" raising OverflowError).
+    return seconds if math.isfinite(seconds) else 0.0
 
 
 def without_addresses(text: str, addresses: tuple[str, ...]) -> str:
