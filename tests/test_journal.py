@@ -79,6 +79,14 @@ def indexer_of(store, directory: Path, **options) -> JournalIndexer:
     return JournalIndexer(directory, store, **options)
 
 
+def indexed_within(seconds: float, directory: Path, store) -> None:
+    """Until every journal of ``directory`` is in ``store``; fails after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while backlog(directory, store):
+        assert time.monotonic() < deadline, f"not indexed within {seconds} s"
+        time.sleep(0.005)
+
+
 def test_appended_events_are_indexed_once_with_their_position(tmp_path):
     store = opened(tmp_path)
     journal = Journal(tmp_path / "journal")
@@ -109,10 +117,7 @@ def test_the_first_click_after_a_pause_is_in_the_store_at_once(tmp_path):
         for n in range(3):
             time.sleep(journal_indexer.INDEX_INTERVAL * 2)  # idle
             journal.append([[click(n)]])
-            started = time.monotonic()
-            while backlog(journal.directory, store):
-                assert time.monotonic() - started < 0.5, "not indexed within half a second"
-                time.sleep(0.005)
+            indexed_within(0.5, journal.directory, store)
         assert stored_ids(store) == ["click-0", "click-1", "click-2"]
     finally:
         journal.close()
@@ -126,10 +131,7 @@ def test_an_indexer_behind_does_not_rest_between_full_batches(tmp_path):
     indexer = indexer_of(store, journal.directory, max_events=1, interval=30).start()
     try:
         journal.append([[click(1)], [click(2)], [click(3)]])
-        started = time.monotonic()
-        while backlog(journal.directory, store):
-            assert time.monotonic() - started < 5, "rested between full batches"
-            time.sleep(0.01)
+        indexed_within(5, journal.directory, store)  # not 30 s: no rest between full batches
         assert stored_ids(store) == ["click-1", "click-2", "click-3"]
     finally:
         journal.close()
@@ -351,17 +353,11 @@ def test_one_indexer_works_a_directory_and_another_waits(tmp_path):
     standby = indexer_of(store, directory).start()
     try:
         journal.append([[click(1)]])
-        deadline = time.monotonic() + 5
-        while backlog(directory, store):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        indexed_within(5, directory, store)
         assert (first.indexed, standby.indexed) == (1, 0)
         first.stop()
         journal.append([[click(2)]])  # the stand-by takes over (it retries every second)
-        deadline = time.monotonic() + 5
-        while backlog(directory, store):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        indexed_within(5, directory, store)
         assert standby.indexed == 1
         assert stored_ids(store) == ["click-1", "click-2"]
     finally:

@@ -100,24 +100,7 @@ def engagement_event(
     ``data`` is the link token's :class:`~smtpapi_milter.tokens.TrackingData`: everything the
     event says about the message comes from the link itself, never from a database.
     """
-    event = {
-        "type": kind,
-        "event_id": event_id,
-        "timestamp": str(int(now)),
-        "transmission_id": data.transmission_id,
-        "message_id": data.message_id,
-        "campaign_id": data.campaign_id,
-        "customer_id": data.customer_id,
-        "rcpt_to": data.rcpt_to.lower(),
-        "raw_rcpt_to": data.rcpt_to,
-        "rcpt_tags": list(data.tags),
-        "rcpt_meta": data.metadata or {},
-        "injection_time": iso_time(data.injection_time),
-        "ip_address": ip_address,
-        "user_agent": user_agent,
-        "user_agent_parsed": user_agent_parsed,
-        "delv_method": "esmtp",
-    }
+    event = _engagement_fields(kind, event_id, now, data, ip_address, user_agent, user_agent_parsed)
     if kind in ("click", "link_unsubscribe"):
         event["target_link_url"] = data.target_url
         event["target_link_name"] = data.link_name
@@ -140,12 +123,38 @@ def tracking_events(
     :func:`engagement_event`'s (the reference; tests hold the two equal), ``new_id()`` its
     event id, taken in order.
 
-    Built here in one go because every click builds one: the keyword call, the kind tests
-    and a list of kinds cost 0.3 us of engagement_event's 0.8 (measured).
+    Built here in one go because every click builds one: engagement_event's keyword call,
+    kind tests and list of kinds cost 0.3 us of its 0.8 (measured).
     """
-    event = {
+    event = _engagement_fields(kind, new_id(), now, data, ip_address, user_agent, user_agent_parsed)
+    if kind != "click":
+        event["initial_pixel"] = kind == "initial_open"
+        return [event]
+    event["target_link_url"] = data.target_url
+    event["target_link_name"] = data.link_name
+    if not data.unsubscribe:
+        return [event]
+    unsubscribe = event.copy()  # the same keys in the same order; its own lists and dicts
+    unsubscribe["type"] = "link_unsubscribe"
+    unsubscribe["event_id"] = new_id()
+    unsubscribe["rcpt_tags"] = list(data.tags)
+    unsubscribe["rcpt_meta"] = data.metadata or {}
+    return [event, unsubscribe]
+
+
+def _engagement_fields(
+    kind: str,
+    event_id: str,
+    now: float,
+    data: Any,
+    ip_address: str,
+    user_agent: str,
+    user_agent_parsed: dict[str, Any],
+) -> dict[str, Any]:
+    """What every engagement event holds, in its order (the rest depends on the kind)."""
+    return {
         "type": kind,
-        "event_id": new_id(),
+        "event_id": event_id,
         "timestamp": str(int(now)),
         "transmission_id": data.transmission_id,
         "message_id": data.message_id,
@@ -161,19 +170,6 @@ def tracking_events(
         "user_agent_parsed": user_agent_parsed,
         "delv_method": "esmtp",
     }
-    if kind != "click":
-        event["initial_pixel"] = kind == "initial_open"
-        return [event]
-    event["target_link_url"] = data.target_url
-    event["target_link_name"] = data.link_name
-    if not data.unsubscribe:
-        return [event]
-    unsubscribe = event.copy()  # the same keys in the same order; its own lists and dicts
-    unsubscribe["type"] = "link_unsubscribe"
-    unsubscribe["event_id"] = new_id()
-    unsubscribe["rcpt_tags"] = list(data.tags)
-    unsubscribe["rcpt_meta"] = data.metadata or {}
-    return [event, unsubscribe]
 
 
 # SparkPost's class for mail its own policies failed (support.sparkpost.com/docs/
