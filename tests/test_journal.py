@@ -20,19 +20,22 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smtpapi_milter.config import load_config
 from smtpapi_milter.events import journal as journal_module
-from smtpapi_milter.events import journal_indexer, schema
+from smtpapi_milter.events import journal_indexer, payload, schema
 from smtpapi_milter.events.floods import FloodCount
 from smtpapi_milter.events.journal import Journal, backlog, encode_record, read_records
 from smtpapi_milter.events.journal_indexer import IndexerStatus, JournalIndexer
-from smtpapi_milter.events.store import LazyStore, StoreUnavailable, open_store
+from smtpapi_milter.events.store import LazyStore, StoreUnavailable, event_row, open_store
 from smtpapi_milter.tokens import TokenCodec, TrackingData
 from smtpapi_milter.tracker import recorder as recorder_module
 from smtpapi_milter.tracker.recorder import EventRecorder
 
 from .harness.smtpapi import ROOT, RunningTracker
+from .test_event_payload import VALUES
 from .test_store import click, sql, versions
 from .test_store import store_url as store_url  # the fixture: SQLite and PostgreSQL
 from .test_tracker_faults import ClickLoad, stored_transmissions
@@ -51,25 +54,25 @@ def test_records_round_trip_and_a_torn_tail_is_not_read(tmp_path):
     first, second = encode_record([click(1)]), encode_record([click(2), click(3)])
     path.write_bytes(first + second + second[:-5])  # the last append never finished
     records = list(read_records(path, 0))
-    assert [end for end, _, _ in records] == [len(first), len(first) + len(second)]
-    assert [e["event_id"] for _, events, _ in records for e in events] == [
+    assert [record.end for record in records] == [len(first), len(first) + len(second)]
+    assert [e["event_id"] for record in records for e in record.events] == [
         "click-1",
         "click-2",
         "click-3",
     ]
-    assert list(read_records(path, len(first)))[0][1] == [click(2), click(3)]
+    assert list(read_records(path, len(first)))[0].events == [click(2), click(3)]
     # A flipped byte fails the checksum: indexing stops before it.
     damaged = bytearray(first + second)
     damaged[len(first) + 20] ^= 1
     path.write_bytes(bytes(damaged))
-    assert [end for end, _, _ in read_records(path, 0)] == [len(first)]
+    assert [record.end for record in read_records(path, 0)] == [len(first)]
 
 
 def test_folded_counts_round_trip_as_a_record_of_their_own(tmp_path):
     count = FloodCount("k", "click", "c\udcff", "m", "https://x.example/é", 3, 1.5, 2.5, None)
     path = tmp_path / "x.journal"
     path.write_bytes(encode_record([click(1)]) + journal_module.encode_folds([count]))
-    assert [(events, folds) for _, events, folds in read_records(path, 0)] == [
+    assert [(r.events, r.folds) for r in read_records(path, 0)] == [
         ([click(1)], []),
         ([], [count]),
     ]
@@ -223,7 +226,7 @@ def test_a_journal_write_that_failed_is_not_read(tmp_path, monkeypatch):
         path = tmp_path / "journal" / name
         assert journal_module.written_end(path) == end  # zeros over the torn part
         _, end = journal.append([[click(3)]])
-        assert [e["event_id"] for _, events, _ in read_records(path, 0) for e in events] == [
+        assert [e["event_id"] for r in read_records(path, 0) for e in r.events] == [
             "click-1",
             "click-3",
         ]
@@ -591,7 +594,91 @@ def test_non_ascii_event_text_round_trips_through_the_journal(tmp_path):
     events = [{"event_id": "e1", "type": "click", "timestamp": 1.0, "subject": "Grüße ☃ 日本"}]
     path = tmp_path / "journal"
     path.write_bytes(journal_module.encode_record(events))
-    assert [found for _, found, _ in journal_module.read_records(path, 0)] == [events]
+    assert [r.events for r in journal_module.read_records(path, 0)] == [events]
+
+
+ODD_VALUES = [  # what orjson would not read back as written
+    {"rcpt_meta": {"big": 2**70, "negative": -(2**65)}},  # orjson reads floats
+    {"subject": "lone \udcff surrogate"},  # orjson refuses it
+    {"rcpt_meta": {"far": float("inf")}},  # orjson refuses Infinity
+]
+
+
+def odd_values_clicks() -> list[dict]:
+    return [{**click(n), **odd} for n, odd in enumerate(ODD_VALUES, 1)]
+
+
+def stored_payloads(store) -> list[str]:
+    return store.transaction(
+        lambda cur: [row[0] for row in cur.execute("SELECT payload FROM events ORDER BY id")],
+        write=False,
+    )
+
+
+def test_each_event_is_stored_with_the_text_its_worker_journaled(tmp_path):
+    # The indexer used to parse a record's events and encode them again: a metadata integer
+    # beyond 64 bits reached the store as a float (1.1805916207174113e+21). Now the text the
+    # worker wrote is the payload, and the event read back is the one that was clicked.
+    events = [*odd_values_clicks(), {**click(4), "subject": "Grüße ☃"}]
+    texts = journal_module.encode_payloads(events)
+    store = opened(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    try:
+        journal.append([[event] for event in events], [[text] for text in texts])
+        journal.close()
+        indexer_of(store, tmp_path / "journal").index_once()
+        assert stored_payloads(store) == texts
+        assert store.query() == events
+    finally:
+        store.close()
+
+
+def test_a_record_of_an_earlier_release_is_read_exactly(tmp_path):
+    """Journals of releases before the separated texts hold each group as one JSON list."""
+    events = odd_values_clicks()
+    groups = [events[:1], events[1:]]  # the first read by orjson, then by the stdlib
+    bodies = [journal_module.payload.encode(group).encode("utf-8") for group in groups]
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    (directory / "1-1.journal").write_bytes(b"".join(map(journal_module._framed, bodies)))
+    store = opened(tmp_path)
+    try:
+        indexer_of(store, directory).index_once()
+        assert store.query() == events
+        assert stored_payloads(store) == journal_module.encode_payloads(events)
+    finally:
+        store.close()
+
+
+def test_a_record_without_events_is_read_and_passed(tmp_path):
+    path = tmp_path / "x.journal"
+    path.write_bytes(encode_record([]) + encode_record([click(1)]))
+    assert [r.events for r in read_records(path, 0)] == [[], [click(1)]]
+
+
+# Any keys, and often those the store's columns are made of (events/store.py event_row).
+COLUMN_KEYS = ["transmission_id", "message_id", "campaign_id", "rcpt_to", "user_agent_parsed"]
+COLUMN_KEYS += ["target_link_url", "target_link_name", "rcpt_tags", "mta_queue_id"]
+KEYS = st.sampled_from([*COLUMN_KEYS, "bounce_class", "rcpt_meta"]) | st.text()
+EVENTS = st.dictionaries(KEYS, VALUES, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(EVENTS, max_size=4), max_size=4))
+def test_any_events_read_back_as_journaled(groups):
+    # Any text (control characters, the record separator, line feeds, lone surrogates) and
+    # any number: each record's texts come back as written, and the columns the store makes
+    # of its events are those of the events written.
+    identity = {"event_id": "e1", "type": "click", "timestamp": 1.0}
+    groups = [[{**event, **identity} for event in events] for events in groups]
+    texts = [journal_module.encode_payloads(events) for events in groups]
+    data = b"".join(map(encode_record, groups, texts))
+    records = list(journal_module.parse_records(data + bytes(64), 0))
+    assert [record.payloads for record in records] == texts
+    assert [record.end for record in records][-1:] == ([len(data)] if groups else [])
+    for record in records:
+        for event, text in zip(record.events, record.payloads, strict=True):
+            assert event_row(event, text) == event_row(payload.decode(text), text)
 
 
 def test_journal_writes_are_flushed_to_disk_by_their_write(tmp_path):

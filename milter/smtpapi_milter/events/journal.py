@@ -32,11 +32,19 @@ erased recipient's clicks may stay there that long; the indexer applies erasure 
 other insert, so they are never stored). A new file is locked before it gets its journal
 name, so the indexer never sees one that is not held yet.
 
-A record is ``crc32(body) body\\n``: ``body`` is the JSON list of a group's events, or
+A record is ``crc32(body) body\\n``: ``body`` is a group's events, each event's JSON text
+(the store's payload, events/payload.py) after a record separator byte 0x1E, as RFC 7464's
+JSON text sequences frame them (without their line feed: a line is a record here); or
 ``{"folds": [...]}`` with the flood guard's folded counts (floods.py) written with that
-group, each count the list of its ``token_floods`` columns. Only a file's tail can be torn
-(appends by one thread, each flushed before the next); a record whose line is incomplete or
-whose checksum is wrong was never acknowledged, and indexing stops there.
+group, each count the list of its ``token_floods`` columns. JSON text holds no raw control
+character, so separators and line ends are unambiguous. The indexer stores each text as
+the worker wrote it, and parses it (exactly: events/payload.py) for the columns only. It
+used to parse a group's list with orjson and encode each event again: orjson reads an
+integer beyond 64 bits (a sender's metadata) as a float, and such a click was stored with
+the float. Journals of earlier releases hold the JSON list of a group's events; they are
+still read, exactly. Only a file's tail can be torn (appends by one thread, each flushed
+before the next); a record whose line is incomplete or whose checksum is wrong was never
+acknowledged, and indexing stops there.
 """
 
 from __future__ import annotations
@@ -49,14 +57,13 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import orjson
-
-from . import floods
+from . import floods, payload
 from .store import EventStore, LazyStore, encode_payload
 
 SUFFIX = ".journal"
+SEPARATOR = "\x1e"  # before each event's text in a record (RFC 7464)
 ROTATE_BYTES = 1 << 20
 
 Events = list[dict[str, Any]]
@@ -77,7 +84,7 @@ def encode_record(events: Events, payloads: list[str] | None = None) -> bytes:
         payloads = encode_payloads(events)
     # UTF-8: encode_payload (orjson) keeps non-ASCII text as it is; no lone surrogates reach
     # it (those go through the stdlib's ASCII escapes).
-    return _framed(("[" + ",".join(payloads) + "]").encode("utf-8"))
+    return _framed("".join([SEPARATOR + text for text in payloads]).encode("utf-8"))
 
 
 def encode_folds(folds: Folds) -> bytes:
@@ -85,16 +92,31 @@ def encode_folds(folds: Folds) -> bytes:
     return _framed(json.dumps({"folds": [count.row() for count in folds]}).encode("ascii"))
 
 
-def _decoded(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:  # lone surrogates in escapes: the stdlib takes them
-        return json.loads(body.decode("utf-8", "surrogatepass"))
+class Record(NamedTuple):
+    end: int  # the journal's offset just past the record
+    events: Events
+    payloads: list[str]  # each event's JSON text, as the store keeps it
+    folds: Folds
 
 
-def parse_records(data: bytes, start: int) -> Iterator[tuple[int, Events, Folds]]:
-    """(end offset, events, folded counts) of each whole, intact record at the head of
-    ``data``, which was read from offset ``start`` of a journal."""
+def _events(body: bytes) -> tuple[Events, list[str]]:
+    text = body.decode("utf-8")
+    if not text:  # a group without events
+        return [], []
+    if text.startswith(SEPARATOR):
+        payloads = text[1:].split(SEPARATOR)
+        return [*map(payload.decode, payloads)], payloads
+    # An earlier release's record, one JSON list: read exactly (a metadata integer beyond
+    # 64 bits stays one), and each event's text made as the worker would have made it.
+    events = payload.decode(text)
+    if not isinstance(events, list):
+        raise ValueError("a journal record that is neither events nor folded counts")
+    return events, encode_payloads(events)
+
+
+def parse_records(data: bytes, start: int) -> Iterator[Record]:
+    """Each whole, intact record at the head of ``data``, which was read from offset
+    ``start`` of a journal."""
     zero = data.find(b"\0")
     if zero >= 0:  # the zeros not yet written over
         data = data[:zero]
@@ -107,18 +129,18 @@ def parse_records(data: bytes, start: int) -> Iterator[tuple[int, Events, Folds]
         try:
             if int(line[:8], 16) != zlib.crc32(body):
                 return
-            decoded = _decoded(body)
-        except ValueError:
+            if body.startswith(b'{"folds"'):
+                rows = json.loads(body)["folds"]
+                record = Record(0, [], [], [floods.FloodCount(*row) for row in rows])
+            else:
+                record = Record(0, *_events(body), [])
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             return
         offset = newline + 1
-        if isinstance(decoded, list):
-            yield start + offset, decoded, []
-        else:
-            folds = [floods.FloodCount(*row) for row in decoded["folds"]]
-            yield start + offset, [], folds
+        yield record._replace(end=start + offset)
 
 
-def read_records(path: Path, start: int) -> Iterator[tuple[int, Events, Folds]]:
+def read_records(path: Path, start: int) -> Iterator[Record]:
     """:func:`parse_records` of the file ``path`` from offset ``start``."""
     with path.open("rb") as journal:
         journal.seek(start)

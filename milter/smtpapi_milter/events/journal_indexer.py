@@ -49,6 +49,7 @@ from typing import Any
 
 import structlog
 
+from ..collector import collector_paused
 from ..thread_names import name_this_thread
 from . import floods
 from .journal import SUFFIX, Events, Folds, parse_records
@@ -259,6 +260,10 @@ class JournalIndexer:
         """Store what the journals hold beyond their positions (up to ``max_events`` in one
         transaction), then delete those nobody holds and are indexed to their end. Returns
         how many events and folded counts were stored."""
+        with collector_paused():  # a pass's events are thousands of dicts in no cycle
+            return self._index_once()
+
+    def _index_once(self) -> int:
         while self._unforgotten:
             self._forget(self._unforgotten[0])
             self._unforgotten.pop(0)
@@ -267,6 +272,7 @@ class JournalIndexer:
             os.close(self._tails.pop(name).fd)
         self._open(names)
         events: Events = []
+        payloads: list[str] = []
         folds: Folds = []
         ends: dict[str, int] = {}
         for name in names:
@@ -276,10 +282,11 @@ class JournalIndexer:
             data = tail.read()
             if not data:
                 continue
-            for end, group, counts in parse_records(data, tail.position):
-                events.extend(group)
-                folds.extend(counts)
-                ends[name] = end
+            for record in parse_records(data, tail.position):
+                events.extend(record.events)
+                payloads.extend(record.payloads)
+                folds.extend(record.folds)
+                ends[name] = record.end
                 if len(events) >= self.max_events:
                     break
             if len(events) >= self.max_events:
@@ -287,10 +294,12 @@ class JournalIndexer:
         if ends:
             # In the order they were answered across the workers' journals (each in order
             # already): the store's insertion order is what the API and webhooks page by.
-            events.sort(key=_answered)
+            order = sorted(range(len(events)), key=[_answered(e) for e in events].__getitem__)
+            events = [events[i] for i in order]
+            payloads = [payloads[i] for i in order]
 
             def work(cur: Any) -> None:
-                self.store.insert_events(cur, events)
+                self.store.insert_events(cur, events, payloads)
                 floods.add_counts(cur, self.store.sql, folds)
                 cur.executemany(self.store.sql(_UPSERT), list(ends.items()))
 

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import gc
 import operator
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+from ..collector import collector_paused
 from ..delivery.bounce_class import BounceClassifier
 from ..events.store import StoreUnavailable
 from ..suppression.bounces import DEFAULT_CLASSES, suppress_bounces
@@ -93,7 +93,7 @@ class Follower:
 
     def _batch(self) -> int | None:
         """Read, turn into events and commit one batch: the lines read, None if none were."""
-        with _collector_paused():
+        with collector_paused():
             lines, where = self._read()
             if where is None:
                 self._settle()
@@ -236,23 +236,6 @@ class Follower:
     def _classify(self, outcome: Outcome) -> int:
         code = int(outcome.code) if outcome.code else None
         return self.classifier.classify(outcome.enhanced or None, code, outcome.reply)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for one batch. A batch makes some hundred
-    thousand dicts, tuples and lists, none of them in a cycle (reference counting frees
-    them), and the collector, run every 700 new ones, scanned them again and again: 11% of
-    the follower's CPU over bench/maillog_bench.py's 200,000 lines. A cycle made meanwhile
-    is collected after the batch."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def install_signal_handlers(stop: Callable[..., None]) -> None:
