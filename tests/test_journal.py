@@ -690,3 +690,26 @@ def test_journal_writes_are_flushed_to_disk_by_their_write(tmp_path):
         assert fcntl.fcntl(journal._fd, fcntl.F_GETFL) & os.O_DSYNC == os.O_DSYNC
     finally:
         journal.close()
+
+
+def test_the_indexer_process_keeps_more_of_the_store_in_memory(tmp_path):
+    # PROCESS_CACHE_KIB (journal_indexer.py): on the writer's connection, again once the
+    # store is opened again after it was closed.
+    def writers_cache(store) -> int:
+        return store.transaction(
+            lambda cur: cur.execute("PRAGMA cache_size").fetchone()[0], write=True
+        )
+
+    store = LazyStore(f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    indexer = indexer_of(store, directory, cache_kib=4096)
+    try:
+        assert indexer._step() == 0 and indexer.healthy
+        assert writers_cache(store) == -4096
+        store.close()  # as after an outage: LazyStore opens it again
+        assert writers_cache(store) == -2000  # SQLite's default
+        indexer._step()
+        assert writers_cache(store) == -4096
+    finally:
+        store.close()

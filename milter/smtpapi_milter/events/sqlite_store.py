@@ -246,7 +246,7 @@ class SqliteStore(EventStore):
         for start in range(0, len(rows), per):
             _insert_rows(cur, rows[start : start + per])
 
-    def prefer_large_writes(self, cache_kib: int) -> None:
+    def prefer_large_writes(self, cache_kib: int, *, checkpoints_apart: bool = True) -> None:
         # SQLite's default page cache is 2 MiB. A transaction that dirties more pages than
         # that spills them to the WAL before its commit, and writes (and reads back) a page
         # again each time it is touched after: over bench/maillog_bench.py's 200,000 lines
@@ -261,7 +261,7 @@ class SqliteStore(EventStore):
         # so a store never stays without either.
         def prefer(conn: sqlite3.Connection) -> None:
             conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
-            if self._checkpointer is None:
+            if checkpoints_apart and self._checkpointer is None:
                 self._checkpointer = BackgroundCheckpointer(lambda: self._connect(self._timeout))
                 conn.execute("PRAGMA wal_autocheckpoint=0")
 

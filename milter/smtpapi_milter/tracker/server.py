@@ -36,7 +36,7 @@ import structlog
 from .. import logs
 from ..config import CONFIG_ENV, Config, ConfigError, load_config
 from ..events.journal import Journal
-from ..events.journal_indexer import JournalIndexer
+from ..events.journal_indexer import PROCESS_CACHE_KIB, JournalIndexer
 from ..events.store import LazyStore, StoreUnavailable, open_store, redact
 from ..events.webhooks import check_hooks
 from ..listen_check import check_host_port, granian_failed
@@ -246,7 +246,8 @@ def serve_indexer(config_path: str | None) -> int:
     """Run the node's journal indexer until SIGTERM (``tracker --listener indexer``)."""
     config = load_config(config_path)
     store = LazyStore(config.event_store_url)
-    indexer = JournalIndexer(journal_directory(config), store, idle=True)
+    directory = journal_directory(config)
+    indexer = JournalIndexer(directory, store, idle=True, cache_kib=PROCESS_CACHE_KIB)
     stop = lambda *_: indexer.stop(timeout=0)  # noqa: E731  (run ends after its pass)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
