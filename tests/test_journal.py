@@ -713,3 +713,30 @@ def test_the_indexer_process_keeps_more_of_the_store_in_memory(tmp_path):
         assert writers_cache(store) == -4096
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("written", [0, 1, 16383, 16384, 16385, 100_000, (1 << 20) - 1, 1 << 20])
+@pytest.mark.parametrize("position", [0, 7])
+def test_a_tail_reads_what_was_written_up_to_the_zeros(tmp_path, written, position):
+    path = tmp_path / "x.journal"
+    text = (b"record\n" * (written // 7 + 1))[:written]
+    path.write_bytes(text + bytes(max(0, (1 << 20) - written)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        tail = journal_indexer._Tail(fd, min(position, written))
+        assert tail.read() == text[tail.position :]
+        assert tail.end == written
+    finally:
+        os.close(fd)
+
+
+def test_a_tail_reads_a_bounded_piece_of_a_long_journal_of_appended_records(tmp_path):
+    path = tmp_path / "x.journal"  # an earlier release's: records to its size, no zeros
+    path.write_bytes(b"record\n" * (3 * journal_indexer.READ_BYTES // 7))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = journal_indexer._Tail(fd, 0).read()
+        assert journal_indexer.READ_BYTES <= len(data) < 2 * journal_indexer.READ_BYTES
+        assert path.read_bytes().startswith(data)
+    finally:
+        os.close(fd)

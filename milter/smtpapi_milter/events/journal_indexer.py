@@ -105,15 +105,26 @@ class _Tail:
 
     def read(self) -> bytes:
         """What was written after the position, up to the zeros not yet written over
-        (journal.py; bounded, unless one record is larger)."""
-        data = os.pread(self.fd, FIRST_READ, self.position)
-        if len(data) == FIRST_READ and b"\0" not in data:  # more than a little was written
-            data += os.pread(self.fd, READ_BYTES, self.position + FIRST_READ)
-            if b"\0" not in data and b"\n" not in data:  # one record larger than that
-                data += os.pread(self.fd, os.fstat(self.fd).st_size, self.position + len(data))
-        zero = data.find(b"\0")
-        if zero >= 0:
-            data = data[:zero]
+        (journal.py): read in pieces twice as large each time, so that no more than twice
+        what was written is read (the journal's zeros are its size: reading to a bound of
+        8 MiB copied all of them every pass, ~4 us an event in passes of 1,000); bounded
+        by READ_BYTES, unless one record is larger."""
+        pieces: list[bytes] = []
+        size, offset = FIRST_READ, self.position
+        while True:
+            piece = os.pread(self.fd, size, offset)
+            zero = piece.find(b"\0")
+            if zero >= 0:
+                pieces.append(piece[:zero])
+                break
+            pieces.append(piece)
+            offset += len(piece)
+            if len(piece) < size:  # the file's end: a journal of appended records
+                break
+            if offset - self.position >= READ_BYTES and any(b"\n" in p for p in pieces):
+                break
+            size = min(2 * size, READ_BYTES)
+        data = b"".join(pieces) if len(pieces) > 1 else pieces[0]
         self.end = self.position + len(data)
         return data
 
