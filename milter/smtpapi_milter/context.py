@@ -77,12 +77,35 @@ class Variables(Mapping[str, str]):
     def child(self) -> Variables:
         return Variables(self)
 
+    # Settings ask each recipient's scope (three deep) for a dozen names a message, most of
+    # them set nowhere: Mapping's ``in`` and ``get`` would go through __getitem__ and a
+    # KeyError raised up every scope; walked in a loop instead (bench/milter_cpu.py
+    # --level pipeline --load bulk: 0.193 -> 0.184 ms of CPU a message, two runs each).
     def __getitem__(self, name: str) -> str:
-        if name in self._own:
-            return self._own[name]
-        if self._outer is not None:
-            return self._outer[name]
+        scope: Variables | None = self
+        while scope is not None:
+            own = scope._own
+            if name in own:
+                return own[name]
+            scope = scope._outer
         raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        scope: Variables | None = self
+        while scope is not None:
+            if name in scope._own:
+                return True
+            scope = scope._outer
+        return False
+
+    def get(self, name: str, default: Any = None) -> Any:
+        scope: Variables | None = self
+        while scope is not None:
+            own = scope._own
+            if name in own:
+                return own[name]
+            scope = scope._outer
+        return default
 
     def __iter__(self) -> Iterator[str]:
         seen = set(self._own)

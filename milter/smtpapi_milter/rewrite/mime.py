@@ -220,7 +220,12 @@ def parse_body(fields: tuple[str, str, str, bool], body: bytes) -> MimePart:
 def _malformed_field(name: str, value: bytes) -> bool:
     """A message header field that readers split differently: an odd name or a bare CR
     (the email package ends a line there, an MTA does not)."""
-    if not _STRICT_FIELD.fullmatch(name.encode("utf-8", "surrogateescape") + b":"):
+    if name.isascii():
+        # _STRICT_FIELD's test (printable, no space or colon) by str methods: every field of
+        # every message comes here, and encoding each name for the pattern cost ~0.5 us.
+        if not name.isprintable() or " " in name or ":" in name or not name:
+            return True
+    elif not _STRICT_FIELD.fullmatch(name.encode("utf-8", "surrogateescape") + b":"):
         return True
     return b"\r" in value and _BARE_CR.search(value) is not None
 

@@ -162,7 +162,14 @@ def count(sites: list[Site], stats: TrackStats, html: bool) -> None:
 
 def fill(sites: list[Site], links: LinkMaker) -> list[Edit]:
     """The edits that put one copy's tracked URLs (from ``links``) at ``sites``."""
-    edits: list[Edit] = []
+    made = values(sites, links)
+    return [(site.start, site.end, new) for site, new in zip(sites, made, strict=True)]
+
+
+def values(sites: list[Site], links: LinkMaker) -> list[str]:
+    """What one copy puts at each of ``sites``: its tracked URLs (from ``links``), pixels and
+    literal text."""
+    made: list[str] = []
     for site in sites:
         kind = site.kind
         if kind == CLICK:
@@ -173,8 +180,8 @@ def fill(sites: list[Site], links: LinkMaker) -> list[Edit]:
             new = INITIAL_PIXEL.format(url=links.initial_open())
         else:
             new = site.url
-        edits.append((site.start, site.end, new))
-    return edits
+        made.append(new)
+    return made
 
 
 def _first_not_none(*values: int | None) -> int:
