@@ -427,3 +427,21 @@ def test_a_started_worker_freezes_its_start_up_and_collects_less_often():
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+def test_a_worker_gives_its_app_the_loop_granian_runs_it_on():
+    # The recorder creates each click's future on it instead of asking asyncio, whose
+    # get_running_loop makes a getpid system call on Python 3.11 (recorder.py). In a process
+    # of its own: the start-up freezes the GC of the whole process.
+    code = (
+        "import asyncio, types\n"
+        "from smtpapi_milter.tracker.rsgi import RsgiTracker\n"
+        "app = types.SimpleNamespace(client_address=None, loop=None)\n"
+        "tracker = RsgiTracker(lambda: app, None)\n"
+        "loop = asyncio.new_event_loop()\n"
+        "tracker.__rsgi_init__(loop)\n"
+        "loop.run_until_complete(asyncio.sleep(0))\n"
+        "assert tracker.app is app and app.loop is loop, app.loop\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)

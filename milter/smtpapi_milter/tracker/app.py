@@ -20,6 +20,7 @@ RSGI for the hot routes of the live listener (rsgi.py). The rules that matter:
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import ipaddress
 import re
@@ -201,6 +202,9 @@ class TrackerApp:
         self.unsubscriber = Unsubscriber(recorder.store)
         self.unsubscribe = UnsubscribeRoute(codec, self.unsubscriber, client_address, clock)
         self._requests = AsgiRequests(client_address)
+        # The one event loop every request runs on, when the server says so (RSGI's
+        # __rsgi_init__): the recorder then need not ask asyncio for it (recorder.py).
+        self.loop: asyncio.AbstractEventLoop | None = None
         metrics.prepare()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -259,7 +263,7 @@ class TrackerApp:
                 if kind == "click" and data.unsubscribe:  # suppressed in the same commit
                     await self.unsubscriber.store(events, data.rcpt_to, unsubscribe.LINK_SOURCE)
                 else:
-                    await self.recorder.record(events)
+                    await self.recorder.record(events, self.loop)
             except Exception:
                 self.guard.release(data, address)
                 metrics.request(kind, "unavailable")

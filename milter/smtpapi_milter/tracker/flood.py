@@ -95,24 +95,51 @@ class FloodGuard:
     def check(self, data: TrackingData, client: str, now: float) -> FloodCount | None:
         """None: store this request's event (counted as stored). Otherwise the count of one
         folded request, for the recorder to add to the store's counters."""
-        if not self.enabled:
+        # Every click goes through here: the forgetting and the hour's counts are written
+        # out in it rather than called (1.37 -> 1.13 us a check, timeit).
+        window = self.window
+        limit = self.hourly_limit
+        if window <= 0 and limit <= 0:
             return None
-        token = hash(token_identity(data))
-        pair = hash((token, client_key(client)))
-        if self.window > 0:
-            self._forget_before(now - self.window)
-        counts = self._token_counts(token, now)
+        token = hash(
+            (
+                data.kind,
+                data.transmission_id,
+                data.message_id,
+                data.rcpt_to,
+                data.target_url,
+                data.link_name,
+            )
+        )
+        pair = hash((token, client_key(client) if ":" in client else client))
+        recent = self._recent
+        if window > 0:
+            # Entries are appended in time order, so the expired ones are at the front.
+            cutoff = now - window
+            while recent:
+                oldest, stored_at = next(iter(recent.items()))
+                if stored_at > cutoff:
+                    break
+                del recent[oldest]
+        hour = int(now // SECONDS_PER_HOUR)
+        tokens = self._tokens
+        if hour != self._hour:  # a new clock hour: every token starts again
+            self._hour = hour
+            tokens.clear()
+        counts = tokens.get(token)
+        if counts is None:
+            if len(tokens) >= MAX_TOKENS:
+                tokens.popitem(last=False)
+            counts = tokens[token] = [0, 0]
         counts[0] += 1
-        repeat = pair in self._recent
-        over = self.hourly_limit > 0 and counts[1] >= self.hourly_limit
-        if repeat or over:
-            abused = self.hourly_limit > 0 and counts[0] > self.hourly_limit
+        if pair in recent or (limit > 0 and counts[1] >= limit):
+            abused = limit > 0 and counts[0] > limit
             return FloodCount.of_request(token_key(data), data, now, abused)
         counts[1] += 1
-        if self.window > 0:
-            self._recent[pair] = now
-            if len(self._recent) > MAX_RECENT:
-                self._recent.popitem(last=False)
+        if window > 0:
+            recent[pair] = now
+            if len(recent) > MAX_RECENT:
+                recent.popitem(last=False)
         return None
 
     def release(self, data: TrackingData, client: str) -> None:
@@ -122,24 +149,3 @@ class FloodGuard:
         counts = self._tokens.get(token)
         if counts is not None and counts[1] > 0:
             counts[1] -= 1
-
-    def _forget_before(self, cutoff: float) -> None:
-        # Entries are appended in time order, so the expired ones are at the front.
-        recent = self._recent
-        while recent:
-            pair, stored_at = next(iter(recent.items()))
-            if stored_at > cutoff:
-                return
-            del recent[pair]
-
-    def _token_counts(self, token: int, now: float) -> list[int]:
-        hour = int(now // SECONDS_PER_HOUR)
-        if hour != self._hour:  # a new clock hour: every token starts again
-            self._hour = hour
-            self._tokens.clear()
-        counts = self._tokens.get(token)
-        if counts is None:
-            if len(self._tokens) >= MAX_TOKENS:
-                self._tokens.popitem(last=False)
-            counts = self._tokens[token] = [0, 0]
-        return counts

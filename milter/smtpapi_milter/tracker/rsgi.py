@@ -131,12 +131,14 @@ class RsgiTracker:
         self._shutdown = shutdown
         self.app: TrackerApp | None = None
         self._requests: RsgiRequests | None = None
+        self._loop: Any = None  # the worker's event loop, as __rsgi_init__ is given it
 
     def __rsgi_init__(self, loop: Any) -> None:
         # Not here: Granian 2.8.9 calls this before its loop runs, and a worker that gets
         # SIGTERM while in it never ends (the signal is lost; reproduced with a bare app that
         # sleeps here). So the start-up (store, journal recovery) runs as the loop's first
         # callback, where ASGI's lifespan ran it, and a signal during it is handled after it.
+        self._loop = loop
         loop.call_soon(self._start)
 
     def _start(self) -> None:
@@ -148,6 +150,7 @@ class RsgiTracker:
             log.exception("tracker failed to start")
             os._exit(3)  # the worker ends; Granian starts another
         self._requests = RsgiRequests(app.client_address)
+        app.loop = self._loop
         self.app = app
         # The cyclic GC ran every 700 net container allocations, which a click's events
         # (dicts and lists alive until their group is journaled and indexed) reach every few
