@@ -693,24 +693,27 @@ def test_journal_writes_are_flushed_to_disk_by_their_write(tmp_path):
 
 
 def test_the_indexer_process_keeps_more_of_the_store_in_memory(tmp_path):
-    # PROCESS_CACHE_KIB (journal_indexer.py): on the writer's connection, again once the
-    # store is opened again after it was closed.
-    def writers_cache(store) -> int:
-        return store.transaction(
-            lambda cur: cur.execute("PRAGMA cache_size").fetchone()[0], write=True
-        )
+    # PROCESS_CACHE_KIB (journal_indexer.py): SQLite's page cache of the writer's connection,
+    # and as many pages of WAL before its commits checkpoint; again once the store is opened
+    # again after it was closed.
+    def writers(store) -> tuple[int, int]:
+        def pragmas(cur):
+            return tuple(cur.execute(f"PRAGMA {name}").fetchone()[0] for name in PRAGMAS)
 
+        return store.transaction(pragmas, write=True)
+
+    PRAGMAS = ("cache_size", "wal_autocheckpoint")
     store = LazyStore(f"sqlite:///{tmp_path / 'events.sqlite3'}")
     directory = tmp_path / "journal"
     directory.mkdir()
-    indexer = indexer_of(store, directory, cache_kib=4096)
+    indexer = indexer_of(store, directory, cache_kib=8192)
     try:
         assert indexer._step() == 0 and indexer.healthy
-        assert writers_cache(store) == -4096
+        assert writers(store) == (-8192, 2048)
         store.close()  # as after an outage: LazyStore opens it again
-        assert writers_cache(store) == -2000  # SQLite's default
+        assert writers(store) == (-2000, 1000)  # SQLite's defaults
         indexer._step()
-        assert writers_cache(store) == -4096
+        assert writers(store) == (-8192, 2048)
     finally:
         store.close()
 

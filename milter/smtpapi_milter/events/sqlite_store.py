@@ -259,9 +259,18 @@ class SqliteStore(EventStore):
         # Checkpoints move to a thread of their own (events/checkpointer.py), out of the
         # commits: the checkpointer is started before automatic checkpoints are turned off,
         # so a store never stays without either.
+        # Without a checkpoint thread (the journal indexer's choice), the writer's commits
+        # checkpoint once the WAL holds as many pages as its cache instead of 1,000: each
+        # checkpoint copies a page changed since the last one once, however many commits
+        # changed it, and a click's insert changes a page of the rcpt_to index anywhere in
+        # it. 300,000 events stored, 40,000 clicks indexed in passes of 8,000 (in process,
+        # CPU, 2 x 3 runs): 21.0-22.7 -> 19.5-21.9 us an event.
         def prefer(conn: sqlite3.Connection) -> None:
             conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
-            if checkpoints_apart and self._checkpointer is None:
+            if not checkpoints_apart:
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA wal_autocheckpoint={int(cache_kib) * 1024 // page_size}")
+            elif self._checkpointer is None:
                 self._checkpointer = BackgroundCheckpointer(lambda: self._connect(self._timeout))
                 conn.execute("PRAGMA wal_autocheckpoint=0")
 

@@ -404,8 +404,9 @@ class EventStore(stats.CampaignReports):
     def prefer_large_writes(self, cache_kib: int, *, checkpoints_apart: bool = True) -> None:
         """A writer of large transactions (the log follower's batches, the journal indexer's
         passes) will use this store: it may keep up to ``cache_kib`` of pages in memory, and
-        (``checkpoints_apart``) checkpoints the WAL on a thread of its own instead of in its
-        commits (SQLite; a no-op elsewhere)."""
+        checkpoints the WAL on a thread of its own instead of in its commits
+        (``checkpoints_apart``), or in its commits once the WAL holds ``cache_kib`` (SQLite;
+        a no-op elsewhere)."""
 
     def close(self) -> None:
         """Release connections; the store raises StoreUnavailable afterwards."""
