@@ -101,16 +101,7 @@ class FloodGuard:
         limit = self.hourly_limit
         if window <= 0 and limit <= 0:
             return None
-        token = hash(
-            (
-                data.kind,
-                data.transmission_id,
-                data.message_id,
-                data.rcpt_to,
-                data.target_url,
-                data.link_name,
-            )
-        )
+        token = hash(token_identity(data))  # one definition of "the same link"
         pair = hash((token, client_key(client) if ":" in client else client))
         recent = self._recent
         if window > 0:
