@@ -734,9 +734,9 @@ def test_journal_writes_are_flushed_to_disk_by_their_write(tmp_path):
 
 
 def test_the_indexer_process_keeps_more_of_the_store_in_memory(tmp_path):
-    # PROCESS_CACHE_KIB (journal_indexer.py): SQLite's page cache of the writer's connection,
-    # and as many pages of WAL before its commits checkpoint; again once the store is opened
-    # again after it was closed.
+    # PROCESS_CACHE_KIB (journal_indexer.py): SQLite's page cache of the writer's connection;
+    # its commits checkpoint past CHECKPOINT_BYTES of WAL (sqlite_store.py), 256 pages of
+    # 4 KiB; again once the store is opened again after it was closed.
     def writers(store) -> tuple[int, int]:
         def pragmas(cur):
             return tuple(cur.execute(f"PRAGMA {name}").fetchone()[0] for name in PRAGMAS)
@@ -750,11 +750,11 @@ def test_the_indexer_process_keeps_more_of_the_store_in_memory(tmp_path):
     indexer = indexer_of(store, directory, cache_kib=8192)
     try:
         assert indexer._step() == 0 and indexer.healthy
-        assert writers(store) == (-8192, 2048)
+        assert writers(store) == (-8192, 256)
         store.close()  # as after an outage: LazyStore opens it again
         assert writers(store) == (-2000, 1000)  # SQLite's defaults
         indexer._step()
-        assert writers(store) == (-8192, 2048)
+        assert writers(store) == (-8192, 256)
     finally:
         store.close()
 
