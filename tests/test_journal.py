@@ -171,14 +171,55 @@ def test_a_full_journal_is_left_behind_and_deleted_once_indexed(tmp_path, monkey
         first, _ = journal.append([[click(1)]])
         second, _ = journal.append([[click(2)]])
         assert second != first
+        spare = journal.spare_name()  # the next one, made ready (journal.py)
         indexer.index_once()  # both indexed; the first let go of, so deleted in the next pass
         indexer.index_once()
-        assert sorted(p.name for p in journal.directory.glob("*.journal")) == [second]
+        assert sorted(p.name for p in journal.directory.glob("*.journal")) == [second, spare]
         assert stored_ids(store) == ["click-1", "click-2"]
         assert positions(store) == [(second, (journal.directory / second).stat().st_size)]
     finally:
         journal.close()
         store.close()
+
+
+def test_the_next_journal_is_made_ready_before_it_is_needed(tmp_path, monkeypatch):
+    """Past half of ROTATE_BYTES a thread makes the next file (held, named, all zeros), so
+    the append that rotates makes none; on close both are let go of and the indexer deletes
+    them."""
+    monkeypatch.setattr(journal_module, "ROTATE_BYTES", 4096)
+    monkeypatch.setattr(journal_module, "ZERO_PIECE", 1000)  # pieces not dividing the size
+    store = opened(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    indexer = indexer_of(store, journal.directory)
+    made = []
+    real_create = journal_module._create
+    monkeypatch.setattr(journal_module, "_create", lambda d: made.append(1) or real_create(d))
+    try:
+        first, _ = journal.append([[click(1)]])
+        assert journal.spare_name() is None  # not half full yet
+        n = 1
+        while journal.name == first and journal._size < 2048:
+            n += 1
+            journal.append([[click(n)]])
+        spare = journal.spare_name()
+        assert spare is not None and made == [1]
+        path = journal.directory / spare
+        assert path.read_bytes() == bytes(4096)
+        with open(path, "rb") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: the indexer leaves it
+        while journal.name == first:
+            n += 1
+            journal.append([[click(n)]])
+        assert journal.name == spare and made == [1]  # the rotation made no file itself
+        indexer.index_once()
+        assert backlog(journal.directory, store) == 0
+    finally:
+        journal.close()
+    indexer.index_once()
+    indexer.index_once()
+    assert list(journal.directory.glob("*.journal")) == []
+    assert stored_ids(store) == sorted(f"click-{i}" for i in range(1, n + 1))
+    store.close()
 
 
 def positions(store) -> list[tuple[str, int]]:
@@ -693,9 +734,9 @@ def test_journal_writes_are_flushed_to_disk_by_their_write(tmp_path):
 
 
 def test_the_indexer_process_keeps_more_of_the_store_in_memory(tmp_path):
-    # PROCESS_CACHE_KIB (journal_indexer.py): SQLite's page cache of the writer's connection,
-    # and as many pages of WAL before its commits checkpoint; again once the store is opened
-    # again after it was closed.
+    # PROCESS_CACHE_KIB (journal_indexer.py): SQLite's page cache of the writer's connection;
+    # its commits checkpoint past CHECKPOINT_BYTES of WAL (sqlite_store.py), 256 pages of
+    # 4 KiB; again once the store is opened again after it was closed.
     def writers(store) -> tuple[int, int]:
         def pragmas(cur):
             return tuple(cur.execute(f"PRAGMA {name}").fetchone()[0] for name in PRAGMAS)
@@ -709,11 +750,11 @@ def test_the_indexer_process_keeps_more_of_the_store_in_memory(tmp_path):
     indexer = indexer_of(store, directory, cache_kib=8192)
     try:
         assert indexer._step() == 0 and indexer.healthy
-        assert writers(store) == (-8192, 2048)
+        assert writers(store) == (-8192, 256)
         store.close()  # as after an outage: LazyStore opens it again
         assert writers(store) == (-2000, 1000)  # SQLite's defaults
         indexer._step()
-        assert writers(store) == (-8192, 2048)
+        assert writers(store) == (-8192, 256)
     finally:
         store.close()
 

@@ -32,6 +32,17 @@ erased recipient's clicks may stay there that long; the indexer applies erasure 
 other insert, so they are never stored). A new file is locked before it gets its journal
 name, so the indexer never sees one that is not held yet.
 
+The next file is made ready beforehand, by a thread of its own once the current one is
+half full (a *spare*: held, named, all zeros), so that no answer waits for a file to be
+made. Making one (a megabyte of zeros written and flushed, the directory synced) took
+2.3-2.4 ms on an idle disk writing 175 MB/s, 4-14 ms while another process wrote to it,
+and every click of the group that rotated waited that long: at ~700 bytes a click, close
+to one in a hundred. The zeros are written in pieces of ``ZERO_PIECE``, each flushed, so
+that the worker's appends wait behind one piece at most, not the megabyte. Two trackers
+side by side, the journal indexer stopped (the store's writes apart), 4 paced runs each at
+~5,200 clicks/s (half the peak) alternating: p99 6.2-7.1 ms, median 6.9, making the file
+at the rotation; 5.4-6.7, median 6.2, with a spare.
+
 A record is ``crc32(body) body\\n``: ``body`` is a group's events, each event's JSON text
 (the store's payload, events/payload.py) after a record separator byte 0x1E, as RFC 7464's
 JSON text sequences frame them (without their line feed: a line is a record here); or
@@ -53,6 +64,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -65,6 +77,7 @@ from .store import EventStore, LazyStore, encode_payload
 SUFFIX = ".journal"
 SEPARATOR = "\x1e"  # before each event's text in a record (RFC 7464)
 ROTATE_BYTES = 1 << 20
+ZERO_PIECE = 64 << 10  # a flushed write of zeros into a new journal (see above)
 
 Events = list[dict[str, Any]]
 Folds = list[floods.FloodCount]
@@ -167,34 +180,32 @@ class Journal:
     def __init__(self, directory: Path):
         self.directory = directory
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.name = ""
-        self._fd = -1
+        self.name, self._fd = _create(directory)
         self._size = 0
-        self._open_new()
+        self._spare: tuple[str, int] | None = None  # the next journal, made ready
+        self._making: threading.Thread | None = None  # making it
 
-    def _open_new(self) -> None:
-        name = f"{time.time_ns()}-{os.getpid()}{SUFFIX}"
-        # O_DSYNC: each write returns once its data is on disk, as write + fdatasync did, in
-        # one system call; the writer thread lets go of the GIL and takes it back once per
-        # group instead of twice (taking it back from a busy event loop can wait up to the
-        # interpreter's 5 ms switch interval).
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_DSYNC
-        # Locked under a name the indexer does not look at, then renamed: a journal it finds
-        # unlocked is one nobody will write again, so it may index it to its end and delete it.
-        fd = os.open(self.directory / (name + ".new"), flags, 0o600)
-        try:
-            _write_all(fd, bytes(ROTATE_BYTES), 0)  # the zeros records overwrite (see above)
-        except OSError:
-            os.close(fd)
-            os.unlink(self.directory / (name + ".new"))
-            raise
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(self.directory / (name + ".new"), self.directory / name)
-        _sync_directory(self.directory)  # the file itself survives a power cut
+    def spare_name(self) -> str | None:
+        """The next journal's name once it is ready (for tests)."""
+        if self._making is not None:
+            self._making.join()
+            self._making = None
+        return self._spare[0] if self._spare else None
+
+    def _make_spare(self) -> None:
+        # The disk refused: the rotation tries again, and fails its append if it refuses then.
+        with contextlib.suppress(OSError):
+            self._spare = _create(self.directory)
+
+    def _rotate(self) -> None:
+        if self._making is not None:
+            self._making.join()  # appends outran it: wait for it rather than make another
+            self._making = None
+        spare, self._spare = self._spare, None
+        name, fd = spare if spare is not None else _create(self.directory)
         old = self._fd
         self.name, self._fd, self._size = name, fd, 0
-        if old >= 0:
-            os.close(old)  # let go of the full one: the indexer finishes and deletes it
+        os.close(old)  # let go of the full one: the indexer finishes and deletes it
 
     def append(
         self, groups: list[Events], payloads: list[list[str]] | None = None, folds: Folds = ()
@@ -203,7 +214,7 @@ class Journal:
         (journal, end offset). OSError if the disk refused: nothing acknowledged.
         ``payloads``: each group's :func:`encode_payloads`, if made already."""
         if self._size >= ROTATE_BYTES:
-            self._open_new()
+            self._rotate()
         texts = payloads if payloads is not None else [None] * len(groups)
         data = b"".join(
             encode_record(events, made) for events, made in zip(groups, texts, strict=True)
@@ -221,13 +232,50 @@ class Journal:
                 _write_all(self._fd, bytes(len(data)), self._size)
             raise
         self._size += len(data)
+        if self._size >= ROTATE_BYTES // 2 and self._spare is None and self._making is None:
+            self._making = threading.Thread(
+                target=self._make_spare, name="journal-spare", daemon=True
+            )
+            self._making.start()
         return self.name, self._size
 
     def close(self) -> None:
-        """Let go of the journal (the indexer finishes it and deletes it)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Let go of the journal and of the spare (the indexer finishes the one and deletes
+        both)."""
+        if self._making is not None:
+            self._making.join()
+            self._making = None
+        for fd in (self._fd, self._spare[1] if self._spare else -1):
+            if fd >= 0:
+                os.close(fd)
+        self._fd, self._spare = -1, None
+
+
+def _create(directory: Path) -> tuple[str, int]:
+    """A new journal in ``directory``, full of zeros, held, named: (name, descriptor)."""
+    name = f"{time.time_ns()}-{os.getpid()}{SUFFIX}"
+    # O_DSYNC: each write returns once its data is on disk, as write + fdatasync did, in
+    # one system call; the writer thread lets go of the GIL and takes it back once per
+    # group instead of twice (taking it back from a busy event loop can wait up to the
+    # interpreter's 5 ms switch interval).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_DSYNC
+    # Locked under a name the indexer does not look at, then renamed: a journal it finds
+    # unlocked is one nobody will write again, so it may index it to its end and delete it.
+    new = directory / (name + ".new")
+    fd = os.open(new, flags, 0o600)
+    try:
+        zeros = bytes(min(ZERO_PIECE, ROTATE_BYTES))  # the zeros records overwrite (see above)
+        for offset in range(0, ROTATE_BYTES, len(zeros)):
+            _write_all(fd, zeros[: ROTATE_BYTES - offset], offset)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(new, directory / name)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(new)
+        raise
+    _sync_directory(directory)  # the file itself survives a power cut
+    return name, fd
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

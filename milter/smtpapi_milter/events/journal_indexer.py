@@ -74,8 +74,8 @@ MAX_EVENTS = 10_000  # per transaction
 # index's anywhere: past 2 MiB of store they were read back from the OS's cache pass after
 # pass. 300,000 events stored before, 20,000 clicks indexed in process (CPU time, 2 x 3
 # runs): 23.3-25.9 -> 20.6-22.4 us an event; the follower's background checkpoints added
-# nothing to that (20.9-22.6), so the indexer checkpoints in its commits, once the WAL holds
-# as much (sqlite_store.py prefer_large_writes).
+# nothing to that (20.9-22.6), so the indexer checkpoints in its commits (how often:
+# sqlite_store.py prefer_large_writes).
 PROCESS_CACHE_KIB = 64 * 1024
 FIRST_READ = 16 << 10  # read first from each journal in a pass (enough when idle)
 READ_BYTES = 8 << 20  # per journal per pass (more only for a record larger than that)

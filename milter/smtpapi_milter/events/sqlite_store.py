@@ -35,6 +35,9 @@ MAX_ROWS_PER_INSERT = 500
 WRITER_STATEMENT_CACHE = 512
 WRITER_LOCK_SUFFIX = ".writer-lock"
 WRITER_TEMP_STORE = "PRAGMA temp_store=MEMORY"  # see SqliteStore.__init__
+# How much WAL a writer that checkpoints in its commits (the journal indexer) lets grow
+# between checkpoints (see prefer_large_writes).
+CHECKPOINT_BYTES = 1 << 20
 
 
 class SqliteStore(EventStore):
@@ -260,16 +263,26 @@ class SqliteStore(EventStore):
         # commits: the checkpointer is started before automatic checkpoints are turned off,
         # so a store never stays without either.
         # Without a checkpoint thread (the journal indexer's choice), the writer's commits
-        # checkpoint once the WAL holds as many pages as its cache instead of 1,000: each
-        # checkpoint copies a page changed since the last one once, however many commits
-        # changed it, and a click's insert changes a page of the rcpt_to index anywhere in
-        # it. 300,000 events stored, 40,000 clicks indexed in passes of 8,000 (in process,
-        # CPU, 2 x 3 runs): 21.0-22.7 -> 19.5-21.9 us an event.
+        # checkpoint once the WAL holds CHECKPOINT_BYTES. A checkpoint ends in one fsync of
+        # all it copied, and the disk writes that burst before what is queued after it:
+        # the tracker workers' journal appends (events/journal.py), whose answers wait.
+        # Checkpointing once the WAL held this writer's cache (64 MiB: a page many commits
+        # changed is copied once) put bursts of ~0.4 s on a disk writing 175 MB/s into
+        # the tracker's answers. Three trackers side by side, 4 rounds alternating (a
+        # full-load run, then a paced one at ~5,000 clicks/s, half the peak), p99 of the
+        # paced runs: 43-67 ms (median 48) checkpointing each 64 MiB, 7.3-9.6 (8.4)
+        # each 1 MiB; another such run 10-30 (15) and 7.7-10 (9.3). Also tried: 1 MiB only while
+        # the indexer keeps up, 64 MiB while it is behind (full load, where nobody waits
+        # on its writes' latency), 7.6-12.2 (9.8) and 8.3-11 (9.6): the WAL gathered
+        # meanwhile is a 64 MiB burst when it catches up. What 1 MiB costs: full-load rate
+        # 12.3k clicks/s against 12.8k (5 rounds alternating, medians); CPU, 140,000 events
+        # stored, 40,000 clicks indexed in commits of 250 (in process, 3 runs
+        # alternating), 22.5 us an event with 64 MiB, 23.3 with 1 MiB (26.4 with 256 KiB).
         def prefer(conn: sqlite3.Connection) -> None:
             conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
             if not checkpoints_apart:
                 page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-                conn.execute(f"PRAGMA wal_autocheckpoint={int(cache_kib) * 1024 // page_size}")
+                conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BYTES // page_size}")
             elif self._checkpointer is None:
                 self._checkpointer = BackgroundCheckpointer(lambda: self._connect(self._timeout))
                 conn.execute("PRAGMA wal_autocheckpoint=0")
