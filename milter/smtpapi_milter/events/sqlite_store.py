@@ -275,7 +275,8 @@ class SqliteStore(EventStore):
         # the indexer keeps up, 64 MiB while it is behind (full load, where nobody waits
         # on its writes' latency), 7.6-12.2 (9.8) and 8.3-11 (9.6): the WAL gathered
         # meanwhile is a 64 MiB burst when it catches up. What 1 MiB costs: full-load rate
-        # 12.3k clicks/s against 12.8k (5 rounds alternating, medians); CPU, 140,000 events
+        # 12.3k clicks/s against 12.8k (5 rounds alternating, medians; with the journal's
+        # spare file too, 7 rounds: 13.0k against 13.3k, lower in each); CPU, 140,000 events
         # stored, 40,000 clicks indexed in commits of 250 (in process, 3 runs
         # alternating), 22.5 us an event with 64 MiB, 23.3 with 1 MiB (26.4 with 256 KiB).
         def prefer(conn: sqlite3.Connection) -> None:
