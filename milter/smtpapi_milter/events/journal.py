@@ -187,10 +187,14 @@ class Journal:
 
     def spare_name(self) -> str | None:
         """The next journal's name once it is ready (for tests)."""
+        self._wait_for_spare()
+        return self._spare[0] if self._spare else None
+
+    def _wait_for_spare(self) -> None:
+        """Until the thread making the spare, if any, is done."""
         if self._making is not None:
             self._making.join()
             self._making = None
-        return self._spare[0] if self._spare else None
 
     def _make_spare(self) -> None:
         # The disk refused: the rotation tries again, and fails its append if it refuses then.
@@ -198,9 +202,7 @@ class Journal:
             self._spare = _create(self.directory)
 
     def _rotate(self) -> None:
-        if self._making is not None:
-            self._making.join()  # appends outran it: wait for it rather than make another
-            self._making = None
+        self._wait_for_spare()  # appends outran it: wait for it rather than make another
         spare, self._spare = self._spare, None
         name, fd = spare if spare is not None else _create(self.directory)
         old = self._fd
@@ -242,9 +244,7 @@ class Journal:
     def close(self) -> None:
         """Let go of the journal and of the spare (the indexer finishes the one and deletes
         both)."""
-        if self._making is not None:
-            self._making.join()
-            self._making = None
+        self._wait_for_spare()
         for fd in (self._fd, self._spare[1] if self._spare else -1):
             if fd >= 0:
                 os.close(fd)
