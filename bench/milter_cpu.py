@@ -196,7 +196,7 @@ STAGES = [
     ("rewrite.analysis", "text_sites", "new body: text sites"),
     ("rewrite.analysis", "decoded_byte_spans", "new body: byte spans"),
     ("rewrite.qp_reuse", "regions_like", "new body: QP regions"),
-    ("pipeline", "fill", "each copy: tokens and tracked URLs"),
+    ("pipeline", "_track_part", "each copy: tokens, tracked URLs, QP splice"),
     ("rewrite.analysis.PartAnalysis", "splice", "each copy: QP splice"),
     ("pipeline", "TrackedLinks", "each copy: TrackedLinks (its click token head)"),
     ("rewrite.mime", "apply_changes", "each copy: parts into the body"),
