@@ -44,7 +44,16 @@ from tests.harness.smtpapi import RunningTracker  # noqa: E402
 
 CONNECTIONS = 64
 FLOOR_BAR = 0.4  # the issue's bar (SPEC 11's table says 0.5)
-FLOOR_INTERFACES = ("rsgi", "asgi")
+# (interface, in a session of its own). The tracker runs in a session of its own
+# (RunningTracker's start_new_session, so that stopping it reaches all its processes), and
+# Linux's autogroup scheduling (kernel.sched_autogroup_enabled = 1 here) makes each session
+# a group the scheduler shares the CPU between; wrk runs in this script's session. The bare
+# floor answered 28.1k/s in this session and 22.5k/s in its own (4 rounds alternating,
+# medians); the tracker 8.9k/s in this session and 8.6k/s in its own. So the floor is also
+# measured in a session of its own, under the tracker's arrangement, and reported; the
+# verdict stays against the fastest floor of all.
+FLOORS = (("rsgi", False), ("asgi", False), ("rsgi", True))
+OWN_SESSION = ", own session"
 AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
 NGINX_CONF = """
 worker_processes 1;
@@ -186,16 +195,21 @@ class Floor:
 
     def __enter__(self) -> Floor:
         granian = str(Path(sys.executable).with_name("granian"))
-        for interface in FLOOR_INTERFACES:
+        for interface, own_session in FLOORS:
             port = free_port()
             command = [granian, "--interface", interface, "--workers", str(self.workers)]
             command += ["--http", "1", "--no-ws", "--host", "127.0.0.1", "--port", str(port)]
             # The tracker's event loop (tracker/server.py), so the floor differs only in the app.
             command += ["--loop", "uvloop", "--log-level", "warning", f"bare_granian:{interface}"]
             env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
-            self._servers.append(subprocess.Popen(command, env=env, cwd=ROOT / "bench"))
+            self._servers.append(
+                subprocess.Popen(
+                    command, env=env, cwd=ROOT / "bench", start_new_session=own_session
+                )
+            )
             wait_for_port("127.0.0.1", port, deadline_in(20))
-            self.urls[f"granian {interface}"] = f"http://127.0.0.1:{port}"
+            label = f"granian {interface}" + (OWN_SESSION if own_session else "")
+            self.urls[label] = f"http://127.0.0.1:{port}"
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -303,14 +317,20 @@ def report(name: str, result: dict) -> None:
     nginx, floor, ours, paced = result["nginx"], result["floor"], result["ours"], result["paced"]
     ratio = ours["rps"] / floor["rps"]
     print(f"\n{name}: {result['links']} distinct tracked links, wrk -t1 -c{CONNECTIONS}")
-    print(f"  {'':14}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"  {'':27}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}")
     for label, run in (*result["references"].items(), (name, ours)):
-        print(f"  {label:14}{run['rps']:12.0f}{run['p50_ms']:9.2f}{run['p99_ms']:9.2f}")
+        print(f"  {label:27}{run['rps']:12.0f}{run['p50_ms']:9.2f}{run['p99_ms']:9.2f}")
     verdict = "PASS" if ratio >= FLOOR_BAR else "FAIL"
     print(
         f"  ratio {name}/{result['floor_name']} (the floor): {ratio:.3f}  bar >= {FLOOR_BAR}  "
         f"{verdict};  {name}/nginx: {ours['rps'] / nginx['rps']:.3f}"
     )
+    own = result["references"].get(f"granian rsgi{OWN_SESSION}")
+    if own is not None:
+        print(
+            f"  ratio {name}/granian rsgi{OWN_SESSION} (the floor under the tracker's"
+            f" scheduling arrangement): {ours['rps'] / own['rps']:.3f}"
+        )
     paired = ", ".join(f"{value:.3f}" for value in result["paired"])
     print(f"  round by round (ours / the fastest floor of the same round): {paired}")
     verdict = "PASS" if paced["p99_ms"] <= 10 else "FAIL"
