@@ -603,6 +603,105 @@ def test_the_tracker_answers_before_indexing(tmp_path):
         assert load.redirected <= stored_transmissions(tracker)
 
 
+def say_up(directory: Path) -> None:
+    """The indexer's word that the store takes clicks (the recorder refuses them without)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / journal_indexer.STATUS_NAME).write_text(f"up {time.monotonic_ns()}\n")
+
+
+def journaled_ids(directory: Path, name: str) -> list[list[str]]:
+    return [[e["event_id"] for e in r.events] for r in read_records(directory / name, 0)]
+
+
+def test_a_loop_appends_its_requests_to_the_journal_itself_one_group_an_iteration(tmp_path):
+    # The event loop flushes the journal (recorder.py): the requests it handled before the
+    # flush ran share one append, made in the loop's own thread, not the writer thread's.
+    directory = tmp_path / "journal"
+    say_up(directory)
+    store, journal = opened(tmp_path), Journal(directory)
+    appended_in: list[int] = []
+    append = journal.append
+
+    def append_here(*args, **kwargs):
+        appended_in.append(threading.get_ident())
+        return append(*args, **kwargs)
+
+    journal.append = append_here
+    recorder = EventRecorder(store, journal=journal).start()
+
+    async def clicks() -> int:
+        await asyncio.gather(*(recorder.record([click(n)]) for n in range(200)))
+        await recorder.record([click(200)])  # alone: its own iteration, its own flush
+        return threading.get_ident()
+
+    try:
+        loop_thread = asyncio.run(clicks())
+        assert appended_in == [loop_thread, loop_thread]
+        groups = journaled_ids(directory, journal.name)
+        assert groups == [[f"click-{n}" for n in range(200)], ["click-200"]]
+        assert (recorder.groups, recorder.stored) == (2, 201)
+    finally:
+        recorder.stop()
+        store.close()
+
+
+def test_a_failed_journal_flush_answers_each_request_of_its_group_unavailable(
+    tmp_path, monkeypatch
+):
+    directory = tmp_path / "journal"
+    say_up(directory)
+    store = opened(tmp_path)
+    recorder = EventRecorder(store, journal=Journal(directory)).start()
+    real = os.pwrite
+
+    def full(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    async def clicks(first: int) -> list:
+        requests = (recorder.record([click(n)]) for n in range(first, first + 5))
+        return await asyncio.gather(*requests, return_exceptions=True)
+
+    try:
+        monkeypatch.setattr(journal_module.os, "pwrite", full)
+        answers = asyncio.run(clicks(0))
+        assert [type(answer) for answer in answers] == [StoreUnavailable] * 5
+        monkeypatch.setattr(journal_module.os, "pwrite", real)
+        assert asyncio.run(clicks(5)) == [None] * 5  # the next group is journaled
+        assert journaled_ids(directory, recorder.journal.name) == [
+            [f"click-{n}" for n in range(5, 10)]
+        ]
+    finally:
+        recorder.stop()
+        store.close()
+
+
+def test_stop_journals_the_requests_whose_loop_has_not_flushed_them_yet(tmp_path):
+    # A worker's shutdown can come before its loop runs the flush its last requests wait
+    # for (it may never run again): stop appends them itself, and they are answered.
+    directory = tmp_path / "journal"
+    say_up(directory)
+    store = opened(tmp_path)
+    recorder = EventRecorder(store, journal=Journal(directory)).start()
+
+    async def clicks_then_stop() -> None:
+        waiting = [asyncio.create_task(recorder.record([click(n)])) for n in range(3)]
+        await asyncio.sleep(0)  # each waits for the flush its loop scheduled, not run yet
+        assert not any(task.done() for task in waiting)
+        recorder.stop()
+        await asyncio.wait_for(asyncio.gather(*waiting), 5)
+
+    try:
+        asyncio.run(clicks_then_stop())
+        assert journaled_ids(directory, recorder.journal.name) == [
+            ["click-0", "click-1", "click-2"]
+        ]
+        with pytest.raises(recorder_module.RecorderStopped):
+            asyncio.run(recorder.record([click(3)]))
+    finally:
+        recorder.stop()
+        store.close()
+
+
 def test_folded_counts_through_the_journal_are_added_once(tmp_path):
     # Regression: a step after the indexing commit failed (deleting a journal left behind),
     # the batch was put back and indexed again, and its folded counts added again (85,238

@@ -175,7 +175,7 @@ def written_end(path: Path, start: int = 0) -> int:
 
 
 class Journal:
-    """The appending side: one thread of one worker process writes through it."""
+    """The appending side of one worker process (its appends take turns: recorder.py)."""
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -255,9 +255,8 @@ def _create(directory: Path) -> tuple[str, int]:
     """A new journal in ``directory``, full of zeros, held, named: (name, descriptor)."""
     name = f"{time.time_ns()}-{os.getpid()}{SUFFIX}"
     # O_DSYNC: each write returns once its data is on disk, as write + fdatasync did, in
-    # one system call; the writer thread lets go of the GIL and takes it back once per
-    # group instead of twice (taking it back from a busy event loop can wait up to the
-    # interpreter's 5 ms switch interval).
+    # one system call; the thread that appends (a worker's event loop, recorder.py) lets
+    # go of the GIL and takes it back once per group instead of twice.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_DSYNC
     # Locked under a name the indexer does not look at, then renamed: a journal it finds
     # unlocked is one nobody will write again, so it may index it to its end and delete it.
