@@ -5,7 +5,7 @@ tracker's workers, so its requests/s move with everything else on the machine. T
 the public app the tracker serves (the same startup: real journal with its fdatasync, real
 SQLite store, the indexer thread) with valid click tokens from ``CONCURRENCY`` concurrent
 tasks, the way a worker sees wrk's connections, and reports the process's CPU time (every
-thread: the handlers, the journal writer, the indexer) per request. ``--profile`` adds a
+thread: the handlers and the loop's journal appends, the indexer) per request. ``--profile`` adds a
 cProfile of the event loop thread's share. Not in it: Granian (its ASGI scope and ``send``
 calls, its threads handing requests to the loop), the network, wrk; a live worker under wrk
 spends about twice this per click. ``--rsgi`` drives the RSGI app the live listener serves
