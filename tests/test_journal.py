@@ -675,6 +675,28 @@ def test_a_failed_journal_flush_answers_each_request_of_its_group_unavailable(
         store.close()
 
 
+def test_a_group_that_cannot_be_journaled_is_answered_unavailable_not_left_waiting(tmp_path):
+    # A flush runs as a callback of the loop: an error other than the disk's (here an event
+    # no JSON encoder takes) must still answer its group, or its clicks would never be.
+    directory = tmp_path / "journal"
+    say_up(directory)
+    store = opened(tmp_path)
+    recorder = EventRecorder(store, journal=Journal(directory)).start()
+
+    async def clicks() -> list:
+        odd = {**click(1), "rcpt_meta": {"thing": object()}}
+        requests = [recorder.record([odd]), recorder.record([click(2)])]
+        return await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 5)
+
+    try:
+        answers = asyncio.run(clicks())
+        assert [type(answer) for answer in answers] == [StoreUnavailable] * 2
+        assert asyncio.run(recorder.record([click(3)])) is None
+    finally:
+        recorder.stop()
+        store.close()
+
+
 def test_stop_journals_the_requests_whose_loop_has_not_flushed_them_yet(tmp_path):
     # A worker's shutdown can come before its loop runs the flush its last requests wait
     # for (it may never run again): stop appends them itself, and they are answered.
