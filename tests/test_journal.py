@@ -613,6 +613,18 @@ def journaled_ids(directory: Path, name: str) -> list[list[str]]:
     return [[e["event_id"] for e in r.events] for r in read_records(directory / name, 0)]
 
 
+@pytest.fixture
+def journaling(tmp_path):
+    """A recorder with a journal, the indexer's word given: (recorder, journal directory)."""
+    directory = tmp_path / "journal"
+    say_up(directory)
+    store = opened(tmp_path)
+    recorder = EventRecorder(store, journal=Journal(directory)).start()
+    yield recorder, directory
+    recorder.stop()
+    store.close()
+
+
 def test_a_loop_appends_its_requests_to_the_journal_itself_one_group_an_iteration(tmp_path):
     # The event loop flushes the journal (recorder.py): the requests it handled before the
     # flush ran share one append, made in the loop's own thread, not the writer thread's.
@@ -646,12 +658,9 @@ def test_a_loop_appends_its_requests_to_the_journal_itself_one_group_an_iteratio
 
 
 def test_a_failed_journal_flush_answers_each_request_of_its_group_unavailable(
-    tmp_path, monkeypatch
+    journaling, monkeypatch
 ):
-    directory = tmp_path / "journal"
-    say_up(directory)
-    store = opened(tmp_path)
-    recorder = EventRecorder(store, journal=Journal(directory)).start()
+    recorder, directory = journaling
     real = os.pwrite
 
     def full(fd, data, offset):
@@ -661,49 +670,33 @@ def test_a_failed_journal_flush_answers_each_request_of_its_group_unavailable(
         requests = (recorder.record([click(n)]) for n in range(first, first + 5))
         return await asyncio.gather(*requests, return_exceptions=True)
 
-    try:
-        monkeypatch.setattr(journal_module.os, "pwrite", full)
-        answers = asyncio.run(clicks(0))
-        assert [type(answer) for answer in answers] == [StoreUnavailable] * 5
-        monkeypatch.setattr(journal_module.os, "pwrite", real)
-        assert asyncio.run(clicks(5)) == [None] * 5  # the next group is journaled
-        assert journaled_ids(directory, recorder.journal.name) == [
-            [f"click-{n}" for n in range(5, 10)]
-        ]
-    finally:
-        recorder.stop()
-        store.close()
+    monkeypatch.setattr(journal_module.os, "pwrite", full)
+    answers = asyncio.run(clicks(0))
+    assert [type(answer) for answer in answers] == [StoreUnavailable] * 5
+    monkeypatch.setattr(journal_module.os, "pwrite", real)
+    assert asyncio.run(clicks(5)) == [None] * 5  # the next group is journaled
+    assert journaled_ids(directory, recorder.journal.name) == [[f"click-{n}" for n in range(5, 10)]]
 
 
-def test_a_group_that_cannot_be_journaled_is_answered_unavailable_not_left_waiting(tmp_path):
+def test_a_group_that_cannot_be_journaled_is_answered_unavailable_not_left_waiting(journaling):
     # A flush runs as a callback of the loop: an error other than the disk's (here an event
     # no JSON encoder takes) must still answer its group, or its clicks would never be.
-    directory = tmp_path / "journal"
-    say_up(directory)
-    store = opened(tmp_path)
-    recorder = EventRecorder(store, journal=Journal(directory)).start()
+    recorder, _ = journaling
 
     async def clicks() -> list:
         odd = {**click(1), "rcpt_meta": {"thing": object()}}
         requests = [recorder.record([odd]), recorder.record([click(2)])]
         return await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 5)
 
-    try:
-        answers = asyncio.run(clicks())
-        assert [type(answer) for answer in answers] == [StoreUnavailable] * 2
-        assert asyncio.run(recorder.record([click(3)])) is None
-    finally:
-        recorder.stop()
-        store.close()
+    answers = asyncio.run(clicks())
+    assert [type(answer) for answer in answers] == [StoreUnavailable] * 2
+    assert asyncio.run(recorder.record([click(3)])) is None
 
 
-def test_stop_journals_the_requests_whose_loop_has_not_flushed_them_yet(tmp_path):
+def test_stop_journals_the_requests_whose_loop_has_not_flushed_them_yet(journaling):
     # A worker's shutdown can come before its loop runs the flush its last requests wait
     # for (it may never run again): stop appends them itself, and they are answered.
-    directory = tmp_path / "journal"
-    say_up(directory)
-    store = opened(tmp_path)
-    recorder = EventRecorder(store, journal=Journal(directory)).start()
+    recorder, directory = journaling
 
     async def clicks_then_stop() -> None:
         waiting = [asyncio.create_task(recorder.record([click(n)])) for n in range(3)]
@@ -712,16 +705,10 @@ def test_stop_journals_the_requests_whose_loop_has_not_flushed_them_yet(tmp_path
         recorder.stop()
         await asyncio.wait_for(asyncio.gather(*waiting), 5)
 
-    try:
-        asyncio.run(clicks_then_stop())
-        assert journaled_ids(directory, recorder.journal.name) == [
-            ["click-0", "click-1", "click-2"]
-        ]
-        with pytest.raises(recorder_module.RecorderStopped):
-            asyncio.run(recorder.record([click(3)]))
-    finally:
-        recorder.stop()
-        store.close()
+    asyncio.run(clicks_then_stop())
+    assert journaled_ids(directory, recorder.journal.name) == [["click-0", "click-1", "click-2"]]
+    with pytest.raises(recorder_module.RecorderStopped):
+        asyncio.run(recorder.record([click(3)]))
 
 
 def test_folded_counts_through_the_journal_are_added_once(tmp_path):
