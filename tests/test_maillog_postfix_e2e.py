@@ -78,10 +78,13 @@ def outcomes(store) -> list[dict]:
     return store.query(types=["delivery", "delay", "bounce"])
 
 
-def wait_until(condition, timeout: float = 60, what: str = "") -> None:
+def wait_until(condition, timeout: float = 60, what: str = "", postfix=None) -> None:
+    """Until ``condition()``; a timeout fails with what ``postfix`` logged and holds."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            explained = f"\n{postfix.explain()}" if postfix is not None else ""
+            raise AssertionError(f"timed out waiting for {what}{explained}")
         time.sleep(0.1)
 
 
@@ -120,6 +123,7 @@ def test_outcomes_through_postfix_survive_sigkill_and_logrotate(tmp_path):
                     <= set(kinds())
                 ),
                 what="a delivery, a delay and a bounce",
+                postfix=postfix,
             )
             by_type = {e["type"]: e for e in outcomes(store)}
             for event in by_type.values():
@@ -137,16 +141,21 @@ def test_outcomes_through_postfix_survive_sigkill_and_logrotate(tmp_path):
             # Postfix retries the full mailbox (1-2 s backoff here) while nobody reads.
             postfix.wait_for_log(rf"{ids['full@example.org']}: .*status=deferred.*\n?", 5)
             deferred_before = count_deferrals(postfix, ids["full@example.org"])
+            # (Timed out once in a whole `make test`, passing alone in 6-8 s: the next
+            # failure carries Postfix's log and queue.)
             wait_until(
                 lambda: count_deferrals(postfix, ids["full@example.org"]) > deferred_before,
                 what="another deferral while the follower is down",
+                postfix=postfix,
             )
             rotate = [postfix_command(), "-c", str(postfix.config_dir), "logrotate"]
             subprocess.run(rotate, check=True, capture_output=True, timeout=60)
             mx.accept_all()
             ids["ok2@example.org"] = send(postfix.smtp_port, "ok2@example.org", "autumn-2026")
             with_queue_id(store, "ok2@example.org", ids["ok2@example.org"])
-            wait_until(lambda: len(mx.handler.delivered) >= 3, what="the retried delivery")
+            wait_until(
+                lambda: len(mx.handler.delivered) >= 3, what="the retried delivery", postfix=postfix
+            )
             follower.start()
             wait_until(
                 lambda: (
@@ -154,6 +163,7 @@ def test_outcomes_through_postfix_survive_sigkill_and_logrotate(tmp_path):
                     <= set(kinds())
                 ),
                 what="the outcomes after SIGKILL and logrotate",
+                postfix=postfix,
             )
             follower.stop()
             counts = kinds()

@@ -236,13 +236,7 @@ def captured_or_explained(
     try:
         return capture.wait_for(1, timeout=timeout)
     except TimeoutError as exc:
-        log = postfix.maillog.read_text(errors="replace") if postfix.maillog.exists() else ""
-        queue = subprocess.run(
-            [postfix_command("postqueue"), "-c", str(postfix.config_dir), "-p"],
-            capture_output=True,
-            text=True,
-        ).stdout
-        raise AssertionError(f"{exc}\nPostfix log:\n{log}\nqueue:\n{queue}") from exc
+        raise AssertionError(f"{exc}\n{postfix.explain()}") from exc
 
 
 def test_a_capture_that_times_out_says_what_postfix_did() -> None:

@@ -331,6 +331,12 @@ class PrivatePostfix:
         ids = [json.loads(line)["queue_id"] for line in result.stdout.splitlines() if line]
         return [queue_id for queue_id in ids if _QUEUE_ID.match(queue_id)]
 
+    def explain(self) -> str:
+        """What the instance logged and still holds (``postqueue -p``), for a test's failure
+        message: a wait that times out says why, before the instance's directory is gone."""
+        queue = _run([postfix_command("postqueue"), "-c", str(self.config_dir), "-p"])
+        return f"Postfix log:\n{self._read_log()}\nqueue:\n{queue.stdout}{queue.stderr}"
+
     def submit(self, data: bytes, sender: str, recipients: list[str]) -> None:
         """Inject ``data`` through this instance's ``sendmail`` (the ``non_smtpd_milters`` path)."""
         args = [postfix_command("sendmail"), "-C", str(self.config_dir), "-i", "-f", sender]
