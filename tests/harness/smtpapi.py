@@ -52,7 +52,9 @@ class RunningService:
         self.policy_dir.mkdir(exist_ok=True)
         self.config_path = workdir / "smtpapi-milter.toml"
         self.log_path = workdir / f"{self.command}.log"
-        sections = {k.replace("__", "."): v for k, v in sections.items()}
+        # Copies: _configure fills in ports, which must not reach a caller's dict (a second
+        # service made from the same dict would take the first one's ports).
+        sections = {k.replace("__", "."): dict(v) for k, v in sections.items()}
         sections.setdefault("policy", {})["directory"] = str(self.policy_dir)
         self._configure(sections)
         self.config_path.write_text(toml(sections, {"state_dir": str(workdir / "state")}))
@@ -70,8 +72,12 @@ class RunningService:
         path.chmod(0o644)
         return path
 
+    # Directories searched before the project's (a benchmark's sitecustomize.py, say).
+    python_path: tuple[Path, ...] = ()
+
     def start(self) -> RunningService:
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "milter")}
+        path = [*map(str, self.python_path), str(ROOT / "milter")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         argv = [sys.executable, "-m", "smtpapi_milter.cli", self.command]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
