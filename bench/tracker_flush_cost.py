@@ -53,7 +53,7 @@ from tracker_bench import (  # noqa: E402
     write_script,
     wrk,
 )
-from tracker_threads import descendants  # noqa: E402
+from tracker_threads import indexer_pids  # noqa: E402
 
 ARMS = ("as is", "indexer paused", "no flush", "no flush, indexer paused")
 FLOOR = "granian rsgi"  # tracker_bench.py's floor: the fastest interface, the same workers
@@ -61,15 +61,6 @@ WORKERS = 2
 # Imported by each Python process of the no-flush tracker before anything else: the journal
 # reads os.O_DSYNC when it opens a file, and finds no flag to add.
 NO_FLUSH = "import os\n\nos.O_DSYNC = 0  # bench/tracker_flush_cost.py: NOT durable\n"
-
-
-def indexer_pids(tracker: RunningTracker) -> list[int]:
-    assert tracker.process is not None
-    return [
-        pid
-        for pid in descendants(tracker.process.pid)
-        if Path(f"/proc/{pid}/comm").read_text().strip() == "journal-indexer"
-    ]
 
 
 def run_arm(arm: str, trackers: dict[str, RunningTracker], scripts: dict[str, Path], seconds: int):

@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT / "bench"), str(ROOT), str(ROOT / "milter")]
 
 from tests.harness.smtpapi import RunningTracker  # noqa: E402
 from tracker_bench import NORMAL_CLICKS, click_paths, indexing_lag, write_script, wrk  # noqa: E402
-from tracker_threads import descendants  # noqa: E402
+from tracker_threads import indexer_pids  # noqa: E402
 
 ARMS = ("as is", "indexer paused", "paused + idle burner")
 # A process that spins forever in the idle class (it sets its own class: no chrt needed).
@@ -75,11 +75,7 @@ def main() -> int:
         with RunningTracker(work, engagement_tracker=NORMAL_CLICKS) as tracker:
             script = write_script(work / "clicks.lua", click_paths(tracker, 250))
             wrk(tracker.base_url, script, 2)  # warm: caches, journal files, store pages
-            indexer = [
-                pid
-                for pid in descendants(tracker.process.pid)
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "journal-indexer"
-            ]
+            indexer = indexer_pids(tracker)
             if not indexer:
                 print("no journal-indexer process found", file=sys.stderr)
                 return 2

@@ -48,6 +48,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def indexer_pids(tracker: RunningTracker) -> list[int]:
+    """The journal indexer process of a running tracker (none if it has not started)."""
+    assert tracker.process is not None
+    return [
+        pid
+        for pid in descendants(tracker.process.pid)
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "journal-indexer"
+    ]
+
+
 def thread_times(pid: int) -> dict[str, tuple[float, float, int]]:
     """role -> (user s, system s, voluntary switches) of each thread of process ``pid``."""
     times = {}
