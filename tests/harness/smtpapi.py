@@ -45,6 +45,8 @@ class RunningService:
     """
 
     command = ""
+    # Directories searched before the project's (a benchmark's sitecustomize.py, say).
+    python_path: tuple[Path, ...] = ()
 
     def __init__(self, workdir: Path, **sections: dict[str, Any]):
         self.workdir = workdir
@@ -71,9 +73,6 @@ class RunningService:
         path.write_text(text)
         path.chmod(0o644)
         return path
-
-    # Directories searched before the project's (a benchmark's sitecustomize.py, say).
-    python_path: tuple[Path, ...] = ()
 
     def start(self) -> RunningService:
         path = [*map(str, self.python_path), str(ROOT / "milter")]
