@@ -249,13 +249,16 @@ def measure(
     # within a second or two. The paced run measures latency at half the rate, not that
     # catch-up, so it starts once the store has caught up (how far behind it was is shown).
     lag = indexing_lag(tracker)
-    paced = wrk(
-        tracker.base_url, write_script(work / "paced.lua", paths, best[name]["rps"] / 2), 10
-    )
+    paced_script = write_script(work / "paced.lua", paths, best[name]["rps"] / 2)
+    paced = wrk(tracker.base_url, paced_script, 10)
     received += paced["requests"] - paced["errors"]
     stored, counted = settled_counts(tracker)
     floors = {label: run for label, run in best.items() if label.startswith("granian")}
     fastest = max(floors, key=lambda label: floors[label]["rps"])
+    # The same paced load on the floor: what the host, wrk and the server alone take of the
+    # p99 bar's 10 ms (on the 2-vCPU test VM a fixed 302 at ~3,000/s had a p99 of 7-8 ms).
+    # Context for the verdict, which stays ours alone.
+    paced_floor = wrk(references[fastest], paced_script, 10)
     # Each round against the fastest floor of that same round (for reading the verdict,
     # which compares the best runs: the host's speed moves between rounds).
     paired = [
@@ -270,6 +273,7 @@ def measure(
         "floor_name": fastest,
         "ours": best[name],
         "paced": paced,
+        "paced_floor": paced_floor,
         "lag": lag,
         "stored": stored,
         "counted": counted,
@@ -337,6 +341,11 @@ def report(name: str, result: dict) -> None:
     print(
         f"  at half its peak ({paced['rps']:.0f}/s): p50 {paced['p50_ms']:.2f} ms, "
         f"p99 {paced['p99_ms']:.2f} ms  bar <= 10 ms  {verdict}"
+    )
+    floor_paced = result["paced_floor"]
+    print(
+        f"  {result['floor_name']} under the same paced load ({floor_paced['rps']:.0f}/s): "
+        f"p50 {floor_paced['p50_ms']:.2f} ms, p99 {floor_paced['p99_ms']:.2f} ms (the host's share)"
     )
     behind, caught_up = result["lag"]
     print(
@@ -410,7 +419,8 @@ def main() -> int:
         p99 = result["paced"]["p99_ms"]
         bar(
             f"{label}: p99 at half its peak",
-            f"{p99:.1f} ms at {result['paced']['rps']:.0f}/s",
+            f"{p99:.1f} ms at {result['paced']['rps']:.0f}/s (bare Granian at the same pacing: "
+            f"{result['paced_floor']['p99_ms']:.1f} ms)",
             "<= 10 ms",
             p99 <= 10,
         )
