@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtpapi_milter.rewrite import text as text_module
 from smtpapi_milter.rewrite.text import find_text_urls, find_text_urls_bounded
 from smtpapi_milter.rewrite.urls import (
     MAX_URL_BYTES,
@@ -225,6 +226,43 @@ def test_find_text_urls_invariants(text: str) -> None:
         assert split_http_url(url) is not None
         assert not any(c.isspace() or c in '<>"' for c in url)
         previous_end = end
+
+
+# Text dense in what the candidate search turns on: separators, schemes cut short or run
+# into words, a scheme's letters in either case, characters a URL stops at.
+SEPARATED = st.lists(
+    st.sampled_from(
+        ["://", ":/", "http", "https", "hTtPs", "HTTP", "s", "x", "1", ":", "/", " ", "<", ">"]
+        + ["\n", "\u00a0", "\x85", "é"]
+    ),
+    max_size=60,
+).map("".join)
+
+
+@settings(max_examples=600)
+@given(st.one_of(SOUP, SEPARATED))
+def test_candidates_found_from_separators_are_finditers(text: str) -> None:
+    spans = [match.span() for match in text_module._candidates(text)]
+    assert spans == [match.span() for match in text_module._candidates_reference(text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://a",  # the first separator at 4: a match at 0
+        "https://a",
+        "xhttp://a https://b",  # the first refused by its look-behind, the second found
+        "http://a/http://b https://c",  # a separator inside a match is not a start
+        "http://https://a",
+        "https://a:/http://b",
+        "://http://a",
+        "",
+        "ttp://a",
+    ],
+)
+def test_candidates_edge_cases(text: str) -> None:
+    spans = [match.span() for match in text_module._candidates(text)]
+    assert spans == [match.span() for match in text_module._candidates_reference(text)]
 
 
 @given(st.text(alphabet=st.characters(exclude_categories=())), st.text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 
 from .urls import split_http_url
 
@@ -41,7 +42,7 @@ def find_text_urls_bounded(
     """The first ``max_urls`` of :func:`find_text_urls` (all for None), and how many
     URL-like candidates come after them (counted, not kept: memory stays bounded)."""
     found: list[tuple[int, int, str]] = []
-    candidates = _CANDIDATE.finditer(text)
+    candidates = _candidates(text)
     for candidate in candidates:
         if max_urls is not None and len(found) >= max_urls:
             return found, 1 + sum(1 for _ in candidates)
@@ -52,6 +53,36 @@ def find_text_urls_bounded(
         if _has_host(url) if len(url) <= _REMEMBERED_URL else split_http_url(url) is not None:
             found.append((start, end, url))
     return found, 0
+
+
+def _candidates(text: str) -> Iterator[re.Match[str]]:
+    """The matches ``_CANDIDATE.finditer(text)`` yields (:func:`_candidates_reference`), found
+    from each "://" instead.
+
+    finditer tries the pattern at every position, look-behind first. Every match has its
+    scheme's "://" 4 or 5 characters after its start, so the pattern is tried only there
+    (``str.find`` passes over the rest in C), in the order finditer would try them: two
+    separators are at least 3 characters apart, so the starts they give are in order. A
+    match is tried only at or after the end of the last one, as finditer resumes there (the
+    pattern never matches empty), and its look-behind still sees the character before
+    (``match`` at an offset does). Timed side by side (3 alternating rounds): the mail-merge
+    bench's text part (4,742 characters, 28 URLs) 36 -> 25 us a copy; the corpus's 122 text
+    parts 0.37 -> 0.09 ms in all."""
+    match, find = _CANDIDATE.match, text.find
+    resume = 0  # where finditer would go on: the end of the last match
+    separator = find("://", 4)
+    while separator >= 0:
+        for start in (separator - 5, separator - 4):
+            if start >= resume and (found := match(text, start)) is not None:
+                yield found
+                resume = found.end()
+                break
+        separator = find("://", max(separator + 1, resume + 4))
+
+
+def _candidates_reference(text: str) -> Iterator[re.Match[str]]:
+    """What :func:`_candidates` must give (tests/test_text_urls.py holds them equal)."""
+    return _CANDIDATE.finditer(text)
 
 
 # A campaign's text part repeats its URLs in every copy: the verdict on each (up to this
