@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ..settings import TrackingSettings
 from ..untracked import Reason, Untracked
 from ..xmsysapi import is_text_charset
-from . import merge_reuse, mime, qp, qp_reuse
+from . import decode_reuse, merge_reuse, mime, qp, qp_reuse
 from .edits import decoded_byte_spans
 from .html import HtmlScan, scan_html
 from .text import find_text_urls_bounded
@@ -100,6 +100,9 @@ class PartAnalysis:
     # The same part of an earlier body (its raw bytes and plans), whose QP regions this
     # part's plans start from (rewrite/qp_reuse.py); dropped once used.
     _similar: tuple[bytes, dict[tuple, PartPlan]] | None = None
+    # The part decoded in pieces (rewrite/decode_reuse.py), for the next body's same part to
+    # take over; kept by the newest body of the cache only.
+    _pieces: decode_reuse.Pieces | None = None
     _trace: merge_reuse.ScanTrace | None = None
     _html_scan: HtmlScan | None = None
     _text_urls: tuple[list[tuple[int, int, str]], int] | None = None
@@ -176,8 +179,13 @@ class BodyAnalysis:
 
 
 def _analyse(
-    fields: tuple[str, str, str, bool], body: bytes, max_links: int | None
+    fields: tuple[str, str, str, bool],
+    body: bytes,
+    max_links: int | None,
+    similar: tuple[PartAnalysis | None, PartAnalysis | None] | None = None,
 ) -> BodyAnalysis:
+    """``similar``: the HTML and text parts of a body like this one (the last one kept), whose
+    decoding the parts take over where they hold the same lines; None: decoded whole."""
     root = mime.parse_body(fields, body)
     bare_cr = mime.has_bare_cr(body)  # looked for once, for every part
     reason = mime.untouchable_reason(root, body, bare_cr)
@@ -186,10 +194,12 @@ def _analyse(
     analysis = BodyAnalysis(root, None)
     html, text = mime.top_parts(root)
     problems = analysis.part_problems
+    pieces = similar is not None
+    earlier_html, earlier_text = similar or (None, None)
     if html is not None:
-        analysis.html = _part(body, html, True, bare_cr, problems, max_links)
+        analysis.html = _part(body, html, True, bare_cr, problems, max_links, pieces, earlier_html)
     if text is not None:
-        analysis.text = _part(body, text, False, bare_cr, problems, max_links)
+        analysis.text = _part(body, text, False, bare_cr, problems, max_links, pieces, earlier_text)
     return analysis
 
 
@@ -205,13 +215,30 @@ def _part(
     bare_cr: bool,
     problems: list[tuple[str, dict[str, str]]],
     max_links: int | None,
+    in_pieces: bool = False,
+    earlier: PartAnalysis | None = None,
 ) -> PartAnalysis | None:
-    """The part decoded to text, if we can change it; else None and the reason noted."""
+    """The part decoded to text, if we can change it; else None and the reason noted.
+    ``in_pieces``: a quoted-printable part in a charset decode_reuse takes is decoded in
+    pieces, taking over those of ``earlier`` (the same part of a similar body) it holds."""
     if part.headers_only:
         # Anything added would land in its last header field (RFC 2046 allows no body).
         problems.append(("part left untracked: it has no body", {}))
         return None
     raw = body[part.body_start : part.end]
+    if in_pieces and part.cte == "quoted-printable":
+        charset = _codec(part.charset)
+        if charset in decode_reuse.CODECS:
+            seed = earlier._pieces if earlier is not None else None
+            found = decode_reuse.decode(raw, charset, seed)
+            if found is not None:
+                decoded, text, pieces = found
+                eol = mime.line_ending(body, part.body_start, part.end)
+                analysis = PartAnalysis(
+                    part, raw, decoded, charset, text, eol, is_html, bare_cr, max_links
+                )
+                analysis._pieces = pieces
+                return analysis
     decoded = mime.decode_transfer(raw, part.cte)
     if decoded is None:
         why = "not decodable as written" if part.cte in mime.KNOWN_ENCODINGS else "unknown"
@@ -256,7 +283,8 @@ class AnalysisCache:
     Keyed by the body itself (and the header fields the MIME tree reads): a hit is a
     dictionary lookup, one hash and one compare of the body, where a fresh analysis parses,
     decodes and scans it. Bigger bodies are analysed every time and never held, so the
-    cache holds at most about ``entries`` x ``max_body`` x 4 bytes (raw, decoded, text).
+    cache holds at most about ``entries`` x ``max_body`` x 4 bytes (raw, decoded, text),
+    and the newest body's decoded bytes and text once more (its pieces, decode_reuse.py).
     """
 
     def __init__(
@@ -298,9 +326,8 @@ class AnalysisCache:
             self.misses += 1
             seed = self._seed() if self.reuse_similar else None
             similar = self._newest_parts() if self.reuse_similar else (None, None)
-        analysis = _analyse(
-            fields, body, self.max_links
-        )  # outside the lock: other threads go on meanwhile
+        # Outside the lock: other threads go on meanwhile.
+        analysis = _analyse(fields, body, self.max_links, similar if self.reuse_similar else None)
         if self.reuse_similar and analysis.html is not None:
             analysis.html.traced = True
             analysis.html._seed = seed
@@ -311,6 +338,11 @@ class AnalysisCache:
             self._kept[key] = analysis
             while len(self._kept) > self.entries:
                 self._kept.popitem(last=False)
+        # Only the newest body's pieces are taken over: the earlier ones are let go (each
+        # holds the part's decoded bytes and text a second time).
+        for earlier in similar:
+            if earlier is not None:
+                earlier._pieces = None
         return analysis, False
 
     def _newest_parts(self) -> tuple[PartAnalysis | None, PartAnalysis | None]:
