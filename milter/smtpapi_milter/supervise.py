@@ -7,6 +7,14 @@ less and less often if it keeps dying, and not at all once it keeps failing at s
 ``EXIT_START_LIMIT``.
 SIGTERM/SIGINT stop every child and wait for them;
 SIGHUP goes to each child (each reloads in its own way) unless a callback takes it.
+
+The handlers only note a signal; the loop passes it on, and a SIGTERM no sooner than
+``HUP_SETTLE`` after the last SIGHUP it passed on. A child that gets SIGTERM while it
+handles SIGHUP may never stop: Granian's server (the tracker's listeners, 2.8.9) runs its
+SIGTERM handler inside its SIGHUP handler, which holds the lock the SIGTERM handler waits
+for, and so waits forever (py-spy; tests/test_tracker_stop.py); or, a moment later, its
+reload clears the wake-up that the SIGTERM set. A SIGTERM sent from within a handler also
+interrupted our own SIGHUP handler, so that some children got SIGTERM before SIGHUP.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from .start_limit import EXIT_START_LIMIT, StartLimit
 log = structlog.get_logger("smtpapi_milter.supervise")
 
 STOP_TIMEOUT = 30.0
+HUP_SETTLE = 0.5  # seconds between passing on a SIGHUP and a SIGTERM (see above)
+POLL_SECONDS = 0.2
 
 
 class Supervisor:
@@ -49,6 +59,8 @@ class Supervisor:
         self._limits = {name: StartLimit() for name in self.children}
         self.stopping = False
         self.status = 0
+        self._hup = False  # a SIGHUP noted, not passed on yet
+        self._last_hup = -HUP_SETTLE  # monotonic time a SIGHUP was last passed on
 
     def _spawn(self, name: str) -> None:
         self.processes[name] = subprocess.Popen(
@@ -58,13 +70,17 @@ class Supervisor:
         log.info("started", child=name, pid=self.processes[name].pid)
 
     def _on_hup(self, *_: object) -> None:
-        if self.on_hup is not None and not self.on_hup():
-            return  # the callback refused (it logged why)
-        self.signal_all(signal.SIGHUP)
+        self._hup = True
 
     def _on_term(self, *_: object) -> None:
         self.stopping = True
-        self.signal_all(signal.SIGTERM)
+
+    def _pass_on_hup(self) -> None:
+        self._hup = False
+        if self.on_hup is not None and not self.on_hup():
+            return  # the callback refused (it logged why)
+        self.signal_all(signal.SIGHUP)
+        self._last_hup = time.monotonic()
 
     def signal_all(self, signum: int) -> None:
         for process in self.processes.values():
@@ -78,8 +94,14 @@ class Supervisor:
         for name in self.children:
             self._spawn(name)
         while not self.stopping:
+            if self._hup:
+                self._pass_on_hup()
             self._reap_and_restart()
-            time.sleep(0.2)  # a poll interval, not a readiness wait: signals interrupt it
+            time.sleep(POLL_SECONDS)  # a poll interval, not a readiness wait
+        settle = self._last_hup + HUP_SETTLE - time.monotonic()
+        if settle > 0:
+            time.sleep(settle)
+        self.signal_all(signal.SIGTERM)
         self._stop_all()
         return self.status
 
@@ -116,8 +138,7 @@ class Supervisor:
         else:  # a supervisor itself, which applied the limit to its own child
             log.error("child gave up starting, stopping", child=name, code=code)
         self.status = EXIT_START_LIMIT
-        self.stopping = True
-        self.signal_all(signal.SIGTERM)
+        self.stopping = True  # run() stops every child
 
     def _stop_all(self) -> None:
         deadline = time.monotonic() + STOP_TIMEOUT

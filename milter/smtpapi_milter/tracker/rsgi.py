@@ -40,6 +40,7 @@ from urllib.parse import quote
 
 import structlog
 
+from . import worker_stop
 from .app import (
     PIXEL,
     PIXEL_HEADERS,
@@ -139,11 +140,15 @@ class RsgiTracker:
         # sleeps here). So the start-up (store, journal recovery) runs as the loop's first
         # callback, where ASGI's lifespan ran it, and a signal during it is handled after it.
         self._loop = loop
+        worker_stop.hold()  # a SIGTERM now would be lost: noted, and sent again by _start
         loop.call_soon(self._start)
 
     def _start(self) -> None:
         if self.app is not None:
             return
+        # A SIGTERM that came before the loop listened for it (worker_stop.py), sent again
+        # now that the loop runs and takes it: the worker then stops as it should.
+        worker_stop.resend_lost_stop()
         try:
             app = self._startup()
         except Exception:

@@ -44,7 +44,7 @@ from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..orphans import die_with_parent, mark_children
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
-from . import dashboard, suppression_api, useragent
+from . import dashboard, suppression_api, useragent, worker_stop
 from .admin import AdminApp
 from .admin_access import AllowedHosts, admin_token, check_host_names
 from .app import ClientAddress, TrackerApp
@@ -65,6 +65,12 @@ METRICS_PREFIX = "smtpapi-tracker-metrics-"
 # with a partial head: +84 MiB over the tracker), and Granian raises the descriptor limit
 # to the hard one, so the slots are what runs out first: 4096 a worker.
 CONNECTIONS_PER_WORKER = 4096
+# Seconds a Granian worker has to stop before it is killed. A worker stops in well under a
+# second; one told to stop as it started could stay for good (worker_stop.py). Killing it
+# loses no answered click (each is in the journal before its answer), at most the answers
+# of requests in flight, and a SIGTERM on the heels of a SIGHUP can meet a worker to kill
+# twice (the old one, then the new): the stop takes that long.
+WORKERS_KILL_TIMEOUT = 5
 JOURNAL_DIRECTORY = "tracker-journal"  # under state_dir: events/journal.py
 # Set by ``serve`` for its listeners: the journal indexer runs as a process beside them.
 INDEXER_PROCESS_ENV = "SMTPAPI_TRACKER_INDEXER_PROCESS"
@@ -97,6 +103,7 @@ class Lifespan:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
+                worker_stop.resend_lost_stop()  # the loop runs and takes it now
             elif message["type"] == "lifespan.shutdown":
                 self._shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -299,6 +306,9 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         websockets=False,
         respawn_failed_workers=True,
         respawn_interval=0.5,
+        # A worker that has not stopped by then is killed (worker_stop.py says how one
+        # could stay, stopping the listener with it): its journal holds every click answered.
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT,
         # HTTP/1 only (no browser speaks cleartext HTTP/2): in Granian's "auto" mode the
         # connection waits, with no timer, for bytes to tell the protocol, so a client that
         # connected and sent nothing held a slot forever; Granian serves ``backpressure``
@@ -316,6 +326,7 @@ def serve_listener(config_path: str | None, listener: str) -> int:
         log_access=False,
     )
     mark_children()  # Granian's worker processes (forks of this one) die with it
+    worker_stop.remember(server)  # for the workers, which it forks
     try:
         server.serve()
     except RuntimeError as exc:  # taken between our check and Granian's bind
