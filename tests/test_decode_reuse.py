@@ -57,20 +57,26 @@ def test_qp_decodes_line_by_line(lines, cut):
     assert binascii.a2b_qp(raw) == binascii.a2b_qp(head) + binascii.a2b_qp(tail)
 
 
+CHARSETS = st.sampled_from(sorted(decode_reuse.CODECS))
+
+
 @settings(max_examples=800, deadline=None)
 @given(
     edited_parts(),
-    st.sampled_from(sorted(decode_reuse.CODECS)),
+    CHARSETS,
+    CHARSETS,
     st.sampled_from([1, 16, 64, decode_reuse.PIECE]),
     st.sampled_from([0, 8, decode_reuse._WINDOW]),
 )
-def test_decoding_with_an_earlier_parts_pieces_is_decoding_it_whole(case, charset, piece, window):
+def test_decoding_with_an_earlier_parts_pieces_is_decoding_it_whole(
+    case, earlier_charset, charset, piece, window
+):
     old_raw, raw = case
     with (
         mock.patch.object(decode_reuse, "PIECE", piece),
         mock.patch.object(decode_reuse, "_WINDOW", window),
     ):
-        earlier = decode_reuse.decode(old_raw, charset, None)
+        earlier = decode_reuse.decode(old_raw, earlier_charset, None)
         result = decode_reuse.decode(raw, charset, earlier[2] if earlier else None)
     if result is None:  # a piece could not end where a character may go on: decoded whole
         return
@@ -112,6 +118,18 @@ def test_the_earlier_parts_unfinished_last_line_is_not_taken_over_before_more():
         assert earlier is not None and len(earlier[2].ends) == 2
         result = decode_reuse.decode(raw, "utf-8", earlier[2])
     assert result is not None and result[0] == binascii.a2b_qp(raw) == b"x\r\nabc=\r\n"
+
+
+def test_an_earlier_part_in_another_charset_is_not_taken_over():
+    # Fuzz finding: the same bytes, Latin-1 before and ASCII now; the Latin-1 text taken
+    # over held characters ASCII cannot encode, and the byte spans failed on it.
+    raw = b"caf=E9\r\n" * 3
+    earlier = decode_reuse.decode(raw, "iso8859-1", None)
+    assert earlier is not None
+    result = decode_reuse.decode(raw, "ascii", earlier[2])
+    assert result is not None
+    assert result[1] == binascii.a2b_qp(raw).decode("ascii", "surrogateescape")
+    assert result[1].encode("ascii", "surrogateescape") == binascii.a2b_qp(raw)
 
 
 def test_an_unchanged_part_takes_every_piece_over():

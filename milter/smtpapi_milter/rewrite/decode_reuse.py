@@ -34,18 +34,23 @@ _WINDOW = 4096
 
 class Pieces:
     """A quoted-printable part's raw bytes cut into pieces, each with its decoded bytes and
-    text: piece ``i`` is ``raw[ends[i - 1]:ends[i]]`` (from 0 for the first)."""
+    text in ``charset``: piece ``i`` is ``raw[ends[i - 1]:ends[i]]`` (from 0 for the first)."""
 
-    __slots__ = ("decoded", "ends", "raw", "texts")
+    __slots__ = ("charset", "decoded", "ends", "raw", "texts")
 
-    def __init__(self, raw: bytes, ends: list[int], decoded: list[bytes], texts: list[str]):
-        self.raw, self.ends, self.decoded, self.texts = raw, ends, decoded, texts
+    def __init__(
+        self, raw: bytes, charset: str, ends: list[int], decoded: list[bytes], texts: list[str]
+    ):
+        self.raw, self.charset, self.ends = raw, charset, ends
+        self.decoded, self.texts = decoded, texts
 
 
 def decode(raw: bytes, charset: str, earlier: Pieces | None) -> tuple[bytes, str, Pieces] | None:
     """``a2b_qp(raw)``, its text in ``charset`` (one of CODECS) with surrogateescape, and
     the pieces for the next part, taking ``earlier``'s pieces where ``raw`` holds them.
     None when the part cannot be cut so (then it is decoded whole by the caller)."""
+    if earlier is not None and earlier.charset != charset:
+        earlier = None  # its texts read the same bytes otherwise (fuzz finding)
     ends: list[int] = []
     decoded: list[bytes] = []
     texts: list[str] = []
@@ -80,7 +85,7 @@ def decode(raw: bytes, charset: str, earlier: Pieces | None) -> tuple[bytes, str
         if not _fresh(raw, pos, end, charset, ends, decoded, texts):
             return None
         pos = end
-    return b"".join(decoded), "".join(texts), Pieces(raw, ends, decoded, texts)
+    return b"".join(decoded), "".join(texts), Pieces(raw, charset, ends, decoded, texts)
 
 
 def _resync(
