@@ -98,26 +98,29 @@ def test_a_character_split_by_a_soft_break_is_not_cut():
     assert all(not piece.endswith(b"\xc3") for piece in pieces.decoded)
 
 
-def test_a_piece_found_again_mid_line_is_not_taken_over():
-    # The earlier part's second line, found right after an "=" that reads its first bytes
-    # as an escape: taken over as it decoded at a line start, it would read "3D" for "=".
-    old, raw = b"head\r\n3D tail\r\n", b"head=0A=3D tail\r\n"
+def _decoded_after(old: bytes, raw: bytes) -> bytes:
+    """``raw`` decoded with the pieces of ``old`` (a piece a line), which has two."""
     with mock.patch.object(decode_reuse, "PIECE", 1):
         earlier = decode_reuse.decode(old, "utf-8", None)
         assert earlier is not None and len(earlier[2].ends) == 2
         result = decode_reuse.decode(raw, "utf-8", earlier[2])
-    assert result is not None and result[0] == binascii.a2b_qp(raw) == b"head\n= tail\r\n"
+    assert result is not None
+    return result[0]
+
+
+def test_a_piece_found_again_mid_line_is_not_taken_over():
+    # The earlier part's second line, found right after an "=" that reads its first bytes
+    # as an escape: taken over as it decoded at a line start, it would read "3D" for "=".
+    raw = b"head=0A=3D tail\r\n"
+    assert _decoded_after(b"head\r\n3D tail\r\n", raw) == binascii.a2b_qp(raw)
+    assert binascii.a2b_qp(raw) == b"head\n= tail\r\n"
 
 
 def test_the_earlier_parts_unfinished_last_line_is_not_taken_over_before_more():
     # Its last piece ends in the middle of a line ("=" and all): where the new part goes on
     # after it, the line goes on too, and the "=" reads the next bytes.
-    old, raw = b"x\r\nabc=", b"x\r\nabc=3D\r\n"
-    with mock.patch.object(decode_reuse, "PIECE", 1):
-        earlier = decode_reuse.decode(old, "utf-8", None)
-        assert earlier is not None and len(earlier[2].ends) == 2
-        result = decode_reuse.decode(raw, "utf-8", earlier[2])
-    assert result is not None and result[0] == binascii.a2b_qp(raw) == b"x\r\nabc=\r\n"
+    raw = b"x\r\nabc=3D\r\n"
+    assert _decoded_after(b"x\r\nabc=", raw) == binascii.a2b_qp(raw) == b"x\r\nabc=\r\n"
 
 
 def test_an_earlier_part_in_another_charset_is_not_taken_over():
