@@ -226,36 +226,33 @@ def _part(
         problems.append(("part left untracked: it has no body", {}))
         return None
     raw = body[part.body_start : part.end]
-    if in_pieces and part.cte == "quoted-printable":
-        charset = _codec(part.charset)
-        if charset in decode_reuse.CODECS:
-            seed = earlier._pieces if earlier is not None else None
-            found = decode_reuse.decode(raw, charset, seed)
-            if found is not None:
-                decoded, text, pieces = found
-                eol = mime.line_ending(body, part.body_start, part.end)
-                analysis = PartAnalysis(
-                    part, raw, decoded, charset, text, eol, is_html, bare_cr, max_links
-                )
-                analysis._pieces = pieces
-                return analysis
-    decoded = mime.decode_transfer(raw, part.cte)
-    if decoded is None:
-        why = "not decodable as written" if part.cte in mime.KNOWN_ENCODINGS else "unknown"
-        problems.append((f"part left untracked: transfer encoding {why}", {"cte": part.cte}))
-        return None
     charset = _codec(part.charset)
-    if charset is None:
-        problems.append(("part left untracked: unknown charset", {"charset": part.charset}))
-        return None
-    text = _decode(decoded, charset)
-    if text is None:
-        problems.append(
-            ("part left untracked: charset does not round-trip", {"charset": part.charset})
-        )
-        return None
+    pieces = None
+    if in_pieces and part.cte == "quoted-printable" and charset in decode_reuse.CODECS:
+        seed = earlier._pieces if earlier is not None else None
+        found = decode_reuse.decode(raw, charset, seed)  # None: decoded whole below
+        if found is not None:
+            decoded, text, pieces = found
+    if pieces is None:
+        whole = mime.decode_transfer(raw, part.cte)
+        if whole is None:
+            why = "not decodable as written" if part.cte in mime.KNOWN_ENCODINGS else "unknown"
+            problems.append((f"part left untracked: transfer encoding {why}", {"cte": part.cte}))
+            return None
+        if charset is None:
+            problems.append(("part left untracked: unknown charset", {"charset": part.charset}))
+            return None
+        read = _decode(whole, charset)
+        if read is None:
+            problems.append(
+                ("part left untracked: charset does not round-trip", {"charset": part.charset})
+            )
+            return None
+        decoded, text = whole, read
     eol = mime.line_ending(body, part.body_start, part.end)
-    return PartAnalysis(part, raw, decoded, charset, text, eol, is_html, bare_cr, max_links)
+    return PartAnalysis(
+        part, raw, decoded, charset, text, eol, is_html, bare_cr, max_links, _pieces=pieces
+    )
 
 
 def _codec(charset: str) -> str | None:
