@@ -100,6 +100,9 @@ def eligible(url: str) -> bool:
         re.match(r"(?i)https?://[^/?#\s]", url)
         and _has_host_and_port(url)
         and not any(m in url for m in TEMPLATE_MARKERS)
+        # Bytes the part's charset does not decode: each reader guesses their characters
+        # (and so the URL it follows), no redirect can match them all.
+        and not re.search("[\udc80-\udcff]", url)
         and not re.search(r"(?i)<!(--)?\[(if|endif)\b", url)  # Outlook's own syntax
         and len(url.encode("utf-8", "surrogatepass")) <= 4096
         and not re.match(rf"(?i)https?://{re.escape(TRACKING_DOMAIN)}(/|$)", url)
@@ -466,15 +469,26 @@ def _links(text: str) -> list[tuple[str, str, str | None]]:
 
     Not lxml: libxml2 is no HTML5 parser (it closes <style/> at once, where browsers and the
     spec read everything after it as style text). Undecodable bytes, kept as lone
-    surrogates, go in as U+FFFD, as a browser shows them.
+    surrogates, go in as private-use characters (no HTML syntax, like any other letter) and
+    come out as the same surrogates, so that eligible() still sees which bytes they were.
     """
+    hidden = _UNDECODABLE.search(text) is not None and _STAND_INS.search(text) is None
+    if hidden:
+        text = _UNDECODABLE.sub(lambda m: chr(ord(m.group()) + _STAND_IN_OFFSET), text)
     tree = LexborHTMLParser(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     found = []
     for node in tree.css("a, area"):
         href = node.attributes.get("href")
         if href is not None:
+            if hidden:
+                href = _STAND_INS.sub(lambda m: chr(ord(m.group()) - _STAND_IN_OFFSET), href)
             found.append((node.tag, href, node.attributes.get("data-msys-clicktrack")))
     return found
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_STAND_IN_OFFSET = 0x10FF00 - 0xDC80  # U+10FF00..U+10FF7F: plane 16 private use
+_STAND_INS = re.compile("[\U0010ff00-\U0010ff7f]")
 
 
 def _check_links_html5(before: str, after: str, clicks: bool) -> None:

@@ -60,6 +60,10 @@ AMBIGUOUS = [
     "http://[1:2]/",
     "https://good.example:99999/",
     "http\u017f://good.example/",  # long s: "https" only to Unicode case-folding
+    # Bytes the part's charset does not decode (surrogate-escaped): UTF-8 U+0085 in a
+    # us-ascii part, Latin-1 "é" in a UTF-8 one. Each reader guesses what they are.
+    "https://good.example/?ref\udcc2\udc85pr",
+    "https://good.example/caf\udce9",
 ]
 
 
@@ -234,6 +238,37 @@ def test_rewrite_leaves_the_attack_link_as_it_is(tmp_path):
     assert rich.count(f"http://{TRACKING_DOMAIN}/c/") == 1  # the plain link still is
 
 
+def test_rewrite_leaves_links_with_undecodable_bytes_as_they_are(tmp_path):
+    # Fuzz finding (CI, seed 1): UTF-8 "\xc2\x85" in a us-ascii part's link was tracked, and
+    # the redirect went to "?ref%ED%B3%82%ED%B2%85pr": the surrogates' own UTF-8, a URL no
+    # reader would have followed (one reads U+0085 there, another "\u00c2\u2026").
+    odd = "https://good.example/index.php?ref\xc2\x85pr".encode("latin-1")
+    text = b"Read " + odd + b" or https://good.example/ok today.\n"
+    html = b'<html><body><a href="' + odd + b'">odd</a> <a href="https://good.example/ok">ok</a>\n'
+    message = (
+        b"From: a@example.com\nTo: b@example.org\nSubject: s\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/alternative; boundary="b"\n\n'
+        b"--b\nContent-Type: text/plain; charset=us-ascii\n\n"
+        + text
+        + b"--b\nContent-Type: text/html; charset=us-ascii\n\n"
+        + html
+        + b"--b--\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "smtpapi_milter.cli", "rewrite"]
+        + ["--config", str(rewrite_config(tmp_path)), "-"],
+        input=message,
+        capture_output=True,
+        env={"PYTHONPATH": str(ROOT / "milter"), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    _, plain, rich = (p.get_payload(decode=True) for p in message_from_bytes(result.stdout).walk())
+    assert b"Read " + odd + b" or http://" + TRACKING_DOMAIN.encode() + b"/c/" in plain
+    assert b'<a href="' + odd + b'">odd</a>' in rich
+    assert rich.count(f"http://{TRACKING_DOMAIN}/c/".encode()) == 1  # the plain link still is
+
+
 def test_tracker_refuses_to_redirect_to_an_ambiguous_target(tmp_path):
     # A token minted for the attack link, as a milter before the fix did.
     rcpt = f"reader-{uuid.uuid4().hex[:8]}@example.org"
@@ -252,7 +287,9 @@ def test_tracker_refuses_to_redirect_to_an_ambiguous_target(tmp_path):
             finally:
                 conn.close()
 
-        for target in (ATTACK, "https://good.example\\\\@evil.example/", "http://0x7f.1/"):
+        undecodable = "https://good.example/?ref\udcc2\udc85pr"
+        backslashes = "https://good.example\\\\@evil.example/"
+        for target in (ATTACK, backslashes, "http://0x7f.1/", undecodable):
             for method in ("GET", "HEAD"):
                 status, headers = click(target, method)
                 assert status == 404 and "location" not in headers, (target, method, headers)

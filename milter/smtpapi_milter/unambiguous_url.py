@@ -12,9 +12,10 @@ dots or nothing (``。``, a soft hyphen) are the same kind of trap.
 So a URL qualifies only when its authority is plain RFC 3986 that WHATWG reads the same way:
 user info (at most one ``@``) and host of RFC 3986 characters without escapes, the host a
 name whose last label does not start with a digit, a dotted-decimal IPv4 address or an IPv6
-literal, a decimal port up to 65535, and no control character anywhere. A host may also hold Unicode
-letters and digits in NFKC form (``bücher.example``): IDNA then only lower-cases them and
-spells them in punycode, so the labels a browser sees are the ones written.
+literal, a decimal port up to 65535, and no control character or undecodable byte anywhere.
+A host may also hold Unicode letters and digits in NFKC form (``bücher.example``): IDNA then
+only lower-cases them and spells them in punycode, so the labels a browser sees are the ones
+written.
 
 The milter leaves any other URL untracked, and the tracker refuses to redirect to one (a
 token minted before this rule); both ask :func:`is_unambiguous`: for the usual ASCII link two
@@ -51,7 +52,11 @@ _ASCII = _pattern(_ASCII_LABEL, _ASCII_FIRST)
 # Only tried when the ASCII form does not match (rare): hosts with non-ASCII characters.
 _UNICODE = _pattern(rf"(?:{_ASCII_LABEL}|[^\x00-\x7f])", rf"(?:{_ASCII_FIRST}|[^\x00-\x7f])")
 # Browsers drop tabs and newlines anywhere and percent-encode other controls (C1 included).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Lone surrogates are bytes the part's charset does not decode (surrogateescape): a reader
+# reads them by its own guess of the charset (UTF-8 "\xc2\x85" in a us-ascii part is U+0085
+# to one, "\u00c2\u2026" to another), and no redirect can send the URL each would follow
+# (fuzz finding: such a link was tracked and redirected to "%ED%B3%82%ED%B2%85").
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
 
 
 def is_unambiguous(url: str) -> bool:
