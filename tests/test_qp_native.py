@@ -23,6 +23,7 @@ if os.environ.get("SMTPAPI_PURE_PYTHON") == "1":  # the references alone are und
 units = st.sampled_from(
     [b"a", b".", b" ", b"\t", b"\x00", b"\r", b"=", b"\xff", b"\x7f", b"\x1f", b"x" * 75]
     + [b"=3D", b"=\r\n", b"=\n", b"\r\n", b"\n", b".\r\n", b"y" * 1000, b"z" * 73]
+    + [b"=0A", b"=0D"]  # escaped line-break bytes: data, no line break
 )
 raws = st.lists(units, max_size=40).map(b"".join)
 no_lf = st.lists(units.filter(lambda u: b"\n" not in u), max_size=8).map(b"".join)
@@ -89,6 +90,28 @@ def test_offsets_out_of_order_or_bounds_leave_it_to_python():
     ready = qp.Splice(raw, decoded, good, [(1, 2)], b"\r\n")
     with pytest.raises(ValueError):
         ready._native.fill([])
+
+
+def test_a_region_of_a_lone_lf_is_no_line_and_its_break():
+    # Found by hypothesis in a CI-like run: with eol CRLF, a region whose decoded bytes are
+    # one LF (a "\n" after a bare CR's line, soft broken) was taken for an eol: C read the
+    # byte before its first piece (the CR before it) and wrote the LF as a line break,
+    # "=0D=\r\n\r\n", which decodes to "\r\r\n" where the part held "\r\n".
+    cases = [
+        (b"\r=\r\n\n", (1, 1)),
+        (b"\r=\r\n\r\n", (1, 2)),
+        (b"\r=\r\n=0A", (2, 2)),
+        (b"\r=\n\r\n", (1, 2)),
+    ]
+    for raw, span in cases:
+        decoded = binascii.a2b_qp(raw)
+        ready = qp.Splice(raw, decoded, qp.regions(raw, [span]), [span], b"\r\n")
+        for new in (b"", b"a"):
+            want = ready.fill_reference([new])
+            assert binascii.a2b_qp(want) == decoded[: span[0]] + new + decoded[span[1] :]
+            assert ready.fill([new]) == want, (raw, span, new)
+            native = ready._native.fill([new])
+            assert native is None or native == want, (raw, span, new, native)
 
 
 def test_full_last_lines_and_dots_match():

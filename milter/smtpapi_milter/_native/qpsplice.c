@@ -54,8 +54,9 @@ static int next_seg_byte(const Seg *segs, Py_ssize_t k, Py_ssize_t nsegs) {
     return -1;
 }
 
-/* The byte at ``pos`` of the segments joined, -1 past them. */
+/* The byte at ``pos`` of the segments joined, -1 before or past them. */
 static int byte_at(const Seg *segs, Py_ssize_t nsegs, Py_ssize_t pos) {
+    if (pos < 0) return -1;
     for (Py_ssize_t k = 0; k < nsegs; k++) {
         if (pos < segs[k].n) return segs[k].p[pos];
         pos -= segs[k].n;
@@ -137,8 +138,11 @@ static int encode_region(Out *o, const Seg *segs, Py_ssize_t nsegs, int broken,
         }
         return 0;
     }
-    /* One line and its break: the LF is the last byte and ends an eol. */
-    if (lf != total - 1 || (eol_len == 2 && byte_at(segs, nsegs, total - 2) != '\r'))
+    /* One line and its break: the LF is the last byte and ends an eol. A region that is
+     * a lone LF with eol CRLF is no such line (it read the byte before its first segment,
+     * the CR of a line before, and wrote the LF as a line break: test_qp_native). */
+    if (lf != total - 1 || total < eol_len ||
+        (eol_len == 2 && byte_at(segs, nsegs, total - 2) != '\r'))
         return -1;
     encode_segs(o, segs, nsegs, total - eol_len, eol, eol_len);
     memcpy(o->p, eol, (size_t)eol_len);
