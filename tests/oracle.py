@@ -109,6 +109,7 @@ def eligible(url: str) -> bool:
         and browser_reads_same_host(url)  # else our redirect could go elsewhere
         and _unicode_host_is_words(url)
         and _ascii_host_is_rfc3986(url)
+        and _userinfo_is_rfc3986(url)
         and _last_label_is_no_number(url)
     )
 
@@ -128,6 +129,22 @@ def _ascii_host_is_rfc3986(url: str) -> bool:
     if ":" in host:  # an IPv6 literal; browser_reads_same_host judges it
         return True
     return all(not c.isascii() or c in _REG_NAME_ASCII for c in host)
+
+
+def _userinfo_is_rfc3986(url: str) -> bool:
+    """The README's rule for user info: RFC 3986's unreserved characters, sub-delims and ":"
+    only, without escapes. A browser percent-encodes anything else there (a space, U+FFFD)
+    and reads the same host, but such a link is no plain RFC 3986 one (fuzz finding:
+    ``http://www.provantag\ufffdDelivered-To: xxx@xxx.coyNet?...``)."""
+    try:
+        netloc = urlsplit(url.replace("\\", "/")).netloc
+    except ValueError:
+        return False
+    userinfo, at, _ = netloc.rpartition("@")
+    return not at or all(c in _USERINFO for c in userinfo)
+
+
+_USERINFO = _REG_NAME_ASCII | set("ABCDEFGHIJKLMNOPQRSTUVWXYZ:")
 
 
 def _last_label_is_no_number(url: str) -> bool:
