@@ -93,6 +93,23 @@ def test_similar_boundaries_are_not_confused():
     ]
 
 
+@pytest.mark.parametrize("tail", [b"\x85", b"\xa0", b" \x85"])
+def test_8bit_bytes_around_a_parameter_are_no_spaces(tail):
+    # Fuzz finding: 'boundary="b"\x85' - the email package's parameter parser strips with
+    # str.strip(), which took our latin-1 NEL for a space and found boundary "b"; readers
+    # given the bytes (the email package itself) have no such boundary and see one part.
+    body = b"--b\r\nContent-Type: text/html\r\n\r\n<a href='http://x.example/'>x</a>\r\n--b--\r\n"
+    ctype = b'multipart/alternative; boundary="b"' + tail
+    root = mime.parse_structure([("Content-Type", ctype)], body)
+    theirs = message_from_bytes(b"Content-Type: " + ctype + b"\r\n\r\n" + body)
+    assert [p.content_type for p in leaves(root)] == [
+        p.get_content_type() for p in py_leaves(theirs)
+    ]
+    assert root.children == []
+    charset = b"text/plain; charset=\xa0utf-8"
+    assert mime.parse_structure([("Content-Type", charset)], b"x").params["charset"] != "utf-8"
+
+
 @pytest.mark.parametrize(
     "ctype", ["multipart/signed", "multipart/encrypted", "application/pkcs7-mime"]
 )

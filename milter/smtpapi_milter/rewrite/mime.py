@@ -126,6 +126,12 @@ def _parsed_params(value: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 
 
 def _parse_params_uncached(value: str) -> tuple[str, dict[str, str]]:
+    if not value.isascii():
+        # The email package strips each parameter with str.strip(), which takes our latin-1
+        # reading's NEL and NBSP for spaces; other readers do not (the email package, given
+        # the bytes, sees U+FFFD): 'boundary="b"\x85' has no boundary "b" to them (fuzz
+        # finding: we split such a multipart, its readers saw one part). Read as they do.
+        value = value.encode("latin-1").decode("ascii", "surrogateescape")
     holder = email.message.Message()
     holder["X"] = value
     params = holder.get_params(header="X") or []
