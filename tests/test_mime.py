@@ -1,6 +1,7 @@
 """The MIME walker: locating parts by byte offset, re-encoding changed parts."""
 
 import binascii
+import email.utils
 from email import message_from_bytes
 
 import pytest
@@ -108,6 +109,25 @@ def test_8bit_bytes_around_a_parameter_are_no_spaces(tail):
     assert root.children == []
     charset = b"text/plain; charset=\xa0utf-8"
     assert mime.parse_structure([("Content-Type", charset)], b"x").params["charset"] != "utf-8"
+
+
+_PARAM_PIECES = [b"multipart/mixed", b"text/plain", b";", b" ", b"\t", b"boundary", b"charset"]
+_PARAM_PIECES += [b"=", b'"', b"b", b"utf-8", b"\x85", b"\xa0", b"\xff", b"\\", b"*0", b"*", b"'"]
+
+
+@given(st.lists(st.sampled_from(_PARAM_PIECES), max_size=14).map(b"".join))
+def test_boundary_and_charset_as_the_email_package_reads_them_from_bytes(value):
+    ours = mime.parse_structure([("Content-Type", value)], b"x").params
+    theirs = message_from_bytes(b"Content-Type: " + value + b"\r\n\r\nx")
+    for key in ("boundary", "charset"):
+        want = theirs.get_param(key)
+        if isinstance(want, tuple):  # RFC 2231
+            try:
+                want = email.utils.collapse_rfc2231_value(want)
+            except ValueError:
+                want = want[2]
+        want = email.utils.unquote(str(want)) if want else None  # "" or none: no value
+        assert (ours.get(key) or None) == want, (key, ours)
 
 
 @pytest.mark.parametrize(
