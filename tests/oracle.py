@@ -487,7 +487,8 @@ def _links(text: str) -> list[tuple[str, str, str | None]]:
     Not lxml: libxml2 is no HTML5 parser (it closes <style/> at once, where browsers and the
     spec read everything after it as style text). Undecodable bytes, kept as lone
     surrogates, go in as private-use characters (no HTML syntax, like any other letter) and
-    come out as the same surrogates, so that eligible() still sees which bytes they were.
+    come out as the same surrogates, so that eligible() still sees which bytes they were
+    (a text already holding those private-use characters: U+FFFD, as a browser shows them).
     """
     hidden = _UNDECODABLE.search(text) is not None and _STAND_INS.search(text) is None
     if hidden:
