@@ -113,12 +113,20 @@ def test_8bit_bytes_around_a_parameter_are_no_spaces(tail):
 
 _PARAM_PIECES = [b"multipart/mixed", b"text/plain", b";", b" ", b"\t", b"boundary", b"charset"]
 _PARAM_PIECES += [b"=", b'"', b"b", b"utf-8", b"\x85", b"\xa0", b"\xff", b"\\", b"*0", b"*", b"'"]
+_PARAM_PIECES += [b"; boundary*0=a; boundary*=b"]  # RFC 2231 parts the email package fails on
 
 
 @given(st.lists(st.sampled_from(_PARAM_PIECES), max_size=14).map(b"".join))
 def test_boundary_and_charset_as_the_email_package_reads_them_from_bytes(value):
-    ours = mime.parse_structure([("Content-Type", value)], b"x").params
-    theirs = message_from_bytes(b"Content-Type: " + value + b"\r\n\r\nx")
+    root = mime.parse_structure([("Content-Type", value)], b"x")
+    ours = root.params
+    try:  # a multipart's boundary is read while parsing
+        theirs = message_from_bytes(b"Content-Type: " + value + b"\r\n\r\nx")
+        theirs.get_params()
+    except TypeError:  # its RFC 2231 continuations: the message must be left as it is
+        assert root.problem == mime.UNREADABLE_PARAMETERS
+        return
+    assert root.problem is None
     for key in ("boundary", "charset"):
         want = theirs.get_param(key)
         if isinstance(want, tuple):  # RFC 2231
@@ -128,6 +136,30 @@ def test_boundary_and_charset_as_the_email_package_reads_them_from_bytes(value):
                 want = want[2]
         want = email.utils.unquote(str(want)) if want else None  # "" or none: no value
         assert (ours.get(key) or None) == want, (key, ours)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b"Content-Disposition: attachment; filename*0=a; filename*=b",
+        b"Content-Type: text/plain; name*=b; name*0=a",
+    ],
+)
+def test_parameters_the_email_package_cannot_read_leave_the_message_as_it_is(field):
+    # Fuzz finding: its decode_params raised TypeError (RFC 2231 continuation numbers sorted
+    # with None); the rewrite failed with a traceback, the milter tempfailed the message for
+    # good. Now the part has a problem, and the message is delivered as it came.
+    message = (
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/html\r\n\r\n<a href='http://x.example/'>x</a>\r\n"
+        b"--b\r\n" + field + b"\r\n\r\nfile\r\n--b--\r\n"
+    )
+    parsed, root = structure(message)
+    assert [p.problem for p in root.walk()] == [None, None, mime.UNREADABLE_PARAMETERS]
+    assert mime.untouchable_reason(root, parsed.body) == mime.UNREADABLE_PARAMETERS
+    name, value = field.split(b": ", 1)  # the same in the message header
+    top = mime.parse_structure([(name.decode(), value)], b"x")
+    assert top.problem == mime.UNREADABLE_PARAMETERS
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ MALFORMED_HEADER = "a header block has a malformed line"
 TOO_DEEP = f"multiparts nested deeper than {MAX_DEPTH} levels"
 MAX_BOUNDARY = 200  # RFC 2046 allows 70
 LONG_BOUNDARY = f"a multipart boundary is longer than {MAX_BOUNDARY} characters"
+UNREADABLE_PARAMETERS = "a Content-Type or Content-Disposition has parameters no reader agrees on"
 SIGNED = "message is signed or encrypted"
 INLINE_PGP = "message carries inline PGP"
 QP_LINE_LIMIT = 998
@@ -111,18 +112,26 @@ class MimePart:
             yield from child.walk()
 
 
-def _parse_params(value: str) -> tuple[str, dict[str, str]]:
-    """Content-Type / Content-Disposition value → (lower-case main value, params)."""
-    main, params = _parsed_params(value)
-    return main, dict(params)  # a part's own dict: nothing shared between parts
+def _parse_params(value: str) -> tuple[str, dict[str, str], str | None]:
+    """Content-Type / Content-Disposition value → (lower-case main value, params, problem):
+    ``problem`` (UNREADABLE_PARAMETERS) when the parameters cannot be read at all."""
+    main, params, problem = _parsed_params(value)
+    return main, dict(params), problem  # a part's own dict: nothing shared between parts
 
 
 # A campaign's parts carry the same few Content-Type values in every message, and the email
 # package's parameter parser is slow: each value is parsed once (short values only).
 @remember_short(1024)
-def _parsed_params(value: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    main, params = _parse_params_uncached(value)
-    return main, tuple(params.items())
+def _parsed_params(value: str) -> tuple[str, tuple[tuple[str, str], ...], str | None]:
+    try:
+        main, params = _parse_params_uncached(value)
+    except (TypeError, ValueError, IndexError, LookupError):
+        # The email package fails on some hostile values ('filename*0=a; filename*=b':
+        # decode_params sorts RFC 2231 continuation numbers with None, a TypeError): the
+        # message failed with a traceback, tempfailed for good in the milter (fuzz finding).
+        # Readers cannot agree on such a part either: the message is left as it is.
+        return value.split(";", 1)[0].strip(ASCII_SPACE).lower(), (), UNREADABLE_PARAMETERS
+    return main, tuple(params.items()), None
 
 
 def _parse_params_uncached(value: str) -> tuple[str, dict[str, str]]:
@@ -154,9 +163,9 @@ def _parse_params_uncached(value: str) -> tuple[str, dict[str, str]]:
 
 def _describe(
     fields: dict[str, str], default_type: str
-) -> tuple[str, dict[str, str], str, str, bool]:
+) -> tuple[str, dict[str, str], str, str, bool, str | None]:
     value = fields.get("content-type", "")
-    params = _parse_params(value)[1]
+    _, params, problem = _parse_params(value)
     # The type is what comes before the first ';', as the email package (our oracle's
     # reader) and most clients take it; anything but one type/subtype means the default.
     # (A value like "=/" is a type to them, not a parameter and a default text/plain.)
@@ -164,9 +173,9 @@ def _describe(
     if ctype.count("/") != 1:
         ctype = default_type
     cte = normalise_cte(fields.get("content-transfer-encoding", ""))
-    disposition, dparams = _parse_params(fields.get("content-disposition", ""))
+    disposition, dparams, disposition_problem = _parse_params(fields.get("content-disposition", ""))
     has_filename = "filename" in dparams or "name" in params
-    return ctype, params, cte, disposition, has_filename
+    return ctype, params, cte, disposition, has_filename, problem or disposition_problem
 
 
 def normalise_cte(value: str) -> str:
@@ -214,10 +223,12 @@ def parse_body(fields: tuple[str, str, str, bool], body: bytes) -> MimePart:
         "content-transfer-encoding": cte,
         "content-disposition": disposition,
     }
-    ctype, params, cte, disposition, has_filename = _describe(present, "text/plain")
+    ctype, params, cte, disposition, has_filename, problem = _describe(present, "text/plain")
     root = MimePart(0, 0, len(body), ctype, params, cte, disposition, has_filename)
     if malformed:
         root.problem = MALFORMED_HEADER
+    elif problem:
+        root.problem = problem
     if ctype.startswith("multipart/"):
         _fill_children(body, root, 1)
     return root
@@ -269,9 +280,18 @@ def _parse_part(buf: bytes, start: int, end: int, default_type: str, depth: int)
                     field_end = m.end() if m.end() < header_end else _eol_end(buf, m.end())
                     cte_range = (m.start(), field_end)
             pos = max(m.end(), pos + 1)
-    ctype, params, cte, disposition, has_filename = _describe(fields, default_type)
+    ctype, params, cte, disposition, has_filename, unreadable = _describe(fields, default_type)
     part = MimePart(
-        start, body_start, end, ctype, params, cte, disposition, has_filename, cte_range, problem
+        start,
+        body_start,
+        end,
+        ctype,
+        params,
+        cte,
+        disposition,
+        has_filename,
+        cte_range,
+        problem or unreadable,
     )
     part.headers_only = headers_only
     if ctype.startswith("multipart/"):
