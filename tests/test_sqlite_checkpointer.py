@@ -46,10 +46,13 @@ def test_commits_leave_the_checkpoint_to_the_thread_which_makes_it(tmp_path: Pat
     store = open_store(f"sqlite://{db}")
     try:
         store.prefer_large_writes(LARGE_WRITES_KIB)
-        before = db.stat().st_size
         # The thread cannot checkpoint meanwhile: whatever reaches the database file now was
         # checkpointed by the commit itself, as SQLite does by default past 1,000 pages.
         with store._checkpointer.lock:
+            # Measured under the lock: prefer_large_writes' own commit woke the thread, whose
+            # checkpoint of the schema's pages had grown the file after an earlier reading
+            # (4096 -> 110592 bytes: a CI failure of this test).
+            before = db.stat().st_size
             store.record(events(0, EVENTS))
             assert db.stat().st_size == before
             assert Path(f"{db}-wal").stat().st_size > EVENTS * len(SUBJECT)
