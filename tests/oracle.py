@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from html.entities import html5 as html5_entities
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
@@ -118,14 +118,23 @@ def eligible(url: str) -> bool:
 _REG_NAME_ASCII = set("abcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=")
 
 
+def _authority_split(url: str) -> SplitResult | None:
+    """``url`` split as a browser bounds its authority (a backslash ends it, like a slash),
+    or None if urllib refuses it."""
+    try:
+        return urlsplit(url.replace("\\", "/"))
+    except ValueError:
+        return None
+
+
 def _ascii_host_is_rfc3986(url: str) -> bool:
     """The README's rule that RFC 3986 and a browser must read the same host: an ASCII
     character RFC 3986 does not allow in a host (a backtick, say, which browsers take) leaves
     the link untracked (fuzz finding: ``http://a948.```g.akamai.net/...``)."""
-    try:
-        host = urlsplit(url.replace("\\", "/")).hostname or ""
-    except ValueError:
+    parts = _authority_split(url)
+    if parts is None:
         return False
+    host = parts.hostname or ""
     if ":" in host:  # an IPv6 literal; browser_reads_same_host judges it
         return True
     return all(not c.isascii() or c in _REG_NAME_ASCII for c in host)
@@ -136,11 +145,10 @@ def _userinfo_is_rfc3986(url: str) -> bool:
     only, without escapes. A browser percent-encodes anything else there (a space, U+FFFD)
     and reads the same host, but such a link is no plain RFC 3986 one (fuzz finding:
     ``http://www.provantag\ufffdDelivered-To: xxx@xxx.coyNet?...``)."""
-    try:
-        netloc = urlsplit(url.replace("\\", "/")).netloc
-    except ValueError:
+    parts = _authority_split(url)
+    if parts is None:
         return False
-    userinfo, at, _ = netloc.rpartition("@")
+    userinfo, at, _ = parts.netloc.rpartition("@")
     return not at or all(c in _USERINFO for c in userinfo)
 
 
@@ -152,10 +160,10 @@ def _last_label_is_no_number(url: str) -> bool:
     digit is left untracked unless the host is a dotted-decimal IPv4 address (WHATWG reads
     ``0x7f.1`` or ``127.1`` as an address; no real top-level domain starts with a digit).
     Fuzz finding: ``http://5891&m=101BN3c3ce68600277550d``, a host of one such label."""
-    try:
-        host = urlsplit(url.replace("\\", "/")).hostname or ""
-    except ValueError:
+    parts = _authority_split(url)
+    if parts is None:
         return False
+    host = parts.hostname or ""
     if ":" in host:  # an IPv6 literal
         return True
     last = host.rstrip(".").rsplit(".", 1)[-1]
