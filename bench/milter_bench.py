@@ -433,15 +433,17 @@ def main() -> int:
         "--before",
         type=Path,
         help="also run ours from this source tree (e.g. a git worktree of an older commit) "
-        "as 'before', in the same rounds: before/after on the same machine state",
+        "as 'before', in the same rounds: before/after on the same machine state; this "
+        "tree itself (--before .) measures the bench's own noise",
     )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="smtpapi-milterbench-") as tmp,
         contextlib.ExitStack() as stack,
     ):
+        before = args.before.resolve() if args.before is not None else None
         bench = set_up(
-            stack, Path(tmp), args.messages, args.workers, args.distinct_recipients, args.before
+            stack, Path(tmp), args.messages, args.workers, args.distinct_recipients, before
         )
         if args.suppressed:
             seconds = load_suppressions(Path(tmp) / "state", args.suppressed)
