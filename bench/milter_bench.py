@@ -347,9 +347,9 @@ def set_up(
 
 
 def measure(bench: Bench, rounds: int, sessions: int) -> dict[tuple[str, str], list[float]]:
-    """Alternate runs (bulk: ours, floor; merge: ours, floor; ...); messages/second
-    delivered per run, keyed by (load, milter). Each round starts each load with the next
-    milter in turn (``round_order``)."""
+    """Alternate runs (round 1, bulk: ours, floor; merge: ours, floor; round 2 starts each
+    load with the floor: ``round_order``); messages/second delivered per run, keyed by
+    (load, milter)."""
     for load in bench.loads.values():  # warm-up: imports, first store write, caches
         for name in bench.milters:
             run(bench.ports[name], load[: 2 * sessions], sessions, bench.counter)
