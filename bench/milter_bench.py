@@ -389,10 +389,10 @@ def round_order(names: list[str], round_no: int) -> list[str]:
 
     A fixed order (ours first, always) ran ours in every round right after the other load's
     runs. Ours in both places (``--before`` a copy of this tree, 10 rounds; once more with
-    the copy differing only by a malloc setting of no measured effect) gave the first place
-    a median 3.6 % and 2.0 % lower on bulk (0.6 and 0 % on merge), lower in 6 of 10 paired
-    rounds: not told apart from chance, but a possible bias of the method that costs
-    nothing to remove."""
+    the copy setting a malloc limit the workers already had) gave the first place a median
+    3.6 % and 2.0 % lower on bulk (0.6 and 0 % on merge), lower in 6 of 10 paired rounds:
+    not told apart from chance, but a possible bias of the method that costs nothing to
+    remove."""
     turn = (round_no - 1) % len(names)
     return names[turn:] + names[:turn]
 
