@@ -26,14 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--size-mb", type=float, default=10)
-    parser.add_argument("--rewrites", type=int, default=2, help="max_concurrent_rewrites")
+    parser.add_argument(
+        "--rewrites", type=int, help="max_concurrent_rewrites (default: the milter's default)"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="smtpapi-memory-") as workdir:
         result = concurrent_load(
             Path(workdir),
             args.clients,
             int(args.size_mb * MIB),
-            milter={"max_concurrent_rewrites": args.rewrites},
+            milter={} if args.rewrites is None else {"max_concurrent_rewrites": args.rewrites},
         )
     print(result.summary())
     ok = (

@@ -105,7 +105,6 @@ def concurrent_load(workdir: Path, clients: int, size: int, **milter: dict) -> L
         with RssSampler(pid) as sampler:
             delivered = _load(port, capture, [message] * clients)
         seconds = time.monotonic() - began
-    settings = milter.get("milter", {})
     config = load_config(str(running.config_path))
     return LoadResult(
         clients=clients,
@@ -116,8 +115,9 @@ def concurrent_load(workdir: Path, clients: int, size: int, **milter: dict) -> L
         seconds=seconds,
         delivered=len(delivered),
         tracked=sum(1 for m in delivered if TRACKED.search(m.data.decode("latin-1"))),
-        spool_memory_limit=settings.get("spool_memory_limit", MIB),
-        rewrite_slots=settings.get("max_concurrent_rewrites", 2),
+        # As the milter read them: its defaults where the test gave none.
+        spool_memory_limit=config.milter.spool_memory_limit,
+        rewrite_slots=config.milter.max_concurrent_rewrites,
         stated_ceiling=memory.worker_ceiling(config, clients, baseline, len(message)),
     )
 

@@ -263,8 +263,8 @@ class SmtpapiMilter(Milter.Base):
             if self.untrapped_stage is not None:
                 return answer_failure(self, self.untrapped_stage)
             # Loading and rewriting a body takes memory in proportion to its size: a few at a
-            # time keep the milter's memory bounded however many connections end at once
-            # (SPEC 11), and under the GIL more at once would not finish sooner.
+            # time (one by default) keep the milter's memory bounded however many connections
+            # end at once (SPEC 11), and under the GIL more at once would not finish sooner.
             with self.state.rewrite_slots:
                 verdict, events, result = self._eom()
             if verdict != Milter.CONTINUE:
