@@ -100,7 +100,8 @@ class MilterConfig:
     # One: under the GIL a second would not finish sooner, and two rewrites interleaving in
     # one process cost more CPU (milter bench, twice 10 rounds against 2: merge 1.78 against
     # 1.90 and 1.77 against 1.87 ms a message, 3-5 % more messages/s). A body that takes
-    # long (0.5 s for 20 MiB of links, bench/hostile_bench.py) holds up the worker's others.
+    # long (0.5 s for 20 MiB of links, bench/hostile_bench.py) holds up the worker's others;
+    # data-phase policies and the suppression check run before a slot is taken.
     max_concurrent_rewrites: int = 1
     # Distinct bodies (up to 1 MiB each) whose analysis a worker keeps: a newsletter comes
     # one transaction per recipient, the same body each time. 0 analyses every message anew.

@@ -209,38 +209,76 @@ class Session:
         ``body`` None means the front end did not load it (``body_size`` bytes, over
         max_tracked_size): the message is still validated and recorded, never rewritten.
         Raises SmtpReplyError with the reply the client must get.
+
+        :meth:`decide` then :meth:`build_copies`, for a front end that has no reason to
+        hold the body while the first runs.
         """
+        return self.build_copies(self.decide(headers), body, shared, body_size)
+
+    def decide(self, headers: list[tuple[str, bytes]]) -> Decision:
+        """What end of message decides without the body: the headers read, the data-phase
+        policies run (which may wait on anything a site's policy asks), each recipient's
+        variables, and who is on the suppression list. Raises SmtpReplyError as
+        :meth:`end_of_message` does."""
         self.envelope.headers = headers
         config = self.pipeline.config.smtpapi.for_listener(self.envelope.listener)
         read = vendor_headers.read(headers, config.accept_headers)
         self.header = header = read.settings  # X-MSYS-API, over another vendor's header
         self._run("validate_data_spool", self.message_vars, header=read.xmsysapi)
-        builder = _CopyBuilder(self, header, body, body_size)
         check = self.pipeline.suppression
         recipients: list[_Recipient] = []
         for recipient in list(self.envelope.recipients) or [None]:
             variables = self.message_vars.child()
             self._run("validate_data_spool_each_rcpt", variables, recipient, read.xmsysapi)
             # Resolved now only when the list is checked (the kind of mail decides which
-            # entries apply); build() resolves them otherwise.
-            settings = builder.settings(variables) if check and recipient is not None else None
+            # entries apply); build_copies resolves them otherwise.
+            settings = None
+            if check and recipient is not None:
+                settings = resolve(config, header, variables, self.pipeline.tag_registry)
             recipients.append(_Recipient(recipient, variables, settings))
         suppressed: list[Suppressed] = []
         if check is not None and recipients[0].address is not None:
             suppressed = suppressed_recipients(check, [(r.address, r.settings) for r in recipients])
             gone = {s.recipient for s in suppressed}
             recipients = [r for r in recipients if r.address not in gone]
+        return Decision(read, recipients, suppressed)
+
+    def build_copies(
+        self,
+        decision: Decision,
+        body: bytes | None,
+        shared: bool = False,
+        body_size: int | None = None,
+    ) -> MessageResult:
+        """The copies :meth:`decide` settled on, built from the body (see
+        :meth:`end_of_message`)."""
+        builder = _CopyBuilder(self, self.header, body, body_size)
         copies = []
-        for index, r in enumerate(recipients):
+        for index, r in enumerate(decision.recipients):
             if shared:
                 if index == 0:
                     copies.append(builder.build(None, self.message_vars, 0))
             else:
                 copies.append(builder.build(r.address, r.variables, index, r.settings))
             self.transmission_id = builder.transmission_id
+        read = decision.read
         return MessageResult(
-            builder.transmission_id, read.edits, copies, builder.analysed, suppressed, read.family
+            builder.transmission_id,
+            read.edits,
+            copies,
+            builder.analysed,
+            decision.suppressed,
+            read.family,
         )
+
+
+@dataclass
+class Decision:
+    """What :meth:`Session.decide` settled before the body is needed."""
+
+    read: vendor_headers.HeadersRead
+    recipients: list[_Recipient]
+    suppressed: list[Suppressed]
 
 
 @dataclass

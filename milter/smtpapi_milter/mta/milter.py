@@ -18,7 +18,7 @@ import Milter
 import structlog
 
 from ..events.store import StoreUnavailable
-from ..pipeline import MessageResult, Pipeline
+from ..pipeline import Decision, MessageResult, Pipeline
 from ..policy import PolicyFailure
 from ..rejections import is_policy_refusal, rejection_events
 from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError, milter_text
@@ -262,11 +262,19 @@ class SmtpapiMilter(Milter.Base):
         try:
             if self.untrapped_stage is not None:
                 return answer_failure(self, self.untrapped_stage)
+            # Before the slot: the data-phase policies may wait on whatever a site's policy
+            # asks (a network lookup, up to [policy] timeout), and the suppression list on
+            # the store; neither needs the body, and waiting must not hold up the others.
+            self.session.envelope.macros.update(self._macros("i"))
+            decided: list[Decision] = []
+            verdict = self._guard("eom", lambda: decided.append(self.session.decide(self.headers)))
+            if verdict != Milter.CONTINUE:
+                return verdict
             # Loading and rewriting a body takes memory in proportion to its size: a few at a
             # time (one by default) keep the milter's memory bounded however many connections
             # end at once (SPEC 11), and under the GIL more at once would not finish sooner.
             with self.state.rewrite_slots:
-                verdict, events, result = self._eom()
+                verdict, events, result = self._eom(decided[0] if decided else None)
             if verdict != Milter.CONTINUE:
                 return verdict
             # Outside the slot: waiting for the commit holds no body, and the sessions that
@@ -278,12 +286,12 @@ class SmtpapiMilter(Milter.Base):
         finally:
             self._end_transaction()
 
-    def _eom(self) -> tuple[int, list[dict], MessageResult | None]:
+    def _eom(self, decided: Decision | None) -> tuple[int, list[dict], MessageResult | None]:
         """Rewrite and hand the MTA its changes: (CONTINUE, events to record, result), or
-        the final verdict. The result comes back without its bodies (they are sent)."""
-        self.session.envelope.macros.update(self._macros("i"))
+        the final verdict. The result comes back without its bodies (they are sent).
+        ``decided`` None: the decision failed open (on_error = accept)."""
         result: list[MessageResult] = []
-        verdict = self._guard("eom", lambda: result.append(self._end_of_message()))
+        verdict = self._guard("eom", lambda: result.append(self._end_of_message(decided)))
         if verdict != Milter.CONTINUE:
             return verdict, [], None
         if self.failed_message:
@@ -363,10 +371,11 @@ class SmtpapiMilter(Milter.Base):
         self.spool.seek(0)
         return self.spool.read()
 
-    def _end_of_message(self) -> MessageResult:
+    def _end_of_message(self, decided: Decision | None) -> MessageResult:
+        assert decided is not None  # _guard runs nothing once the message failed open
         body, size = self._body()
-        return self.session.end_of_message(
-            self.headers, body, shared=self.session.shares_body(), body_size=size
+        return self.session.build_copies(
+            decided, body, shared=self.session.shares_body(), body_size=size
         )
 
     def _reinject(self, result: MessageResult) -> None:
