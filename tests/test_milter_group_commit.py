@@ -38,7 +38,11 @@ def load(tmp_path) -> MilterState:
     return MilterState.load(str(config))
 
 
-def session(state: MilterState, n: int, start: threading.Barrier, out: list) -> None:
+def ready_session(
+    state: MilterState, n: int, fields: tuple[tuple[str, bytes], ...] = ()
+) -> tuple[SmtpapiMilter, Recorder]:
+    """Reader ``n``'s session, its tracked message sent up to the end of message; ``fields``:
+    header fields besides X-MSYS-API and Content-Type."""
     milter = SmtpapiMilter(state)
     milter._ctx = recorder = Recorder()
     milter._actions, milter._protocol = ACTIONS, 0
@@ -46,10 +50,16 @@ def session(state: MilterState, n: int, start: threading.Barrier, out: list) -> 
     milter.hello("client.example")
     milter.envfrom("<news@example.com>")
     milter.envrcpt(f"<reader{n}@example.org>")
-    milter.header("X-MSYS-API", TRACK)
+    for name, value in (("X-MSYS-API", TRACK), *fields):
+        milter.header(name, value)
     milter.header("Content-Type", b" text/html; charset=utf-8")
     milter.eoh()
     milter.body(BODY)
+    return milter, recorder
+
+
+def session(state: MilterState, n: int, start: threading.Barrier, out: list) -> None:
+    milter, recorder = ready_session(state, n)
     start.wait()
     verdict = milter.eom()
     out.append((n, verdict, recorder.calls, time.monotonic()))

@@ -8,7 +8,7 @@ others through meanwhile. Before, the policy ran inside the slot and every other
 the worker waited for it.
 
 The adapter runs against a recorder in place of libmilter's context (as in
-test_milter_errors.py); configuration, policies, pipeline and the SQLite store are real.
+test_milter_group_commit.py); configuration, policies, pipeline and the SQLite store are real.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ import threading
 
 import Milter
 
-from smtpapi_milter.mta.milter import ACTIONS, SmtpapiMilter
 from smtpapi_milter.mta.state import MilterState
 
 from .harness.smtpapi import toml
-from .test_milter_errors import TRACK, Recorder
+from .test_milter_group_commit import ready_session
 
-BODY = b'<html><body><a href="https://example.com/x">x</a></body></html>\r\n'
 # Waits, for the message whose Subject is "hold", until the test writes to the FIFO and
 # closes it (opening a FIFO to read blocks until a writer opens it: no polling).
 HOLDING_POLICY = """
@@ -46,18 +44,7 @@ def load(tmp_path, fifo) -> MilterState:
 
 
 def session(state: MilterState, n: int, subject: bytes, out: dict) -> None:
-    milter = SmtpapiMilter(state)
-    milter._ctx = Recorder()
-    milter._actions, milter._protocol = ACTIONS, 0
-    milter.connect("client.example", 2, ("127.0.0.1", 40000 + n))
-    milter.hello("client.example")
-    milter.envfrom("<news@example.com>")
-    milter.envrcpt(f"<reader{n}@example.org>")
-    milter.header("X-MSYS-API", TRACK)
-    milter.header("Subject", subject)
-    milter.header("Content-Type", b" text/html; charset=utf-8")
-    milter.eoh()
-    milter.body(BODY)
+    milter, _ = ready_session(state, n, (("Subject", subject),))
     out[n] = milter.eom()
     milter.close()
 
