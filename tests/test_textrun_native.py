@@ -1,6 +1,7 @@
 """The C scans of _native/textrun.c against their Python references: the common-prefix
 length (merge_reuse) on str of every width (a copy may hold a wider character than the one
-before) and on bytes, the first bare CR (mime), and UTF-8 byte offsets (edits)."""
+before) and on bytes, the first bare CR (mime), UTF-8 byte offsets (edits), the search of a
+whole body (search) and its lines too long for the wire (qp)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpapi_milter.rewrite import edits, merge_reuse, mime, qp_reuse
+from smtpapi_milter.rewrite import edits, merge_reuse, mime, qp, qp_reuse, search, track
 
 if os.environ.get("SMTPAPI_PURE_PYTHON") == "1":  # the references alone are under test
     pytest.skip("SMTPAPI_PURE_PYTHON=1: no native path to compare", allow_module_level=True)
@@ -108,3 +109,57 @@ def test_utf8_spans_leave_refused_surrogates_and_bad_spans_to_the_reference():
     for found in (edits.byte_spans, edits.decoded_byte_spans):  # the reference decides
         with pytest.raises(UnicodeEncodeError):
             found("a\ud800b—", b"a", [(0, 1)], "utf-8")
+
+
+def test_search_and_long_lines_are_built_and_chosen():
+    assert search.find is mime.find is track.find is merge_reuse._textrun.find
+    assert qp._textrun is merge_reuse._textrun
+
+
+# Haystacks of a few characters, so needles are often found (or nearly: a prefix of them),
+# one per width class: str of one-byte characters goes to memmem, wider str to CPython.
+search_chars = st.sampled_from(["-", "a", "\n", "é", "Ω", "😀"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(search_chars, max_size=300).map("".join),
+    st.lists(search_chars, max_size=6).map("".join),
+    st.integers(-320, 320),
+    st.integers(-320, 320),
+)
+def test_find_matches_reference(text, needle, start, end):
+    assert search.find(text, needle, start, end) == text.find(needle, start, end)
+    if text.isascii() and needle.isascii():  # bytes: always memmem
+        data, marker = text.encode(), needle.encode()
+        assert search.find(data, marker, start, end) == data.find(marker, start, end)
+
+
+def test_find_over_a_body_and_its_refusals():
+    body = b"x" * 100_000 + b"\r\n-----BEGIN PGP MESSAGE-----\r\n"
+    assert search.find(body, b"-----BEGIN PGP ", 0, len(body)) == 100_002
+    assert search.find(body, b"-----BEGIN PGP ", 0, 100_016) == -1  # ends inside the range
+    assert search.find(body, b"", 7, 3) == b"x".find(b"", 7, 3) == -1
+    with pytest.raises(TypeError):
+        search.find(body, "x", 0, 1)
+
+
+line_pieces = st.sampled_from([b"a" * 997, b"a", b"aa", b"\r", b"\n", b"\r\n", b"=\r\n"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(line_pieces, max_size=12))
+def test_long_lines_match_reference(pieces):
+    # Lines of 997-1000 octets, with and without CR before the LF, at the end or not: around
+    # the limit, where the reference's windows decide.
+    raw = b"".join(pieces)
+    assert qp._long_lines(raw) == qp._long_lines_reference(raw)
+
+
+def test_long_lines_at_the_limit():
+    limit = qp.LINE_LIMIT
+    assert qp._long_lines(b"a" * limit + b"\r\n" + b"b" * limit) == []
+    assert qp._long_lines(b"a" * (limit + 1) + b"\r\nb") == [(0, limit + 3)]
+    assert qp._long_lines(b"b\n" + b"a" * limit + b"\r") == [(2, limit + 3)]  # a bare CR counts
+    with pytest.raises(ValueError):
+        merge_reuse._textrun.long_lines(b"", -1)

@@ -9,8 +9,9 @@ bytes it came from, so the new bytes equal the whole new text encoded at once.
 from __future__ import annotations
 
 import codecs
-import os
 from typing import Any, TypeVar
+
+from .._native import load
 
 TextEdit = tuple[int, int, str]
 ByteEdit = tuple[int, int, bytes]
@@ -67,12 +68,7 @@ def byte_spans(
 
 # Byte offsets of a UTF-8 part's spans in C (_native/textrun.c); SMTPAPI_PURE_PYTHON=1 forces
 # byte_spans, the reference.
-_textrun: Any = None
-if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
-    try:
-        from .._native import textrun as _textrun
-    except ImportError:  # a source tree without the build: the reference serves
-        _textrun = None
+_textrun: Any = load("textrun")
 
 
 def decoded_byte_spans(

@@ -27,10 +27,10 @@ texts, or where the next few dozen characters are found nearby in the old text).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
+from .._native import load
 from .html import _SKIP, HtmlLink, HtmlScan, _Scanner, scan_html
 
 _Text = TypeVar("_Text", str, bytes)  # _common_run serves rewrite/qp_reuse.py's bytes too
@@ -208,12 +208,7 @@ def _common_run_reference(a: _Text, i: int, b: _Text, j: int) -> int:
 
 # The same in place, without the slices (_native/textrun.c); the above is its reference,
 # and SMTPAPI_PURE_PYTHON=1 forces it.
-_textrun: Any = None
-if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
-    try:
-        from .._native import textrun as _textrun
-    except ImportError:  # a source tree without the build: the reference serves
-        _textrun = None
+_textrun: Any = load("textrun")
 _common_run = _common_run_reference if _textrun is None else _textrun.common_run
 
 

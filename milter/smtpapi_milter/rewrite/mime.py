@@ -11,14 +11,15 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import email.message
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._native import load
 from ..memo import remember_short
 from . import qp
+from .search import find
 
 MAX_DEPTH = 32
 MALFORMED_HEADER = "a header block has a malformed line"
@@ -43,12 +44,7 @@ _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|$)", re.M)
 _STRICT_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 # has_bare_cr by memchr in C (_native/textrun.c); SMTPAPI_PURE_PYTHON=1 forces the regex.
-_textrun: Any = None
-if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
-    try:
-        from .._native import textrun as _textrun
-    except ImportError:  # a source tree without the build: the reference serves
-        _textrun = None
+_textrun: Any = load("textrun")
 _PGP = re.compile(rb"^-----BEGIN PGP (?:SIGNED )?MESSAGE-----", re.M)
 
 SIGNED_OR_ENCRYPTED = frozenset(
@@ -337,18 +333,18 @@ def _fill_children(buf: bytes, part: MimePart, depth: int) -> None:
 def _delimiters(buf: bytes, boundary: bytes, part: MimePart) -> Iterator[tuple[int, int, bool]]:
     """(start, end, is-close) of each delimiter line "--boundary[--]" in the part's body.
 
-    bytes.find jumps from candidate to candidate in C; a ``^--boundary`` regex in MULTILINE
-    mode would try every byte of the body (most of a large message's parse time).
+    The search (search.find) jumps from candidate to candidate in C; a ``^--boundary`` regex
+    in MULTILINE mode would try every byte of the body (most of a large message's parse time).
     """
     marker = b"--" + boundary
-    pos = buf.find(marker, part.body_start, part.end)
+    pos = find(buf, marker, part.body_start, part.end)
     while pos >= 0:
         m = None
         if pos == 0 or buf[pos - 1] == 10:  # a delimiter begins a line
             m = _DELIMITER_TAIL.match(buf, pos + len(marker), part.end)
         if m is not None:
             yield pos, m.end(), bool(m.group(1))
-        pos = buf.find(marker, m.end() if m is not None else pos + 1, part.end)
+        pos = find(buf, marker, m.end() if m is not None else pos + 1, part.end)
 
 
 def _before_eol(buf: bytes, pos: int, floor: int) -> int:
@@ -408,8 +404,8 @@ def untouchable_reason(root: MimePart, body: bytes, bare_cr: bool | None = None)
     if bare_cr is not False and _bare_cr_changes_structure(root, body):
         return "the MIME structure depends on whether a bare CR ends a line"
     for part in top_parts(root):
-        if part is None or body.find(b"-----BEGIN PGP ", part.body_start, part.end) < 0:
-            continue  # the plain find is C-fast; the regex below checks it begins a line
+        if part is None or find(body, b"-----BEGIN PGP ", part.body_start, part.end) < 0:
+            continue  # the plain search is fast; the regex below checks it begins a line
         if _PGP.search(body, part.body_start, part.end):
             return INLINE_PGP
     return None

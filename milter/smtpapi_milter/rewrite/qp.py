@@ -13,12 +13,12 @@ encoded anew too once the part changes, as the whole part used to be.
 from __future__ import annotations
 
 import binascii
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._native import load
 from .edits import ByteEdit
 
 Span = tuple[int, int] | ByteEdit  # where an edit lies; only its first two items are read
@@ -30,12 +30,10 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 
 # Splice made ready and filled in C (_native/qpsplice.c) for the regions of its common case;
 # the Python below stays the reference it is tested against (SMTPAPI_PURE_PYTHON=1 forces it).
-_qpsplice: Any = None
-if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
-    try:
-        from .._native import qpsplice as _qpsplice
-    except ImportError:  # a source tree without the build: the reference serves
-        _qpsplice = None
+_qpsplice: Any = load("qpsplice")
+# Long lines found line by line with memchr (_native/textrun.c); _long_lines_reference is the
+# reference it is tested against.
+_textrun: Any = load("textrun")
 
 
 def encode(data: bytes, eol: bytes) -> bytes:
@@ -350,7 +348,14 @@ def _line_around(raw: bytes, pos: int) -> tuple[int, int]:
 
 
 def _long_lines(raw: bytes) -> list[tuple[int, int]]:
-    """Lines over LINE_LIMIT octets (CR LF or LF not counted), found window by window."""
+    """(start, end) of each line over LINE_LIMIT octets (CR LF or LF not counted)."""
+    if _textrun is not None:
+        return _textrun.long_lines(raw, LINE_LIMIT)
+    return _long_lines_reference(raw)
+
+
+def _long_lines_reference(raw: bytes) -> list[tuple[int, int]]:
+    """:func:`_long_lines` found window by window: the reference the C scan is tested against."""
     found = []
     pos = 0
     while len(raw) - pos > LINE_LIMIT:

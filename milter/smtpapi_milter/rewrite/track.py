@@ -17,6 +17,7 @@ from typing import NamedTuple, Protocol
 from ..settings import TrackingSettings
 from .edits import TextEdit, apply
 from .html import HtmlScan, scan_html
+from .search import find
 from .text import find_text_urls
 from .urls import is_trackable_url
 
@@ -189,7 +190,7 @@ def _first_not_none(*values: int | None) -> int:
 
 
 def _with_curlies(text: str, sites: list[Site]) -> list[Site]:
-    if "_double_curly()}}" not in text:
+    if find(text, "_double_curly()}}", 0, len(text)) < 0:  # rarely there: a whole-text search
         return sites
     taken = sorted((site.start, site.end) for site in sites)
     extra = []
