@@ -117,7 +117,7 @@ def test_search_and_long_lines_are_built_and_chosen():
 
 
 # Haystacks of a few characters, so needles are often found (or nearly: a prefix of them),
-# one per width class: str of one-byte characters goes to memmem, wider str to CPython.
+# of every width class (a str's units are 1, 2 or 4 bytes: memmem searches them all).
 search_chars = st.sampled_from(["-", "a", "\n", "é", "Ω", "😀"])
 
 
@@ -133,6 +133,15 @@ def test_find_matches_reference(text, needle, start, end):
     if text.isascii() and needle.isascii():  # bytes: always memmem
         data, marker = text.encode(), needle.encode()
         assert search.find(data, marker, start, end) == data.find(marker, start, end)
+
+
+def test_find_passes_over_matches_inside_a_character():
+    # "a" as a 2-byte unit is 61 00; "\u6100\u4100" is 00 61 00 41: those bytes at offset 1.
+    assert search.find("\u6100\u4100", "a", 0, 2) == -1
+    assert search.find("\u6100\u4100a", "a", 0, 3) == 2
+    assert search.find("\U00016100\U00000041a😀", "a😀", 0, 4) == 2  # 4-byte units
+    assert search.find("a" * 10, "a" * 65, 0, 10) == -1  # long needles: CPython's find
+    assert search.find("Ω" + "a" * 70, "a" * 65, 0, 71) == 1
 
 
 def test_find_over_a_body_and_its_refusals():
