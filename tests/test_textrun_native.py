@@ -75,6 +75,16 @@ def test_bare_cr_matches_reference(pieces):
     assert mime.has_bare_cr(data) == mime.has_bare_cr_reference(data)
 
 
+def test_bare_cr_across_the_c_sides_64_byte_blocks():
+    for at in range(120, 260):  # the CR at every place in and around two blocks
+        data = bytearray(b"ab\r\n" * 100)
+        data[at] = 13
+        data = bytes(data)
+        match = mime._BARE_CR.search(data)
+        assert merge_reuse._textrun.first_bare_cr(data) == (match.start() if match else -1)
+    assert merge_reuse._textrun.first_bare_cr(b"x" * 63 + b"\r\n" + b"y" * 70) == -1
+
+
 def test_bare_cr_at_the_very_end_and_none():
     assert merge_reuse._textrun.first_bare_cr(b"a\r\nb\r") == 4
     assert merge_reuse._textrun.first_bare_cr(b"a\r\nb\r\n") == -1

@@ -84,6 +84,15 @@ static PyObject *common_run(PyObject *module, PyObject *const *args, Py_ssize_t 
     return PyLong_FromSsize_t(k);
 }
 
+#define BARE_CR_BLOCK 64
+
+/* Whether p[0..BARE_CR_BLOCK) holds a CR that p[0..BARE_CR_BLOCK] has no LF after. */
+__attribute__((optimize("tree-vectorize"))) static int block_has_bare_cr(const unsigned char *p) {
+    unsigned char bad = 0;
+    for (int i = 0; i < BARE_CR_BLOCK; i++) bad |= (p[i] == '\r') & (p[i + 1] != '\n');
+    return bad;
+}
+
 /* first_bare_cr(data): the offset of the first CR in ``data`` (bytes) that no LF follows,
  * -1 if none (mime._BARE_CR.search is the reference). Every new body is checked for one, and
  * the regex's look-ahead at each CR of a CRLF body cost ~50 us per 100 KB (merge copies). */
@@ -96,6 +105,10 @@ static PyObject *first_bare_cr(PyObject *module, PyObject *data) {
     const char *start = PyBytes_AS_STRING(data);
     const char *end = start + PyBytes_GET_SIZE(data);
     const char *p = start;
+    /* Whole blocks first, without a branch per byte (the compiler makes it vector code): a
+     * CRLF body has a CR on every line, and a memchr from each took 13 us per 99 KB body. */
+    while (end - p > BARE_CR_BLOCK && !block_has_bare_cr((const unsigned char *)p))
+        p += BARE_CR_BLOCK;
     while (p < end && (p = memchr(p, '\r', (size_t)(end - p))) != NULL) {
         if (p + 1 == end || p[1] != '\n') return PyLong_FromSsize_t(p - start);
         p += 2;
