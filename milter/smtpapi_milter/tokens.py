@@ -38,17 +38,13 @@ from urllib.parse import unquote
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
+from ._native import load
 from .config import Config, ConfigError
 from .secret_file import publish_once
 
 # The C minter and opener (_native/tokenmint.c) make and read tokens exactly as the Python
 # below, which stays the reference they are tested against; SMTPAPI_PURE_PYTHON=1 forces it.
-_tokenmint: Any = None
-if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
-    try:
-        from ._native import tokenmint as _tokenmint
-    except ImportError:  # a source tree without the build: the reference serves
-        _tokenmint = None
+_tokenmint: Any = load("tokenmint")
 
 KEY_FILE_NAME = "link-keys"
 KEY_SIZE = 32

@@ -17,19 +17,15 @@ decoder.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import orjson
 
+from .._native import load
+
 # The C scan (_native/jsonnum.c) answers as _plain_numbers_reference below, which stays
 # the reference it is tested against; SMTPAPI_PURE_PYTHON=1 goes without the scan.
-_jsonnum: Any = None
-if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
-    try:
-        from .._native import jsonnum as _jsonnum
-    except ImportError:  # a source tree without the build: the reference serves
-        _jsonnum = None
+_jsonnum: Any = load("jsonnum")
 
 _stdlib_encode = json.JSONEncoder(separators=(",", ":")).encode
 

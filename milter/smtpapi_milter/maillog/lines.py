@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import calendar
 import functools
-import os
 import re
 import time
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from .._native import load
+
 # The C walk of _CLASSIC (_native/maillogline.c) gives the same parts as the expression,
 # which stays the reference it is tested against; SMTPAPI_PURE_PYTHON=1 forces the reference.
-_native: Any = None
-if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
-    try:
-        from .._native import maillogline as _native
-    except ImportError:  # a source tree without the build: the reference serves
-        _native = None
+_native: Any = load("maillogline")
 
 MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
 

@@ -19,11 +19,11 @@ deliveries over that connection: that is how ``outbound_tls`` is known.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections import OrderedDict
 from typing import Any
 
+from .._native import load
 from .lines import LogLine
 from .outcome import BOUNCED, DEFERRED, DELIVERED, MessageExpired, Outcome
 
@@ -47,12 +47,7 @@ _CODE = re.compile(r"([245]\d\d)[ -]")
 
 # The C walk of _DELIVERY (_native/maillogline.c) gives the same groups as the expression,
 # which stays the reference it is tested against; SMTPAPI_PURE_PYTHON=1 forces the reference.
-_native: Any = None
-if os.environ.get("SMTPAPI_PURE_PYTHON") != "1":
-    try:
-        from .._native import maillogline as _native
-    except ImportError:  # a source tree without the build: the reference serves
-        _native = None
+_native: Any = load("maillogline")
 
 
 def delivery_groups(text: str) -> tuple | None:

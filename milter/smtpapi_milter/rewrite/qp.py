@@ -31,8 +31,8 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 # Splice made ready and filled in C (_native/qpsplice.c) for the regions of its common case;
 # the Python below stays the reference it is tested against (SMTPAPI_PURE_PYTHON=1 forces it).
 _qpsplice: Any = load("qpsplice")
-# Long lines found line by line with memchr (_native/textrun.c); _long_lines_reference is the
-# reference it is tested against.
+# Long lines found by memrchr, window by window (_native/textrun.c); _long_lines_reference is
+# the reference it is tested against.
 _textrun: Any = load("textrun")
 
 
