@@ -246,43 +246,41 @@ static PyObject *find(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (start == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t end = PyLong_AsSsize_t(args[3]);
     if (end == -1 && PyErr_Occurred()) return NULL;
+    const char *h, *n; /* haystack and needle as units of ``kind`` bytes */
+    Py_ssize_t hlen, nlen;
+    int kind = 1;
+    char units[64 * 4];
     if (PyBytes_Check(hay) && PyBytes_Check(needle)) {
-        const char *h = PyBytes_AS_STRING(hay), *n = PyBytes_AS_STRING(needle);
-        Py_ssize_t hlen = PyBytes_GET_SIZE(hay), nlen = PyBytes_GET_SIZE(needle);
-        adjust_indices(&start, &end, hlen);
-        if (end - start < nlen) return PyLong_FromLong(-1);
-        if (nlen == 0) return PyLong_FromSsize_t(start);
-        const char *at = memmem(h + start, (size_t)(end - start), n, (size_t)nlen);
-        return PyLong_FromSsize_t(at == NULL ? -1 : at - h);
-    }
-    if (!PyUnicode_Check(hay) || !PyUnicode_Check(needle)) {
+        h = PyBytes_AS_STRING(hay), hlen = PyBytes_GET_SIZE(hay);
+        n = PyBytes_AS_STRING(needle), nlen = PyBytes_GET_SIZE(needle);
+    } else if (PyUnicode_Check(hay) && PyUnicode_Check(needle)) {
+        h = PyUnicode_DATA(hay), hlen = PyUnicode_GET_LENGTH(hay);
+        nlen = PyUnicode_GET_LENGTH(needle);
+        kind = PyUnicode_KIND(hay);
+        int nkind = PyUnicode_KIND(needle);
+        if (nkind > kind || nlen > 64) { /* a wider character, or a needle not worth widening */
+            Py_ssize_t at = PyUnicode_Find(hay, needle, start, end, 1);
+            return at == -2 ? NULL : PyLong_FromSsize_t(at);
+        }
+        const void *ndata = PyUnicode_DATA(needle);
+        for (Py_ssize_t k = 0; k < nlen; k++) {
+            Py_UCS4 c = PyUnicode_READ(nkind, ndata, k);
+            if (kind == PyUnicode_1BYTE_KIND) ((Py_UCS1 *)units)[k] = (Py_UCS1)c;
+            else if (kind == PyUnicode_2BYTE_KIND) ((Py_UCS2 *)units)[k] = (Py_UCS2)c;
+            else ((Py_UCS4 *)units)[k] = c;
+        }
+        n = units;
+    } else {
         PyErr_SetString(PyExc_TypeError, "find needs two bytes or two str");
         return NULL;
     }
-    Py_ssize_t hlen = PyUnicode_GET_LENGTH(hay), nlen = PyUnicode_GET_LENGTH(needle);
     adjust_indices(&start, &end, hlen);
     if (end - start < nlen) return PyLong_FromLong(-1);
     if (nlen == 0) return PyLong_FromSsize_t(start);
-    int kind = PyUnicode_KIND(hay);
-    if (PyUnicode_KIND(needle) > kind) return PyLong_FromLong(-1); /* a wider character */
-    if (nlen > 64) { /* a long needle: not worth widening here */
-        Py_ssize_t at = PyUnicode_Find(hay, needle, start, end, 1);
-        return at == -2 ? NULL : PyLong_FromSsize_t(at);
-    }
-    char units[64 * 4];
-    int nkind = PyUnicode_KIND(needle);
-    const void *ndata = PyUnicode_DATA(needle);
-    for (Py_ssize_t k = 0; k < nlen; k++) {
-        Py_UCS4 c = PyUnicode_READ(nkind, ndata, k);
-        if (kind == PyUnicode_1BYTE_KIND) ((Py_UCS1 *)units)[k] = (Py_UCS1)c;
-        else if (kind == PyUnicode_2BYTE_KIND) ((Py_UCS2 *)units)[k] = (Py_UCS2)c;
-        else ((Py_UCS4 *)units)[k] = c;
-    }
-    const char *h = PyUnicode_DATA(hay);
     const char *from = h + start * kind, *stop = h + end * kind;
     size_t size = (size_t)nlen * kind;
     while ((size_t)(stop - from) >= size) {
-        const char *at = memmem(from, (size_t)(stop - from), units, size);
+        const char *at = memmem(from, (size_t)(stop - from), n, size);
         if (at == NULL) break;
         if ((at - h) % kind == 0) return PyLong_FromSsize_t((at - h) / kind);
         from = at + 1; /* inside a unit: not a match of characters */
