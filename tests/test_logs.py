@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import re
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
+
+import structlog
+
+from smtpapi_milter import logs
 
 WRITER = """
 import logging, sys
@@ -28,3 +37,44 @@ def test_concurrent_writers_never_merge_lines(tmp_path):
     lines = out.read_text().splitlines()
     assert len(lines) == 9000
     assert {json.loads(line)["writer"] for line in lines} == {"0", "1", "2"}
+
+
+def test_a_json_line_has_the_event_its_level_and_a_utc_microsecond_time_stamp():
+    stream = io.StringIO()
+    saved = structlog.get_config()
+    logs.configure(stream=stream, level=logging.INFO, json=True)
+    try:
+        log = structlog.get_logger("t")
+        before = time.time()
+        log.info("message", queue_id="4Xq", links=55, tracked=True, untracked=None, ms=2.5)
+        log.warning("big", metadata_id=2**70, thing=object(), text="é\n\x1e")
+        after = time.time()
+    finally:
+        structlog.configure(**saved)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert {k: first[k] for k in ("event", "level", "queue_id", "links", "tracked")} == {
+        "event": "message",
+        "level": "info",
+        "queue_id": "4Xq",
+        "links": 55,
+        "tracked": True,
+    }
+    assert first["untracked"] is None and first["ms"] == 2.5
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", first["timestamp"])
+    stamped = datetime.strptime(first["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    stamped = stamped.replace(tzinfo=UTC).timestamp()
+    assert before - 1e-6 <= stamped <= after
+    # Beyond orjson's 64 bits: written by the standard library instead, never dropped.
+    assert second["metadata_id"] == 2**70 and second["level"] == "warning"
+    assert second["thing"].startswith("<object object at ") and second["text"] == "é\n\x1e"
+
+
+def test_the_time_stamp_follows_the_clock_across_seconds(monkeypatch):
+    for now, text in [
+        (1_765_000_000.25, "2025-12-06T05:46:40.250000Z"),
+        (1_765_000_000.999999, "2025-12-06T05:46:40.999999Z"),
+        (1_765_000_001.0, "2025-12-06T05:46:41.000000Z"),
+        (1_765_000_000.5, "2025-12-06T05:46:40.500000Z"),  # a clock set back
+    ]:
+        monkeypatch.setattr(logs.time, "time", lambda now=now: now)
+        assert logs.add_timestamp(None, "info", {})["timestamp"] == text
