@@ -7,6 +7,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from smtpapi_milter import logs
 
@@ -14,6 +16,19 @@ from . import corpus
 from .harness.postgres import PostgresServer
 
 logs.configure(stream=sys.stderr, level=logging.WARNING, json=True)
+
+
+@pytest.fixture()
+def info_logs() -> Iterator[list[dict]]:
+    """Log entries down to INFO (the test-wide level is WARNING), captured."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with capture_logs() as captured:
+            yield captured
+    finally:
+        structlog.configure(**saved)
+
 
 # The outcome category of a corpus skip: `-ra` lists the "skipped" category reason by reason,
 # which would be a screenful of the same reason; this one shows only in the counts line and

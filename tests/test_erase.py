@@ -88,6 +88,21 @@ def test_later_events_of_an_erased_recipient_are_not_stored(store):
     assert store.erase_recipient("postmaster") == 0  # RFC 5321's one address without a domain
 
 
+def test_events_not_stored_for_an_erasure_are_logged_with_their_count(store, info_logs):
+    # SQLite checks the list inside its insert statement; the count is made when fewer rows
+    # than given went in, and a repeated event_id (passed over too) is no erasure.
+    store.record([event(1, rcpt="carol@example.com")])
+    assert store.erase_recipient("carol@example.com") == 1
+    store.record([event(2, rcpt="carol@example.com"), event(3, rcpt="Carol@example.com")])
+    store.record([event(4, rcpt="dave@example.com"), event(5, rcpt="")])
+    store.record([event(4, rcpt="dave@example.com")])
+    erased = [
+        line for line in info_logs if line["event"] == "events of erased recipients not stored"
+    ]
+    assert [line["events"] for line in erased] == [2]
+    assert [e["event_id"] for e in store.query()] == ["ev-4", "ev-5"]
+
+
 def test_a_large_batch_is_checked_too(store):
     # Past erasure._PROBE_FIRST recipients the list is first asked whether it holds any:
     # with none, everything is stored; with one, that one's events are not.

@@ -4,13 +4,10 @@ the parsers: test_vendor_headers_properties.py)."""
 
 from __future__ import annotations
 
-import logging
 from email import message_from_bytes
 
 import Milter
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from smtpapi_milter.cli import rewrite_message
 from smtpapi_milter.config import parse_config
@@ -241,18 +238,6 @@ def test_two_vendors_are_fine_when_only_one_is_accepted():
     got = read(text, ["postmark"])
     assert got.settings.tags == ["other"]
     assert got.edits == [HeaderEdit("X-PM-Tag", 1, None)]  # X-Mailgun-Tag stays as it is
-
-
-@pytest.fixture()
-def info_logs():
-    """Log entries down to INFO (the ignored instructions are logged at INFO), captured."""
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    try:
-        with capture_logs() as logs:
-            yield logs
-    finally:
-        structlog.configure(**saved)
 
 
 def test_ignored_instructions_are_logged(info_logs):

@@ -10,17 +10,13 @@ runs under the same deadline.
 
 from __future__ import annotations
 
-import logging
 import socket
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-import structlog
-from structlog.testing import capture_logs
 
 from smtpapi_milter.events.store import open_store
 from smtpapi_milter.events.webhook_http import Poster, batch_body
@@ -45,18 +41,6 @@ TRICKLED_BODY_TO_CLOSE = [
     b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
     TRICKLE(b"x" * 100, 0.05),
 ]
-
-
-@pytest.fixture()
-def info_logs() -> Iterator[list[dict]]:
-    """Log entries down to INFO ("webhook batch delivered" is one), captured."""
-    saved = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    try:
-        with capture_logs() as logs:
-            yield logs
-    finally:
-        structlog.configure(**saved)
 
 
 def post_to(script: list, timeout: float = TIMEOUT):

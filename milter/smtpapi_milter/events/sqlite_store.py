@@ -199,8 +199,7 @@ class SqliteStore(EventStore):
         # group that fits one statement needs no BEGIN/COMMIT steps (a statement is atomic).
         per = self._rows_per_statement
         if len(rows) <= per and rows and not flood_counts:
-            # Under the writer lock: no erase can come between the check and the insert.
-            self._connected(lambda conn: _insert_rows(conn, _unerased(conn, rows)), write=True)
+            self._connected(lambda conn: _insert_unerased(conn, rows), write=True)
             return
 
         def work(cur: Cursor) -> None:
@@ -304,6 +303,43 @@ class SqliteStore(EventStore):
 def _unerased(conn: sqlite3.Connection | sqlite3.Cursor, rows: list) -> list:
     cur = conn.cursor() if isinstance(conn, sqlite3.Connection) else conn
     return list(erasure.without_erased(cur, str, rows, RCPT_COLUMN))
+
+
+def _insert_unerased(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert the rows that are not an erased recipient's (events/erasure.py), by one
+    statement that looks each row's digest up in the erasure list itself.
+
+    The milter's and the tracker's groups are a few events: there, the list's own query
+    before the insert (erasure.without_erased) was a second statement per message, with its
+    Python and its handing over of the GIL. The milter's ``record`` on bench/milter_cpu.py's
+    merge load, 8 rounds alternating: 178 -> 167 us of CPU (medians), and 256 -> 239 us with
+    16 MiB touched between messages. Runs under the writer lock: no erase comes between."""
+    width = len(EVENT_COLUMNS) + 1
+    values: list[Any] = []
+    digest = erasure.recipient_digest
+    for row in rows:
+        values += row
+        values.append(digest(row[RCPT_COLUMN]) if row[RCPT_COLUMN] else None)
+    before = conn.total_changes
+    conn.execute(_unerased_insert(len(rows), width), values)
+    if conn.total_changes - before < len(rows):
+        # Some were passed over: a repeated event_id (idempotence), or an erased recipient,
+        # which erasure.without_erased logs with its count.
+        erasure.without_erased(conn.cursor(), str, rows, RCPT_COLUMN)
+
+
+@functools.lru_cache(maxsize=WRITER_STATEMENT_CACHE)
+def _unerased_insert(count: int, width: int) -> str:
+    """:func:`_multirow_insert` of the rows whose last value (a digest) is not erased."""
+    row = "(" + ", ".join("?" * width) + ")"
+    digest = f"column{width}"  # SQLite names a VALUES list's columns column1, column2, ...
+    return (
+        f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
+        f" SELECT {', '.join(f'column{n}' for n in range(1, width))}"
+        f" FROM (VALUES {', '.join([row] * count)})"
+        f" WHERE {digest} IS NULL OR {digest} NOT IN (SELECT digest FROM erased_recipients)"
+        + ON_CONFLICT
+    )
 
 
 def _insert_rows(conn: sqlite3.Connection | sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
