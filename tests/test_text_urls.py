@@ -294,3 +294,31 @@ def test_bounded_keeps_the_first_urls_and_counts_the_rest():
     assert [url for _, _, url in found] == [f"https://x.example/{i}" for i in range(4)]
     assert beyond == 6
     assert find_text_urls_bounded(text, None) == (find_text_urls(text), 0)
+
+
+# Lines of SOUP and SEPARATED, some repeated (a merge copy's text part repeats its lines),
+# some past the length whose candidates are remembered.
+LINES = st.lists(
+    st.one_of(SOUP, SEPARATED, st.sampled_from(["https://a.example/x" * 60, "http://b.example"])),
+    max_size=8,
+).map(lambda lines: "\n".join(lines + lines[:2]))
+
+
+@settings(max_examples=600)
+@given(LINES, st.one_of(st.none(), st.integers(0, 4)))
+def test_line_by_line_search_is_the_whole_text_search(text: str, max_urls: int | None) -> None:
+    expected = text_module._find_text_urls_bounded_reference(text, max_urls)
+    assert find_text_urls_bounded(text, max_urls) == expected
+    assert find_text_urls_bounded(text, max_urls) == expected  # its lines remembered now
+
+
+def test_a_line_is_searched_once_and_remembered():
+    text_module._line_candidates.cache_clear()
+    line = "see https://a.example/offer?id=1, or <http://b.example/x.>"
+    text = f"Hello Ann\n{line}\nBye\n"
+    first = find_text_urls_bounded(text, None)
+    again = find_text_urls_bounded("Hello Bob\n" + text.split("\n", 1)[1], None)
+    assert [url for *_, url in first[0]] == ["https://a.example/offer?id=1", "http://b.example/x."]
+    assert again == first  # the same offsets: "Hello Bob" is as long as "Hello Ann"
+    info = text_module._line_candidates.cache_info()
+    assert (info.hits, info.misses) == (1, 1)
