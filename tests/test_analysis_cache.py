@@ -149,6 +149,25 @@ def test_bounded_in_entries_and_body_size():
     assert (cache.hits, cache.misses) == (1, 4)  # never kept, never counted
 
 
+def test_bodies_alike_in_the_hashed_samples_are_told_apart():
+    # The key hashes a body's length and three samples (start, middle, end) only: bodies
+    # that differ between them share a bucket and are told apart by the whole compare.
+    cache = AnalysisCache(entries=4)
+    headers = [("Content-Type", b"text/html")]
+    pad = b"<!-- " + b"x" * 600 + b" -->"
+    bodies = [pad + b"<a href='https://example.com/%d'>x</a>" % n + pad for n in range(3)]
+    assert len({len(body) for body in bodies}) == 1
+    analyses = [cache.get(headers, body)[0] for body in bodies]
+    assert (cache.hits, cache.misses) == (0, 3)
+    for n in (0, 2, 1):  # not the newest: found through the dictionary
+        found, kept = cache.get(headers, bodies[n])
+        assert kept and found is analyses[n]
+        assert found.html.text.count(f"example.com/{n}'") == 1
+    plain = [("Content-Type", b"text/plain")]  # the same body read as another type
+    assert cache.get(plain, bodies[1])[1] is False
+    assert cache.get(plain, bodies[1])[1] is True
+
+
 def test_zero_turns_it_off_and_negative_is_refused():
     tracker = pipeline(analysis_cache=0)
     for _ in range(2):

@@ -274,6 +274,36 @@ def _decode(data: bytes, charset: str) -> str | None:
         return None
 
 
+class _BodyKey:
+    """A body (and the header fields its MIME tree reads) as the cache's key: hashed by its
+    length and three samples of it, compared whole.
+
+    Each copy of a mail merge is a body not seen before, and hashing all of it (Python's
+    bytes hash reads every byte) cost 20-29 us a 99 KB body (300 bodies in turn, more than
+    the caches hold), for a lookup that then misses; the key's hash, 1.9-2.1 us.
+    Bodies that agree in the samples fall in one bucket and are told apart by the compare
+    (memcmp, which stops at the first difference); the cache holds a few entries."""
+
+    __slots__ = ("_hash", "body", "fields")
+
+    def __init__(self, fields: tuple[str, str, str, bool], body: bytes):
+        self.fields, self.body = fields, body
+        size, middle = len(body), len(body) // 2
+        samples = (body[:_SAMPLE], body[middle : middle + _SAMPLE], body[-_SAMPLE:])
+        self._hash = hash((fields, size, samples))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _BodyKey):
+            return NotImplemented
+        return self._hash == other._hash and self.body == other.body and self.fields == other.fields
+
+
+_SAMPLE = 256  # bytes of a body in each of _BodyKey's samples
+
+
 class AnalysisCache:
     """The analyses of the last ``entries`` distinct bodies up to ``max_body`` bytes.
 
@@ -297,7 +327,7 @@ class AnalysisCache:
         # A new body's HTML scan starts from the last kept body's (rewrite/merge_reuse.py).
         self.reuse_similar = reuse_similar
         self._lock = threading.Lock()
-        self._kept: OrderedDict[tuple, BodyAnalysis] = OrderedDict()
+        self._kept: OrderedDict[_BodyKey, BodyAnalysis] = OrderedDict()
         self.hits = self.misses = 0
 
     def get(self, headers: list[tuple[str, bytes]], body: bytes) -> tuple[BodyAnalysis, bool]:
@@ -309,11 +339,10 @@ class AnalysisCache:
             # The newest body again (a newsletter, one transaction per reader): comparing
             # it (memcmp) costs a fraction of hashing the new bytes, which reads them all.
             newest = next(reversed(self._kept), None)
-            if newest is not None and newest[1] == body and newest[0] == fields:
+            if newest is not None and newest.body == body and newest.fields == fields:
                 self.hits += 1
                 return self._kept[newest], True
-        key = (fields, body)
-        hash(key)  # hashes the body (kept in the bytes object) outside the lock
+        key = _BodyKey(fields, body)
         with self._lock:
             found = self._kept.get(key)
             if found is not None:
