@@ -67,10 +67,10 @@ _second: tuple[int, str] = (-1, "")
 def add_timestamp(_logger: Any, _name: str, event: EventDict) -> EventDict:
     """``timestamp``: UTC, ISO 8601 with microseconds and ``Z``, as structlog's
     ``TimeStamper(fmt="iso", utc=True)`` writes it."""
+    global _second
     now = time.time()
     second = int(now)
     micros = int((now - second) * 1_000_000)
-    global _second
     known, text = _second
     if second != known:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
