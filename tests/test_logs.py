@@ -12,12 +12,14 @@ import time
 from datetime import UTC, datetime
 
 import structlog
+import structlog.testing
 
 from smtpapi_milter import logs
 
 WRITER = """
 import logging, sys
 import structlog
+import structlog.testing
 from smtpapi_milter import logs
 logs.configure(stream=sys.stdout, level=logging.INFO, json=True)
 log = structlog.get_logger("t")
@@ -78,3 +80,26 @@ def test_the_time_stamp_follows_the_clock_across_seconds(monkeypatch):
     ]:
         monkeypatch.setattr(logs.time, "time", lambda now=now: now)
         assert logs.add_timestamp(None, "info", {})["timestamp"] == text
+
+
+def test_a_hot_logger_follows_each_new_configuration():
+    saved = structlog.get_config()
+    first, second = io.StringIO(), io.StringIO()
+    hot = logs.HotLogger("t")
+    try:
+        logs.configure(stream=first, level=logging.INFO, json=True)
+        hot.get().info("one")
+        bound = hot.get()
+        assert hot.get() is bound  # kept while the configuration holds
+        with structlog.testing.capture_logs() as captured:
+            hot.get().info("captured")
+        hot.get().info("two")  # capture_logs put the processors back: bound again
+        logs.configure(stream=second, level=logging.INFO, json=True)
+        hot.get().info("three")
+        logs.configure(stream=second, level=logging.WARNING, json=True)
+        hot.get().info("filtered out")
+    finally:
+        structlog.configure(**saved)
+    assert [json.loads(line)["event"] for line in first.getvalue().splitlines()] == ["one", "two"]
+    assert [line["event"] for line in captured] == ["captured"]
+    assert [json.loads(line)["event"] for line in second.getvalue().splitlines()] == ["three"]

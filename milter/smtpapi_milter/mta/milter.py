@@ -18,6 +18,7 @@ import Milter
 import structlog
 
 from ..events.store import StoreUnavailable
+from ..logs import HotLogger
 from ..pipeline import Decision, MessageResult, Pipeline
 from ..policy import PolicyFailure
 from ..rejections import is_policy_refusal, rejection_events
@@ -29,6 +30,8 @@ from .state import STORE_DOWN, MilterState
 from .trap import INTERNAL, Answer, answer_failure, trapped
 
 log = structlog.get_logger("smtpapi_milter.milter")
+# The line every message gets (_log_result): bound once per logging configuration.
+message_log = HotLogger("smtpapi_milter.milter")
 
 REPLACE_CHUNK = 64 * 1024
 # Exactly the actions we use: a milter that asks for less saves the MTA work.
@@ -437,7 +440,7 @@ class SmtpapiMilter(Milter.Base):
         if self.state.metrics is not None:
             verdict = "tracked" if tracked else "untracked"
             self.state.metrics.message(verdict, seconds, result.links_tracked, result.analysis)
-        log.info(
+        message_log.get().info(
             "message",
             verdict="accept",
             queue_id=envelope.queue_id,
