@@ -9,7 +9,6 @@ exception escaping a callback would become an anonymous 451 — so every callbac
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from ..rejections import is_policy_refusal, rejection_events
 from ..replies import EXTRA_RECIPIENT_DEFERRED, SmtpReply, SmtpReplyError, milter_text
 from ..vendor_headers import field_deletions
 from . import memory
+from .body_spool import BodySpool
 from .reinject import ReinjectError, Reinjector
 from .state import STORE_DOWN, MilterState
 from .trap import INTERNAL, Answer, answer_failure, trapped
@@ -65,7 +65,7 @@ class SmtpapiMilter(Milter.Base):
         self.pipeline: Pipeline = state.pipeline  # this connection keeps its configuration
         self.session = self.pipeline.session()
         self.headers: list[tuple[str, bytes]] = []
-        self.spool: Any = None
+        self.spool: BodySpool | None = None
         self.started = time.monotonic()
         # on_error = "accept": after a failure the message goes out untracked, not tempfailed.
         self.failed_connection = False
@@ -243,10 +243,8 @@ class SmtpapiMilter(Milter.Base):
     @trapped("body", Answer.AT_EOM)
     def body(self, chunk: bytes) -> int:
         if self.spool is None:
-            # Lives across callbacks, closed in envfrom/abort/close: no `with` can hold it.
-            self.spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
-                max_size=self.pipeline.config.milter.spool_memory_limit, prefix="smtpapi-body-"
-            )
+            # Lives across callbacks, closed in envfrom/abort/close.
+            self.spool = BodySpool(self.pipeline.config.milter.spool_memory_limit)
         self.spool.write(chunk)
         return Milter.CONTINUE
 
@@ -360,18 +358,16 @@ class SmtpapiMilter(Milter.Base):
     def _body(self) -> tuple[bytes | None, int]:
         if self.spool is None:
             return b"", 0
-        size = self.spool.tell()
+        size = self.spool.size
         if size > memory.largest_rewritten_body(self.pipeline.config):
             # Never loaded (over max_tracked_size or the MTA's size limit: it would go out
             # untracked anyway): the bound on memory per connection.
             return None, size
-        self.spool.seek(0)
         return self.spool.read(), size
 
     def _whole_body(self) -> bytes:
         if self.spool is None:
             return b""
-        self.spool.seek(0)
         return self.spool.read()
 
     def _end_of_message(self, decided: Decision | None) -> MessageResult:
