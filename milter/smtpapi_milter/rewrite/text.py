@@ -77,21 +77,22 @@ _REMEMBERED_LINE = 1024
 
 
 def _candidates_in(line: str) -> tuple[tuple[int, int, str | None], ...]:
-    """Each candidate of ``line``: its start, its URL's end and the URL, or None for a
-    candidate that is no URL (no host); what :func:`_find_text_urls_bounded_reference`
-    makes of them."""
-    made = []
-    for candidate in _candidates(line):
-        start, end = candidate.span()
-        if not _angle_bracketed(line, start, end):
-            end = start + len(_trim_trailing(candidate.group()))
-        url = line[start:end]
-        kept = _has_host(url) if len(url) <= _REMEMBERED_URL else split_http_url(url) is not None
-        made.append((start, end, url if kept else None))
-    return tuple(made)
+    """Each candidate of ``line`` as :func:`_read` makes it."""
+    return tuple(_read(line, candidate) for candidate in _candidates(line))
 
 
 _line_candidates = functools.lru_cache(maxsize=1024)(_candidates_in)
+
+
+def _read(text: str, candidate: re.Match[str]) -> tuple[int, int, str | None]:
+    """A candidate's start, its URL's end (trailing punctuation left to the prose unless
+    the URL is in angle brackets) and the URL, or None for one that is no URL (no host)."""
+    start, end = candidate.span()
+    if not _angle_bracketed(text, start, end):
+        end = start + len(_trim_trailing(candidate.group()))
+    url = text[start:end]
+    kept = _has_host(url) if len(url) <= _REMEMBERED_URL else split_http_url(url) is not None
+    return start, end, url if kept else None
 
 
 def _find_text_urls_bounded_reference(
@@ -104,11 +105,8 @@ def _find_text_urls_bounded_reference(
     for candidate in candidates:
         if max_urls is not None and len(found) >= max_urls:
             return found, 1 + sum(1 for _ in candidates)
-        start, end = candidate.span()
-        if not _angle_bracketed(text, start, end):
-            end = start + len(_trim_trailing(candidate.group()))
-        url = text[start:end]
-        if _has_host(url) if len(url) <= _REMEMBERED_URL else split_http_url(url) is not None:
+        start, end, url = _read(text, candidate)
+        if url is not None:
             found.append((start, end, url))
     return found, 0
 
