@@ -233,9 +233,19 @@ class RunningMaillog(RunningService):
     def _configure(self, sections: dict[str, dict[str, Any]]) -> None:
         sections.setdefault("maillog", {}).setdefault("poll_interval", 0.05)
 
+    def start(self) -> RunningService:
+        # A restart appends to the same log: ready at a "following" line of its own.
+        self._followed = self._following()
+        return super().start()
+
+    def _following(self) -> int:
+        if not self.log_path.exists():
+            return 0
+        return sum(1 for line in self.log_lines() if line.get("event") == "following")
+
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 20
-        while not any(line.get("event") == "following" for line in self.log_lines()):
+        while self._following() <= self._followed:
             assert self.process is not None
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("maillog did not start")
