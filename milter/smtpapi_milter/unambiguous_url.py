@@ -38,7 +38,8 @@ _IPV6 = r"(?P<ipv6>\[[0-9A-Fa-f:.]++\])"
 def _pattern(label_char: str, first_char: str) -> re.Pattern[str]:
     # A last label that does not start with a digit is never read as a number by WHATWG's
     # IPv4 rules (all-digit labels, 0x...); dotted-decimal IPv4 is matched on its own.
-    name = rf"(?:{label_char}*+\.)*{first_char}{label_char}*+\.?"
+    # (?>...*): possessive without a possessive repeat of a group (rewrite/html.py says why).
+    name = rf"(?:(?>{label_char}*)\.)*{first_char}(?>{label_char}*)\.?"
     # Scheme and authority only: the rest of the URL is checked for control characters apart.
     return re.compile(
         rf"(?ai:https?)://(?:{_USERINFO})?(?P<host>{_IPV4}|{_IPV6}|{name})"
