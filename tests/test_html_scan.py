@@ -510,12 +510,12 @@ def test_escaped_url_round_trips(url: str, quote: str, with_text: bool) -> None:
 # The skip pattern as it was before it learned to pass plain conditional comments and to
 # settle tag names by their first letter: every tag it did not skip went through the loop.
 # The fast one must leave a scan exactly as this reference leaves it.
-_REFERENCE_SKIP = re.compile(
-    r"(?:[^<]++"
+_REFERENCE_SKIP = re.compile(  # atomic, not (?:...)*+: test_regex_portability.py says why
+    r"(?>(?:[^<]++"
     rf"|<(?!(?i:(?:a|area|base|body|html|{'|'.join(scanner._RAW_TEXT)}){scanner._END_DELIMITER}|v:))"
     rf"{scanner._NAME}{scanner._TAIL}"
     rf"|</(?!(?i:(?:body|head|html){scanner._END_DELIMITER})){scanner._NAME}{scanner._TAIL}"
-    r"|<(?![A-Za-z!/?]))*+"
+    r"|<(?![A-Za-z!/?]))*)"
 )
 CONDITIONAL_FRAGMENTS = [
     "<!--[if mso | IE]>",
