@@ -24,7 +24,7 @@ APT_PACKAGES := gcc python3-dev libmilter-dev postfix swaks miltertest postgresq
 BENCH_PACKAGES := wrk nginx-light pflogsumm
 CORPUS ?= $(abspath ../shared/corpus)
 
-.PHONY: all demo test lint unit bench fuzz deps bench-deps venv sendmail clean install uninstall
+.PHONY: all demo test lint unit bench fuzz deps bench-deps venv sendmail clean install uninstall FORCE
 
 all: test
 
@@ -49,8 +49,15 @@ deps:
 bench-deps: deps
 	$(call apt_install,$(BENCH_PACKAGES))
 
-$(STAMP): pyproject.toml setup.cfg setup.py $(wildcard milter/smtpapi_milter/_native/*.c) | deps
-	$(PYTHON) -m venv $(VENV)
+# A .venv made from another interpreter than PYTHON (before, checkouts used python3 on PATH)
+# is made again, from PYTHON.
+VENV_FROM := $(shell sed -n 's/^executable = //p' $(VENV)/pyvenv.cfg 2>/dev/null)
+PYTHON_IS := $(shell $(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))' 2>/dev/null)
+VENV_STALE := $(if $(and $(VENV_FROM),$(PYTHON_IS)),$(filter-out $(PYTHON_IS),$(VENV_FROM)))
+
+$(STAMP): pyproject.toml setup.cfg setup.py $(wildcard milter/smtpapi_milter/_native/*.c) \
+		$(if $(VENV_STALE),FORCE) | deps
+	$(PYTHON) -m venv $(if $(VENV_STALE),--clear) $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
@@ -172,3 +179,5 @@ uninstall:
 	rm -rf $(ROOTDIR)$(DATA_DIR)
 	@if [ -z "$(ROOTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "kept $(ROOTDIR)$(CONF_DIR) (configuration, policies) and $(ROOTDIR)$(STATE_DIR) (link keys, events), and the smtpapi user: remove them yourself if you mean to"
+
+FORCE:
