@@ -7,6 +7,8 @@ are collected and printed together at the end.
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -49,6 +51,10 @@ def main() -> int:
         f"\n===== SPEC 11 bars, measured side by side in this run "
         f"({time.monotonic() - started:.0f} s) ====="
     )
+    # Every Python process of the run (ours and the floors) runs on this interpreter: its
+    # build decides much of our CPU (the Makefile's PYTHON says how much).
+    interpreter = os.path.realpath(sys.executable)
+    print(f"Python {platform.python_version()} ({interpreter}), {os.cpu_count()} CPUs")
     widths = [
         max(len(row[i]) for row in rows + [["what", "measured", "bar", ""]]) for i in range(4)
     ]
