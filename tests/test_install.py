@@ -126,6 +126,34 @@ def milter_answers(port: int) -> bytes:
 REAL_PATHS = [Path("/opt/smtpapi-milter"), Path("/usr/bin/smtpapi-milter")]
 
 
+# An MJML template's head: Debian 12's Python (3.11.2, what the installed venv runs on) once
+# read the first comment as running to the end of the text (tests/test_regex_portability.py).
+OUTLOOK_HEAD = (
+    b"From: news@example.com\r\nTo: reader@example.org\r\nSubject: s\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+    b'X-MSYS-API: {"options": {"click_tracking": true}}\r\n\r\n'
+    b"<html><head><!--[if mso]>\r\n<xml><o:AllowPNG/></xml>\r\n<![endif]-->\r\n"
+    b'<!--[if lte mso 11]>\r\n<style type="text/css">.x { width:100% }</style>\r\n'
+    b"<![endif]-->\r\n</head><body>"
+    b'<a href="https://example.com/one">one</a> <a href="https://example.com/two">two</a>'
+    b"</body></html>\r\n"
+)
+
+
+def installed_rewrite_tracks_after_outlook_comments(config: Path, tmp_path: Path) -> bool:
+    """The installed program's rewrite tracks both links of OUTLOOK_HEAD."""
+    message = tmp_path / "outlook.eml"
+    message.write_bytes(OUTLOOK_HEAD)
+    result = subprocess.run(
+        ["/usr/bin/smtpapi-milter", "rewrite", "--config", str(config), str(message)],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        check=True,
+    )
+    assert b"https://example.com/" not in result.stdout, result.stdout.decode()
+    return result.stdout.count(b"/c/") == 2
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="make install into / needs root (CI runs as root)")
 @pytest.mark.skipif(
     any(p.exists() or p.is_symlink() for p in REAL_PATHS),
@@ -169,6 +197,7 @@ def test_make_install_for_real_then_run_from_usr_bin(tmp_path):
         wait_for_http(f"http://127.0.0.1:{tracker}/healthz", deadline, process)
         wait_for_http(f"http://127.0.0.1:{admin}/healthz", deadline, process)
         assert milter_answers(milter) == b"O"
+        assert installed_rewrite_tracks_after_outlook_comments(config, tmp_path)
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, (tmp_path / "run.log").read_text()
     finally:
