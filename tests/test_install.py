@@ -140,7 +140,7 @@ OUTLOOK_HEAD = (
 )
 
 
-def installed_rewrite_tracks_after_outlook_comments(config: Path, tmp_path: Path) -> bool:
+def assert_installed_rewrite_tracks_after_outlook_comments(config: Path, tmp_path: Path) -> None:
     """The installed program's rewrite tracks both links of OUTLOOK_HEAD."""
     message = tmp_path / "outlook.eml"
     message.write_bytes(OUTLOOK_HEAD)
@@ -151,7 +151,7 @@ def installed_rewrite_tracks_after_outlook_comments(config: Path, tmp_path: Path
         check=True,
     )
     assert b"https://example.com/" not in result.stdout, result.stdout.decode()
-    return result.stdout.count(b"/c/") == 2
+    assert result.stdout.count(b"/c/") == 2, result.stdout.decode()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="make install into / needs root (CI runs as root)")
@@ -197,7 +197,7 @@ def test_make_install_for_real_then_run_from_usr_bin(tmp_path):
         wait_for_http(f"http://127.0.0.1:{tracker}/healthz", deadline, process)
         wait_for_http(f"http://127.0.0.1:{admin}/healthz", deadline, process)
         assert milter_answers(milter) == b"O"
-        assert installed_rewrite_tracks_after_outlook_comments(config, tmp_path)
+        assert_installed_rewrite_tracks_after_outlook_comments(config, tmp_path)
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, (tmp_path / "run.log").read_text()
     finally:

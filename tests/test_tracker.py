@@ -327,17 +327,13 @@ def test_metrics_count_exactly_across_worker_processes(tmp_path):
             )
             assert get(tracker, "/c/" + codec.encode(data))[0] == 302
         line = re.compile(rb'smtpapi_tracker_requests_total\{kind="click",outcome="stored"\} (\S+)')
-
         # Each worker folds its counts into the prometheus values every FOLD_SECONDS, on
         # its event loop (late on a loaded machine): wait for the sum, then see it stay.
-        def count() -> float:
-            return float(line.search(admin_metrics(tracker)).group(1))
-
-        deadline = time.monotonic() + 10
-        while count() < 40 and time.monotonic() < deadline:
-            time.sleep(metrics.FOLD_SECONDS / 2)
+        stored = 'smtpapi_tracker_requests_total{kind="click",outcome="stored"}'
+        wait_for_metric(tracker, f"{stored} 40.0\n")
         time.sleep(metrics.FOLD_SECONDS * 2)  # a count beyond 40 would have folded by now
-        assert {count() for _ in range(3)} == {40.0}
+        counts = {float(line.search(admin_metrics(tracker)).group(1)) for _ in range(3)}
+        assert counts == {40.0}
 
 
 def test_store_down_answers_503_and_never_redirects(tmp_path):
