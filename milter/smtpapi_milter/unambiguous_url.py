@@ -15,7 +15,9 @@ name whose last label does not start with a digit, a dotted-decimal IPv4 address
 literal, a decimal port up to 65535, and no control character or undecodable byte anywhere.
 A host may also hold Unicode letters and digits in NFKC form (``bücher.example``): IDNA then
 only lower-cases them and spells them in punycode, so the labels a browser sees are the ones
-written.
+written. A label holding right-to-left characters must keep the bidi rule (RFC 5893), which
+browsers enforce: ``www.example\u05dcom`` (a Hebrew letter among Latin ones) is a host no
+browser visits, and a link to it is left as it is (fuzz finding).
 
 The milter leaves any other URL untracked, and the tracker refuses to redirect to one (a
 token minted before this rule); both ask :func:`is_unambiguous`: for the usual ASCII link two
@@ -27,6 +29,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+
+import idna
 
 _SUB_DELIMS = "!$&'()*+,;="
 _USERINFO = rf"[A-Za-z0-9._~:{re.escape(_SUB_DELIMS)}-]*+@"
@@ -78,16 +82,37 @@ def is_unambiguous(url: str) -> bool:
 
 
 # IDNA 2003 and 2008 spell these differently (ß: "ss" or itself): resolvers and browsers
-# of different ages would look up different names.
+# of different ages would look up different names. Compared lower-cased: "aΣ" is "aς" to
+# RFC 3986 parsers (Python lower-cases a final sigma so) and "aσ" to IDNA.
 _DEVIATIONS = frozenset("ßẞς")
+_RIGHT_TO_LEFT = frozenset(("R", "AL", "AN"))
 
 
 def _plain_unicode(host: str) -> bool:
     # NFKC-stable letters and digits: IDNA's mapping can neither add a dot nor drop a
     # character (fullwidth forms, ideographic full stops, soft hyphens and joiners fail).
-    return unicodedata.is_normalized("NFKC", host) and all(
-        c.isascii() or (c.isalnum() and c not in _DEVIATIONS) for c in host
-    )
+    if not (
+        unicodedata.is_normalized("NFKC", host)
+        and all(c.isascii() or c.isalnum() for c in host)
+        and _DEVIATIONS.isdisjoint(host.lower())
+    ):
+        return False
+    return all(_label_is_idna(label) for label in host.split("."))
+
+
+def _label_is_idna(label: str) -> bool:
+    if label.isascii():
+        return True
+    if label[:4].lower() == "xn--":  # punycode's prefix on Unicode: IDNA refuses the label
+        return False
+    # The bidi rule as browsers apply it (UTS 46, which WHATWG URL uses): to each label that
+    # holds a right-to-left character, whatever its neighbours (``1x.\u05e2\u05d1`` passes).
+    if not any(unicodedata.bidirectional(c) in _RIGHT_TO_LEFT for c in label):
+        return True
+    try:
+        return idna.check_bidi(label)
+    except idna.IDNAError:
+        return False
 
 
 def _is_ipv6(text: str) -> bool:
