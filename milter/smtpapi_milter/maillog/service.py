@@ -45,7 +45,7 @@ def serve(config: Config) -> int:
     """Follow the MTA's log until SIGTERM; returns the exit status."""
     settings = config.maillog
     stopping = threading.Event()
-    install_signal_handlers(lambda *_: stopping.set())
+    install_signal_handlers(stopping.set)
     classifier = BounceClassifier.load(settings.bounce_rules or None)
     store = _open_store(config.event_store_url, stopping)
     if store is None:

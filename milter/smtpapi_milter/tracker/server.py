@@ -42,6 +42,7 @@ from ..events.webhooks import check_hooks
 from ..listen_check import check_host_port, granian_failed
 from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..orphans import die_with_parent, mark_children
+from ..stop_signals import call_on_stop_signals
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
 from . import dashboard, suppression_api, useragent, worker_stop
@@ -255,9 +256,7 @@ def serve_indexer(config_path: str | None) -> int:
     store = LazyStore(config.event_store_url)
     directory = journal_directory(config)
     indexer = JournalIndexer(directory, store, idle=True, cache_kib=PROCESS_CACHE_KIB)
-    stop = lambda *_: indexer.stop(timeout=0)  # noqa: E731  (run ends after its pass)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    call_on_stop_signals(lambda: indexer.stop(timeout=0))  # run ends after its last passes
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nothing of it is reloadable
     try:
         indexer.run()
