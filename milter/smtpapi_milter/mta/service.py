@@ -67,11 +67,13 @@ def serve(config_path: str | None, socket_override: str | None = None) -> int:
     ``socket_override`` replaces ``[milter] socket`` (the supervisor's private socket under
     socket activation).
     """
-    config = load_config(config_path)
     # SIGUSR1/2 would kill a process (their default) that has not set up its signal thread
-    # yet: a starting worker, or a follower just forked. Until then they are ignored.
+    # yet: a starting worker, or a follower just forked. Until then they are noted, and
+    # acted on once it runs: a drain ignored so (the supervisor's SIGTERM early in the
+    # worker's start) left the worker running for good.
     for signum in (RELOAD_SIGNAL, DRAIN_SIGNAL):
-        signal.signal(signum, lambda *_: None)
+        signal.signal(signum, _note_early_signal)
+    config = load_config(config_path)
     # Before the socket opens, as one process: broken policies fail the start, and the
     # default link key exists before any worker (or anyone reading it) needs it.
     PolicySet.load(config.policy.directory)
@@ -124,9 +126,14 @@ def _handle_signals(state: MilterState, group: WorkerGroup, socket: str) -> None
     """
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd)  # first: a signal from here on reaches the pipe
     for signum in (RELOAD_SIGNAL, DRAIN_SIGNAL):
         signal.signal(signum, lambda *_: None)
-    signal.set_wakeup_fd(write_fd)
+    # Those that came before (a forked follower inherits the leader's notes, as it would
+    # have the signals: the leader passes both on). One in between comes twice: a reload
+    # twice does no harm, and the thread acts on the first drain only.
+    if _early_signals:
+        os.write(write_fd, bytes(sorted(_early_signals)))
 
     def wait_for_signals() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
@@ -140,6 +147,13 @@ def _handle_signals(state: MilterState, group: WorkerGroup, socket: str) -> None
                 return
 
     threading.Thread(target=wait_for_signals, name="signals", daemon=True).start()
+
+
+_early_signals: set[int] = set()
+
+
+def _note_early_signal(signum: int, frame: object) -> None:
+    _early_signals.add(signum)
 
 
 def _drain_and_stop(state: MilterState, group: WorkerGroup, socket: str) -> None:
@@ -253,6 +267,8 @@ class Supervisor:
         while True:
             started = time.monotonic()
             self.worker = self._spawn()
+            if self.stopping:  # a SIGTERM while it was being started found no worker to tell
+                self.worker.send_signal(DRAIN_SIGNAL)
             code = self.worker.wait()
             if self.stopping:
                 return 0
