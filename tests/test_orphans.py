@@ -112,6 +112,9 @@ def test_killed_socket_activated_milter_leaves_no_worker(tmp_path):
         pytest.fail("systemd-socket-activate not found: the Makefile installs systemd")
     milter = RunningMilter(tmp_path)  # its config and log; started below by the activator
     command = [activate, "-l", f"127.0.0.1:{milter.port}", "-E", f"PYTHONPATH={ROOT / 'milter'}"]
+    # Where systemd's RuntimeDirectory= puts the worker's socket: else a directory of its
+    # own in /tmp, which a killed supervisor cannot remove (one was left by every run).
+    command += ["-E", f"RUNTIME_DIRECTORY={tmp_path}"]
     command += [sys.executable, "-m", "smtpapi_milter.cli", "milter"]
     command += ["--config", str(milter.config_path)]
     with milter.log_path.open("ab") as log:
