@@ -38,16 +38,17 @@ def test_sigterm_stops_a_loop_waiting_on_the_event_every_time():
             env={"PYTHONPATH": str(ROOT / "milter")},
             text=True,
         )
-        assert child.stdout.readline() == "ready\n"
-        child.send_signal(rng.choice((signal.SIGTERM, signal.SIGINT)))
         try:
+            assert child.stdout.readline() == "ready\n"
+            child.send_signal(rng.choice((signal.SIGTERM, signal.SIGINT)))
             out, _ = child.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             hung += 1
+            continue
+        finally:  # a child that does not stop is not left behind
             child.kill()
             child.communicate()
-        else:
-            assert out == "stopped\n" and child.returncode == 0
+        assert out == "stopped\n" and child.returncode == 0
     assert hung == 0, f"{hung} of {TRIES} children did not stop on their signal"
 
 
@@ -62,8 +63,12 @@ def test_signals_after_the_first_change_nothing():
         env={"PYTHONPATH": str(ROOT / "milter")},
         text=True,
     )
-    assert child.stdout.readline() == "ready\n"
-    for _ in range(3):
-        child.send_signal(signal.SIGTERM)
-    out, _ = child.communicate(timeout=10)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        for _ in range(3):
+            child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=10)
+    finally:  # a child that does not stop is not left behind
+        child.kill()
+        child.communicate()
     assert out.count("stop\n") == 1 and child.returncode == 0
