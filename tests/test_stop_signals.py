@@ -1,4 +1,4 @@
-"""SIGTERM reaches a main loop that sleeps in ``Event.wait`` (stop_signals.py).
+"""SIGTERM reaches a main loop that sleeps in ``Event.wait`` (signal_thread.py).
 
 Setting the event from the handler itself can deadlock: the handler runs inside
 ``Event.wait()`` while that holds the event's lock. The child below waits with a zero
@@ -17,7 +17,7 @@ from .harness.smtpapi import ROOT
 
 CHILD = """
 import threading
-from smtpapi_milter.stop_signals import call_on_stop_signals
+from smtpapi_milter.signal_thread import call_on_stop_signals
 stopping = threading.Event()
 call_on_stop_signals(stopping.set)
 print("ready", flush=True)

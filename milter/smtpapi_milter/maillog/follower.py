@@ -28,7 +28,7 @@ import structlog
 from ..collector import collector_paused
 from ..delivery.bounce_class import BounceClassifier
 from ..events.store import StoreUnavailable
-from ..stop_signals import call_on_stop_signals
+from ..signal_thread import call_on_stop_signals
 from ..suppression.bounces import DEFAULT_CLASSES, suppress_bounces
 from . import join, position
 from .file_source import FileSource
@@ -242,5 +242,5 @@ class Follower:
 def install_signal_handlers(stop: Callable[[], object]) -> None:
     """SIGTERM and SIGINT end the loop after the batch in hand is committed. SIGHUP (which
     ``run`` passes to every child) is ignored: ``[maillog]`` changes take a restart."""
-    call_on_stop_signals(stop)  # not from the handler itself: stop_signals.py says why
+    call_on_stop_signals(stop)  # not from the handler itself: signal_thread.py says why
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

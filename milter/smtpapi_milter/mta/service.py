@@ -35,6 +35,7 @@ from ..config import ConfigError, load_config
 from ..listen_check import check_milter_socket, opensocket_failed
 from ..orphans import child_environment
 from ..policy import PolicyLoadError, PolicySet
+from ..signal_thread import act_on_signals
 from ..start_limit import EXIT_START_LIMIT, StartLimit
 from ..tokens import TokenCodec
 from .activation import Relay, listen_sockets
@@ -118,35 +119,24 @@ def serve(config_path: str | None, socket_override: str | None = None) -> int:
 
 def _handle_signals(state: MilterState, group: WorkerGroup, socket: str) -> None:
     """SIGUSR1 → reload, SIGUSR2 → drain and stop, from a thread (libmilter keeps the main
-    thread in C).
+    thread in C: signal_thread.py). That thread blocks libmilter's three signals so they
+    always reach libmilter's own signal thread. Those that came before are acted on first (a
+    forked follower inherits the leader's notes, as it would have the signals: the leader
+    passes both on)."""
 
-    The C-level handler writes the signal number to a pipe whatever thread it lands on; a
-    thread blocks on the pipe and acts. That thread blocks libmilter's three signals so
-    they always reach libmilter's own signal thread.
-    """
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd)  # first: a signal from here on reaches the pipe
-    for signum in (RELOAD_SIGNAL, DRAIN_SIGNAL):
-        signal.signal(signum, lambda *_: None)
-    # Those that came before (a forked follower inherits the leader's notes, as it would
-    # have the signals: the leader passes both on). One in between comes twice: a reload
-    # twice does no harm, and the thread acts on the first drain only.
-    if _early_signals:
-        os.write(write_fd, bytes(sorted(_early_signals)))
+    def reload() -> None:
+        group.signal_followers(RELOAD_SIGNAL)
+        state.reload()
 
-    def wait_for_signals() -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
-        while True:
-            received = os.read(read_fd, 64)
-            if RELOAD_SIGNAL in received:
-                group.signal_followers(RELOAD_SIGNAL)
-                state.reload()
-            if DRAIN_SIGNAL in received:
-                _drain_and_stop(state, group, socket)
-                return
+    def drain() -> bool:
+        _drain_and_stop(state, group, socket)
+        return True
 
-    threading.Thread(target=wait_for_signals, name="signals", daemon=True).start()
+    act_on_signals(
+        {RELOAD_SIGNAL: reload, DRAIN_SIGNAL: drain},
+        block={signal.SIGHUP, signal.SIGTERM, signal.SIGINT},
+        pending=_early_signals,
+    )
 
 
 _early_signals: set[int] = set()

@@ -42,7 +42,7 @@ from ..events.webhooks import check_hooks
 from ..listen_check import check_host_port, granian_failed
 from ..multiproc import MULTIPROC_ENV, counter_directory
 from ..orphans import die_with_parent, mark_children
-from ..stop_signals import call_on_stop_signals
+from ..signal_thread import call_on_stop_signals
 from ..supervise import Supervisor
 from ..tokens import TokenCodec
 from . import dashboard, suppression_api, useragent, worker_stop
